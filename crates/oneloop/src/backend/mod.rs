@@ -1,0 +1,101 @@
+//! The backends, behind one closed `Driver` enum the [`Ring`](crate::Ring) dispatches to.
+//!
+//! Every backend keeps the same contract (see `ring.rs`): one final completion per accepted
+//! op, buffers owned until then, generation-checked ids, synchronous cancel outcomes, no lost
+//! completions, `EINTR` handled inside, and a draining drop.
+#![deny(unsafe_code)]
+
+pub(crate) mod uring;
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
+use crate::op::Submission;
+use crate::ring::{BackendKind, RingBuilder, SubmitError, WakeFd};
+
+/// One backend's driver.
+pub(crate) enum Driver {
+    Uring(uring::Uring),
+}
+
+/// Opens `kind` (not `Auto`) per `config`.
+pub(crate) fn open(
+    kind: BackendKind,
+    config: &RingBuilder,
+    wake: &Arc<WakeFd>,
+) -> io::Result<Driver> {
+    match kind {
+        BackendKind::Uring => Ok(Driver::Uring(uring::Uring::open(config, Arc::clone(wake))?)),
+        BackendKind::Aio | BackendKind::Epoll => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the {kind} backend is not implemented yet in this version of oneloop"),
+        )),
+        BackendKind::Auto => unreachable!("Auto is resolved by the builder"),
+    }
+}
+
+impl Driver {
+    pub fn submit(
+        &mut self,
+        sub: Submission,
+        user_data: u64,
+        out: &mut VecDeque<Completion>,
+    ) -> Result<OpId, SubmitError> {
+        match self {
+            Driver::Uring(d) => d.submit(sub, user_data, out),
+        }
+    }
+
+    pub fn cancel(
+        &mut self,
+        id: OpId,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<CancelOutcome> {
+        match self {
+            Driver::Uring(d) => d.cancel(id, out),
+        }
+    }
+
+    pub fn cancel_where(
+        &mut self,
+        fd: Option<RawFd>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<CancelCount> {
+        match self {
+            Driver::Uring(d) => d.cancel_where(fd, out),
+        }
+    }
+
+    pub fn wait(
+        &mut self,
+        min_complete: usize,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        match self {
+            Driver::Uring(d) => d.wait(min_complete, timeout, out),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        match self {
+            Driver::Uring(d) => d.in_flight(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Driver::Uring(d) => d.describe(),
+        }
+    }
+
+    pub fn shutdown(&mut self, out: &mut VecDeque<Completion>) {
+        match self {
+            Driver::Uring(d) => d.shutdown(out),
+        }
+    }
+}

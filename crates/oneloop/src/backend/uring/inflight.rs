@@ -1,0 +1,115 @@
+//! The uring in-flight table: every accepted op lives in a slot here until the kernel is done.
+//!
+//! This is where memory is handed to the kernel, so it is one of the two places `unsafe`
+//! lives. The argument is short:
+//!
+//! * every SQE pushed through [`InFlight::push`] is built by `lower.rs` from a slot of
+//!   `slots`, and points only into what that slot owns: the op's buffers (heap memory the op
+//!   owns), and the slot's [`Aux`] fields (inside the slab, whose addresses never move);
+//! * a slot is removed only once every CQE that names it has been reaped (its main CQE and
+//!   any linked-timeout CQE; cancel CQEs name no memory), see `try_finish` in `mod.rs`;
+//! * on teardown, slots the kernel might still hold are leaked, never freed.
+#![allow(unsafe_code)]
+
+use io_uring::squeue::Entry;
+use io_uring::types::{OpenHow, Timespec};
+use io_uring::IoUring;
+use std::time::Instant;
+
+use crate::op::Op;
+use crate::slab::Slab;
+use crate::sys::RawSockAddr;
+
+/// Kernel-visible scratch an op may need besides its buffers.
+pub(super) struct Aux {
+    /// The `Timeout` op's timespec.
+    pub ts: Timespec,
+    /// The deadline's linked-timeout timespec.
+    pub link_ts: Timespec,
+    /// Iovecs for `Readv`/`Writev` (heap, owned here).
+    pub iovecs: Vec<libc::iovec>,
+    /// `Connect`'s address.
+    pub addr: RawSockAddr,
+    /// `OpenAt`'s `open_how`.
+    pub how: OpenHow,
+}
+
+/// One op in flight and what the kernel has said about it so far.
+pub(super) struct Slot {
+    pub op: Op,
+    pub user_data: u64,
+    /// The op's deadline, absolute.
+    pub deadline: Option<Instant>,
+    pub aux: Aux,
+    /// The main request's final result, once its last CQE (no `MORE`) arrived.
+    pub main_res: Option<i32>,
+    /// Linked-timeout CQEs still to come.
+    pub links_pending: u8,
+    /// A linked timeout expired (`-ETIME`).
+    pub link_fired: bool,
+    /// Cancel CQEs still to come.
+    pub cancels_pending: u8,
+    /// A user cancel reported `Cancelled` for this op.
+    pub user_cancelled: bool,
+    /// An emulated `EpollWait` waiting to be re-armed (its poll fired, `epoll_wait` found
+    /// nothing): the kernel holds no request for it.
+    pub rearm_pending: bool,
+}
+
+impl Slot {
+    pub fn new(op: Op, user_data: u64, deadline: Option<Instant>) -> Slot {
+        Slot {
+            op,
+            user_data,
+            deadline,
+            aux: Aux {
+                ts: Timespec::new(),
+                link_ts: Timespec::new(),
+                iovecs: Vec::new(),
+                addr: RawSockAddr::empty(),
+                how: OpenHow::new(),
+            },
+            main_res: None,
+            links_pending: 0,
+            link_fired: false,
+            cancels_pending: 0,
+            user_cancelled: false,
+            rearm_pending: false,
+        }
+    }
+
+    /// Whether the kernel may still post a CQE naming this slot.
+    pub fn kernel_holds(&self) -> bool {
+        self.main_res.is_none() || self.links_pending > 0 || self.cancels_pending > 0
+    }
+}
+
+/// The ring and the slots whose memory it may touch.
+pub(super) struct InFlight {
+    pub ring: IoUring,
+    pub slots: Slab<Slot>,
+}
+
+impl InFlight {
+    /// Free SQ entries.
+    pub fn sq_room(&mut self) -> usize {
+        let sq = self.ring.submission();
+        sq.capacity() - sq.len()
+    }
+
+    /// Pushes `entries` as one unit (a linked chain stays together); `false` if they do not fit.
+    ///
+    /// Callers pass only entries that name no memory (cancel, poll, nop, close, accept
+    /// without an address) or that `lower.rs` built from a slot of `self.slots`.
+    pub fn push(&mut self, entries: &[Entry]) -> bool {
+        let mut sq = self.ring.submission();
+        if sq.capacity() - sq.len() < entries.len() {
+            return false;
+        }
+        // SAFETY: per the module doc, every pointer in `entries` names memory owned by a live
+        // slot of `self.slots` (op buffers on the heap, `Aux` fields at stable slab addresses)
+        // or nothing; that slot is not removed before every CQE naming it is reaped, and slots
+        // the kernel may still hold are leaked on teardown. So the memory outlives the request.
+        unsafe { sq.push_multiple(entries) }.is_ok()
+    }
+}

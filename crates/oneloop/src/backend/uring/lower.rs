@@ -1,0 +1,157 @@
+//! `Op` → SQE: one exhaustive `match`, each arm a single opcode.
+#![forbid(unsafe_code)]
+
+use io_uring::opcode;
+use io_uring::squeue::Entry;
+use io_uring::types::{Fd, FsyncFlags, OpenHow, Timespec};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use super::inflight::Slot;
+use crate::op::{Deadline, Op};
+use crate::sys::RawSockAddr;
+
+/// A timespec for the time left until `at` (zero if it has passed).
+pub(super) fn timespec_until(at: Instant, now: Instant) -> Timespec {
+    let left = at.saturating_duration_since(now);
+    timespec(left)
+}
+
+/// A timespec for `d`.
+pub(super) fn timespec(d: Duration) -> Timespec {
+    Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos())
+}
+
+fn clamp_len(len: usize) -> u32 {
+    len.min(u32::MAX as usize) as u32
+}
+
+/// Builds the main SQE for `slot`'s op, filling the slot's `Aux` where the op needs it.
+///
+/// `native_epoll_wait` picks `IORING_OP_EPOLL_WAIT`; otherwise an `EpollWait` is a one-shot
+/// `POLL_ADD` on the epoll fd, and the driver calls `epoll_wait(.., 0)` when it fires.
+pub(super) fn lower(
+    slot: &mut Slot,
+    user_data: u64,
+    native_epoll_wait: bool,
+    now: Instant,
+) -> Entry {
+    let aux = &mut slot.aux;
+    let entry = match &mut slot.op {
+        Op::Nop(_) => opcode::Nop::new().build(),
+        Op::Read(o) => {
+            let (ptr, len) = o.buf.read_target();
+            opcode::Read::new(Fd(o.fd), ptr, clamp_len(len))
+                .offset(o.offset)
+                .build()
+        }
+        Op::Write(o) => {
+            let (ptr, len) = o.buf.write_source();
+            opcode::Write::new(Fd(o.fd), ptr, clamp_len(len))
+                .offset(o.offset)
+                .build()
+        }
+        Op::Readv(o) => {
+            aux.iovecs.clear();
+            aux.iovecs.extend(o.bufs.iter_mut().map(|b| {
+                let (ptr, len) = b.read_target();
+                libc::iovec {
+                    iov_base: ptr.cast(),
+                    iov_len: len,
+                }
+            }));
+            opcode::Readv::new(Fd(o.fd), aux.iovecs.as_ptr(), aux.iovecs.len() as u32)
+                .offset(o.offset)
+                .build()
+        }
+        Op::Writev(o) => {
+            aux.iovecs.clear();
+            aux.iovecs.extend(o.bufs.iter().map(|b| {
+                let (ptr, len) = b.write_source();
+                libc::iovec {
+                    iov_base: ptr.cast_mut().cast(),
+                    iov_len: len,
+                }
+            }));
+            opcode::Writev::new(Fd(o.fd), aux.iovecs.as_ptr(), aux.iovecs.len() as u32)
+                .offset(o.offset)
+                .build()
+        }
+        Op::Fsync(o) => {
+            let flags = if o.data_only {
+                FsyncFlags::DATASYNC
+            } else {
+                FsyncFlags::empty()
+            };
+            opcode::Fsync::new(Fd(o.fd)).flags(flags).build()
+        }
+        Op::Poll(o) => opcode::PollAdd::new(Fd(o.fd), o.mask.bits())
+            .multi(o.multishot)
+            .build(),
+        Op::EpollWait(o) if native_epoll_wait => opcode::EpollWait::new(
+            Fd(o.epfd),
+            o.events.raw.as_mut_ptr().cast(),
+            o.events.capacity() as u32,
+        )
+        .build(),
+        Op::EpollWait(o) => opcode::PollAdd::new(Fd(o.epfd), libc::POLLIN as u32).build(),
+        Op::Timeout(o) => {
+            let at = match o.when {
+                Deadline::At(at) => at,
+                Deadline::After(d) => now + d,
+            };
+            aux.ts = timespec_until(at, now);
+            opcode::Timeout::new(&aux.ts).build()
+        }
+        Op::Accept(o) => opcode::Accept::new(Fd(o.fd), std::ptr::null_mut(), std::ptr::null_mut())
+            .flags(o.flags)
+            .build(),
+        Op::Connect(o) => {
+            aux.addr = RawSockAddr::from_socket_addr(&o.addr);
+            opcode::Connect::new(Fd(o.fd), aux.addr.as_ptr(), aux.addr.len).build()
+        }
+        Op::Recv(o) => {
+            let (ptr, len) = o.buf.read_target();
+            opcode::Recv::new(Fd(o.fd), ptr, clamp_len(len))
+                .flags(o.flags)
+                .build()
+        }
+        Op::Send(o) => {
+            let (ptr, len) = o.buf.write_source();
+            opcode::Send::new(Fd(o.fd), ptr, clamp_len(len))
+                .flags(o.flags)
+                .build()
+        }
+        Op::Close(o) => opcode::Close::new(Fd(o.fd.as_raw_fd())).build(),
+        Op::OpenAt(o) => {
+            aux.how = OpenHow::new()
+                .flags(o.flags as u32 as u64)
+                .mode(u64::from(o.mode))
+                .resolve(o.resolve);
+            opcode::OpenAt2::new(Fd(o.dirfd), o.path.as_ptr(), &aux.how).build()
+        }
+    };
+    entry.user_data(user_data)
+}
+
+/// The opcode an op needs on this kernel, for the start-up probe.
+pub(super) fn opcode_of(op: &Op, native_epoll_wait: bool) -> u8 {
+    match op {
+        Op::Nop(_) => opcode::Nop::CODE,
+        Op::Read(_) => opcode::Read::CODE,
+        Op::Write(_) => opcode::Write::CODE,
+        Op::Readv(_) => opcode::Readv::CODE,
+        Op::Writev(_) => opcode::Writev::CODE,
+        Op::Fsync(_) => opcode::Fsync::CODE,
+        Op::Poll(_) => opcode::PollAdd::CODE,
+        Op::EpollWait(_) if native_epoll_wait => opcode::EpollWait::CODE,
+        Op::EpollWait(_) => opcode::PollAdd::CODE,
+        Op::Timeout(_) => opcode::Timeout::CODE,
+        Op::Accept(_) => opcode::Accept::CODE,
+        Op::Connect(_) => opcode::Connect::CODE,
+        Op::Recv(_) => opcode::Recv::CODE,
+        Op::Send(_) => opcode::Send::CODE,
+        Op::Close(_) => opcode::Close::CODE,
+        Op::OpenAt(_) => opcode::OpenAt2::CODE,
+    }
+}

@@ -1,0 +1,640 @@
+//! The `uring` backend: every op is a native io_uring request.
+//!
+//! Where it sits: [`Ring`](crate::Ring) → `backend::Driver::Uring` → this → `io_uring_enter`.
+//!
+//! * **Ids.** Each SQE's `user_data` is a tag (top 8 bits: main request, linked timeout,
+//!   cancel, wake) over the slot key (56 bits: generation and index). A CQE whose key no longer
+//!   matches a live slot is stale and ignored.
+//! * **Final completion.** A slot is finished only when its main request's last CQE, every
+//!   linked-timeout CQE and every cancel CQE naming it have arrived; only then does the user's
+//!   final completion go out and the slot's memory become free (see `inflight.rs`).
+//! * **Deadlines** are `LINK_TIMEOUT`s. The target then ends `ECANCELED`; the driver reports
+//!   `TimedOut` when the linked timeout fired (`-ETIME`) and no user cancel succeeded.
+//! * **Cancel** is `ASYNC_CANCEL` by `user_data`, awaited synchronously: `0` → `Cancelled`,
+//!   `-ENOENT`/`-EALREADY` → `TooLate` (the op's CQE is posted, or it is running).
+//! * **Backpressure.** A full SQ is flushed; `EBUSY` (CQ overflow backlog) means reap, then retry;
+//!   the kernel keeps overflowed CQEs (`FEAT_NODROP`) and `EBADR` (a CQE the kernel had to drop)
+//!   breaks the ring loudly. `EINTR` is retried with the remaining time.
+#![deny(unsafe_code)]
+
+mod inflight;
+mod lower;
+
+use io_uring::cqueue;
+use io_uring::opcode;
+use io_uring::squeue::Flags;
+use io_uring::types::{Fd, SubmitArgs};
+use io_uring::{IoUring, Probe};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use self::inflight::{InFlight, Slot};
+use crate::completion::{finish, raw_result, CancelCount, CancelOutcome, Completion, OpId};
+use crate::op::{Op, Submission};
+use crate::ring::{RingBuilder, SubmitError, WakeFd};
+use crate::slab::{Key, Slab};
+
+const TAG_SHIFT: u32 = 56;
+const TAG_MAIN: u64 = 0;
+const TAG_LINK: u64 = 1;
+const TAG_CANCEL: u64 = 2;
+const TAG_WAKE: u64 = 3;
+const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
+
+fn user_data(tag: u64, key: Key) -> u64 {
+    (tag << TAG_SHIFT) | key.pack()
+}
+
+/// Setup flag sets tried in order, most capable first, with their names.
+const SETUP_ATTEMPTS: [(&str, u8); 3] = [
+    ("SINGLE_ISSUER|DEFER_TASKRUN|COOP_TASKRUN", 2),
+    ("COOP_TASKRUN", 1),
+    ("none", 0),
+];
+
+/// The uring driver.
+pub(crate) struct Uring {
+    table: InFlight,
+    probe: Probe,
+    native_epoll_wait: bool,
+    wake: Arc<WakeFd>,
+    woken: bool,
+    /// Raw CQEs reaped but not yet processed (reused; never reallocates in steady state).
+    cqes: Vec<(u64, i32, u32)>,
+    /// Results of cancel requests, as `(target, res)`, for the cancel being awaited.
+    cancel_results: Vec<(Key, i32)>,
+    /// Emulated `EpollWait`s to re-arm once the current reap is over.
+    rearms: Vec<Key>,
+    broken: Option<String>,
+    setup: &'static str,
+}
+
+impl Uring {
+    /// Opens a ring per `config`; errors say why io_uring cannot be used here.
+    pub fn open(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Uring> {
+        let (ring, setup) = build_ring(config)?;
+        let params = ring.params();
+        if !params.is_feature_nodrop() || !params.is_feature_ext_arg() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring lacks FEAT_NODROP or FEAT_EXT_ARG (kernel older than 5.11)",
+            ));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        let native_epoll_wait =
+            !config.emulate_epoll_wait && probe.is_supported(opcode::EpollWait::CODE);
+        let cq = ring.params().cq_entries() as usize;
+        let mut uring = Uring {
+            table: InFlight {
+                ring,
+                slots: Slab::with_capacity(config.in_flight_max),
+            },
+            probe,
+            native_epoll_wait,
+            wake,
+            woken: false,
+            cqes: Vec::with_capacity(cq.max(64)),
+            cancel_results: Vec::with_capacity(64),
+            rearms: Vec::with_capacity(64),
+            broken: None,
+            setup,
+        };
+        uring.arm_wake(&mut VecDeque::new())?;
+        Ok(uring)
+    }
+
+    /// A line for `Ring::describe`.
+    pub fn describe(&self) -> String {
+        let p = self.table.ring.params();
+        format!(
+            "uring (setup {}, sq {}, cq {}, EpollWait {})",
+            self.setup,
+            p.sq_entries(),
+            p.cq_entries(),
+            if self.native_epoll_wait {
+                "native"
+            } else {
+                "poll + epoll_wait"
+            }
+        )
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.table.slots.len()
+    }
+
+    fn check_broken(&self) -> io::Result<()> {
+        match &self.broken {
+            Some(why) => Err(io::Error::other(format!("ring is broken: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn submit(
+        &mut self,
+        sub: Submission,
+        user_data: u64,
+        out: &mut VecDeque<Completion>,
+    ) -> Result<OpId, SubmitError> {
+        let Submission { op, deadline } = sub;
+        if let Err(e) = self.check_broken().and_then(|()| self.check_supported(&op)) {
+            return Err(SubmitError::new(e, op));
+        }
+        let now = Instant::now();
+        let mut op = op;
+        if let Op::Timeout(t) = &mut op {
+            t.when = crate::op::Deadline::At(t.when.instant(now));
+        }
+        let slot = Slot::new(op, user_data, deadline.map(|d| d.instant(now)));
+        let key = match self.table.slots.insert(slot) {
+            Ok(key) => key,
+            Err(slot) => {
+                let e = io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "{} ops in flight (in_flight_max): reap completions first",
+                        self.table.slots.capacity()
+                    ),
+                );
+                return Err(SubmitError::new(e, slot.op));
+            }
+        };
+        if let Err(e) = self.arm(key, out) {
+            let slot = self.table.slots.remove(key).expect("slot just inserted");
+            return Err(SubmitError::new(e, slot.op));
+        }
+        Ok(OpId(key.pack()))
+    }
+
+    fn check_supported(&self, op: &Op) -> io::Result<()> {
+        let code = lower::opcode_of(op, self.native_epoll_wait);
+        if self.probe.is_supported(code) {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "this kernel's io_uring lacks the opcode for {} ({code})",
+                op.name()
+            ),
+        ))
+    }
+
+    /// Lowers slot `key` and queues its SQE (plus its deadline's linked timeout).
+    fn arm(&mut self, key: Key, out: &mut VecDeque<Completion>) -> io::Result<()> {
+        let has_deadline = self
+            .table
+            .slots
+            .get(key)
+            .is_some_and(|s| s.deadline.is_some());
+        self.ensure_sq_room(if has_deadline { 2 } else { 1 }, out)?;
+        let now = Instant::now();
+        let native = self.native_epoll_wait;
+        let slot = self.table.slots.get_mut(key).expect("arming a live slot");
+        slot.rearm_pending = false;
+        let main = lower::lower(slot, user_data(TAG_MAIN, key), native, now);
+        let pushed = match slot.deadline {
+            Some(at) => {
+                slot.aux.link_ts = lower::timespec_until(at, now);
+                slot.links_pending += 1;
+                let link = opcode::LinkTimeout::new(&slot.aux.link_ts)
+                    .build()
+                    .user_data(user_data(TAG_LINK, key));
+                self.table.push(&[main.flags(Flags::IO_LINK), link])
+            }
+            None => self.table.push(&[main]),
+        };
+        assert!(pushed, "SQ room was ensured");
+        Ok(())
+    }
+
+    fn arm_wake(&mut self, out: &mut VecDeque<Completion>) -> io::Result<()> {
+        self.ensure_sq_room(1, out)?;
+        let entry = opcode::PollAdd::new(Fd(self.wake.raw()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(TAG_WAKE << TAG_SHIFT);
+        assert!(self.table.push(&[entry]), "SQ room was ensured");
+        Ok(())
+    }
+
+    /// Makes room for `n` SQEs by submitting what is queued.
+    fn ensure_sq_room(&mut self, n: usize, out: &mut VecDeque<Completion>) -> io::Result<()> {
+        while self.table.sq_room() < n {
+            self.enter(0, None)?;
+            self.reap(out);
+        }
+        Ok(())
+    }
+
+    /// One `io_uring_enter`: submits what is queued and waits for `want` CQEs (bounded by
+    /// `timeout`). Interruptions, expiry and backpressure are normal returns: callers loop.
+    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        self.check_broken()?;
+        let res = match timeout {
+            None => self.table.ring.submit_and_wait(want),
+            Some(t) => {
+                let ts = lower::timespec(t);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.table.ring.submitter().submit_with_args(want, &args)
+            }
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN) => Ok(()),
+                Some(libc::EBADR) => {
+                    let why = "the kernel dropped a completion (EBADR)".to_string();
+                    tracing::error!("{why}; tearing the ring down");
+                    self.broken = Some(why);
+                    self.check_broken()
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Takes every CQE the kernel has posted and processes it.
+    fn reap(&mut self, out: &mut VecDeque<Completion>) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        loop {
+            cqes.clear();
+            let room = cqes.capacity();
+            for cqe in self.table.ring.completion() {
+                cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+                if cqes.len() == room {
+                    break;
+                }
+            }
+            if cqes.is_empty() {
+                break;
+            }
+            for &(ud, res, flags) in &cqes {
+                self.on_cqe(ud, res, flags, out);
+            }
+        }
+        self.cqes = cqes;
+    }
+
+    fn on_cqe(&mut self, ud: u64, res: i32, flags: u32, out: &mut VecDeque<Completion>) {
+        let key = Key::unpack(ud & KEY_MASK);
+        match ud >> TAG_SHIFT {
+            TAG_MAIN => self.on_main(key, res, flags, out),
+            TAG_LINK => {
+                if let Some(slot) = self.table.slots.get_mut(key) {
+                    slot.links_pending -= 1;
+                    slot.link_fired |= res == -libc::ETIME;
+                    self.try_finish(key, out);
+                }
+            }
+            TAG_CANCEL => {
+                self.cancel_results.push((key, res));
+                if let Some(slot) = self.table.slots.get_mut(key) {
+                    slot.cancels_pending -= 1;
+                    slot.user_cancelled |= res == 0;
+                    self.try_finish(key, out);
+                }
+            }
+            TAG_WAKE => {
+                self.woken = true;
+                if !cqueue::more(flags) {
+                    // The kernel ended the multishot poll (e.g. on CQ overflow): re-arm it.
+                    if let Err(e) = self.arm_wake(out) {
+                        tracing::error!(error = %e, "cannot re-arm the wake poll");
+                    }
+                }
+            }
+            tag => tracing::error!(tag, "CQE with an unknown tag"),
+        }
+    }
+
+    fn on_main(&mut self, key: Key, mut res: i32, flags: u32, out: &mut VecDeque<Completion>) {
+        let native = self.native_epoll_wait;
+        let Some(slot) = self.table.slots.get_mut(key) else {
+            tracing::warn!(?key, "CQE for a finished op");
+            return;
+        };
+        if cqueue::more(flags) {
+            let id = OpId(key.pack());
+            let result = raw_result(res);
+            out.push_back(Completion {
+                id,
+                user_data: slot.user_data,
+                result,
+                more: true,
+                output: Default::default(),
+            });
+            return;
+        }
+        if let (Op::EpollWait(o), false, true) = (&mut slot.op, native, res >= 0) {
+            // Emulated EpollWait: the poll on the epoll fd fired; collect the events now.
+            match crate::sys::epoll_wait_now(o.epfd, &mut o.events.raw) {
+                Ok(0) if slot.deadline.is_some_and(|d| d <= Instant::now()) => res = -libc::ETIME,
+                Ok(0) => {
+                    slot.rearm_pending = true;
+                    self.rearms.push(key);
+                    return;
+                }
+                Ok(n) => res = n as i32,
+                Err(e) => res = -e.raw_os_error().unwrap_or(libc::EIO),
+            }
+        }
+        slot.main_res = Some(res);
+        self.try_finish(key, out);
+    }
+
+    /// Delivers slot `key`'s final completion if the kernel is done with it.
+    fn try_finish(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+        match self.table.slots.get(key) {
+            Some(slot) if !slot.kernel_holds() => {}
+            _ => return,
+        }
+        let slot = self.table.slots.remove(key).expect("checked live");
+        let mut res = slot.main_res.expect("finished slots have a result");
+        if res == -libc::ECANCELED && slot.link_fired && !slot.user_cancelled {
+            res = -libc::ETIME;
+        }
+        let (result, output) = finish(slot.op, res);
+        out.push_back(Completion {
+            id: OpId(key.pack()),
+            user_data: slot.user_data,
+            result,
+            more: false,
+            output,
+        });
+    }
+
+    /// Re-arms emulated `EpollWait`s whose `epoll_wait(.., 0)` found nothing.
+    fn run_rearms(&mut self, out: &mut VecDeque<Completion>) -> io::Result<()> {
+        while let Some(key) = self.rearms.pop() {
+            if self.table.slots.get(key).is_some_and(|s| s.rearm_pending) {
+                self.arm(key, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn wait(
+        &mut self,
+        min_complete: usize,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        self.check_broken()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.woken = false;
+        loop {
+            self.reap(out);
+            self.run_rearms(out)?;
+            if out.len() >= min_complete || self.woken {
+                break;
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break,
+                },
+                None => None,
+            };
+            self.enter(1, left)?;
+        }
+        // Send what is still queued and collect whatever that completes at once.
+        self.enter(0, None)?;
+        self.reap(out);
+        self.run_rearms(out)
+    }
+
+    pub fn cancel(
+        &mut self,
+        id: OpId,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<CancelOutcome> {
+        self.check_broken()?;
+        let key = Key::unpack(id.0);
+        match self.table.slots.get(key) {
+            None => return Ok(CancelOutcome::NotFound),
+            Some(slot) if slot.main_res.is_some() => return Ok(CancelOutcome::TooLate),
+            Some(_) => {}
+        }
+        self.cancel_results.clear();
+        self.push_cancel(key, out)?;
+        self.await_cancels(1, out)?;
+        let (_, res) = self.cancel_results[0];
+        let outcome = self.cancel_outcome(key, res, out)?;
+        self.run_rearms(out)?;
+        Ok(outcome)
+    }
+
+    /// Cancels every op on `fd` (or every op) and counts the outcomes.
+    pub fn cancel_where(
+        &mut self,
+        fd: Option<i32>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<CancelCount> {
+        self.check_broken()?;
+        let mut count = CancelCount::default();
+        let mut targets = Vec::new();
+        for (key, slot) in self.table.slots.iter() {
+            if fd.is_some() && slot.op.fd() != fd {
+                continue;
+            }
+            if slot.main_res.is_some() {
+                count.too_late += 1;
+            } else {
+                targets.push(key);
+            }
+        }
+        self.cancel_results.clear();
+        for &key in &targets {
+            self.push_cancel(key, out)?;
+        }
+        self.await_cancels(targets.len(), out)?;
+        let results = std::mem::take(&mut self.cancel_results);
+        for &(key, res) in &results {
+            match self.cancel_outcome(key, res, out)? {
+                CancelOutcome::Cancelled => count.cancelled += 1,
+                _ => count.too_late += 1,
+            }
+        }
+        self.cancel_results = results;
+        self.run_rearms(out)?;
+        Ok(count)
+    }
+
+    fn push_cancel(&mut self, key: Key, out: &mut VecDeque<Completion>) -> io::Result<()> {
+        self.ensure_sq_room(1, out)?;
+        let entry = opcode::AsyncCancel::new(user_data(TAG_MAIN, key))
+            .build()
+            .user_data(user_data(TAG_CANCEL, key));
+        assert!(self.table.push(&[entry]), "SQ room was ensured");
+        self.table
+            .slots
+            .get_mut(key)
+            .expect("cancelling a live slot")
+            .cancels_pending += 1;
+        Ok(())
+    }
+
+    fn await_cancels(&mut self, n: usize, out: &mut VecDeque<Completion>) -> io::Result<()> {
+        loop {
+            self.reap(out);
+            if self.cancel_results.len() >= n {
+                return Ok(());
+            }
+            self.enter(1, None)?;
+        }
+    }
+
+    /// Maps a cancel CQE's result to what the caller is told.
+    fn cancel_outcome(
+        &mut self,
+        key: Key,
+        res: i32,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<CancelOutcome> {
+        match res {
+            0 => Ok(CancelOutcome::Cancelled),
+            _ if res == -libc::ENOENT || res == -libc::EALREADY => {
+                // An emulated EpollWait between its poll and its re-arm is held by no one but
+                // us: end it here.
+                if let Some(slot) = self.table.slots.get_mut(key) {
+                    if slot.rearm_pending {
+                        slot.rearm_pending = false;
+                        slot.user_cancelled = true;
+                        slot.main_res = Some(-libc::ECANCELED);
+                        self.try_finish(key, out);
+                        return Ok(CancelOutcome::Cancelled);
+                    }
+                }
+                Ok(CancelOutcome::TooLate)
+            }
+            _ => Err(io::Error::from_raw_os_error(-res)),
+        }
+    }
+
+    /// Drop: cancel everything, drain every CQE, and only then let buffers go.
+    pub fn shutdown(&mut self, out: &mut VecDeque<Completion>) {
+        if self.broken.is_none() {
+            if let Err(e) = self.cancel_where(None, out) {
+                tracing::error!(error = %e, "cancel on drop failed");
+            }
+            let start = Instant::now();
+            while !self.table.slots.is_empty() && self.broken.is_none() {
+                if start.elapsed() > Duration::from_secs(60) {
+                    tracing::error!(
+                        left = self.table.slots.len(),
+                        "ops still in flight after 60 s"
+                    );
+                    break;
+                }
+                if self.wait(1, Some(Duration::from_millis(100)), out).is_err() {
+                    break;
+                }
+            }
+        }
+        self.leak_held_slots();
+    }
+
+    /// Leaks every slot the kernel may still write, so its memory is never freed under it.
+    fn leak_held_slots(&mut self) {
+        let held: Vec<Key> = self.table.slots.iter().map(|(k, _)| k).collect();
+        if !held.is_empty() {
+            tracing::error!(
+                count = held.len(),
+                "leaking buffers of ops the kernel never finished"
+            );
+        }
+        for key in held {
+            std::mem::forget(self.table.slots.remove(key));
+        }
+    }
+}
+
+/// Creates the io_uring with the most capable setup flags this kernel takes.
+fn build_ring(config: &RingBuilder) -> io::Result<(IoUring, &'static str)> {
+    let sq = config.entries.next_power_of_two().min(32_768);
+    let cq = config
+        .cq_entries
+        .unwrap_or(sq * 2)
+        .next_power_of_two()
+        .max(sq);
+    let mut last_error = None;
+    for (name, level) in SETUP_ATTEMPTS {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cq).setup_clamp();
+        if level >= 1 {
+            builder.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        if level >= 2 {
+            builder.setup_single_issuer().setup_defer_taskrun();
+        }
+        match builder.build(sq) {
+            Ok(ring) => return Ok((ring, name)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_error = Some(e),
+            Err(e) => return Err(describe_setup_error(e)),
+        }
+    }
+    Err(describe_setup_error(
+        last_error.expect("at least one attempt"),
+    ))
+}
+
+/// Says why `io_uring_setup` failed, in the machine's terms.
+pub(crate) fn describe_setup_error(e: io::Error) -> io::Error {
+    let disabled = crate::sys::read_sysctl("/proc/sys/kernel/io_uring_disabled");
+    let why = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "io_uring_setup: ENOSYS, kernel built without io_uring".to_string(),
+        Some(libc::EPERM) if disabled == Some(2) => {
+            "io_uring_setup: EPERM, io_uring_disabled=2 (sysctl kernel.io_uring_disabled)"
+                .to_string()
+        }
+        Some(libc::EPERM) if disabled == Some(1) => {
+            "io_uring_setup: EPERM, io_uring_disabled=1 and this process is not in io_uring_group"
+                .to_string()
+        }
+        Some(libc::EPERM) => {
+            "io_uring_setup: EPERM, refused by a seccomp profile or LSM".to_string()
+        }
+        Some(libc::ENOMEM) => format!(
+            "io_uring_setup: ENOMEM, ring memory exceeds the memlock limit ({})",
+            crate::sys::memlock_limit()
+                .map_or("unknown".into(), |(soft, _)| format!("{soft} bytes"))
+        ),
+        _ => format!("io_uring_setup: {e}"),
+    };
+    io::Error::new(e.kind(), why)
+}
+
+/// The opcodes oneloop uses and whether this kernel has them, for `oneloop probe`.
+pub(crate) fn probe_opcodes() -> io::Result<Vec<(&'static str, bool)>> {
+    let ring = IoUring::new(2).map_err(describe_setup_error)?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    let ops: [(&str, u8); 18] = [
+        ("NOP", opcode::Nop::CODE),
+        ("READ", opcode::Read::CODE),
+        ("WRITE", opcode::Write::CODE),
+        ("READV", opcode::Readv::CODE),
+        ("WRITEV", opcode::Writev::CODE),
+        ("FSYNC", opcode::Fsync::CODE),
+        ("POLL_ADD", opcode::PollAdd::CODE),
+        ("POLL_REMOVE", opcode::PollRemove::CODE),
+        ("EPOLL_WAIT", opcode::EpollWait::CODE),
+        ("TIMEOUT", opcode::Timeout::CODE),
+        ("LINK_TIMEOUT", opcode::LinkTimeout::CODE),
+        ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+        ("ACCEPT", opcode::Accept::CODE),
+        ("CONNECT", opcode::Connect::CODE),
+        ("RECV", opcode::Recv::CODE),
+        ("SEND", opcode::Send::CODE),
+        ("CLOSE", opcode::Close::CODE),
+        ("OPENAT2", opcode::OpenAt2::CODE),
+    ];
+    Ok(ops
+        .iter()
+        .map(|&(name, code)| (name, probe.is_supported(code)))
+        .collect())
+}

@@ -1,0 +1,272 @@
+//! Owned buffers: the ring holds them while the kernel may touch them and hands them back.
+//!
+//! Every op that reads or writes memory takes its buffer **by value**. From `submit` until the
+//! op's final completion the ring owns it, so cancelling or dropping never frees memory the
+//! kernel may still write. The final [`Completion`](crate::Completion) gives it back.
+//!
+//! Three buffer types are accepted, all stored as one type-erased [`Buf`] (no allocation, no
+//! boxing per op):
+//!
+//! | type | a read fills | a write sends |
+//! |---|---|---|
+//! | `Vec<u8>` | its spare capacity, `len..capacity`, then grows `len` | `..len` |
+//! | `Box<[u8]>` | the whole slice from 0 | the whole slice |
+//! | [`AlignedBuf`] | `len..capacity`, then grows `len` (like `Vec`) | `..len` |
+//!
+//! [`AlignedBuf`] has a chosen alignment for `O_DIRECT`, whose buffers, lengths and offsets must
+//! be multiples of the device's logical block size (4096 is always safe).
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::io;
+
+use crate::sys::AlignedAlloc;
+
+/// A buffer owned by the ring while an op uses it: one of the three accepted kinds.
+pub enum Buf {
+    /// A `Vec<u8>`.
+    Vec(Vec<u8>),
+    /// A boxed slice.
+    Boxed(Box<[u8]>),
+    /// An aligned buffer.
+    Aligned(AlignedBuf),
+}
+
+impl fmt::Debug for Buf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Buf::Vec(_) => "Vec",
+            Buf::Boxed(_) => "Boxed",
+            Buf::Aligned(_) => "Aligned",
+        };
+        f.debug_struct("Buf")
+            .field("kind", &kind)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Buf {
+    /// The bytes a write would send (the initialised part).
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Buf::Vec(v) => v,
+            Buf::Boxed(b) => b,
+            Buf::Aligned(a) => a.as_slice(),
+        }
+    }
+
+    /// How many initialised bytes the buffer holds.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Whether the buffer holds no initialised bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The region a read fills: its address and length.
+    pub(crate) fn read_target(&mut self) -> (*mut u8, usize) {
+        match self {
+            Buf::Vec(v) => {
+                let spare = v.spare_capacity_mut();
+                (spare.as_mut_ptr().cast(), spare.len())
+            }
+            Buf::Boxed(b) => (b.as_mut_ptr(), b.len()),
+            Buf::Aligned(a) => {
+                let spare = a.spare_mut();
+                (spare.as_mut_ptr(), spare.len())
+            }
+        }
+    }
+
+    /// The region a write sends: its address and length.
+    pub(crate) fn write_source(&self) -> (*const u8, usize) {
+        let s = self.as_slice();
+        (s.as_ptr(), s.len())
+    }
+
+    /// Records that a read put `n` bytes into [`read_target`](Self::read_target).
+    pub(crate) fn filled(&mut self, n: usize) {
+        match self {
+            Buf::Vec(v) => crate::sys::vec_filled(v, n),
+            Buf::Boxed(_) => {}
+            Buf::Aligned(a) => a.set_len(a.len() + n),
+        }
+    }
+
+    /// Unwraps a `Vec<u8>`; `None` if the buffer is of another kind.
+    pub fn into_vec(self) -> Option<Vec<u8>> {
+        match self {
+            Buf::Vec(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A buffer type the ring can take by value and give back as the same type.
+pub trait IoBuf: Sized + 'static {
+    /// Erases the type.
+    fn into_buf(self) -> Buf;
+    /// Restores the type; gives the buffer back unchanged if it is of another kind.
+    fn from_buf(buf: Buf) -> Result<Self, Buf>;
+}
+
+/// A buffer type a read may fill (see the module table for where the bytes go).
+pub trait IoBufMut: IoBuf {}
+
+impl IoBuf for Vec<u8> {
+    fn into_buf(self) -> Buf {
+        Buf::Vec(self)
+    }
+    fn from_buf(buf: Buf) -> Result<Self, Buf> {
+        match buf {
+            Buf::Vec(v) => Ok(v),
+            other => Err(other),
+        }
+    }
+}
+impl IoBufMut for Vec<u8> {}
+
+impl IoBuf for Box<[u8]> {
+    fn into_buf(self) -> Buf {
+        Buf::Boxed(self)
+    }
+    fn from_buf(buf: Buf) -> Result<Self, Buf> {
+        match buf {
+            Buf::Boxed(b) => Ok(b),
+            other => Err(other),
+        }
+    }
+}
+impl IoBufMut for Box<[u8]> {}
+
+impl IoBuf for AlignedBuf {
+    fn into_buf(self) -> Buf {
+        Buf::Aligned(self)
+    }
+    fn from_buf(buf: Buf) -> Result<Self, Buf> {
+        match buf {
+            Buf::Aligned(a) => Ok(a),
+            other => Err(other),
+        }
+    }
+}
+impl IoBufMut for AlignedBuf {}
+
+impl IoBuf for Buf {
+    fn into_buf(self) -> Buf {
+        self
+    }
+    fn from_buf(buf: Buf) -> Result<Self, Buf> {
+        Ok(buf)
+    }
+}
+impl IoBufMut for Buf {}
+
+/// A zero-initialised heap buffer with a chosen alignment, for `O_DIRECT`.
+///
+/// It behaves like a `Vec<u8>` of fixed capacity: `len` bytes are "in use", a read fills
+/// `len..capacity`, a write sends `..len`. All bytes are always initialised (zeroed at
+/// allocation), so changing `len` is safe.
+///
+/// # Examples
+/// ```
+/// let mut buf = oneloop::AlignedBuf::new(4096, 4096).unwrap();
+/// assert_eq!(buf.as_slice().as_ptr() as usize % 4096, 0);
+/// buf.extend_from_slice(b"hello");
+/// assert_eq!(buf.as_slice(), b"hello");
+/// ```
+pub struct AlignedBuf {
+    alloc: AlignedAlloc,
+    /// # Invariant
+    /// `len <= alloc.as_slice().len()`.
+    len: usize,
+}
+
+impl fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity())
+            .field("align", &self.alloc.align())
+            .finish()
+    }
+}
+
+impl AlignedBuf {
+    /// An empty buffer of `capacity` zeroed bytes aligned to `align` (a power of two).
+    ///
+    /// # Errors
+    /// `InvalidInput` if `align` is not a power of two; `OutOfMemory` if allocation fails.
+    pub fn new(capacity: usize, align: usize) -> io::Result<Self> {
+        Ok(AlignedBuf {
+            alloc: AlignedAlloc::zeroed(capacity, align)?,
+            len: 0,
+        })
+    }
+
+    /// The bytes in use.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.alloc.as_slice()[..self.len]
+    }
+
+    /// The bytes in use, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut self.alloc.as_mut_slice()[..len]
+    }
+
+    fn spare_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut self.alloc.as_mut_slice()[len..]
+    }
+
+    /// How many bytes are in use.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no bytes are in use.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The fixed capacity.
+    pub fn capacity(&self) -> usize {
+        self.alloc.as_slice().len()
+    }
+
+    /// Sets how many bytes are in use.
+    ///
+    /// # Panics
+    /// If `len > capacity`.
+    pub fn set_len(&mut self, len: usize) {
+        assert!(
+            len <= self.capacity(),
+            "AlignedBuf::set_len beyond capacity"
+        );
+        self.len = len;
+    }
+
+    /// Empties the buffer (keeps the capacity).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends bytes.
+    ///
+    /// # Panics
+    /// If they do not fit in the capacity.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let start = self.len;
+        let end = start + bytes.len();
+        assert!(
+            end <= self.capacity(),
+            "AlignedBuf::extend_from_slice beyond capacity"
+        );
+        self.alloc.as_mut_slice()[start..end].copy_from_slice(bytes);
+        self.len = end;
+    }
+}

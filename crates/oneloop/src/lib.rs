@@ -1,0 +1,55 @@
+//! **oneloop**: one completion queue for every kind of Linux I/O.
+//!
+//! Disk reads and writes, readiness polls of any descriptor (one-shot and multishot),
+//! `epoll_wait` as an operation, timeouts, deadlines and cancellation all complete through one
+//! [`Ring`], with the same semantics on io_uring, Linux AIO (`IOCB_CMD_POLL`) and epoll plus a
+//! blocking pool, chosen at run time ([`BackendKind::Auto`], or `ONELOOP_BACKEND`).
+//!
+//! ```
+//! use std::time::Duration;
+//! use oneloop::{PollMask, Poll, Read, Ring, Timeout};
+//!
+//! let mut ring = Ring::new()?;
+//! let file = std::fs::File::open("/proc/self/stat")?;
+//! let (rd, wr) = std::io::pipe()?;
+//! use std::os::fd::AsRawFd;
+//!
+//! ring.submit(Read::new(file.as_raw_fd(), Vec::with_capacity(4096), 0), 1)?;
+//! ring.submit(Poll::new(rd.as_raw_fd(), PollMask::IN).multishot(), 2)?;
+//! ring.submit(Timeout::after(Duration::from_millis(5)), 3)?;
+//! std::io::Write::write_all(&mut &wr, b"x")?;
+//!
+//! let mut seen = Vec::new();
+//! while seen.len() < 3 {
+//!     ring.wait(1, None)?;
+//!     for c in ring.completions() {
+//!         seen.push(c.user_data());
+//!     }
+//! }
+//! seen.sort();
+//! assert_eq!(seen, [1, 2, 3]);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Where `unsafe` lives: `sys/` (system calls and ABI structs) and each backend's in-flight
+//! table (which hands op memory to the kernel). Every other module is `#![forbid(unsafe_code)]`;
+//! using the ring needs no `unsafe`.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod backend;
+pub mod buf;
+mod completion;
+pub mod op;
+pub mod probe;
+mod ring;
+mod slab;
+mod sys;
+
+pub use buf::{AlignedBuf, Buf, IoBuf, IoBufMut};
+pub use completion::{CancelCount, CancelOutcome, Completion, OpId, Output};
+pub use op::{
+    Accept, Close, Connect, Deadline, EpollEvents, EpollWait, Fsync, Nop, Op, OpenAt, Poll,
+    PollMask, Read, Readv, Recv, Send, Submission, Timeout, Write, Writev, CURRENT_POSITION,
+};
+pub use ring::{BackendKind, Ring, RingBuilder, Skipped, SubmitError, Waker};

@@ -1,0 +1,159 @@
+//! What this kernel offers each backend, and why a backend cannot run here.
+//!
+//! [`probe`] opens each backend for real (a small ring, an AIO context, an epoll instance)
+//! rather than guessing from version numbers, so its reasons are the machine's own:
+//! `io_uring_disabled=2`, `EPERM` from a seccomp profile, `aio-max-nr` used up, ...
+#![forbid(unsafe_code)]
+
+use crate::ring::{BackendKind, Ring};
+
+/// One kernel feature and whether it is there (with a note when it is not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feature {
+    /// The feature's kernel name (`EPOLL_WAIT`, `IOCB_CMD_POLL`, ...).
+    pub name: String,
+    /// Whether it works here.
+    pub available: bool,
+    /// Why not, or a detail.
+    pub note: String,
+}
+
+impl Feature {
+    fn new(name: &str, available: bool, note: impl Into<String>) -> Feature {
+        Feature {
+            name: name.into(),
+            available,
+            note: note.into(),
+        }
+    }
+}
+
+/// One backend's row.
+#[derive(Clone, Debug)]
+pub struct BackendReport {
+    /// The backend.
+    pub backend: BackendKind,
+    /// `Ok(description)` if a ring runs on it here, else `Err(reason)`.
+    pub status: Result<String, String>,
+    /// The kernel features it relies on.
+    pub features: Vec<Feature>,
+}
+
+/// Everything `oneloop probe` shows.
+#[derive(Clone, Debug)]
+pub struct ProbeReport {
+    /// `uname -r`.
+    pub kernel: String,
+    /// `kernel.io_uring_disabled` (0 enabled, 1 group-restricted, 2 disabled), if readable.
+    pub io_uring_disabled: Option<u64>,
+    /// `fs.aio-max-nr`, the system-wide AIO event limit.
+    pub aio_max_nr: Option<u64>,
+    /// `fs.aio-nr`, AIO events reserved now.
+    pub aio_nr: Option<u64>,
+    /// `RLIMIT_MEMLOCK` (soft, hard) in bytes; `u64::MAX` is unlimited.
+    pub memlock_bytes: Option<(u64, u64)>,
+    /// Which backend `Auto` picks here (honouring `ONELOOP_BACKEND`), or why none.
+    pub auto: Result<BackendKind, String>,
+    /// One row per backend, in `Auto`'s order.
+    pub backends: Vec<BackendReport>,
+}
+
+/// Probes every backend on this machine.
+pub fn probe() -> ProbeReport {
+    use crate::sys;
+    ProbeReport {
+        kernel: sys::kernel_release(),
+        io_uring_disabled: sys::read_sysctl("/proc/sys/kernel/io_uring_disabled"),
+        aio_max_nr: sys::read_sysctl("/proc/sys/fs/aio-max-nr"),
+        aio_nr: sys::read_sysctl("/proc/sys/fs/aio-nr"),
+        memlock_bytes: sys::memlock_limit().ok(),
+        auto: Ring::builder()
+            .entries(8)
+            .build()
+            .map(|r| r.backend())
+            .map_err(|e| e.to_string()),
+        backends: vec![probe_uring(), probe_aio(), probe_epoll()],
+    }
+}
+
+fn probe_uring() -> BackendReport {
+    let status = Ring::builder()
+        .backend(BackendKind::Uring)
+        .entries(8)
+        .build()
+        .map(|r| r.describe())
+        .map_err(|e| e.to_string());
+    let features = match crate::backend::uring::probe_opcodes() {
+        Ok(ops) => ops
+            .into_iter()
+            .map(|(name, ok)| Feature::new(name, ok, if ok { "" } else { "opcode missing" }))
+            .collect(),
+        Err(e) => vec![Feature::new("io_uring_setup", false, e.to_string())],
+    };
+    BackendReport {
+        backend: BackendKind::Uring,
+        status,
+        features,
+    }
+}
+
+fn probe_aio() -> BackendReport {
+    let setup = crate::sys::aio::io_setup(1).map(|ctx| {
+        let _ = crate::sys::aio::io_destroy(ctx);
+    });
+    let mut features = vec![Feature::new(
+        "io_setup",
+        setup.is_ok(),
+        setup
+            .as_ref()
+            .err()
+            .map_or(String::new(), |e| crate::sys::aio::describe_setup_error(e)),
+    )];
+    let poll = if setup.is_ok() {
+        crate::sys::aio::probe_poll()
+    } else {
+        Err("io_setup failed".into())
+    };
+    features.push(Feature::new(
+        "IOCB_CMD_POLL",
+        poll.is_ok(),
+        poll.as_ref().err().cloned().unwrap_or_default(),
+    ));
+    let status = match (&setup, &poll) {
+        (Err(e), _) => Err(crate::sys::aio::describe_setup_error(e)),
+        (_, Err(e)) => Err(e.clone()),
+        _ => Err(
+            "kernel ready; the aio backend is not implemented yet in this version of oneloop"
+                .into(),
+        ),
+    };
+    BackendReport {
+        backend: BackendKind::Aio,
+        status,
+        features,
+    }
+}
+
+fn probe_epoll() -> BackendReport {
+    let epoll = crate::sys::epoll_create();
+    let eventfd = crate::sys::eventfd();
+    let note = |r: &std::io::Result<std::os::fd::OwnedFd>| {
+        r.as_ref().err().map_or(String::new(), |e| e.to_string())
+    };
+    let features = vec![
+        Feature::new("epoll_create1", epoll.is_ok(), note(&epoll)),
+        Feature::new("eventfd", eventfd.is_ok(), note(&eventfd)),
+    ];
+    let status = match (&epoll, &eventfd) {
+        (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+        _ => Err(
+            "kernel ready; the epoll backend is not implemented yet in this version of oneloop"
+                .into(),
+        ),
+    };
+    BackendReport {
+        backend: BackendKind::Epoll,
+        status,
+        features,
+    }
+}
