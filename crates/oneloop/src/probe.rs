@@ -107,7 +107,7 @@ fn probe_aio() -> BackendReport {
         setup
             .as_ref()
             .err()
-            .map_or(String::new(), |e| crate::sys::aio::describe_setup_error(e)),
+            .map_or(String::new(), crate::sys::aio::describe_setup_error),
     )];
     let poll = if setup.is_ok() {
         crate::sys::aio::probe_poll()

@@ -158,7 +158,7 @@ pub(crate) fn memlock_limit() -> io::Result<(u64, u64)> {
     };
     // SAFETY (syscall!): `lim` is a writable `rlimit` that outlives the call.
     syscall!(getrlimit(libc::RLIMIT_MEMLOCK, &mut lim))?;
-    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 /// The running kernel's release string (`uname -r`).

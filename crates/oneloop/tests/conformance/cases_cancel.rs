@@ -1,0 +1,301 @@
+//! Cases 10–15: cancellation and teardown.
+
+use std::collections::HashSet;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use oneloop::{CancelOutcome, Output, Poll, PollMask, Read, Timeout, CURRENT_POSITION};
+
+use crate::alloc_count::{live_tracked, TRACKED_SIZE};
+use crate::harness::*;
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// Case 10: Cancel a pending poll: ECANCELED and `Cancelled`; a finished id and a stale id (slot
+/// reused) report `NotFound` and touch nothing.
+pub fn c10_cancel_pending_and_stale(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let (rd, wr) = pipe();
+    let old = ring
+        .submit(Poll::new(rd.as_raw_fd(), PollMask::IN), 1)
+        .unwrap();
+    assert_eq!(ring.cancel(old).unwrap(), CancelOutcome::Cancelled);
+    let (_, last) = final_of(&mut ring, old);
+    assert!(last.is_cancelled() && last.user_data() == 1, "{last:?}");
+    assert_eq!(
+        ring.cancel(old).unwrap(),
+        CancelOutcome::NotFound,
+        "finished id"
+    );
+    // The next op reuses the slot under a new generation.
+    let new = ring
+        .submit(Poll::new(rd.as_raw_fd(), PollMask::IN), 2)
+        .unwrap();
+    assert_ne!(new, old);
+    assert_eq!(
+        ring.cancel(old).unwrap(),
+        CancelOutcome::NotFound,
+        "stale id"
+    );
+    write_fd(wr.as_raw_fd(), b"x");
+    let got = collect(&mut ring, 1, LONG);
+    assert_eq!(got[0].id(), new);
+    assert!(
+        got[0].poll_mask().unwrap().contains(PollMask::IN),
+        "the stale cancel touched it"
+    );
+    Outcome::Pass
+}
+
+/// Case 11: Arm and cancel 10,000 polls: every one accounted for, no slot leaked.
+pub fn c11_cancel_ten_thousand_polls(h: &Harness) -> Outcome {
+    const N: usize = 10_000;
+    let mut ring = h.ring();
+    let (rd, _wr) = pipe();
+    let ids: Vec<_> = (0..N)
+        .map(|i| {
+            ring.submit(Poll::new(rd.as_raw_fd(), PollMask::IN), i as u64)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ring.in_flight(), N);
+    let mut cancelled = 0;
+    for id in &ids[..N / 2] {
+        assert_eq!(ring.cancel(*id).unwrap(), CancelOutcome::Cancelled);
+        cancelled += 1;
+    }
+    let rest = ring.cancel_all().unwrap();
+    assert_eq!((rest.cancelled, rest.too_late), (N - N / 2, 0));
+    cancelled += rest.cancelled;
+    let got = collect(&mut ring, N, LONG);
+    assert_eq!(got.len(), N);
+    let mut seen = HashSet::new();
+    for c in &got {
+        assert!(c.is_cancelled(), "{c:?}");
+        assert!(
+            seen.insert(c.user_data()),
+            "user_data {} ended twice",
+            c.user_data()
+        );
+    }
+    assert_eq!(cancelled, N);
+    assert_eq!(ring.in_flight(), 0, "slots leaked");
+    assert!(quiet(&mut ring, Duration::from_millis(20)).is_empty());
+    // Every slot is reusable.
+    for i in 0..N {
+        ring.submit(Poll::new(rd.as_raw_fd(), PollMask::IN), i as u64)
+            .unwrap();
+    }
+    assert_eq!(ring.cancel_all().unwrap().cancelled, N);
+    assert_eq!(collect(&mut ring, N, LONG).len(), N);
+    Outcome::Pass
+}
+
+/// Case 12: Cancel by fd and cancel-all return how many they hit; each target ends exactly once.
+pub fn c12_cancel_by_fd_and_all(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let (rd1, _wr1) = pipe();
+    let (rd2, _wr2) = pipe();
+    for i in 0..3 {
+        ring.submit(Poll::new(rd1.as_raw_fd(), PollMask::IN), 100 + i)
+            .unwrap();
+    }
+    ring.submit(Poll::new(rd1.as_raw_fd(), PollMask::IN).multishot(), 103)
+        .unwrap();
+    ring.submit(
+        Read::new(rd1.as_raw_fd(), Vec::with_capacity(16), CURRENT_POSITION),
+        104,
+    )
+    .unwrap();
+    for i in 0..2 {
+        ring.submit(Poll::new(rd2.as_raw_fd(), PollMask::IN), 200 + i)
+            .unwrap();
+    }
+    ring.submit(Timeout::after(Duration::from_secs(3600)), 300)
+        .unwrap();
+    let (none_rd, _none_wr) = pipe();
+    assert_eq!(ring.cancel_fd(none_rd.as_raw_fd()).unwrap().total(), 0);
+    let on_fd = ring.cancel_fd(rd1.as_raw_fd()).unwrap();
+    assert_eq!((on_fd.cancelled, on_fd.too_late), (5, 0), "{on_fd:?}");
+    let first = collect(&mut ring, 5, LONG);
+    let tags: HashSet<u64> = first.iter().map(|c| c.user_data()).collect();
+    assert_eq!(tags, (100..105).collect());
+    assert!(
+        first.iter().all(|c| c.is_cancelled() && !c.is_more()),
+        "{first:?}"
+    );
+    assert_eq!(ring.in_flight(), 3);
+    let all = ring.cancel_all().unwrap();
+    assert_eq!((all.cancelled, all.too_late), (3, 0));
+    let second = collect(&mut ring, 3, LONG);
+    let tags: HashSet<u64> = second.iter().map(|c| c.user_data()).collect();
+    assert_eq!(tags, [200, 201, 300].into_iter().collect());
+    assert!(
+        quiet(&mut ring, Duration::from_millis(30)).is_empty(),
+        "an op ended twice"
+    );
+    assert_eq!(ring.cancel_all().unwrap().total(), 0);
+    Outcome::Pass
+}
+
+/// Case 13: Cancel racing completion: each op ends exactly once, with its result or ECANCELED,
+/// matching what the cancel reported.
+pub fn c13_cancel_races_completion(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let rounds = rounds(100_000);
+    let (mut cancelled, mut too_late) = (0usize, 0usize);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..rounds {
+        let delay = Duration::from_nanos(next() % 20_000);
+        let id = ring.submit(Timeout::after(delay), round as u64).unwrap();
+        // Let the timer run for a random while (sometimes flushing it to the kernel first).
+        if next() % 2 == 0 {
+            ring.wait(0, None).unwrap();
+        }
+        let spin = Instant::now();
+        let spin_for = Duration::from_nanos(next() % 20_000);
+        while spin.elapsed() < spin_for {
+            std::hint::spin_loop();
+        }
+        let outcome = ring.cancel(id).unwrap();
+        let (mores, last) = final_of(&mut ring, id);
+        assert!(mores.is_empty());
+        assert_eq!(last.user_data(), round as u64);
+        match outcome {
+            CancelOutcome::Cancelled => {
+                assert!(last.is_cancelled(), "round {round}: Cancelled but {last:?}");
+                cancelled += 1;
+            }
+            CancelOutcome::TooLate => {
+                assert!(last.is_timed_out(), "round {round}: TooLate but {last:?}");
+                too_late += 1;
+            }
+            // Its completion was reaped (by the flushing wait) before the cancel: already ended.
+            CancelOutcome::NotFound => {
+                assert!(last.is_timed_out(), "round {round}: NotFound but {last:?}");
+                too_late += 1;
+            }
+        }
+    }
+    assert_eq!(ring.in_flight(), 0);
+    assert!(
+        quiet(&mut ring, Duration::from_millis(20)).is_empty(),
+        "an op ended twice"
+    );
+    assert!(
+        cancelled > 0 && too_late > 0,
+        "no race happened: {cancelled} cancelled, {too_late} too late"
+    );
+    note(&format!(
+        "c13: {rounds} rounds, {cancelled} cancelled, {too_late} completed first"
+    ));
+    Outcome::Pass
+}
+
+/// Case 14: Cancel a disk read the kernel cannot cancel: it ends with its real result, the cancel
+/// reports TooLate, the buffer comes back intact.
+pub fn c14_cancel_uncancellable_read(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let contents: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = TempFile::new("uncancellable", &contents);
+    for round in 0..16 {
+        let id = ring
+            .submit(Read::new(file.fd(), Vec::with_capacity(4096), 0), round)
+            .unwrap();
+        let outcome = ring.cancel(id).unwrap();
+        let (_, mut last) = final_of(&mut ring, id);
+        assert_eq!(
+            outcome,
+            CancelOutcome::TooLate,
+            "a page-cache read cannot be cancelled"
+        );
+        assert_eq!(last.result().as_ref().unwrap(), &4096);
+        let buf = last.take_buf().unwrap().into_vec().unwrap();
+        assert_eq!(buf, contents);
+    }
+    Outcome::Pass
+}
+
+/// Case 15: Drop the ring with 1,000 polls, reads and timeouts in flight: no hang, every buffer
+/// freed, the fd count back where it was.
+pub fn c15_drop_ring_with_ops_in_flight(h: &Harness) -> Outcome {
+    let fds_before = fd_count();
+    let live_before = live_tracked();
+    {
+        let mut ring = h.ring();
+        let pipes: Vec<_> = (0..10).map(|_| pipe()).collect();
+        for i in 0..1000usize {
+            let (rd, _) = &pipes[i % pipes.len()];
+            let id = match i % 3 {
+                0 => ring.submit(Poll::new(rd.as_raw_fd(), PollMask::IN), i as u64),
+                1 => ring.submit(
+                    Read::new(
+                        rd.as_raw_fd(),
+                        Vec::with_capacity(TRACKED_SIZE),
+                        CURRENT_POSITION,
+                    ),
+                    i as u64,
+                ),
+                _ => ring.submit(Timeout::after(Duration::from_secs(3600)), i as u64),
+            };
+            id.unwrap();
+        }
+        ring.wait(0, None).unwrap();
+        assert_eq!(ring.in_flight(), 1000);
+        assert_eq!(
+            live_tracked() - live_before,
+            333,
+            "the ring holds the read buffers"
+        );
+        let start = Instant::now();
+        drop(ring);
+        assert!(start.elapsed() < Duration::from_secs(30), "drop hung");
+    }
+    assert_eq!(live_tracked(), live_before, "buffers leaked by the drop");
+    assert_eq!(fd_count(), fds_before, "descriptors leaked by the drop");
+    // Completions waiting in the queue are freed too.
+    {
+        let mut ring = h.ring();
+        let (rd, wr) = pipe();
+        write_fd(wr.as_raw_fd(), b"abc");
+        ring.submit(
+            Read::new(
+                rd.as_raw_fd(),
+                Vec::with_capacity(TRACKED_SIZE),
+                CURRENT_POSITION,
+            ),
+            1,
+        )
+        .unwrap();
+        ring.wait(1, Some(LONG)).unwrap();
+        assert_eq!(ring.ready(), 1);
+        assert!(matches!(
+            ring.completions().next().map(|c| c.into_output()),
+            Some(Output::Buf(_))
+        ));
+        ring.submit(
+            Read::new(
+                rd.as_raw_fd(),
+                Vec::with_capacity(TRACKED_SIZE),
+                CURRENT_POSITION,
+            ),
+            2,
+        )
+        .unwrap();
+        write_fd(wr.as_raw_fd(), b"def");
+        ring.wait(1, Some(LONG)).unwrap();
+    }
+    assert_eq!(
+        live_tracked(),
+        live_before,
+        "a queued completion's buffer leaked"
+    );
+    assert_eq!(fd_count(), fds_before);
+    Outcome::Pass
+}

@@ -1,0 +1,76 @@
+//! The conformance suite: every case of `shared/CONFORMANCE.md`, written once and stamped out
+//! for every backend. Each run prints `PASS <backend> <case>` or `SKIP <backend> <case>:
+//! <reason>` on stderr (uncaptured), so the list of what ran is visible in any `cargo test`.
+//!
+//! Adding a backend is one line at the bottom: `all_cases!(stamp(name, BackendKind::Name));`.
+#![allow(missing_docs)]
+
+mod alloc_count;
+mod cases_cancel;
+mod cases_disk;
+mod cases_epoll;
+mod cases_poll;
+mod cases_queue;
+mod cases_timeout;
+mod harness;
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
+
+/// Calls `$stamp!($($args)*; case, case, ...)` with the full list of cases.
+macro_rules! all_cases {
+    ($stamp:ident ( $($args:tt)* )) => {
+        $stamp! { $($args)*;
+            // Polls
+            cases_poll::c01_poll_pipe_write,
+            cases_poll::c02_poll_ready_at_arm,
+            cases_poll::c03_poll_regular_file,
+            cases_poll::c04_poll_peer_close_hup,
+            cases_poll::c05_multishot_edges_then_cancel,
+            cases_poll::c06_multishot_no_busy_spin,
+            cases_poll::c07_multishot_send_shutdown,
+            cases_poll::c08_two_polls_one_fd,
+            cases_poll::c09_poll_rearmed_with_matching_mask,
+            // Cancellation
+            cases_cancel::c10_cancel_pending_and_stale,
+            cases_cancel::c11_cancel_ten_thousand_polls,
+            cases_cancel::c12_cancel_by_fd_and_all,
+            cases_cancel::c13_cancel_races_completion,
+            cases_cancel::c14_cancel_uncancellable_read,
+            cases_cancel::c15_drop_ring_with_ops_in_flight,
+            // Timeouts and deadlines
+            cases_timeout::c16_timeouts_expire_cancel_order,
+            cases_timeout::c17_poll_deadline_race,
+            cases_timeout::c18_wait_timeout_loses_nothing,
+            // EpollWait
+            cases_epoll::c19_epoll_wait_member_ready,
+            cases_epoll::c20_epoll_wait_member_removed_or_closed,
+            cases_epoll::c21_epoll_wait_deadline,
+            // Disk
+            cases_disk::c22_disk_read_write_vectored_sync,
+            cases_disk::c22_disk_o_direct,
+            cases_disk::c23_disk_bad_input,
+            // Queue limits and teardown
+            cases_queue::c24_backpressure_and_in_flight_cap,
+            cases_queue::c25_cq_overflow_loses_nothing,
+            cases_queue::c26_wake_from_another_thread,
+            cases_queue::c27_signal_during_wait,
+        }
+    };
+}
+
+/// One `#[test]` per case for one backend, in a module named after the backend.
+macro_rules! stamp {
+    ($backend:ident, $kind:expr; $($module:ident :: $case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $case() {
+                    crate::harness::run($kind, stringify!($case), crate::$module::$case);
+                }
+            )*
+        }
+    };
+}
+
+all_cases!(stamp(uring, oneloop::BackendKind::Uring));
