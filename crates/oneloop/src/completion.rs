@@ -252,3 +252,51 @@ fn distribute(bufs: &mut [Buf], mut n: usize) {
         n -= take;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::{Close, Readv};
+
+    #[test]
+    fn raw_results_map_once() {
+        assert_eq!(raw_result(7).unwrap(), 7);
+        assert_eq!(
+            raw_result(-libc::ETIME).unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert_eq!(
+            raw_result(-libc::ECANCELED).unwrap_err().raw_os_error(),
+            Some(libc::ECANCELED)
+        );
+        assert_eq!(
+            raw_result(-libc::EBADF).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
+    }
+
+    #[test]
+    fn vectored_reads_fill_buffers_in_order() {
+        // Aligned buffers are zero-initialised, so growing their length needs no kernel write.
+        let bufs = [2, 3, 4].map(|cap| crate::AlignedBuf::new(cap, 1).unwrap());
+        let op = Readv::new(0, bufs.into(), 0);
+        let (result, output) = finish(Op::Readv(op), 4);
+        assert_eq!(result.unwrap(), 4);
+        let Output::Bufs(bufs) = output else {
+            panic!("{output:?}")
+        };
+        let lens: Vec<usize> = bufs.iter().map(Buf::len).collect();
+        assert_eq!(lens, [2, 2, 0]);
+    }
+
+    #[test]
+    fn a_cancelled_close_gives_the_fd_back() {
+        let fd = crate::sys::eventfd().unwrap();
+        let (result, output) = finish(Op::Close(Close::new(fd)), -libc::ECANCELED);
+        assert!(result.is_err());
+        assert!(
+            matches!(output, Output::Fd(_)),
+            "the descriptor is still the caller's"
+        );
+    }
+}

@@ -675,7 +675,7 @@ impl OpenAt {
             resolve: 0,
         })
     }
-    /// The mode for a created file (default `0o644`).
+    /// The mode for a created file (default `0o644`; ignored unless `O_CREAT` or `O_TMPFILE`).
     pub fn mode(mut self, mode: u32) -> OpenAt {
         self.mode = mode;
         self
@@ -684,5 +684,16 @@ impl OpenAt {
     pub fn resolve(mut self, resolve: u64) -> OpenAt {
         self.resolve = resolve;
         self
+    }
+
+    /// The mode the kernel gets: `openat2` refuses a mode unless the open may create a file.
+    pub(crate) fn effective_mode(&self) -> u32 {
+        let creates =
+            self.flags & libc::O_CREAT != 0 || self.flags & libc::O_TMPFILE == libc::O_TMPFILE;
+        if creates {
+            self.mode
+        } else {
+            0
+        }
     }
 }

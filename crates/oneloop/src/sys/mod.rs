@@ -55,6 +55,17 @@ pub(crate) fn eventfd_write(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// Resets an eventfd's count to zero (a zero count is fine: nothing to reset).
+pub(crate) fn eventfd_reset(fd: RawFd) -> io::Result<()> {
+    let mut count: u64 = 0;
+    // SAFETY (syscall!): `count` is 8 writable bytes that outlive the call.
+    match syscall!(read(fd, (&mut count as *mut u64).cast(), 8)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `epoll_wait(epfd, events, 0)`: collects whatever is ready now, never blocks.
 pub(crate) fn epoll_wait_now(epfd: RawFd, events: &mut [libc::epoll_event]) -> io::Result<usize> {
     let max = events.len().min(i32::MAX as usize) as i32;

@@ -126,6 +126,26 @@ pub fn c26_wake_from_another_thread(h: &Harness) -> Outcome {
     assert_eq!(n, 1);
     assert_eq!(ring.next_completion().unwrap().user_data(), 5);
     t.join().unwrap();
+    // A wake that lands before the wait (here reaped by a cancel's trip to the kernel first)
+    // still ends the next wait: wakes are never lost.
+    let (prd, _pwr) = pipe();
+    let pending = ring
+        .submit(Poll::new(prd.as_raw_fd(), PollMask::IN), 6)
+        .unwrap();
+    ring.wait(0, None).unwrap();
+    ring.waker().wake();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(
+        ring.cancel(pending).unwrap(),
+        oneloop::CancelOutcome::Cancelled
+    );
+    let start = Instant::now();
+    ring.wait(2, Some(Duration::from_secs(30))).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "a wake reaped early was lost"
+    );
+    ring.completions().for_each(drop);
     // Many wakes coalesce and leave no stale wake behind that ends a later wait early.
     let waker = ring.waker();
     for _ in 0..100 {

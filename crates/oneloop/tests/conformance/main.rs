@@ -9,6 +9,7 @@ mod alloc_count;
 mod cases_cancel;
 mod cases_disk;
 mod cases_epoll;
+mod cases_ops;
 mod cases_poll;
 mod cases_queue;
 mod cases_timeout;
@@ -55,6 +56,9 @@ macro_rules! all_cases {
             cases_queue::c25_cq_overflow_loses_nothing,
             cases_queue::c26_wake_from_another_thread,
             cases_queue::c27_signal_during_wait,
+            // Every op end to end
+            cases_ops::x1_accept_connect_send_recv_close,
+            cases_ops::x2_openat_resolve,
         }
     };
 }

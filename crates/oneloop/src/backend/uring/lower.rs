@@ -126,7 +126,7 @@ pub(super) fn lower(
         Op::OpenAt(o) => {
             aux.how = OpenHow::new()
                 .flags(o.flags as u32 as u64)
-                .mode(u64::from(o.mode))
+                .mode(u64::from(o.effective_mode()))
                 .resolve(o.resolve);
             opcode::OpenAt2::new(Fd(o.dirfd), o.path.as_ptr(), &aux.how).build()
         }

@@ -300,6 +300,10 @@ impl Uring {
             }
             TAG_WAKE => {
                 self.woken = true;
+                // Reset the count, so a re-armed poll does not fire on an old wake.
+                if let Err(e) = crate::sys::eventfd_reset(self.wake.raw()) {
+                    tracing::error!(error = %e, "cannot reset the wake eventfd");
+                }
                 if !cqueue::more(flags) {
                     // The kernel ended the multishot poll (e.g. on CQ overflow): re-arm it.
                     if let Err(e) = self.arm_wake(out) {
@@ -385,7 +389,7 @@ impl Uring {
     ) -> io::Result<()> {
         self.check_broken()?;
         let deadline = timeout.map(|t| Instant::now() + t);
-        self.woken = false;
+        // A wake reaped earlier (during a cancel, say) still ends this wait: it is consumed here.
         loop {
             self.reap(out);
             self.run_rearms(out)?;
@@ -401,6 +405,7 @@ impl Uring {
             };
             self.enter(1, left)?;
         }
+        self.woken = false;
         // Send what is still queued and collect whatever that completes at once.
         self.enter(0, None)?;
         self.reap(out);
