@@ -124,6 +124,13 @@ pub fn c17_poll_deadline_race(h: &Harness) -> Outcome {
     Outcome::Pass
 }
 
+/// A pipe's read end with data in it (its write end is closed, the data stays).
+fn rd_ready() -> std::os::fd::OwnedFd {
+    let (rd, wr) = pipe();
+    write_fd(wr.as_raw_fd(), b"x");
+    rd
+}
+
 /// Case 18: `wait` with a timeout returns on time and loses no completion that arrives meanwhile.
 pub fn c18_wait_timeout_loses_nothing(h: &Harness) -> Outcome {
     let mut ring = h.ring();
@@ -133,6 +140,32 @@ pub fn c18_wait_timeout_loses_nothing(h: &Harness) -> Outcome {
         start.elapsed() >= Duration::from_millis(60),
         "returned early"
     );
+
+    // A non-blocking wait picks up what completed while the thread was busy elsewhere.
+    ring.submit(Timeout::after(Duration::from_millis(5)), 99)
+        .unwrap();
+    let ready = rd_ready();
+    ring.submit(Poll::new(ready.as_raw_fd(), PollMask::IN), 98)
+        .unwrap();
+    assert_eq!(
+        ring.wait(0, None).unwrap(),
+        1,
+        "a ready poll completes at submission"
+    );
+    assert!(ring
+        .next_completion()
+        .unwrap()
+        .poll_mask()
+        .unwrap()
+        .contains(PollMask::IN));
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(
+        ring.wait(0, None).unwrap(),
+        1,
+        "wait(0) reaps without blocking"
+    );
+    assert!(ring.next_completion().unwrap().is_timed_out());
+    ring.completions().for_each(drop);
 
     // Completions arriving during a wait are all kept.
     for ms in [10u64, 20, 30, 40, 50] {

@@ -97,6 +97,13 @@ impl InFlight {
         sq.capacity() - sq.len()
     }
 
+    /// Whether an `io_uring_enter` has work to do: queued SQEs, completion work the kernel
+    /// deferred to us (`IORING_SQ_TASKRUN`), or overflowed CQEs to flush.
+    pub fn needs_enter(&mut self) -> bool {
+        let sq = self.ring.submission();
+        !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+    }
+
     /// Pushes `entries` as one unit (a linked chain stays together); `false` if they do not fit.
     ///
     /// Callers pass only entries that name no memory (cancel, poll, nop, close, accept

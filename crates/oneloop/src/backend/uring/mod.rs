@@ -406,10 +406,13 @@ impl Uring {
             self.enter(1, left)?;
         }
         self.woken = false;
-        // Send what is still queued and collect whatever that completes at once.
-        self.enter(0, None)?;
-        self.reap(out);
-        self.run_rearms(out)
+        // Send what is still queued (and run deferred completions) only if there is any.
+        if self.table.needs_enter() {
+            self.enter(0, None)?;
+            self.reap(out);
+            self.run_rearms(out)?;
+        }
+        Ok(())
     }
 
     pub fn cancel(
