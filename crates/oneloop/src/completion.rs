@@ -38,10 +38,13 @@ impl fmt::Debug for OpId {
 pub enum CancelOutcome {
     /// The op will end with `ECANCELED` (its final completion is on its way).
     Cancelled,
-    /// The op had already completed, or its completion is racing the cancel: its real result
-    /// stands and will be delivered. (Once a wakeup has happened, the canceller gives up.)
+    /// The op had already completed (its final completion is waiting in the ring, not yet
+    /// taken), or its completion is racing the cancel, or it is running where it cannot be
+    /// interrupted: its real result stands and will be delivered. (Once a wakeup has
+    /// happened, the canceller gives up.)
     TooLate,
-    /// No op with this id is in flight (never existed, or its final completion was delivered).
+    /// No op with this id is known: it never existed, or its final completion was already
+    /// taken from the ring.
     NotFound,
 }
 

@@ -41,6 +41,7 @@ mod backend;
 pub mod buf;
 mod completion;
 pub mod op;
+mod pool;
 pub mod probe;
 mod ring;
 mod slab;
@@ -52,7 +53,7 @@ pub use op::{
     Accept, Close, Connect, Deadline, EpollEvents, EpollWait, Fsync, Nop, Op, OpenAt, Poll,
     PollMask, Read, Readv, Recv, Send, Submission, Timeout, Write, Writev, CURRENT_POSITION,
 };
-pub use ring::{BackendKind, Ring, RingBuilder, Skipped, SubmitError, Waker};
+pub use ring::{BackendKind, Ring, RingBuilder, Skipped, Stats, SubmitError, Waker};
 
 /// The README's example, compiled and run as a doctest so it stays true.
 #[cfg(doctest)]

@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::backend::{self, Driver};
 use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
 use crate::op::{Op, Submission};
+use crate::pool::{Ownership, Release};
 
 /// Which kernel mechanism a ring runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -111,6 +112,8 @@ pub struct RingBuilder {
     pub(crate) cq_entries: Option<u32>,
     pub(crate) in_flight_max: usize,
     pub(crate) emulate_epoll_wait: bool,
+    pub(crate) pool_threads: usize,
+    pub(crate) excluded: Vec<BackendKind>,
 }
 
 impl Default for RingBuilder {
@@ -121,6 +124,8 @@ impl Default for RingBuilder {
             cq_entries: None,
             in_flight_max: 16_384,
             emulate_epoll_wait: false,
+            pool_threads: 4,
+            excluded: Vec::new(),
         }
     }
 }
@@ -160,6 +165,20 @@ impl RingBuilder {
         self
     }
 
+    /// The most threads the blocking pool may run (default 4; epoll and aio backends only).
+    /// Threads start on demand: a ring that never needs the pool starts none.
+    pub fn pool_threads(mut self, threads: usize) -> Self {
+        self.pool_threads = threads.max(1);
+        self
+    }
+
+    /// Makes `Auto` pass over `backend` (recorded in [`Ring::skipped`] as excluded), e.g. to
+    /// keep io_uring out of a process by policy. An explicit choice of it still works.
+    pub fn exclude(mut self, backend: BackendKind) -> Self {
+        self.excluded.push(backend);
+        self
+    }
+
     /// Builds the ring on the first usable backend.
     ///
     /// # Errors
@@ -172,6 +191,7 @@ impl RingBuilder {
         };
         let wake = Arc::new(WakeFd {
             fd: crate::sys::eventfd()?,
+            state: Ownership::new(),
         });
         if requested != BackendKind::Auto {
             let driver = backend::open(requested, &self, &wake)?;
@@ -179,6 +199,14 @@ impl RingBuilder {
         }
         let mut skipped = Vec::new();
         for kind in BackendKind::ALL {
+            if self.excluded.contains(&kind) {
+                let reason = "excluded by RingBuilder::exclude".to_string();
+                skipped.push(Skipped {
+                    backend: kind,
+                    reason,
+                });
+                continue;
+            }
             match backend::open(kind, &self, &wake) {
                 Ok(driver) => return Ok(Ring::assemble(driver, kind, skipped, wake, &self)),
                 Err(e) => {
@@ -202,14 +230,31 @@ impl RingBuilder {
 }
 
 /// The eventfd a [`Waker`] signals and the ring's backend watches.
+///
+/// Wakes follow the [ownership protocol](crate::pool::Ownership): a waker that raises the
+/// count from 0 writes the eventfd and hands ownership to the ring; wakers that find it owned
+/// only leave their increment. The ring, when the eventfd fires, releases what it saw and
+/// re-checks, so a burst of wakes costs one `write` and none is lost.
 #[derive(Debug)]
 pub(crate) struct WakeFd {
     fd: OwnedFd,
+    state: Ownership,
 }
 
 impl WakeFd {
     pub(crate) fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The ring's side: the eventfd fired; takes every wake posted so far.
+    pub(crate) fn absorb(&self) {
+        if let Err(e) = crate::sys::eventfd_reset(self.raw()) {
+            tracing::error!(error = %e, "cannot reset the wake eventfd");
+        }
+        let mut refs = self.state.refs();
+        while let Release::Again { refs: more, .. } = self.state.release(refs) {
+            refs = more;
+        }
     }
 }
 
@@ -220,12 +265,22 @@ pub struct Waker {
 }
 
 impl Waker {
-    /// Makes the ring's current or next `wait` return promptly. Never blocks; wakes coalesce.
+    /// Makes the ring's current or next `wait` return promptly. Never blocks; wakes coalesce
+    /// (only the first of a burst writes the eventfd).
     pub fn wake(&self) {
-        if let Err(e) = crate::sys::eventfd_write(self.wake.raw()) {
-            tracing::error!(error = %e, "wake failed");
+        if self.wake.state.try_own() {
+            if let Err(e) = crate::sys::eventfd_write(self.wake.raw()) {
+                tracing::error!(error = %e, "wake failed");
+            }
         }
     }
+}
+
+/// Counters a ring keeps about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Ops handed to the blocking pool (epoll and aio backends; always 0 on uring).
+    pub pool_jobs: u64,
 }
 
 /// A refused submission: why, and the op with its buffers, untouched.
@@ -372,7 +427,13 @@ impl Ring {
     /// # Errors
     /// Only if the kernel refuses the cancel request itself (the ring is then broken).
     pub fn cancel(&mut self, id: OpId) -> io::Result<CancelOutcome> {
-        self.driver.cancel(id, &mut self.completions)
+        match self.driver.cancel(id, &mut self.completions)? {
+            // Finished, but its final completion is still waiting here to be taken.
+            CancelOutcome::NotFound if self.completions.iter().any(|c| c.id == id && !c.more) => {
+                Ok(CancelOutcome::TooLate)
+            }
+            outcome => Ok(outcome),
+        }
     }
 
     /// Cancels every op in flight on `fd`, counting what each cancel achieved.
@@ -423,6 +484,11 @@ impl Ring {
     /// How many ops are in flight (accepted, final completion not yet produced).
     pub fn in_flight(&self) -> usize {
         self.driver.in_flight()
+    }
+
+    /// Counters about this ring's work so far.
+    pub fn stats(&self) -> Stats {
+        self.driver.stats()
     }
 
     /// A handle that wakes this ring's `wait` from another thread.

@@ -5,6 +5,7 @@
 //! completions, `EINTR` handled inside, and a draining drop.
 #![deny(unsafe_code)]
 
+pub(crate) mod epoll;
 pub(crate) mod uring;
 
 use std::collections::VecDeque;
@@ -15,11 +16,12 @@ use std::time::Duration;
 
 use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
 use crate::op::Submission;
-use crate::ring::{BackendKind, RingBuilder, SubmitError, WakeFd};
+use crate::ring::{BackendKind, RingBuilder, Stats, SubmitError, WakeFd};
 
 /// One backend's driver.
 pub(crate) enum Driver {
-    Uring(uring::Uring),
+    Uring(Box<uring::Uring>),
+    Epoll(Box<epoll::Epoll>),
 }
 
 /// Opens `kind` (not `Auto`) per `config`.
@@ -29,8 +31,15 @@ pub(crate) fn open(
     wake: &Arc<WakeFd>,
 ) -> io::Result<Driver> {
     match kind {
-        BackendKind::Uring => Ok(Driver::Uring(uring::Uring::open(config, Arc::clone(wake))?)),
-        BackendKind::Aio | BackendKind::Epoll => Err(io::Error::new(
+        BackendKind::Uring => Ok(Driver::Uring(Box::new(uring::Uring::open(
+            config,
+            Arc::clone(wake),
+        )?))),
+        BackendKind::Epoll => Ok(Driver::Epoll(Box::new(epoll::Epoll::open(
+            config,
+            Arc::clone(wake),
+        )?))),
+        BackendKind::Aio => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("the {kind} backend is not implemented yet in this version of oneloop"),
         )),
@@ -47,6 +56,7 @@ impl Driver {
     ) -> Result<OpId, SubmitError> {
         match self {
             Driver::Uring(d) => d.submit(sub, user_data, out),
+            Driver::Epoll(d) => d.submit(sub, user_data, out),
         }
     }
 
@@ -57,6 +67,7 @@ impl Driver {
     ) -> io::Result<CancelOutcome> {
         match self {
             Driver::Uring(d) => d.cancel(id, out),
+            Driver::Epoll(d) => d.cancel(id, out),
         }
     }
 
@@ -67,6 +78,7 @@ impl Driver {
     ) -> io::Result<CancelCount> {
         match self {
             Driver::Uring(d) => d.cancel_where(fd, out),
+            Driver::Epoll(d) => d.cancel_where(fd, out),
         }
     }
 
@@ -78,24 +90,35 @@ impl Driver {
     ) -> io::Result<()> {
         match self {
             Driver::Uring(d) => d.wait(min_complete, timeout, out),
+            Driver::Epoll(d) => d.wait(min_complete, timeout, out),
         }
     }
 
     pub fn in_flight(&self) -> usize {
         match self {
             Driver::Uring(d) => d.in_flight(),
+            Driver::Epoll(d) => d.in_flight(),
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
             Driver::Uring(d) => d.describe(),
+            Driver::Epoll(d) => d.describe(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        match self {
+            Driver::Uring(_) => Stats::default(),
+            Driver::Epoll(d) => d.stats(),
         }
     }
 
     pub fn shutdown(&mut self, out: &mut VecDeque<Completion>) {
         match self {
             Driver::Uring(d) => d.shutdown(out),
+            Driver::Epoll(d) => d.shutdown(out),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub(crate) mod aio;
 mod alloc;
+pub(crate) mod posix;
 
 pub(crate) use alloc::AlignedAlloc;
 
@@ -28,6 +29,7 @@ macro_rules! syscall {
         }
     }};
 }
+pub(crate) use syscall;
 
 /// Wraps a descriptor the kernel just gave us, which nothing else owns.
 pub(crate) fn owned_fd(fd: RawFd) -> OwnedFd {

@@ -78,3 +78,4 @@ macro_rules! stamp {
 }
 
 all_cases!(stamp(uring, oneloop::BackendKind::Uring));
+all_cases!(stamp(epoll, oneloop::BackendKind::Epoll));

@@ -300,10 +300,8 @@ impl Uring {
             }
             TAG_WAKE => {
                 self.woken = true;
-                // Reset the count, so a re-armed poll does not fire on an old wake.
-                if let Err(e) = crate::sys::eventfd_reset(self.wake.raw()) {
-                    tracing::error!(error = %e, "cannot reset the wake eventfd");
-                }
+                // Resets the count too, so a re-armed poll does not fire on an old wake.
+                self.wake.absorb();
                 if !cqueue::more(flags) {
                     // The kernel ended the multishot poll (e.g. on CQ overflow): re-arm it.
                     if let Err(e) = self.arm_wake(out) {

@@ -1,0 +1,183 @@
+//! The epoll backend's per-op decision: **done now**, **wait for readiness**, or **offload to
+//! the pool** — and the non-blocking attempts behind it.
+//!
+//! * Reads try `preadv2(RWF_NOWAIT)` first, so a page-cache hit completes inline and never
+//!   reaches the pool; writes try `pwritev2(RWF_NOWAIT)`. `EAGAIN` then means "wait for
+//!   readiness" on a pipe, socket or tty, and "offload" on a regular file or block device.
+//! * Sockets use `MSG_DONTWAIT`; `Accept` and `Connect` switch the socket to `O_NONBLOCK`.
+//! * `Readv`/`Writev`/`Fsync`/`OpenAt` go to the pool; `Close` and `Nop` are done now.
+#![forbid(unsafe_code)]
+
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+
+use crate::op::Op;
+use crate::pool::Work;
+use crate::slab::Key;
+use crate::sys::posix::{self as sio, FdKind};
+use crate::sys::RawSockAddr;
+
+/// What to do with an op next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Finished with this raw result (`>= 0`, or `-errno`).
+    Done(i32),
+    /// Try again when the fd reports any of these epoll bits.
+    Wait(u32),
+    /// Run it on the blocking pool.
+    Pool,
+}
+
+const IN: u32 = libc::EPOLLIN as u32;
+const OUT: u32 = libc::EPOLLOUT as u32;
+
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn done(r: std::io::Result<usize>) -> Next {
+    match r {
+        Ok(n) => Next::Done(n.min(i32::MAX as usize) as i32),
+        Err(e) => Next::Done(-errno(&e)),
+    }
+}
+
+/// Runs `f` again while it fails with `EINTR`.
+fn retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// For a non-blocking attempt that said "not now": wait on a pollable fd, else offload.
+fn would_block(fd: i32, bits: u32) -> Next {
+    match sio::fd_kind(fd) {
+        Ok(FdKind::Pollable) => Next::Wait(bits),
+        Ok(FdKind::File | FdKind::Block) => Next::Pool,
+        Err(e) => Next::Done(-errno(&e)),
+    }
+}
+
+/// The first attempt, at submission. `Poll`, `EpollWait` and `Timeout` are not attempted here
+/// (the driver arms them directly).
+pub(super) fn first(op: &mut Op) -> Next {
+    match op {
+        Op::Nop(_) => Next::Done(0),
+        Op::Read(_) | Op::Write(_) | Op::Recv(_) | Op::Send(_) | Op::Accept(_) => again(op, true),
+        Op::Readv(_) | Op::Writev(_) | Op::Fsync(_) | Op::OpenAt(_) => Next::Pool,
+        Op::Connect(o) => {
+            if let Err(e) = sio::set_nonblocking(o.fd) {
+                return Next::Done(-errno(&e));
+            }
+            match retry(|| sio::connect(o.fd, &RawSockAddr::from_socket_addr(&o.addr))) {
+                Ok(()) => Next::Done(0),
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Next::Wait(OUT),
+                Err(e) => Next::Done(-errno(&e)),
+            }
+        }
+        Op::Close(o) => match sio::close(o.fd.as_raw_fd()) {
+            Ok(()) => Next::Done(0),
+            Err(e) => Next::Done(-errno(&e)),
+        },
+        Op::Poll(_) | Op::EpollWait(_) | Op::Timeout(_) => unreachable!("armed by the driver"),
+    }
+}
+
+/// A non-blocking attempt, at submission (`first_time`) or after readiness.
+pub(super) fn again(op: &mut Op, first_time: bool) -> Next {
+    match op {
+        Op::Read(o) => match retry(|| sio::read_at(o.fd, &mut o.buf, o.offset, true)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => would_block(o.fd, IN),
+            // No RWF_NOWAIT here: after readiness a plain read does not block.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && first_time => {
+                would_block(o.fd, IN)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                done(retry(|| sio::read_at(o.fd, &mut o.buf, o.offset, false)))
+            }
+            r => done(r),
+        },
+        Op::Write(o) => match retry(|| sio::write_at(o.fd, &o.buf, o.offset, true)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => would_block(o.fd, OUT),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && first_time => {
+                would_block(o.fd, OUT)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                done(retry(|| sio::write_at(o.fd, &o.buf, o.offset, false)))
+            }
+            r => done(r),
+        },
+        Op::Recv(o) => match retry(|| sio::recv(o.fd, &mut o.buf, o.flags | libc::MSG_DONTWAIT)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Wait(IN),
+            r => done(r),
+        },
+        Op::Send(o) => match retry(|| sio::send(o.fd, &o.buf, o.flags | libc::MSG_DONTWAIT)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Wait(OUT),
+            r => done(r),
+        },
+        Op::Accept(o) => {
+            if first_time {
+                if let Err(e) = sio::set_nonblocking(o.fd) {
+                    return Next::Done(-errno(&e));
+                }
+            }
+            match retry(|| sio::accept(o.fd, o.flags)) {
+                Ok(fd) => Next::Done(fd.into_raw_fd()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Wait(IN),
+                Err(e) => Next::Done(-errno(&e)),
+            }
+        }
+        Op::Connect(o) => match sio::socket_error(o.fd) {
+            Ok(0) => Next::Done(0),
+            Ok(err) => Next::Done(-err),
+            Err(e) => Next::Done(-errno(&e)),
+        },
+        Op::EpollWait(o) => match crate::sys::epoll_wait_now(o.epfd, &mut o.events.raw) {
+            Ok(0) => Next::Wait(IN),
+            Ok(n) => Next::Done(n as i32),
+            Err(e) => Next::Done(-errno(&e)),
+        },
+        other => unreachable!("{} is not readiness-driven", other.name()),
+    }
+}
+
+/// An op running on the blocking pool.
+pub(crate) struct Blocking {
+    /// The slot the op came from (checked against the slot's job when it comes back).
+    pub key: Key,
+    pub op: Op,
+    /// A descriptor the op produced (`OpenAt`), closed on drop unless taken: a result nobody
+    /// collects never leaks.
+    pub produced: Option<OwnedFd>,
+}
+
+impl Work for Blocking {
+    fn run(&mut self) -> i32 {
+        let r = match &mut self.op {
+            Op::Read(o) => retry(|| sio::read_at(o.fd, &mut o.buf, o.offset, false)),
+            Op::Write(o) => retry(|| sio::write_at(o.fd, &o.buf, o.offset, false)),
+            Op::Readv(o) => retry(|| sio::readv_at(o.fd, &mut o.bufs, o.offset)),
+            Op::Writev(o) => retry(|| sio::writev_at(o.fd, &o.bufs, o.offset)),
+            Op::Fsync(o) => retry(|| sio::fsync(o.fd, o.data_only)).map(|()| 0),
+            Op::OpenAt(o) => {
+                match retry(|| {
+                    sio::openat2(o.dirfd, &o.path, o.flags, o.effective_mode(), o.resolve)
+                }) {
+                    Ok(fd) => {
+                        let raw = fd.as_raw_fd();
+                        self.produced = Some(fd);
+                        Ok(raw as usize)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            other => unreachable!("{} never goes to the pool", other.name()),
+        };
+        match done(r) {
+            Next::Done(res) => res,
+            _ => unreachable!("done() only returns Done"),
+        }
+    }
+}

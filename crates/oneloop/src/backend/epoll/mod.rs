@@ -1,0 +1,513 @@
+//! The `epoll` backend: readiness for descriptors, a timer heap for time, a blocking pool for
+//! the disk — the backend that works wherever io_uring is disabled.
+//!
+//! Where it sits: [`Ring`](crate::Ring) → `backend::Driver::Epoll` → this → `epoll_pwait2`,
+//! non-blocking syscalls, and the [pool](crate::pool).
+//!
+//! * Each op is decided at submission (`attempt.rs`): done now (a page-cache read with
+//!   `RWF_NOWAIT`, a `Close`, a `Nop`), waiting for readiness (a registration in `fds.rs`), a
+//!   timer (`timers.rs`), or a pool job. Completions produced at submission are queued at once.
+//! * A slot lives from `submit` to its final completion; while a pool job runs, the job owns
+//!   the op (and its buffers) and the slot keeps the job.
+//! * Cancel is user-space and synchronous: a waiter or timer is removed and ends `ECANCELED`;
+//!   a pool job that has not started is reclaimed; one that is running reports `TooLate` and
+//!   its real result arrives.
+//! * A deadline is a timer that cancels its op internally; the op then ends `TimedOut`.
+//! * The wake eventfd and the pool's eventfd sit in the epoll set, edge-triggered.
+#![forbid(unsafe_code)]
+
+mod attempt;
+mod fds;
+mod timers;
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use self::attempt::{Blocking, Next};
+use self::fds::{Fds, Waiter, UNMASKED};
+use self::timers::{Fire, TimerSeq, Timers};
+use crate::completion::{finish, CancelCount, CancelOutcome, Completion, OpId};
+use crate::op::{Deadline, Op, Submission};
+use crate::pool::{Job, Pool};
+use crate::ring::{RingBuilder, Stats, SubmitError, WakeFd};
+use crate::slab::{Key, Slab};
+use crate::sys::posix as sio;
+
+const DATA_WAKE: u64 = 1;
+const DATA_POOL: u64 = 2;
+
+/// Where an op is while in flight.
+enum State {
+    /// Being decided at submission (or a spent timer).
+    Starting,
+    /// Waiting for readiness on `fd`.
+    Fd(RawFd),
+    /// A `Timeout` op's timer.
+    Timer(TimerSeq),
+    /// On the blocking pool; the job owns the op.
+    Pool(Arc<Job<Blocking>>),
+}
+
+struct Slot {
+    /// The op; `None` while a pool job holds it.
+    op: Option<Op>,
+    user_data: u64,
+    /// The descriptor the op works on (for `cancel_fd`), kept while the pool holds the op.
+    fd: Option<RawFd>,
+    state: State,
+    deadline: Option<TimerSeq>,
+}
+
+/// The epoll driver.
+pub(crate) struct Epoll {
+    epfd: OwnedFd,
+    slots: Slab<Slot>,
+    fds: Fds,
+    timers: Timers,
+    pool: Pool<Blocking>,
+    pool_fd: Arc<OwnedFd>,
+    wake: Arc<WakeFd>,
+    woken: bool,
+    events: Vec<libc::epoll_event>,
+    done_jobs: Vec<Arc<Job<Blocking>>>,
+    stats: Stats,
+}
+
+impl Epoll {
+    /// Opens the epoll instance, its pool eventfd and registers both eventfds.
+    pub fn open(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Epoll> {
+        let epfd = crate::sys::epoll_create()?;
+        let pool_fd = Arc::new(crate::sys::eventfd()?);
+        let et_in = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        sio::epoll_ctl(
+            epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            wake.raw(),
+            et_in,
+            DATA_WAKE,
+        )?;
+        sio::epoll_ctl(
+            epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            pool_fd.as_raw_fd(),
+            et_in,
+            DATA_POOL,
+        )?;
+        let notify_fd = Arc::clone(&pool_fd);
+        let notify = Box::new(move || {
+            if let Err(e) = crate::sys::eventfd_write(notify_fd.as_raw_fd()) {
+                tracing::error!(error = %e, "pool notify failed");
+            }
+        });
+        Ok(Epoll {
+            epfd,
+            slots: Slab::with_capacity(config.in_flight_max),
+            fds: Fds::default(),
+            timers: Timers::new(),
+            pool: Pool::new(config.pool_threads, notify, sio::block_signals),
+            pool_fd,
+            wake,
+            woken: false,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
+            done_jobs: Vec::with_capacity(64),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "epoll (edge-triggered, timer heap, blocking pool of up to {} threads, {} running)",
+            self.pool.threads_max(),
+            self.pool.threads()
+        )
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn submit(
+        &mut self,
+        sub: Submission,
+        user_data: u64,
+        out: &mut VecDeque<Completion>,
+    ) -> Result<OpId, SubmitError> {
+        let Submission { op, deadline } = sub;
+        let now = Instant::now();
+        let slot = Slot {
+            fd: op.fd(),
+            op: Some(op),
+            user_data,
+            state: State::Starting,
+            deadline: None,
+        };
+        let key = match self.slots.insert(slot) {
+            Ok(key) => key,
+            Err(slot) => {
+                let e = io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "{} ops in flight (in_flight_max): reap completions first",
+                        self.slots.capacity()
+                    ),
+                );
+                return Err(SubmitError::new(e, slot.op.expect("not yet started")));
+            }
+        };
+        if let Some(d) = deadline {
+            let seq = self.timers.arm(d.instant(now), key, Fire::Deadline);
+            self.slot(key).deadline = Some(seq);
+        }
+        self.start(key, now, out);
+        Ok(OpId(key.pack()))
+    }
+
+    fn slot(&mut self, key: Key) -> &mut Slot {
+        self.slots.get_mut(key).expect("a live slot")
+    }
+
+    /// Decides what slot `key`'s fresh op does first, and does it.
+    fn start(&mut self, key: Key, now: Instant, out: &mut VecDeque<Completion>) {
+        let op = self.slot(key).op.as_mut().expect("a fresh op");
+        let next = match op {
+            Op::Timeout(t) => {
+                let at = match t.when {
+                    Deadline::At(at) => at,
+                    Deadline::After(d) => now + d,
+                };
+                let seq = self.timers.arm(at, key, Fire::Timeout);
+                self.slot(key).state = State::Timer(seq);
+                return;
+            }
+            Op::Poll(p) => Next::Wait(p.mask.bits()),
+            Op::EpollWait(_) => Next::Wait(libc::EPOLLIN as u32),
+            op => attempt::first(op),
+        };
+        self.follow(key, next, out);
+    }
+
+    /// Acts on a decision for slot `key`.
+    fn follow(&mut self, key: Key, next: Next, out: &mut VecDeque<Completion>) {
+        match next {
+            Next::Done(res) => self.complete(key, res, out),
+            Next::Wait(interest) => self.arm_fd(key, interest, out),
+            Next::Pool => self.offload(key, out),
+        }
+    }
+
+    fn arm_fd(&mut self, key: Key, interest: u32, out: &mut VecDeque<Completion>) {
+        let slot = self.slots.get_mut(key).expect("a live slot");
+        let op = slot.op.as_ref().expect("op present");
+        let fd = op.fd().expect("readiness ops have an fd");
+        let is_poll = matches!(op, Op::Poll(_));
+        match self.fds.add(&self.epfd, fd, Waiter { key, interest }) {
+            Ok(()) => slot.state = State::Fd(fd),
+            // epoll refuses regular files and directories: they are always ready.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_poll => {
+                let ready = interest & (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+                let res = if ready == 0 {
+                    -libc::EINVAL
+                } else {
+                    ready as i32
+                };
+                self.complete(key, res, out);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                self.complete(key, -libc::EINVAL, out)
+            }
+            Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EIO), out),
+        }
+    }
+
+    fn offload(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+        let op = self.slot(key).op.take().expect("op present");
+        let work = Blocking {
+            key,
+            op,
+            produced: None,
+        };
+        match self.pool.submit(work) {
+            Ok(job) => {
+                self.stats.pool_jobs += 1;
+                self.slot(key).state = State::Pool(job);
+            }
+            Err((e, work)) => {
+                tracing::error!(error = %e, "cannot start a pool thread");
+                self.slot(key).op = Some(work.op);
+                self.complete(key, -e.raw_os_error().unwrap_or(libc::EAGAIN), out);
+            }
+        }
+    }
+
+    /// Ends slot `key` with `res`: removes it, disarms its timers and waiter, hands back its
+    /// op's output.
+    fn complete(&mut self, key: Key, res: i32, out: &mut VecDeque<Completion>) {
+        let Some(mut slot) = self.slots.remove(key) else {
+            return;
+        };
+        self.forget(key, &slot);
+        let op = slot.op.take().expect("completing a slot that holds its op");
+        let (result, output) = finish(op, res);
+        out.push_back(Completion {
+            id: OpId(key.pack()),
+            user_data: slot.user_data,
+            result,
+            more: false,
+            output,
+        });
+    }
+
+    /// Drops what refers to a removed slot: its timers (lazily) and its fd waiter.
+    fn forget(&mut self, key: Key, slot: &Slot) {
+        let timer = match slot.state {
+            State::Timer(seq) => Some(seq),
+            _ => None,
+        };
+        for _ in slot.deadline.iter().chain(timer.iter()) {
+            let slots = &self.slots;
+            self.timers.disarm(|k, seq| {
+                slots.get(k).is_some_and(|s| {
+                    s.deadline == Some(seq) || matches!(s.state, State::Timer(t) if t == seq)
+                })
+            });
+        }
+        if let State::Fd(fd) = slot.state {
+            self.fds.remove(fd, key);
+        }
+    }
+
+    /// Ends slot `key` early with `res` (`-ECANCELED` for a cancel, `-ETIME` for a deadline)
+    /// if nobody else owns it by now.
+    fn end_early(&mut self, key: Key, res: i32, out: &mut VecDeque<Completion>) -> CancelOutcome {
+        let Some(slot) = self.slots.get(key) else {
+            return CancelOutcome::NotFound;
+        };
+        match &slot.state {
+            State::Pool(job) => {
+                if !self.pool.cancel(job) {
+                    return CancelOutcome::TooLate;
+                }
+                let job = Arc::clone(job);
+                let (work, _) = job.take().expect("a won cancel ends the job");
+                self.slot(key).op = Some(work.op);
+                self.complete(key, res, out);
+            }
+            State::Fd(_) | State::Timer(_) | State::Starting => self.complete(key, res, out),
+        }
+        CancelOutcome::Cancelled
+    }
+
+    pub fn cancel(
+        &mut self,
+        id: OpId,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<CancelOutcome> {
+        Ok(self.end_early(Key::unpack(id.0), -libc::ECANCELED, out))
+    }
+
+    pub fn cancel_where(
+        &mut self,
+        fd: Option<RawFd>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<CancelCount> {
+        let targets: Vec<Key> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| fd.is_none() || s.fd == fd)
+            .map(|(k, _)| k)
+            .collect();
+        let mut count = CancelCount::default();
+        for key in targets {
+            match self.end_early(key, -libc::ECANCELED, out) {
+                CancelOutcome::Cancelled => count.cancelled += 1,
+                _ => count.too_late += 1,
+            }
+        }
+        Ok(count)
+    }
+
+    /// Fires every timer that is due.
+    fn fire_timers(&mut self, out: &mut VecDeque<Completion>) {
+        let now = Instant::now();
+        while let Some((key, seq, fire)) = self.timers.pop_due(now) {
+            let live = self.slots.get(key).is_some_and(|s| match fire {
+                Fire::Timeout => matches!(s.state, State::Timer(t) if t == seq),
+                Fire::Deadline => s.deadline == Some(seq),
+            });
+            if !live {
+                continue;
+            }
+            self.timers.fired();
+            // The timer is spent: forget it before ending the slot, which disarms the rest.
+            match fire {
+                Fire::Timeout => {
+                    self.slot(key).state = State::Starting;
+                    self.complete(key, -libc::ETIME, out);
+                }
+                Fire::Deadline => {
+                    self.slot(key).deadline = None;
+                    self.end_early(key, -libc::ETIME, out);
+                }
+            }
+        }
+    }
+
+    /// Handles readiness `events` on `fd`: every waiter whose interest they meet acts.
+    fn on_fd(&mut self, fd: RawFd, events: u32, out: &mut VecDeque<Completion>) {
+        let mut waiters = self.fds.take(fd);
+        waiters.retain(|w| self.on_ready(w.key, w.interest, events, out));
+        self.fds.put_back(fd, waiters);
+    }
+
+    /// One waiter's turn; `true` if it keeps waiting.
+    fn on_ready(
+        &mut self,
+        key: Key,
+        interest: u32,
+        events: u32,
+        out: &mut VecDeque<Completion>,
+    ) -> bool {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return false;
+        };
+        if events & (interest | UNMASKED) == 0 {
+            return true;
+        }
+        let op = slot.op.as_mut().expect("a waiting slot holds its op");
+        if let Op::Poll(p) = op {
+            let got = events & (p.mask.bits() | UNMASKED);
+            if p.multishot {
+                let (id, user_data) = (OpId(key.pack()), slot.user_data);
+                out.push_back(Completion {
+                    id,
+                    user_data,
+                    result: Ok(got),
+                    more: true,
+                    output: Default::default(),
+                });
+                return true;
+            }
+            self.complete(key, got as i32, out);
+            return false;
+        }
+        match attempt::again(op, false) {
+            Next::Wait(_) => true,
+            Next::Done(res) => {
+                self.complete(key, res, out);
+                false
+            }
+            Next::Pool => unreachable!("a readiness op never moves to the pool"),
+        }
+    }
+
+    /// Takes finished pool jobs and completes their slots.
+    fn on_pool(&mut self, out: &mut VecDeque<Completion>) {
+        let _ = crate::sys::eventfd_reset(self.pool_fd.as_raw_fd());
+        let mut jobs = std::mem::take(&mut self.done_jobs);
+        self.pool.take_done(&mut jobs);
+        for job in jobs.drain(..) {
+            let Some((mut work, res)) = job.take() else {
+                continue;
+            };
+            if let Some(fd) = work.produced.take() {
+                // Ownership moves to the completion, which wraps the number again.
+                let _ = fd.into_raw_fd();
+            }
+            let key = work.key;
+            let ours = matches!(self.slots.get(key), Some(Slot { state: State::Pool(j), .. }) if Arc::ptr_eq(j, &job));
+            if ours {
+                self.slot(key).op = Some(work.op);
+                self.complete(key, res, out);
+            } else {
+                // Its slot is gone: drop the work; its buffers are freed, its fd closed.
+                drop(finish(work.op, res));
+            }
+            self.pool.recycle(job);
+        }
+        self.done_jobs = jobs;
+    }
+
+    /// One `epoll_pwait2` with `timeout`, then dispatch. `EINTR` is a normal return.
+    fn poll_once(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        let n = match sio::epoll_wait(&self.epfd, &mut events, timeout) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                self.events = events;
+                return Err(e);
+            }
+        };
+        for ev in &events[..n] {
+            let (bits, data) = (ev.events, ev.u64);
+            match data {
+                DATA_WAKE => {
+                    self.wake.absorb();
+                    self.woken = true;
+                }
+                DATA_POOL => self.on_pool(out),
+                data => self.on_fd(data as u32 as RawFd, bits, out),
+            }
+        }
+        self.events = events;
+        Ok(())
+    }
+
+    pub fn wait(
+        &mut self,
+        min_complete: usize,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.fire_timers(out);
+            if out.len() >= min_complete || self.woken {
+                break;
+            }
+            let now = Instant::now();
+            let mut limit = deadline.map(|d| d.saturating_duration_since(now));
+            if limit == Some(Duration::ZERO) {
+                break;
+            }
+            if let Some(due) = self.timers.next_due() {
+                let until = due.saturating_duration_since(now);
+                limit = Some(limit.map_or(until, |l| l.min(until)));
+            }
+            self.poll_once(limit, out)?;
+        }
+        self.woken = false;
+        if min_complete == 0 {
+            self.poll_once(Some(Duration::ZERO), out)?;
+            self.fire_timers(out);
+        }
+        Ok(())
+    }
+
+    /// Drop: cancel everything, wait for running pool jobs, then stop the pool.
+    pub fn shutdown(&mut self, out: &mut VecDeque<Completion>) {
+        let _ = self.cancel_where(None, out);
+        let start = Instant::now();
+        while !self.slots.is_empty() && start.elapsed() < Duration::from_secs(60) {
+            if self.wait(1, Some(Duration::from_millis(100)), out).is_err() {
+                break;
+            }
+        }
+        self.pool.shutdown();
+        self.on_pool(out);
+        if !self.slots.is_empty() {
+            tracing::error!(left = self.slots.len(), "ops never finished at drop");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Readiness-style system calls for the epoll backend and the blocking pool.
+//!
+//! Each takes the op's owned [`Buf`] and finds the memory itself, so callers stay safe code:
+//! the buffer guarantees its region is valid and owned for the call. Results are raw counts;
+//! callers map errors once per backend. Nothing here retries `EINTR`.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::{owned_fd, syscall, RawSockAddr};
+use crate::buf::Buf;
+
+/// The kernel's "current file position" offset for `preadv2`/`pwritev2`.
+fn kernel_offset(offset: u64) -> libc::off_t {
+    if offset == crate::op::CURRENT_POSITION {
+        -1
+    } else {
+        offset as libc::off_t
+    }
+}
+
+/// `preadv2(fd, [buf's read target], offset, RWF_NOWAIT?)`.
+pub(crate) fn read_at(fd: RawFd, buf: &mut Buf, offset: u64, nowait: bool) -> io::Result<usize> {
+    let (ptr, len) = buf.read_target();
+    let iov = libc::iovec {
+        iov_base: ptr.cast(),
+        iov_len: len,
+    };
+    let flags = if nowait { libc::RWF_NOWAIT } else { 0 };
+    // SAFETY (syscall!): `iov` names `buf`'s spare region, writable and owned by `buf` for
+    // the whole call.
+    syscall!(preadv2(fd, &iov, 1, kernel_offset(offset), flags)).map(|n| n as usize)
+}
+
+/// `pwritev2(fd, [buf's bytes], offset, RWF_NOWAIT?)`.
+pub(crate) fn write_at(fd: RawFd, buf: &Buf, offset: u64, nowait: bool) -> io::Result<usize> {
+    let (ptr, len) = buf.write_source();
+    let iov = libc::iovec {
+        iov_base: ptr.cast_mut().cast(),
+        iov_len: len,
+    };
+    let flags = if nowait { libc::RWF_NOWAIT } else { 0 };
+    // SAFETY (syscall!): `iov` names `buf`'s initialised bytes, readable for the call.
+    syscall!(pwritev2(fd, &iov, 1, kernel_offset(offset), flags)).map(|n| n as usize)
+}
+
+/// `preadv2` into several buffers, in order.
+pub(crate) fn readv_at(fd: RawFd, bufs: &mut [Buf], offset: u64) -> io::Result<usize> {
+    let iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| {
+            let (ptr, len) = b.read_target();
+            libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            }
+        })
+        .collect();
+    // SAFETY (syscall!): each iovec names one buffer's spare region, owned for the call.
+    syscall!(preadv2(
+        fd,
+        iovs.as_ptr(),
+        iovs.len() as i32,
+        kernel_offset(offset),
+        0
+    ))
+    .map(|n| n as usize)
+}
+
+/// `pwritev2` from several buffers, in order.
+pub(crate) fn writev_at(fd: RawFd, bufs: &[Buf], offset: u64) -> io::Result<usize> {
+    let iovs: Vec<libc::iovec> = bufs
+        .iter()
+        .map(|b| {
+            let (ptr, len) = b.write_source();
+            libc::iovec {
+                iov_base: ptr.cast_mut().cast(),
+                iov_len: len,
+            }
+        })
+        .collect();
+    // SAFETY (syscall!): each iovec names one buffer's bytes, readable for the call.
+    syscall!(pwritev2(
+        fd,
+        iovs.as_ptr(),
+        iovs.len() as i32,
+        kernel_offset(offset),
+        0
+    ))
+    .map(|n| n as usize)
+}
+
+/// `fsync(fd)` or `fdatasync(fd)`.
+pub(crate) fn fsync(fd: RawFd, data_only: bool) -> io::Result<()> {
+    // SAFETY (syscall!): no pointers.
+    if data_only {
+        syscall!(fdatasync(fd)).map(drop)
+    } else {
+        syscall!(fsync(fd)).map(drop)
+    }
+}
+
+/// `openat2(dirfd, path, {flags, mode, resolve})`.
+pub(crate) fn openat2(
+    dirfd: RawFd,
+    path: &CStr,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: flags as u32 as u64,
+        mode: u64::from(mode),
+        resolve,
+    };
+    // SAFETY: `path` is NUL-terminated and `how` is a valid `open_how` of the given size;
+    // both outlive the call.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            path.as_ptr(),
+            &how,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if res < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned_fd(res as RawFd))
+}
+
+/// `accept4(fd, NULL, NULL, flags)`.
+pub(crate) fn accept(fd: RawFd, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY (syscall!): null address pointers are allowed (the peer address is not wanted).
+    let new = syscall!(accept4(
+        fd,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        flags
+    ))?;
+    Ok(owned_fd(new))
+}
+
+/// `connect(fd, addr)`.
+pub(crate) fn connect(fd: RawFd, addr: &RawSockAddr) -> io::Result<()> {
+    // SAFETY (syscall!): `addr` holds `len` valid bytes of a socket address.
+    syscall!(connect(fd, addr.as_ptr(), addr.len)).map(drop)
+}
+
+/// The pending error of a socket (`SO_ERROR`), as a raw errno (0 for none).
+pub(crate) fn socket_error(fd: RawFd) -> io::Result<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY (syscall!): `err` and `len` are writable and sized as the call expects.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        (&mut err as *mut libc::c_int).cast(),
+        &mut len
+    ))?;
+    Ok(err)
+}
+
+/// `recv(fd, buf's read target, flags)`.
+pub(crate) fn recv(fd: RawFd, buf: &mut Buf, flags: i32) -> io::Result<usize> {
+    let (ptr, len) = buf.read_target();
+    // SAFETY (syscall!): `ptr..ptr+len` is `buf`'s spare region, writable for the call.
+    syscall!(recv(fd, ptr.cast(), len, flags)).map(|n| n as usize)
+}
+
+/// `send(fd, buf's bytes, flags)`.
+pub(crate) fn send(fd: RawFd, buf: &Buf, flags: i32) -> io::Result<usize> {
+    let (ptr, len) = buf.write_source();
+    // SAFETY (syscall!): `ptr..ptr+len` is `buf`'s initialised bytes, readable for the call.
+    syscall!(send(fd, ptr.cast(), len, flags)).map(|n| n as usize)
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY (syscall!): no pointers.
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY (syscall!): no pointers.
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// `close(fd)` of a descriptor whose owner (a `Close` op) hands it over to be closed; the
+/// owner forgets it afterwards.
+pub(crate) fn close(fd: RawFd) -> io::Result<()> {
+    // SAFETY (syscall!): no pointers; the `Close` op that owns `fd` never closes it again.
+    syscall!(close(fd)).map(drop)
+}
+
+/// `epoll_ctl(epfd, op, fd, {events, data})`.
+pub(crate) fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY (syscall!): `ev` is a valid epoll_event that outlives the call.
+    syscall!(epoll_ctl(epfd, op, fd, &mut ev)).map(drop)
+}
+
+/// `epoll_pwait2(epfd, events, timeout)`: `None` waits without limit. `EINTR` is returned.
+pub(crate) fn epoll_wait(
+    epfd: &OwnedFd,
+    events: &mut [libc::epoll_event],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let max = events.len().min(i32::MAX as usize) as i32;
+    // SAFETY (syscall!): `events` is writable for `max` entries; `ts_ptr` is null or points to
+    // a timespec that outlives the call; a null sigmask leaves the mask alone.
+    syscall!(epoll_pwait2(
+        epfd.as_raw_fd(),
+        events.as_mut_ptr(),
+        max,
+        ts_ptr,
+        std::ptr::null()
+    ))
+    .map(|n| n as usize)
+}
+
+/// What kind of object a descriptor names, as far as the epoll backend cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    /// A regular file or a directory: epoll refuses it; always "ready".
+    File,
+    /// A block device: I/O goes to the pool like a file's.
+    Block,
+    /// Pipes, sockets, ttys, eventfds, epoll fds...: readiness-driven.
+    Pollable,
+}
+
+/// `fstat`s `fd` to learn how the epoll backend should drive it.
+pub(crate) fn fd_kind(fd: RawFd) -> io::Result<FdKind> {
+    // SAFETY: `stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY (syscall!): `st` is a writable `struct stat` that outlives the call.
+    syscall!(fstat(fd, &mut st))?;
+    Ok(match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFDIR => FdKind::File,
+        libc::S_IFBLK => FdKind::Block,
+        _ => FdKind::Pollable,
+    })
+}
+
+/// Blocks every signal in the calling thread (pool workers: signals go to the ring's thread).
+pub(crate) fn block_signals() {
+    // SAFETY: `set` is a valid sigset filled by `sigfillset`; the old mask is not wanted.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
