@@ -143,17 +143,37 @@ fn probe_epoll() -> BackendReport {
     let features = vec![
         Feature::new("epoll_create1", epoll.is_ok(), note(&epoll)),
         Feature::new("eventfd", eventfd.is_ok(), note(&eventfd)),
+        probe_nowait(),
     ];
-    let status = match (&epoll, &eventfd) {
-        (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
-        _ => Err(
-            "kernel ready; the epoll backend is not implemented yet in this version of oneloop"
-                .into(),
-        ),
-    };
+    let status = Ring::builder()
+        .backend(BackendKind::Epoll)
+        .entries(8)
+        .build()
+        .map(|r| r.describe())
+        .map_err(|e| e.to_string());
     BackendReport {
         backend: BackendKind::Epoll,
         status,
         features,
+    }
+}
+
+/// Whether `preadv2(RWF_NOWAIT)` works on a file in the temp dir (page-cache hits inline).
+fn probe_nowait() -> Feature {
+    let path = std::env::temp_dir().join(format!("oneloop-probe-{}", std::process::id()));
+    let result = std::fs::write(&path, b"probe")
+        .and_then(|()| std::fs::File::open(&path))
+        .and_then(|f| {
+            let mut buf = crate::Buf::Vec(Vec::with_capacity(8));
+            crate::sys::posix::read_at(std::os::fd::AsRawFd::as_raw_fd(&f), &mut buf, 0, true)
+        });
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(_) => Feature::new("RWF_NOWAIT", true, ""),
+        Err(e) => Feature::new(
+            "RWF_NOWAIT",
+            false,
+            format!("{e}: every file read goes to the pool"),
+        ),
     }
 }

@@ -51,6 +51,38 @@ fn backend_selection() {
         assert_eq!(ring.backend(), BackendKind::Uring);
     }
 
+    // Fallback: with uring made to fail (excluded), Auto moves on and says why.
+    let ring = with_env(None, || Ring::builder().exclude(BackendKind::Uring).build()).unwrap();
+    assert_ne!(ring.backend(), BackendKind::Uring);
+    let skipped = ring.skipped();
+    assert_eq!(skipped[0].backend, BackendKind::Uring);
+    assert!(skipped[0].reason.contains("excluded"), "{skipped:?}");
+    if ring.backend() == BackendKind::Epoll {
+        assert_eq!(
+            skipped.len(),
+            2,
+            "aio was tried, and its reason kept: {skipped:?}"
+        );
+        assert_eq!(skipped[1].backend, BackendKind::Aio);
+        assert!(!skipped[1].reason.is_empty());
+    }
+    eprintln!(
+        "with uring excluded: {} (skipped {skipped:?})",
+        ring.describe()
+    );
+    // Excluding everything: the error names every backend.
+    let none = with_env(None, || {
+        let mut b = Ring::builder();
+        for k in BackendKind::ALL {
+            b = b.exclude(k);
+        }
+        b.build()
+    });
+    let e = none.unwrap_err();
+    for kind in BackendKind::ALL {
+        assert!(e.to_string().contains(&format!("{kind}: excluded")), "{e}");
+    }
+
     // Auto picks the first usable backend and records why earlier ones were skipped.
     match with_env(None, Ring::new) {
         Ok(ring) => {

@@ -426,7 +426,9 @@ impl Uring {
             Some(_) => {}
         }
         self.cancel_results.clear();
-        self.push_cancel(key, out)?;
+        if !self.push_cancel(key, out)? {
+            return Ok(CancelOutcome::TooLate);
+        }
         self.await_cancels(1, out)?;
         let (_, res) = self.cancel_results[0];
         let outcome = self.cancel_outcome(key, res, out)?;
@@ -454,10 +456,15 @@ impl Uring {
             }
         }
         self.cancel_results.clear();
+        let mut pushed = 0;
         for &key in &targets {
-            self.push_cancel(key, out)?;
+            if self.push_cancel(key, out)? {
+                pushed += 1;
+            } else {
+                count.too_late += 1;
+            }
         }
-        self.await_cancels(targets.len(), out)?;
+        self.await_cancels(pushed, out)?;
         let results = std::mem::take(&mut self.cancel_results);
         for &(key, res) in &results {
             match self.cancel_outcome(key, res, out)? {
@@ -470,18 +477,19 @@ impl Uring {
         Ok(count)
     }
 
-    fn push_cancel(&mut self, key: Key, out: &mut VecDeque<Completion>) -> io::Result<()> {
+    /// Queues an `ASYNC_CANCEL` for slot `key`; `false` if making room for it let the op
+    /// finish first (nothing to cancel then: its result stands).
+    fn push_cancel(&mut self, key: Key, out: &mut VecDeque<Completion>) -> io::Result<bool> {
         self.ensure_sq_room(1, out)?;
+        match self.table.slots.get_mut(key) {
+            Some(slot) if slot.main_res.is_none() => slot.cancels_pending += 1,
+            _ => return Ok(false),
+        }
         let entry = opcode::AsyncCancel::new(user_data(TAG_MAIN, key))
             .build()
             .user_data(user_data(TAG_CANCEL, key));
         assert!(self.table.push(&[entry]), "SQ room was ensured");
-        self.table
-            .slots
-            .get_mut(key)
-            .expect("cancelling a live slot")
-            .cancels_pending += 1;
-        Ok(())
+        Ok(true)
     }
 
     fn await_cancels(&mut self, n: usize, out: &mut VecDeque<Completion>) -> io::Result<()> {
