@@ -34,6 +34,13 @@ fn read_block(ring: &mut Ring, fd: i32, offset: u64) -> Vec<u8> {
     c.take_buf().unwrap().into_vec().unwrap()
 }
 
+/// Advice about the whole file.
+fn fadvise(fd: i32, advice: i32) {
+    // SAFETY: no pointers; `fd` is an open descriptor.
+    let rc = unsafe { libc::posix_fadvise(fd, 0, 0, advice) };
+    assert_eq!(rc, 0, "posix_fadvise");
+}
+
 fn pattern(block: u64) -> Vec<u8> {
     (0..BLOCK)
         .map(|i| (block as usize * 31 + i) as u8)
