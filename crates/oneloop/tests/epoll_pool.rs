@@ -72,18 +72,10 @@ fn page_cache_hits_stay_inline_and_misses_use_the_pool() {
     assert_eq!(warm_jobs, 0, "page-cache hits must never reach the pool");
 
     // Cold: drop the file's pages before each read; no readahead.
-    // SAFETY: plain advice calls on an open descriptor.
-    assert_eq!(
-        unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_RANDOM) },
-        0
-    );
+    fadvise(fd, libc::POSIX_FADV_RANDOM);
     let before = ring.stats().pool_jobs;
     for i in 0..1000u64 {
-        // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) },
-            0
-        );
+        fadvise(fd, libc::POSIX_FADV_DONTNEED);
         let block = (i * 7) % blocks;
         assert_eq!(
             read_block(&mut ring, fd, block * BLOCK as u64),

@@ -21,7 +21,7 @@ fn run(kind: BackendKind) {
     let start = Instant::now();
     // Odd timers fire within 50-250 ms; even ones (cancelled below) would wait a minute.
     let delay = |i: u64| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Duration::from_secs(60)
         } else {
             Duration::from_millis(50 + i % 200)
@@ -48,7 +48,7 @@ fn run(kind: BackendKind) {
             let i = c.user_data() as usize;
             assert!(!seen[i], "timer {i} ended twice");
             seen[i] = true;
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 assert!(c.is_cancelled(), "{c:?}");
                 ended_cancelled += 1;
             } else {
