@@ -25,13 +25,21 @@ fn baseline() -> Duration {
 }
 
 fn run(kind: BackendKind) -> Option<(Duration, Duration, Duration)> {
-    let mut ring =
-        Ring::builder().backend(kind).entries(4096).in_flight_max(N as usize + 1).build().ok()?;
+    let mut ring = Ring::builder()
+        .backend(kind)
+        .entries(4096)
+        .in_flight_max(N as usize + 1)
+        .build()
+        .ok()?;
     let start = Instant::now();
     // Odd timers are due within 5 ms; even ones in a minute (they are cancelled).
     let ids: Vec<_> = (0..N)
         .map(|i| {
-            let after = if i % 2 == 0 { Duration::from_secs(60) } else { Duration::from_micros(i % 5000) };
+            let after = if i % 2 == 0 {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_micros(i % 5000)
+            };
             ring.submit(Timeout::after(after), i).unwrap()
         })
         .collect();
@@ -52,7 +60,10 @@ fn run(kind: BackendKind) -> Option<(Duration, Duration, Duration)> {
 fn main() {
     let base = baseline();
     println!("100,000 timers: arm all, cancel half, fire the rest (the rest are due within 5 ms)");
-    println!("{:<8} {:>12} {:>14} {:>12} {:>12}", "backend", "arm", "cancel half", "fire rest", "total");
+    println!(
+        "{:<8} {:>12} {:>14} {:>12} {:>12}",
+        "backend", "arm", "cancel half", "fire rest", "total"
+    );
     for kind in BackendKind::ALL {
         match run(kind) {
             Some((a, c, f)) => println!(

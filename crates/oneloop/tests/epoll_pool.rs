@@ -92,3 +92,60 @@ fn page_cache_hits_stay_inline_and_misses_use_the_pool() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A FIFO in the temp dir: opening it for reading blocks until a writer comes.
+fn fifo(tag: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("oneloop-fifo-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    path
+}
+
+#[test]
+fn a_running_pool_job_reports_too_late_and_its_real_result_arrives() {
+    let Some(mut ring) = epoll_ring() else { return };
+    let path = fifo("running");
+    let open = oneloop::OpenAt::new(
+        libc::AT_FDCWD,
+        path.as_os_str().as_encoded_bytes(),
+        libc::O_RDONLY,
+    )
+    .unwrap();
+    let id = ring.submit(open, 1).unwrap();
+    // The worker is now blocked inside openat2 until a writer opens the FIFO.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(ring.stats().pool_jobs, 1);
+    assert_eq!(ring.cancel(id).unwrap(), oneloop::CancelOutcome::TooLate);
+    let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    ring.wait(1, Some(Duration::from_secs(30))).unwrap();
+    let mut c = ring.next_completion().expect("the real result");
+    assert!(c.result().is_ok(), "{c:?}");
+    assert!(c.take_fd().is_some(), "the opened FIFO is handed over");
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn dropping_a_ring_does_not_hang_on_a_blocked_pool_job() {
+    let Some(mut ring) = epoll_ring() else { return };
+    let path = fifo("blocked");
+    let open = oneloop::OpenAt::new(
+        libc::AT_FDCWD,
+        path.as_os_str().as_encoded_bytes(),
+        libc::O_RDONLY,
+    )
+    .unwrap();
+    ring.submit(open, 1).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let start = std::time::Instant::now();
+    drop(ring);
+    let took = start.elapsed();
+    eprintln!("drop with a blocked pool job took {took:?}");
+    assert!(took < Duration::from_secs(30), "the drop hung");
+    // Release the worker: it finishes its open and closes the descriptor it produced.
+    let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -223,6 +223,15 @@ impl<W: Work> Pool<W> {
             let _ = handle.join();
         }
     }
+
+    /// Stops the workers without waiting: each finishes the job it is running (a job blocked
+    /// for good keeps its thread), then exits. A running job's work stays alive, held by its
+    /// worker, until that job ends; then it is dropped (buffers freed, descriptors closed).
+    pub(crate) fn detach(&mut self) {
+        lock(&self.shared.queue).shutdown = true;
+        self.shared.work_ready.notify_all();
+        self.threads.clear();
+    }
 }
 
 impl<W: Work> Drop for Pool<W> {
