@@ -281,6 +281,9 @@ impl Waker {
 pub struct Stats {
     /// Ops handed to the blocking pool (epoll and aio backends; always 0 on uring).
     pub pool_jobs: u64,
+    /// AIO requests the kernel accepted (aio backend only): polls, reads, writes, fsyncs, and
+    /// the backend's own polls of its eventfds and epoll fd.
+    pub aio_requests: u64,
 }
 
 /// A refused submission: why, and the op with its buffers, untouched.

@@ -5,6 +5,7 @@
 //! completions, `EINTR` handled inside, and a draining drop.
 #![deny(unsafe_code)]
 
+pub(crate) mod aio;
 pub(crate) mod epoll;
 pub(crate) mod uring;
 
@@ -21,6 +22,7 @@ use crate::ring::{BackendKind, RingBuilder, Stats, SubmitError, WakeFd};
 /// One backend's driver.
 pub(crate) enum Driver {
     Uring(Box<uring::Uring>),
+    /// The epoll backend, or the aio backend (the same core with an AIO engine beneath).
     Epoll(Box<epoll::Epoll>),
 }
 
@@ -39,10 +41,10 @@ pub(crate) fn open(
             config,
             Arc::clone(wake),
         )?))),
-        BackendKind::Aio => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("the {kind} backend is not implemented yet in this version of oneloop"),
-        )),
+        BackendKind::Aio => Ok(Driver::Epoll(Box::new(epoll::Epoll::open_aio(
+            config,
+            Arc::clone(wake),
+        )?))),
         BackendKind::Auto => unreachable!("Auto is resolved by the builder"),
     }
 }

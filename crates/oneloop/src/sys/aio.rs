@@ -12,8 +12,20 @@ use std::time::Duration;
 /// An AIO context handle, as `io_setup` returns it.
 pub(crate) type AioContext = libc::c_ulong;
 
+/// `IOCB_CMD_PREAD`.
+pub(crate) const IOCB_CMD_PREAD: u16 = 0;
+/// `IOCB_CMD_PWRITE`.
+pub(crate) const IOCB_CMD_PWRITE: u16 = 1;
+/// `IOCB_CMD_FSYNC`.
+pub(crate) const IOCB_CMD_FSYNC: u16 = 2;
+/// `IOCB_CMD_FDSYNC`.
+pub(crate) const IOCB_CMD_FDSYNC: u16 = 3;
 /// `IOCB_CMD_POLL` (Linux 4.19+).
 pub(crate) const IOCB_CMD_POLL: u16 = 5;
+/// `IOCB_CMD_PREADV`.
+pub(crate) const IOCB_CMD_PREADV: u16 = 7;
+/// `IOCB_CMD_PWRITEV`.
+pub(crate) const IOCB_CMD_PWRITEV: u16 = 8;
 
 /// `struct iocb` (little-endian layout: `aio_key` precedes `aio_rw_flags`).
 #[repr(C)]
@@ -127,6 +139,100 @@ pub(crate) fn io_getevents(
         )
     };
     check(res).map(|n| n as usize)
+}
+
+/// `io_cancel(ctx, iocb)`: `Ok(())` means the kernel started cancelling (its event still
+/// comes); the raw error otherwise (`EINVAL`: not cancellable or already completed;
+/// `EINPROGRESS` is mapped to `Ok`).
+pub(crate) fn io_cancel(ctx: AioContext, iocb: *const Iocb) -> io::Result<()> {
+    let mut event = IoEvent::default();
+    // SAFETY: the kernel only compares `iocb`'s address with its in-flight requests and reads
+    // its `aio_key`; `event` is writable and outlives the call.
+    let res = unsafe { libc::syscall(libc::SYS_io_cancel, ctx, iocb, &mut event) };
+    if res == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EINPROGRESS) {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// The head of the completion ring the kernel maps at an AIO context's address.
+#[repr(C)]
+struct RingHeader {
+    id: u32,
+    nr: u32,
+    head: u32,
+    tail: u32,
+    magic: u32,
+    compat_features: u32,
+    incompat_features: u32,
+    header_length: u32,
+}
+
+const AIO_RING_MAGIC: u32 = 0xa10a_10a1;
+
+/// Reads completions straight from the kernel's mapped ring, without a system call.
+///
+/// # Invariant
+/// `header` is the address the kernel returned as the context id, mapped for as long as the
+/// context lives (the owner destroys the context only after dropping this), and the layout
+/// was checked (`magic`, no incompatible features) at construction.
+pub(crate) struct UserRing {
+    header: *mut RingHeader,
+}
+
+impl UserRing {
+    /// The ring of `ctx`, if its layout is the one this code knows.
+    ///
+    /// # Safety
+    /// `ctx` must be a live context from `io_setup`, and the `UserRing` must be dropped before
+    /// the context is destroyed.
+    pub(crate) unsafe fn new(ctx: AioContext) -> Option<UserRing> {
+        let header = ctx as *mut RingHeader;
+        // SAFETY: the caller vouches that `ctx` is a live context, whose id is the address of
+        // its mapped ring header.
+        let (magic, incompat) = unsafe { ((*header).magic, (*header).incompat_features) };
+        (magic == AIO_RING_MAGIC && incompat == 0).then_some(UserRing { header })
+    }
+
+    /// Moves every completed event into `out` (up to its spare capacity); returns how many.
+    pub(crate) fn reap(&mut self, out: &mut Vec<IoEvent>) -> usize {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let header = self.header;
+        // SAFETY: `header` is mapped and laid out as checked (invariant). No reference to the
+        // whole header is made (the kernel writes `tail` concurrently): `nr` is read once (it
+        // never changes), and `head`/`tail` are 4-byte aligned words accessed only atomically.
+        let (nr, head_word, tail_word) = unsafe {
+            let nr = std::ptr::addr_of!((*header).nr).read_volatile();
+            let head_word = &*(std::ptr::addr_of!((*header).head) as *const AtomicU32);
+            let tail_word = &*(std::ptr::addr_of!((*header).tail) as *const AtomicU32);
+            (nr, head_word, tail_word)
+        };
+        // SAFETY: the event array follows the header in the same mapping (invariant).
+        let events = unsafe { (header as *const u8).add(std::mem::size_of::<RingHeader>()) }
+            as *const IoEvent;
+        let mut head = head_word.load(Ordering::Relaxed);
+        let tail = tail_word.load(Ordering::Acquire);
+        let mut n = 0;
+        if nr == 0 {
+            return 0;
+        }
+        while head != tail && out.len() < out.capacity() {
+            // SAFETY: `head < nr` (the kernel keeps both in range), so the event is in the ring;
+            // the Acquire load of `tail` orders this read after the kernel's write.
+            out.push(unsafe { std::ptr::read_volatile(events.add(head as usize)) });
+            head = (head + 1) % nr;
+            n += 1;
+        }
+        if n > 0 {
+            head_word.store(head, Ordering::Release);
+        }
+        n
+    }
 }
 
 /// Polls an eventfd with `IOCB_CMD_POLL`, writes it, and waits for the event: proves the

@@ -269,3 +269,10 @@ pub(crate) fn block_signals() {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
+
+/// Whether `fd` was opened with `O_DIRECT`.
+pub(crate) fn is_direct(fd: RawFd) -> io::Result<bool> {
+    // SAFETY (syscall!): no pointers.
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    Ok(flags & libc::O_DIRECT != 0)
+}

@@ -78,4 +78,5 @@ macro_rules! stamp {
 }
 
 all_cases!(stamp(uring, oneloop::BackendKind::Uring));
+all_cases!(stamp(aio, oneloop::BackendKind::Aio));
 all_cases!(stamp(epoll, oneloop::BackendKind::Epoll));

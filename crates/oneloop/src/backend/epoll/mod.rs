@@ -19,6 +19,7 @@
 mod attempt;
 mod fds;
 mod timers;
+mod with_aio;
 
 use std::collections::VecDeque;
 use std::io;
@@ -49,6 +50,9 @@ enum State {
     Timer(TimerSeq),
     /// On the blocking pool; the job owns the op.
     Pool(Arc<Job<Blocking>>),
+    /// An AIO request (aio backend); the slot keeps the op, whose memory the request names,
+    /// until the request's event arrives.
+    Iocb(Key),
 }
 
 struct Slot {
@@ -59,6 +63,12 @@ struct Slot {
     fd: Option<RawFd>,
     state: State,
     deadline: Option<TimerSeq>,
+    /// Set when a cancel or deadline has started cancelling an AIO request: the result to
+    /// report when its event arrives.
+    ended_by: Option<i32>,
+    /// Whether the AIO request was submitted with `RWF_NOWAIT` (an `EAGAIN` then means
+    /// "would block", not an error).
+    nowait: bool,
 }
 
 /// The epoll driver.
@@ -74,28 +84,49 @@ pub(crate) struct Epoll {
     events: Vec<libc::epoll_event>,
     done_jobs: Vec<Arc<Job<Blocking>>>,
     stats: Stats,
+    /// The aio backend's engine; `None` on the epoll backend.
+    engine: Option<with_aio::Aio>,
 }
 
 impl Epoll {
-    /// Opens the epoll instance, its pool eventfd and registers both eventfds.
+    /// Opens the epoll backend: the epoll instance, the pool's eventfd, both eventfds in the set.
     pub fn open(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Epoll> {
-        let epfd = crate::sys::epoll_create()?;
-        let pool_fd = Arc::new(crate::sys::eventfd()?);
+        let mut driver = Epoll::core(config, wake)?;
         let et_in = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        let epfd = driver.epfd.as_raw_fd();
         sio::epoll_ctl(
-            epfd.as_raw_fd(),
+            epfd,
             libc::EPOLL_CTL_ADD,
-            wake.raw(),
+            driver.wake.raw(),
             et_in,
             DATA_WAKE,
         )?;
         sio::epoll_ctl(
-            epfd.as_raw_fd(),
+            epfd,
             libc::EPOLL_CTL_ADD,
-            pool_fd.as_raw_fd(),
+            driver.pool_fd.as_raw_fd(),
             et_in,
             DATA_POOL,
         )?;
+        driver.events.shrink_to_fit();
+        Ok(driver)
+    }
+
+    /// Opens the aio backend: the same core, with AIO requests and `io_getevents` underneath.
+    pub fn open_aio(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Epoll> {
+        let mut driver = Epoll::core(config, wake)?;
+        driver.engine = Some(with_aio::Aio::open(
+            config,
+            &driver.wake,
+            &driver.pool_fd,
+            &driver.epfd,
+        )?);
+        Ok(driver)
+    }
+
+    fn core(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Epoll> {
+        let epfd = crate::sys::epoll_create()?;
+        let pool_fd = Arc::new(crate::sys::eventfd()?);
         let notify_fd = Arc::clone(&pool_fd);
         let notify = Box::new(move || {
             if let Err(e) = crate::sys::eventfd_write(notify_fd.as_raw_fd()) {
@@ -114,10 +145,14 @@ impl Epoll {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
             done_jobs: Vec::with_capacity(64),
             stats: Stats::default(),
+            engine: None,
         })
     }
 
     pub fn describe(&self) -> String {
+        if let Some(aio) = &self.engine {
+            return aio.describe(self.pool.threads_max());
+        }
         format!(
             "epoll (edge-triggered, timer heap, blocking pool of up to {} threads, {} running)",
             self.pool.threads_max(),
@@ -130,7 +165,9 @@ impl Epoll {
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats
+        let mut stats = self.stats;
+        stats.aio_requests = self.engine.as_ref().map_or(0, |aio| aio.submitted());
+        stats
     }
 
     pub fn submit(
@@ -147,6 +184,8 @@ impl Epoll {
             user_data,
             state: State::Starting,
             deadline: None,
+            ended_by: None,
+            nowait: false,
         };
         let key = match self.slots.insert(slot) {
             Ok(key) => key,
@@ -175,6 +214,9 @@ impl Epoll {
 
     /// Decides what slot `key`'s fresh op does first, and does it.
     fn start(&mut self, key: Key, now: Instant, out: &mut VecDeque<Completion>) {
+        if self.engine.is_some() && self.start_aio(key, out) {
+            return;
+        }
         let op = self.slot(key).op.as_mut().expect("a fresh op");
         let next = match op {
             Op::Timeout(t) => {
@@ -299,6 +341,7 @@ impl Epoll {
                 self.slot(key).op = Some(work.op);
                 self.complete(key, res, out);
             }
+            State::Iocb(request) => return self.end_iocb_early(key, *request, res, out),
             State::Fd(_) | State::Timer(_) | State::Starting => self.complete(key, res, out),
         }
         CancelOutcome::Cancelled
@@ -434,8 +477,21 @@ impl Epoll {
         self.done_jobs = jobs;
     }
 
-    /// One `epoll_pwait2` with `timeout`, then dispatch. `EINTR` is a normal return.
+    /// Waits up to `timeout` for events and dispatches them. `EINTR` is a normal return.
     fn poll_once(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        if self.engine.is_some() {
+            self.aio_once(timeout, out)
+        } else {
+            self.epoll_once(timeout, out)
+        }
+    }
+
+    /// One `epoll_pwait2` with `timeout`, then dispatch. `EINTR` is a normal return.
+    fn epoll_once(
         &mut self,
         timeout: Option<Duration>,
         out: &mut VecDeque<Completion>,
@@ -509,6 +565,9 @@ impl Epoll {
                 break;
             }
         }
+        // The AIO context goes first: io_destroy waits until the kernel is done with every
+        // request, so no memory a request names is freed before that.
+        drop(self.engine.take());
         if self.slots.is_empty() {
             self.pool.shutdown();
         } else {

@@ -1,0 +1,314 @@
+//! The aio backend's half of the driver: which ops become AIO requests, what their events
+//! mean, and the `io_getevents` wait.
+//!
+//! * One-shot `Poll` and `EpollWait` are `IOCB_CMD_POLL`s (a cancelled poll's event has
+//!   `res == 0`: reported as the cancel's result).
+//! * `Read`/`Write`/`Readv`/`Writev` at an offset go to AIO with `RWF_NOWAIT`, because buffered
+//!   AIO would block inside `io_submit`: a page-cache hit completes in the kernel at once; on
+//!   `EAGAIN` an `O_DIRECT` file is submitted again without it, a buffered file goes to the
+//!   blocking pool, and a pipe or socket waits for readiness.
+//! * `Fsync` is `IOCB_CMD_FSYNC`/`FDSYNC`; where the filesystem refuses it (`EINVAL`), the pool
+//!   does it.
+//! * Multishot polls and socket readiness use the internal epoll set (edge-triggered, as on
+//!   the epoll backend), whose fd is watched by one `IOCB_CMD_POLL`, re-armed after each event:
+//!   no busy-spin on data nobody consumes.
+//! * The wake and pool eventfds are watched by their own `IOCB_CMD_POLL`s.
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Epoll, State};
+use crate::backend::aio::{Cancel, Engine, Owner};
+use crate::completion::{CancelOutcome, Completion};
+use crate::op::{Op, CURRENT_POSITION};
+use crate::ring::{RingBuilder, WakeFd};
+use crate::slab::Key;
+use crate::sys::posix::{self as sio, FdKind};
+
+const POLLIN: u32 = libc::POLLIN as u32;
+
+/// The AIO context and the events reaped from it, waiting to be handled.
+pub(super) struct Aio {
+    engine: Engine,
+    events: Vec<(Owner, i64)>,
+    nr_events: u32,
+}
+
+/// The AIO context's size: four events per submission-batch entry, at most the in-flight cap.
+/// AIO events count against the system-wide `aio-max-nr`, so rings stay modest by default.
+fn nr_events(config: &RingBuilder) -> u32 {
+    let wanted = (config.entries as usize).saturating_mul(4).max(64);
+    wanted
+        .min(config.in_flight_max.max(64))
+        .min(u32::MAX as usize) as u32
+}
+
+impl Aio {
+    /// Sets up the context, proves `IOCB_CMD_POLL` works (poll the wake eventfd, write it, get
+    /// the event), then arms the polls of the wake eventfd, the pool eventfd and the epoll fd.
+    pub fn open(
+        config: &RingBuilder,
+        wake: &Arc<WakeFd>,
+        pool_fd: &Arc<OwnedFd>,
+        epfd: &OwnedFd,
+    ) -> io::Result<Aio> {
+        let nr = nr_events(config);
+        let mut engine = Engine::open(nr, config.in_flight_max + 8)?;
+        let mut events = Vec::with_capacity(256);
+        engine.poll(Owner::Wake, wake.raw(), POLLIN)?;
+        engine.flush(&mut events)?;
+        if let Some((_, res)) = events.first() {
+            let e = io::Error::from_raw_os_error(-*res as i32);
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("IOCB_CMD_POLL refused ({e}): kernel older than 4.19"),
+            ));
+        }
+        crate::sys::eventfd_write(wake.raw())?;
+        engine.reap(Some(Duration::from_secs(1)), &mut events)?;
+        if !events
+            .iter()
+            .any(|&(owner, res)| owner == Owner::Wake && res & i64::from(POLLIN) != 0)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "IOCB_CMD_POLL gave no event for a written eventfd",
+            ));
+        }
+        crate::sys::eventfd_reset(wake.raw())?;
+        events.clear();
+        engine.poll(Owner::Wake, wake.raw(), POLLIN)?;
+        engine.poll(Owner::Pool, pool_fd.as_raw_fd(), POLLIN)?;
+        engine.poll(Owner::Epfd, epfd.as_raw_fd(), POLLIN)?;
+        Ok(Aio {
+            engine,
+            events,
+            nr_events: nr,
+        })
+    }
+
+    pub fn describe(&self, pool_threads: usize) -> String {
+        format!(
+            "aio (IOCB_CMD_POLL, {}-event context, completions reaped {}, internal epoll for multishot polls and sockets, blocking pool of up to {pool_threads} threads)",
+            self.nr_events,
+            if self.engine.reaps_in_user_space() { "from the mapped ring" } else { "with io_getevents" }
+        )
+    }
+
+    pub fn submitted(&self) -> u64 {
+        self.engine.submitted
+    }
+}
+
+impl Epoll {
+    fn aio(&mut self) -> &mut Aio {
+        self.engine.as_mut().expect("the aio backend has an engine")
+    }
+
+    /// Makes slot `key`'s fresh op an AIO request if this backend does it that way;
+    /// `false` sends it down the epoll path instead.
+    pub(super) fn start_aio(&mut self, key: Key, out: &mut VecDeque<Completion>) -> bool {
+        let engine = &mut self.engine.as_mut().expect("aio").engine;
+        let slot = self.slots.get_mut(key).expect("a live slot");
+        let owner = Owner::Slot(key);
+        let (request, nowait) = match slot.op.as_mut().expect("a fresh op") {
+            Op::Poll(p) if !p.multishot => (engine.poll(owner, p.fd, p.mask.bits()), false),
+            Op::EpollWait(o) => (engine.poll(owner, o.epfd, POLLIN), false),
+            Op::Read(o) if o.offset != CURRENT_POSITION => {
+                (engine.read(owner, o.fd, &mut o.buf, o.offset, true), true)
+            }
+            Op::Write(o) if o.offset != CURRENT_POSITION => {
+                (engine.write(owner, o.fd, &o.buf, o.offset, true), true)
+            }
+            Op::Readv(o) if o.offset != CURRENT_POSITION => {
+                (engine.readv(owner, o.fd, &mut o.bufs, o.offset, true), true)
+            }
+            Op::Writev(o) if o.offset != CURRENT_POSITION => {
+                (engine.writev(owner, o.fd, &o.bufs, o.offset, true), true)
+            }
+            Op::Fsync(o) => (engine.fsync(owner, o.fd, o.data_only), false),
+            _ => return false,
+        };
+        match request {
+            Ok(request) => {
+                slot.state = State::Iocb(request);
+                slot.nowait = nowait;
+            }
+            Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EBUSY), out),
+        }
+        true
+    }
+
+    /// Submits what is queued, collects events (waiting up to `timeout`), and handles them.
+    pub(super) fn aio_once(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        let aio = self.aio();
+        let mut events = std::mem::take(&mut aio.events);
+        let result = aio.engine.flush(&mut events).and_then(|()| {
+            // A refused submission is an event already: do not block then.
+            let timeout = if events.is_empty() {
+                timeout
+            } else {
+                Some(Duration::ZERO)
+            };
+            aio.engine.reap(timeout, &mut events)
+        });
+        for (owner, res) in events.drain(..) {
+            self.on_aio(owner, res, out);
+        }
+        self.aio().events = events;
+        result
+    }
+
+    fn on_aio(&mut self, owner: Owner, res: i64, out: &mut VecDeque<Completion>) {
+        let fd = match owner {
+            Owner::Slot(key) => return self.on_request(key, res, out),
+            Owner::Wake => {
+                self.wake.absorb();
+                self.woken = true;
+                self.wake.raw()
+            }
+            Owner::Pool => {
+                self.on_pool(out);
+                self.pool_fd.as_raw_fd()
+            }
+            Owner::Epfd => {
+                if let Err(e) = self.epoll_once(Some(Duration::ZERO), out) {
+                    tracing::error!(error = %e, "epoll_wait on the internal set failed");
+                }
+                self.epfd.as_raw_fd()
+            }
+        };
+        if res < 0 {
+            tracing::error!(?owner, res, "an internal AIO poll failed");
+        }
+        if let Err(e) = self.aio().engine.poll(owner, fd, POLLIN) {
+            tracing::error!(?owner, error = %e, "cannot re-arm an internal AIO poll");
+        }
+    }
+
+    /// An op's AIO request has ended with `res`.
+    fn on_request(&mut self, key: Key, res: i64, out: &mut VecDeque<Completion>) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            tracing::error!(?key, "AIO event for a finished op");
+            return;
+        };
+        slot.state = State::Starting;
+        if let Some(ended_by) = slot.ended_by {
+            return self.complete(key, ended_by, out);
+        }
+        let res = res.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+        let nowait = slot.nowait;
+        match slot.op.as_mut().expect("an AIO op holds its op") {
+            // A poll's event carries its mask; 0 only when cancelled.
+            Op::Poll(_) if res == 0 => self.complete(key, -libc::ECANCELED, out),
+            Op::EpollWait(o) if res > 0 => {
+                match crate::sys::epoll_wait_now(o.epfd, &mut o.events.raw) {
+                    Ok(0) => self.repoll(key, out),
+                    Ok(n) => self.complete(key, n as i32, out),
+                    Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EIO), out),
+                }
+            }
+            Op::Fsync(_) if res == -libc::EINVAL => self.offload(key, out),
+            // EAGAIN: it would block; EOPNOTSUPP: this file cannot say (buffered writes on
+            // ext4, say). Either way, not an answer to give the caller.
+            Op::Read(_) | Op::Write(_) | Op::Readv(_) | Op::Writev(_)
+                if nowait && (res == -libc::EAGAIN || res == -libc::EOPNOTSUPP) =>
+            {
+                self.would_block(key, out)
+            }
+            _ => self.complete(key, res, out),
+        }
+    }
+
+    /// An emulated `EpollWait` found nothing: poll the epoll fd again.
+    fn repoll(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+        let slot = self.slots.get_mut(key).expect("live");
+        let Some(Op::EpollWait(o)) = &slot.op else {
+            unreachable!("repoll is for EpollWait")
+        };
+        match self
+            .engine
+            .as_mut()
+            .expect("aio")
+            .engine
+            .poll(Owner::Slot(key), o.epfd, POLLIN)
+        {
+            Ok(request) => slot.state = State::Iocb(request),
+            Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EBUSY), out),
+        }
+    }
+
+    /// A `RWF_NOWAIT` request would have blocked: direct I/O goes again without the flag, a
+    /// buffered file goes to the pool, a pipe or socket waits for readiness.
+    fn would_block(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+        let op = self
+            .slots
+            .get(key)
+            .and_then(|s| s.op.as_ref())
+            .expect("live op");
+        let fd = op.fd().expect("file ops have an fd");
+        let readiness = match op {
+            Op::Read(_) => Some(libc::EPOLLIN as u32),
+            Op::Write(_) => Some(libc::EPOLLOUT as u32),
+            _ => None,
+        };
+        match (sio::fd_kind(fd), readiness) {
+            (Ok(FdKind::Pollable), Some(bits)) => self.arm_fd(key, bits, out),
+            (Ok(FdKind::Pollable), None) => self.offload(key, out),
+            (Ok(_), _) if sio::is_direct(fd).unwrap_or(false) => self.resubmit_blocking(key, out),
+            (Ok(_), _) => self.offload(key, out),
+            (Err(e), _) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EIO), out),
+        }
+    }
+
+    /// Submits a direct-I/O request again, this time allowed to wait in the kernel.
+    fn resubmit_blocking(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+        let engine = &mut self.engine.as_mut().expect("aio").engine;
+        let slot = self.slots.get_mut(key).expect("live");
+        let owner = Owner::Slot(key);
+        let request = match slot.op.as_mut().expect("op") {
+            Op::Read(o) => engine.read(owner, o.fd, &mut o.buf, o.offset, false),
+            Op::Write(o) => engine.write(owner, o.fd, &o.buf, o.offset, false),
+            Op::Readv(o) => engine.readv(owner, o.fd, &mut o.bufs, o.offset, false),
+            Op::Writev(o) => engine.writev(owner, o.fd, &o.bufs, o.offset, false),
+            other => unreachable!("{} is not file I/O", other.name()),
+        };
+        match request {
+            Ok(request) => {
+                slot.state = State::Iocb(request);
+                slot.nowait = false;
+            }
+            Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EBUSY), out),
+        }
+    }
+
+    /// Ends an op whose AIO request is queued or in flight.
+    pub(super) fn end_iocb_early(
+        &mut self,
+        key: Key,
+        request: Key,
+        res: i32,
+        out: &mut VecDeque<Completion>,
+    ) -> CancelOutcome {
+        match self.aio().engine.cancel(request) {
+            Cancel::Dequeued => {
+                self.slot(key).state = State::Starting;
+                self.complete(key, res, out);
+                CancelOutcome::Cancelled
+            }
+            Cancel::Started => {
+                self.slot(key).ended_by = Some(res);
+                CancelOutcome::Cancelled
+            }
+            Cancel::TooLate => CancelOutcome::TooLate,
+        }
+    }
+}
