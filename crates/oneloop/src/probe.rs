@@ -101,14 +101,10 @@ fn probe_aio() -> BackendReport {
     let setup = crate::sys::aio::io_setup(1).map(|ctx| {
         let _ = crate::sys::aio::io_destroy(ctx);
     });
-    let mut features = vec![Feature::new(
-        "io_setup",
-        setup.is_ok(),
-        setup
-            .as_ref()
-            .err()
-            .map_or(String::new(), crate::sys::aio::describe_setup_error),
-    )];
+    let setup_note = setup.as_ref().err().map_or(String::new(), |e| {
+        crate::sys::aio::describe_setup_error(e, 1)
+    });
+    let mut features = vec![Feature::new("io_setup", setup.is_ok(), setup_note)];
     let poll = if setup.is_ok() {
         crate::sys::aio::probe_poll()
     } else {
@@ -119,14 +115,12 @@ fn probe_aio() -> BackendReport {
         poll.is_ok(),
         poll.as_ref().err().cloned().unwrap_or_default(),
     ));
-    let status = match (&setup, &poll) {
-        (Err(e), _) => Err(crate::sys::aio::describe_setup_error(e)),
-        (_, Err(e)) => Err(e.clone()),
-        _ => Err(
-            "kernel ready; the aio backend is not implemented yet in this version of oneloop"
-                .into(),
-        ),
-    };
+    let status = Ring::builder()
+        .backend(BackendKind::Aio)
+        .entries(8)
+        .build()
+        .map(|r| r.describe())
+        .map_err(|e| e.to_string());
     BackendReport {
         backend: BackendKind::Aio,
         status,

@@ -238,7 +238,7 @@ impl UserRing {
 /// Polls an eventfd with `IOCB_CMD_POLL`, writes it, and waits for the event: proves the
 /// kernel has AIO poll. Errors say which step failed.
 pub(crate) fn probe_poll() -> Result<(), String> {
-    let ctx = io_setup(4).map_err(|e| describe_setup_error(&e))?;
+    let ctx = io_setup(4).map_err(|e| describe_setup_error(&e, 4))?;
     let result = probe_poll_in(ctx);
     let _ = io_destroy(ctx);
     result
@@ -277,20 +277,20 @@ fn probe_poll_in(ctx: AioContext) -> Result<(), String> {
     }
 }
 
-/// Says why `io_setup` failed, in the machine's terms.
-pub(crate) fn describe_setup_error(e: &io::Error) -> String {
+/// Says why `io_setup(requested)` failed, in the machine's terms.
+pub(crate) fn describe_setup_error(e: &io::Error, requested: u32) -> String {
     match e.raw_os_error() {
         Some(libc::EAGAIN) => {
             let max = super::read_sysctl("/proc/sys/fs/aio-max-nr");
             let used = super::read_sysctl("/proc/sys/fs/aio-nr");
             format!(
-                "io_setup: EAGAIN, the system-wide AIO event limit is used up (aio-nr {} of aio-max-nr {})",
+                "io_setup({requested}): EAGAIN, more AIO events than the system has free (aio-nr {} of aio-max-nr {})",
                 used.map_or("?".into(), |v| v.to_string()),
                 max.map_or("?".into(), |v| v.to_string())
             )
         }
         Some(libc::ENOSYS) => "io_setup: ENOSYS, kernel built without AIO (CONFIG_AIO)".into(),
         Some(libc::EPERM) => "io_setup: EPERM, refused by a seccomp profile".into(),
-        _ => format!("io_setup: {e}"),
+        _ => format!("io_setup({requested}): {e}"),
     }
 }

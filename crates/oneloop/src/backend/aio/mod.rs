@@ -86,7 +86,7 @@ impl Engine {
     /// queued or in flight.
     pub fn open(nr_events: u32, requests_max: usize) -> io::Result<Engine> {
         let ctx = aio::io_setup(nr_events)
-            .map_err(|e| io::Error::new(e.kind(), aio::describe_setup_error(&e)))?;
+            .map_err(|e| io::Error::new(e.kind(), aio::describe_setup_error(&e, nr_events)))?;
         Ok(Engine {
             ctx,
             ring: inflight::user_ring(ctx),
