@@ -159,9 +159,9 @@ impl Submission {
     /// multishot poll the deadline ends the whole stream.
     ///
     /// # Backends
-    /// `uring`: a linked timeout (`LINK_TIMEOUT`). `epoll`: a timer that cancels the op; an op
-    /// already running on the blocking pool when it fires cannot be interrupted and ends with
-    /// its real result.
+    /// `uring`: a linked timeout (`LINK_TIMEOUT`). `epoll`, `aio`: a timer that cancels the op;
+    /// an op already running on the blocking pool, or an AIO file request (not cancellable),
+    /// cannot be interrupted and ends with its real result.
     pub fn deadline(mut self, deadline: impl Into<Deadline>) -> Submission {
         self.deadline = Some(deadline.into());
         self
@@ -304,7 +304,10 @@ pub struct Nop;
 /// # Backends
 /// `uring`: `READ`. `epoll`: `preadv2(RWF_NOWAIT)` at submission, so a page-cache hit
 /// completes inline; a miss goes to the blocking pool; a pipe, socket or tty waits for
-/// readiness and then reads.
+/// readiness and then reads. `aio`: at an offset, `IOCB_CMD_PREAD` with `RWF_NOWAIT` (a hit
+/// completes in the kernel at once); on `EAGAIN` an `O_DIRECT` file is read again without the
+/// flag, a buffered one on the pool; at [`CURRENT_POSITION`], as on epoll. A submitted AIO
+/// read cannot be cancelled (`TooLate`).
 #[derive(Debug)]
 pub struct Read {
     pub(crate) fd: RawFd,
@@ -335,7 +338,8 @@ impl Read {
 /// `uring`: `WRITE` (a pipe or socket is written in full unless an error intervenes).
 /// `epoll`: `pwritev2(RWF_NOWAIT)` at submission, the blocking pool when the filesystem cannot
 /// take the write without blocking; a pipe or socket waits for readiness and may complete
-/// with a short count.
+/// with a short count. `aio`: at an offset, `IOCB_CMD_PWRITE` with `RWF_NOWAIT`, then as for
+/// `Read` (`EOPNOTSUPP`, e.g. buffered writes on ext4, also means the pool).
 #[derive(Debug)]
 pub struct Write {
     pub(crate) fd: RawFd,
@@ -398,7 +402,9 @@ impl Writev {
 ///
 /// # Backends
 /// `uring`: `FSYNC`. `epoll`: the blocking pool (as are `Readv`, `Writev` and `OpenAt`); a
-/// cancel reaches it only before a worker has started it, else it reports `TooLate`.
+/// cancel reaches it only before a worker has started it, else it reports `TooLate`. `aio`:
+/// `IOCB_CMD_FSYNC`/`FDSYNC`, the pool where the filesystem refuses them (`Readv`/`Writev` at
+/// an offset are `PREADV`/`PWRITEV` with `RWF_NOWAIT`, like `Read`).
 #[derive(Debug, Clone, Copy)]
 pub struct Fsync {
     pub(crate) fd: RawFd,
@@ -439,7 +445,13 @@ impl Fsync {
 /// registration per fd, shared by every op waiting on it (interests merged); each arm
 /// re-registers with `EPOLL_CTL_MOD`, which reports current readiness at once.
 ///
-/// On both, a multishot poll completes on each new readiness edge (each write to a pipe, say),
+/// `aio`: a one-shot poll is `IOCB_CMD_POLL`. The kernel's AIO poll is one-shot and
+/// level-checked at arm time, so re-arming it after each completion would spin on data nobody
+/// reads; a multishot poll therefore joins the backend's internal epoll set (edge-triggered,
+/// as on epoll), whose fd is watched by a single `IOCB_CMD_POLL` re-armed after each event.
+/// A cancelled AIO poll completes with `res == 0`, reported as `ECANCELED`.
+///
+/// On all three, a multishot poll completes on each new readiness edge (each write to a pipe, say),
 /// not while a level persists: data that is never consumed yields no further completions until
 /// new data arrives (at most one extra when another op arms on the same fd). The conformance
 /// suite checks one completion for one unconsumed write over 200 ms.
@@ -533,7 +545,9 @@ impl EpollEvents {
 /// `uring`: `IORING_OP_EPOLL_WAIT` where the kernel has it (6.15+), else a `POLL_ADD` on the
 /// epoll fd followed by `epoll_wait(.., 0)`, re-armed if that finds nothing. `epoll`: the
 /// epoll fd is registered in the ring's own epoll instance (epoll fds are pollable), then
-/// `epoll_wait(.., 0)`.
+/// `epoll_wait(.., 0)`. `aio`: `IOCB_CMD_POLL` on the epoll fd, then `epoll_wait(.., 0)`,
+/// polled again if that finds nothing (the 2006 `IOCB_CMD_EPOLL_WAIT` idea, with today's
+/// kernels).
 #[derive(Debug)]
 pub struct EpollWait {
     pub(crate) epfd: RawFd,
@@ -552,7 +566,8 @@ impl EpollWait {
 ///
 /// # Backends
 /// `uring`: `TIMEOUT`. `epoll`: a heap of timers feeding `epoll_pwait2`'s nanosecond timeout
-/// (cancelled timers are dropped lazily; 100,000 pending timers are cheap).
+/// (cancelled timers are dropped lazily; 100,000 pending timers are cheap). `aio`: the same
+/// heap, feeding `io_getevents`' timeout.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeout {
     pub(crate) when: Deadline,
@@ -579,8 +594,8 @@ impl Timeout {
 /// the completion: dropping the completion closes it, so nothing leaks.
 ///
 /// # Backends
-/// `uring`: `ACCEPT`. `epoll`: readiness, then `accept4`; the listening socket is switched to
-/// `O_NONBLOCK` (so a connection taken by someone else cannot block the loop).
+/// `uring`: `ACCEPT`. `epoll`, `aio`: readiness, then `accept4`; the listening socket is
+/// switched to `O_NONBLOCK` (so a connection taken by someone else cannot block the loop).
 #[derive(Debug, Clone, Copy)]
 pub struct Accept {
     pub(crate) fd: RawFd,
@@ -605,8 +620,8 @@ impl Accept {
 /// Connects a socket to `addr` (`connect(2)`). Completes with `Ok(0)`.
 ///
 /// # Backends
-/// `uring`: `CONNECT`. `epoll`: the socket is switched to `O_NONBLOCK`, then `connect`,
-/// writability, and `SO_ERROR`.
+/// `uring`: `CONNECT`. `epoll`, `aio`: the socket is switched to `O_NONBLOCK`, then
+/// `connect`, writability, and `SO_ERROR`.
 #[derive(Debug, Clone, Copy)]
 pub struct Connect {
     pub(crate) fd: RawFd,

@@ -139,6 +139,12 @@ impl RingBuilder {
 
     /// The submission batch size (io_uring SQ entries), default 256. Ops beyond it are not
     /// refused: the ring flushes the batch to the kernel to make room.
+    ///
+    /// # Backends
+    /// `aio`: the AIO context holds `4 × entries` events (at least 64, at most
+    /// `in_flight_max`), drawn from the system-wide `aio-max-nr`. More AIO requests than that
+    /// wait in user space until earlier ones complete (a queued poll is armed then, and sees
+    /// the fd's state at that moment: nothing is lost, only delayed).
     pub fn entries(mut self, entries: u32) -> Self {
         self.entries = entries.max(1);
         self

@@ -171,7 +171,10 @@ fn busy_spin_bound(kind: BackendKind) -> usize {
     match kind {
         // Completes on kernel wakeups only: one write, one wakeup, one completion.
         BackendKind::Uring => 1,
-        _ => 1,
+        // Edge-triggered registrations (aio: in its internal epoll set): one edge, one
+        // completion; nothing re-reports a level nobody consumes.
+        BackendKind::Epoll | BackendKind::Aio => 1,
+        BackendKind::Auto => unreachable!("cases run on a concrete backend"),
     }
 }
 
