@@ -87,6 +87,24 @@ impl Buf {
         (s.as_ptr(), s.len())
     }
 
+    /// The read target as one iovec.
+    pub(crate) fn read_iovec(&mut self) -> libc::iovec {
+        let (ptr, len) = self.read_target();
+        libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len,
+        }
+    }
+
+    /// The bytes a write sends, as one iovec.
+    pub(crate) fn write_iovec(&self) -> libc::iovec {
+        let (ptr, len) = self.write_source();
+        libc::iovec {
+            iov_base: ptr.cast_mut().cast(),
+            iov_len: len,
+        }
+    }
+
     /// Records that a read put `n` bytes into [`read_target`](Self::read_target).
     pub(crate) fn filled(&mut self, n: usize) {
         match self {

@@ -302,6 +302,15 @@ impl SubmitError {
     pub(crate) fn new(error: io::Error, op: Op) -> SubmitError {
         SubmitError { error, op }
     }
+
+    /// The refusal when `in_flight_max` ops are already in flight.
+    pub(crate) fn full(in_flight_max: usize, op: Op) -> SubmitError {
+        let error = io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!("{in_flight_max} ops in flight (in_flight_max): reap completions first"),
+        );
+        SubmitError { error, op }
+    }
     /// Why the op was refused.
     pub fn error(&self) -> &io::Error {
         &self.error

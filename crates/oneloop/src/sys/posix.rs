@@ -48,16 +48,7 @@ pub(crate) fn write_at(fd: RawFd, buf: &Buf, offset: u64, nowait: bool) -> io::R
 
 /// `preadv2` into several buffers, in order.
 pub(crate) fn readv_at(fd: RawFd, bufs: &mut [Buf], offset: u64) -> io::Result<usize> {
-    let iovs: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| {
-            let (ptr, len) = b.read_target();
-            libc::iovec {
-                iov_base: ptr.cast(),
-                iov_len: len,
-            }
-        })
-        .collect();
+    let iovs: Vec<libc::iovec> = bufs.iter_mut().map(Buf::read_iovec).collect();
     // SAFETY (syscall!): each iovec names one buffer's spare region, owned for the call.
     syscall!(preadv2(
         fd,
@@ -71,16 +62,7 @@ pub(crate) fn readv_at(fd: RawFd, bufs: &mut [Buf], offset: u64) -> io::Result<u
 
 /// `pwritev2` from several buffers, in order.
 pub(crate) fn writev_at(fd: RawFd, bufs: &[Buf], offset: u64) -> io::Result<usize> {
-    let iovs: Vec<libc::iovec> = bufs
-        .iter()
-        .map(|b| {
-            let (ptr, len) = b.write_source();
-            libc::iovec {
-                iov_base: ptr.cast_mut().cast(),
-                iov_len: len,
-            }
-        })
-        .collect();
+    let iovs: Vec<libc::iovec> = bufs.iter().map(Buf::write_iovec).collect();
     // SAFETY (syscall!): each iovec names one buffer's bytes, readable for the call.
     syscall!(pwritev2(
         fd,

@@ -188,16 +188,7 @@ impl Engine {
         offset: u64,
         nowait: bool,
     ) -> io::Result<Key> {
-        let iovecs = bufs
-            .iter_mut()
-            .map(|b| {
-                let (ptr, len) = b.read_target();
-                libc::iovec {
-                    iov_base: ptr.cast(),
-                    iov_len: len,
-                }
-            })
-            .collect();
+        let iovecs = bufs.iter_mut().map(Buf::read_iovec).collect();
         let iocb = rw_iocb(aio::IOCB_CMD_PREADV, fd, 0, 0, offset, nowait);
         self.prep(owner, iocb, iovecs)
     }
@@ -211,16 +202,7 @@ impl Engine {
         offset: u64,
         nowait: bool,
     ) -> io::Result<Key> {
-        let iovecs = bufs
-            .iter()
-            .map(|b| {
-                let (ptr, len) = b.write_source();
-                libc::iovec {
-                    iov_base: ptr.cast_mut().cast(),
-                    iov_len: len,
-                }
-            })
-            .collect();
+        let iovecs = bufs.iter().map(Buf::write_iovec).collect();
         let iocb = rw_iocb(aio::IOCB_CMD_PWRITEV, fd, 0, 0, offset, nowait);
         self.prep(owner, iocb, iovecs)
     }

@@ -190,14 +190,8 @@ impl Epoll {
         let key = match self.slots.insert(slot) {
             Ok(key) => key,
             Err(slot) => {
-                let e = io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    format!(
-                        "{} ops in flight (in_flight_max): reap completions first",
-                        self.slots.capacity()
-                    ),
-                );
-                return Err(SubmitError::new(e, slot.op.expect("not yet started")));
+                let op = slot.op.expect("not yet started");
+                return Err(SubmitError::full(self.slots.capacity(), op));
             }
         };
         if let Some(d) = deadline {

@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::inflight::Slot;
+use crate::buf::Buf;
 use crate::op::{Deadline, Op};
 use crate::sys::RawSockAddr;
 
@@ -53,26 +54,14 @@ pub(super) fn lower(
         }
         Op::Readv(o) => {
             aux.iovecs.clear();
-            aux.iovecs.extend(o.bufs.iter_mut().map(|b| {
-                let (ptr, len) = b.read_target();
-                libc::iovec {
-                    iov_base: ptr.cast(),
-                    iov_len: len,
-                }
-            }));
+            aux.iovecs.extend(o.bufs.iter_mut().map(Buf::read_iovec));
             opcode::Readv::new(Fd(o.fd), aux.iovecs.as_ptr(), aux.iovecs.len() as u32)
                 .offset(o.offset)
                 .build()
         }
         Op::Writev(o) => {
             aux.iovecs.clear();
-            aux.iovecs.extend(o.bufs.iter().map(|b| {
-                let (ptr, len) = b.write_source();
-                libc::iovec {
-                    iov_base: ptr.cast_mut().cast(),
-                    iov_len: len,
-                }
-            }));
+            aux.iovecs.extend(o.bufs.iter().map(Buf::write_iovec));
             opcode::Writev::new(Fd(o.fd), aux.iovecs.as_ptr(), aux.iovecs.len() as u32)
                 .offset(o.offset)
                 .build()

@@ -151,16 +151,7 @@ impl Uring {
         let slot = Slot::new(op, user_data, deadline.map(|d| d.instant(now)));
         let key = match self.table.slots.insert(slot) {
             Ok(key) => key,
-            Err(slot) => {
-                let e = io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    format!(
-                        "{} ops in flight (in_flight_max): reap completions first",
-                        self.table.slots.capacity()
-                    ),
-                );
-                return Err(SubmitError::new(e, slot.op));
-            }
+            Err(slot) => return Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
         };
         if let Err(e) = self.arm(key, out) {
             let slot = self.table.slots.remove(key).expect("slot just inserted");
