@@ -243,6 +243,11 @@ pub(crate) fn finish(op: Op, res: i32) -> (io::Result<u32>, Output) {
     (result, output)
 }
 
+/// Hands back what an op that never ran owns: its buffers untouched, a `Close`'s descriptor.
+pub(crate) fn unused_output(op: Op) -> Output {
+    finish(op, -libc::ECANCELED).1
+}
+
 /// Grows each buffer of a vectored read by its share of `n` bytes, in order.
 fn distribute(bufs: &mut [Buf], mut n: usize) {
     for buf in bufs {

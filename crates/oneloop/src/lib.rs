@@ -45,6 +45,7 @@ mod pool;
 pub mod probe;
 mod ring;
 mod slab;
+pub mod sockets;
 mod sys;
 
 pub use buf::{AlignedBuf, Buf, IoBuf, IoBufMut};

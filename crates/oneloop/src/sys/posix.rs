@@ -258,3 +258,31 @@ pub(crate) fn is_direct(fd: RawFd) -> io::Result<bool> {
     let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
     Ok(flags & libc::O_DIRECT != 0)
 }
+
+/// `socket(family of addr, kind | SOCK_CLOEXEC, 0)`.
+pub(crate) fn socket(addr: &std::net::SocketAddr, kind: i32) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY (syscall!): no pointers.
+    let fd = syscall!(socket(family, kind | libc::SOCK_CLOEXEC, 0))?;
+    Ok(owned_fd(fd))
+}
+
+/// Sets `SO_REUSEADDR` and `SO_REUSEPORT` on `fd`.
+pub(crate) fn set_reuse_port(fd: &OwnedFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY (syscall!): `one` is a readable c_int of the size given, outliving the call.
+        syscall!(setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t
+        ))?;
+    }
+    Ok(())
+}

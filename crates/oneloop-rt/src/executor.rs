@@ -1,0 +1,338 @@
+//! The executor: one [`Ring`] per thread, tasks that stay on their thread, and the dispatch of
+//! completions to the futures waiting for them.
+//!
+//! Where it sits: [`block_on`] makes a ring and a run queue for the calling thread; every op
+//! future submits to that ring with its slot in the [op table](crate::op) as `user_data`;
+//! each turn of the loop runs ready tasks, then waits on the ring and hands each completion
+//! to its slot, waking the task. Wakes from other threads push to the run queue and wake the
+//! ring through its [`oneloop::Waker`], so a blocked `wait` returns.
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::thread::{self, ThreadId};
+
+use async_task::{Runnable, Task};
+use oneloop::{BackendKind, Ring, RingBuilder};
+
+use crate::op::OpTable;
+
+/// Tasks run per turn before the ring is checked again, so I/O is never starved.
+const BUDGET: usize = 128;
+
+/// The run queue, shared with wakers that may live on other threads.
+struct Shared {
+    queue: Mutex<VecDeque<Runnable>>,
+    ring_waker: oneloop::Waker,
+    thread: ThreadId,
+}
+
+impl Shared {
+    fn schedule(&self, runnable: Runnable) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(runnable);
+        if thread::current().id() != self.thread {
+            self.ring_waker.wake();
+        }
+    }
+
+    fn pop(&self) -> Option<Runnable> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+/// Everything one thread's executor owns.
+pub(crate) struct Context {
+    pub(crate) ring: RefCell<Ring>,
+    pub(crate) ops: RefCell<OpTable>,
+    shared: Arc<Shared>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Context>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's executor.
+///
+/// # Panics
+/// Outside [`block_on`] (or a [`Runtime`] thread): there is no ring to use.
+pub(crate) fn with_context<R>(f: impl FnOnce(&Context) -> R) -> R {
+    let ctx = CURRENT.with(|c| c.borrow().clone());
+    match ctx {
+        Some(ctx) => f(&ctx),
+        None => panic!("oneloop-rt: no runtime on this thread; call this inside block_on"),
+    }
+}
+
+/// Like [`with_context`], but `None` when there is no executor (during teardown).
+pub(crate) fn try_with_context<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
+    let ctx = CURRENT.with(|c| c.borrow().clone());
+    ctx.map(|ctx| f(&ctx))
+}
+
+impl Context {
+    /// Waits for completions (blocking only if `block`) and hands them to their futures.
+    fn turn(&self, block: bool) -> io::Result<()> {
+        let mut ring = self.ring.borrow_mut();
+        ring.wait(usize::from(block), None)?;
+        let mut ops = self.ops.borrow_mut();
+        for completion in ring.completions() {
+            ops.complete(completion);
+        }
+        drop(ring);
+        ops.after_dispatch(&mut self.ring.borrow_mut());
+        Ok(())
+    }
+}
+
+/// Wakes the `block_on` future itself.
+struct MainWake {
+    woken: AtomicBool,
+    ring_waker: oneloop::Waker,
+    thread: ThreadId,
+}
+
+impl Wake for MainWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if thread::current().id() != self.thread {
+            self.ring_waker.wake();
+        }
+    }
+}
+
+/// Configures a runtime: the backend and sizes of each thread's ring.
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    ring: RingBuilderConfig,
+}
+
+#[derive(Clone, Debug, Default)]
+struct RingBuilderConfig {
+    backend: Option<BackendKind>,
+    entries: Option<u32>,
+    in_flight_max: Option<usize>,
+}
+
+impl Builder {
+    /// The backend every thread's ring uses (default: `Auto`, or `ONELOOP_BACKEND`).
+    pub fn backend(mut self, backend: BackendKind) -> Self {
+        self.ring.backend = Some(backend);
+        self
+    }
+    /// The ring's submission batch size (see [`RingBuilder::entries`]).
+    pub fn entries(mut self, entries: u32) -> Self {
+        self.ring.entries = Some(entries);
+        self
+    }
+    /// The most ops in flight per ring (see [`RingBuilder::in_flight_max`]).
+    pub fn in_flight_max(mut self, max: usize) -> Self {
+        self.ring.in_flight_max = Some(max);
+        self
+    }
+    /// The runtime.
+    pub fn build(self) -> Runtime {
+        Runtime { config: self }
+    }
+
+    fn ring(&self) -> RingBuilder {
+        let mut b = Ring::builder();
+        if let Some(k) = self.ring.backend {
+            b = b.backend(k);
+        }
+        if let Some(e) = self.ring.entries {
+            b = b.entries(e);
+        }
+        if let Some(m) = self.ring.in_flight_max {
+            b = b.in_flight_max(m);
+        }
+        b
+    }
+}
+
+/// A runtime: how to build each thread's executor.
+///
+/// # Examples
+/// ```
+/// let rt = oneloop_rt::Runtime::builder().build();
+/// assert_eq!(rt.block_on(async { 6 * 7 }).unwrap(), 42);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    config: Builder,
+}
+
+impl Runtime {
+    /// Starts configuring a runtime.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Runs `future` to completion on this thread, with a ring of its own, driving every task
+    /// spawned meanwhile. Tasks still pending when `future` finishes are dropped (their ops
+    /// cancelled).
+    ///
+    /// # Errors
+    /// If no ring can be built here (see [`RingBuilder::build`]), or the ring breaks.
+    ///
+    /// # Panics
+    /// If called inside another `block_on` on the same thread.
+    pub fn block_on<F: Future>(&self, future: F) -> io::Result<F::Output> {
+        let ring = self.config.ring().build()?;
+        let ring_waker = ring.waker();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            ring_waker: ring_waker.clone(),
+            thread: thread::current().id(),
+        });
+        let ctx = Rc::new(Context {
+            ring: RefCell::new(ring),
+            ops: RefCell::new(OpTable::default()),
+            shared,
+        });
+        CURRENT.with(|c| {
+            let mut c = c.borrow_mut();
+            assert!(
+                c.is_none(),
+                "oneloop-rt: block_on inside block_on on one thread"
+            );
+            *c = Some(Rc::clone(&ctx));
+        });
+        let _teardown = Teardown(Rc::clone(&ctx));
+        let main = Arc::new(MainWake {
+            woken: AtomicBool::new(true),
+            ring_waker,
+            thread: thread::current().id(),
+        });
+        let waker = Waker::from(Arc::clone(&main));
+        let mut cx = TaskContext::from_waker(&waker);
+        let mut future = pin!(future);
+        loop {
+            if main.woken.swap(false, Ordering::AcqRel) {
+                if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+                    return Ok(value);
+                }
+            }
+            for _ in 0..BUDGET {
+                match ctx.shared.pop() {
+                    Some(runnable) => {
+                        runnable.run();
+                    }
+                    None => break,
+                }
+            }
+            let idle = !main.woken.load(Ordering::Acquire) && ctx.shared.is_empty();
+            ctx.turn(idle)?;
+        }
+    }
+}
+
+/// Clears this thread's executor when `block_on` returns or unwinds: queued tasks are dropped,
+/// then the op table (and the wakers in it), while the ring still exists to cancel their ops.
+struct Teardown(Rc<Context>);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        while let Some(runnable) = self.0.shared.pop() {
+            drop(runnable);
+        }
+        let entries = self.0.ops.borrow_mut().take_all();
+        drop(entries);
+        while let Some(runnable) = self.0.shared.pop() {
+            drop(runnable);
+        }
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// Runs `future` on a new executor for this thread (backend `Auto`, or `ONELOOP_BACKEND`).
+///
+/// # Panics
+/// If no ring can be built on this machine, or inside another `block_on`.
+///
+/// # Examples
+/// ```
+/// let answer = oneloop_rt::block_on(async {
+///     let task = oneloop_rt::spawn(async { 40 + 2 });
+///     task.await
+/// });
+/// assert_eq!(answer, 42);
+/// ```
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    Runtime::builder()
+        .build()
+        .block_on(future)
+        .expect("oneloop-rt: cannot run a ring on this thread")
+}
+
+/// Spawns a task on this thread's executor. The task stays on this thread, so `!Send`
+/// futures are fine.
+///
+/// # Panics
+/// Outside [`block_on`].
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let shared = with_context(|ctx| Arc::clone(&ctx.shared));
+    let (runnable, task) = async_task::spawn_local(future, move |r| shared.schedule(r));
+    runnable.schedule();
+    JoinHandle { task: Some(task) }
+}
+
+/// A spawned task: await it for its output, or [`abort`](JoinHandle::abort) it. Dropping the
+/// handle lets the task run on, detached.
+pub struct JoinHandle<T> {
+    task: Option<Task<T>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// Cancels the task: its future is dropped (cancelling its ops) at once.
+    pub fn abort(mut self) {
+        drop(self.task.take());
+    }
+
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(Task::is_finished)
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<T> {
+        let task = self.task.as_mut().expect("polled after completion");
+        Pin::new(task).poll(cx)
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.detach();
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! TCP on the ring: `TcpListener` (bind, accept) and `TcpStream` (connect, read, write,
+//! write_all, shutdown, readable/writable).
+//!
+//! # Cancellation
+//! Dropping an op future cancels its op. A connection accepted by a dropped `accept` is
+//! closed, never leaked. Dropping a socket cancels the ops still in flight on it before its
+//! descriptor is closed.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, Recv, Send};
+
+use crate::fs::cancel_ops_on;
+use crate::op::{clone_error, plain, run, with_buf};
+
+/// A listening TCP socket.
+#[derive(Debug)]
+pub struct TcpListener {
+    inner: std::net::TcpListener,
+}
+
+impl TcpListener {
+    /// Binds and listens on `addr` (the first address it resolves to that works).
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        Ok(TcpListener {
+            inner: std::net::TcpListener::bind(addr)?,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Waits for a connection.
+    ///
+    /// # Cancellation
+    /// A connection that arrives after the future was dropped is closed.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let mut c = run(Accept::new(self.inner.as_raw_fd()))
+            .await
+            .map_err(|(e, _)| e)?;
+        if let Err(e) = c.result() {
+            return Err(clone_error(e));
+        }
+        let fd = c.take_fd().expect("Accept hands over the socket");
+        let stream = TcpStream::from_fd(fd);
+        let peer = stream.inner.peer_addr()?;
+        Ok((stream, peer))
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        cancel_ops_on(self.inner.as_raw_fd());
+    }
+}
+
+/// A TCP connection.
+#[derive(Debug)]
+pub struct TcpStream {
+    inner: std::net::TcpStream,
+}
+
+impl TcpStream {
+    fn from_fd(fd: OwnedFd) -> TcpStream {
+        TcpStream {
+            inner: std::net::TcpStream::from(fd),
+        }
+    }
+
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let fd = oneloop::sockets::tcp_socket(&addr)?;
+        plain(run(Connect::new(fd.as_raw_fd(), addr)).await)?;
+        Ok(TcpStream::from_fd(fd))
+    }
+
+    /// Reads into `buf`; 0 means the peer closed its side.
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        with_buf(run(Recv::new(self.inner.as_raw_fd(), buf)).await)
+    }
+
+    /// Writes `buf`'s bytes; may write fewer.
+    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        with_buf(run(Send::new(self.inner.as_raw_fd(), buf)).await)
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (res, buf) = self.write(buf).await;
+        match res {
+            Ok(n) if n == buf.len() => (Ok(()), buf),
+            Ok(0) => (Err(io::Error::from(io::ErrorKind::WriteZero)), buf),
+            Ok(n) => {
+                let rest = buf[n..].to_vec();
+                let (res, _) = Box::pin(self.write_all(rest)).await;
+                (res, buf)
+            }
+            Err(e) => (Err(e), buf),
+        }
+    }
+
+    /// Shuts down the read side, the write side, or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how)
+    }
+
+    /// Waits until the socket is readable.
+    pub async fn readable(&self) -> io::Result<PollMask> {
+        crate::poll::readable(&self.inner).await
+    }
+
+    /// Waits until the socket is writable.
+    pub async fn writable(&self) -> io::Result<PollMask> {
+        crate::poll::writable(&self.inner).await
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.inner.set_nodelay(on)
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        cancel_ops_on(self.inner.as_raw_fd());
+    }
+}

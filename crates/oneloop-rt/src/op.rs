@@ -1,0 +1,252 @@
+//! Op futures: each I/O call submits one op and awaits its final completion.
+//!
+//! **Dropping a future cancels its op.** The op's slot becomes *orphaned*: the ring keeps the
+//! buffers until the final completion arrives, and that completion is then dropped — freeing
+//! the buffers and closing any descriptor it carries (an accepted socket, an opened file), so
+//! nothing leaks and no memory is freed while the kernel may write it.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use oneloop::{Completion, Op, OpId, Output, Ring, Submission};
+
+use crate::executor::{try_with_context, with_context};
+
+/// One slot of the op table.
+pub(crate) enum Entry {
+    Free {
+        next: Option<usize>,
+    },
+    /// Submitted; the future waits.
+    Waiting {
+        id: OpId,
+        waker: Option<Waker>,
+    },
+    /// The final completion arrived; the future will take it.
+    Done(Completion),
+    /// The future was dropped: the final completion, when it comes, is dropped.
+    Orphaned,
+}
+
+/// Every op this thread's futures have in flight, indexed by the `user_data` they submit with.
+#[derive(Default)]
+pub(crate) struct OpTable {
+    entries: Vec<Entry>,
+    free: Option<usize>,
+    /// Futures waiting for room because the ring's in-flight cap was reached.
+    room_waiters: Vec<Waker>,
+    /// Cancels asked for while the ring was busy; sent after the current dispatch.
+    deferred_cancels: Vec<OpId>,
+}
+
+impl OpTable {
+    fn alloc(&mut self) -> usize {
+        match self.free {
+            Some(index) => {
+                let Entry::Free { next } = self.entries[index] else {
+                    unreachable!("free list")
+                };
+                self.free = next;
+                index
+            }
+            None => {
+                self.entries.push(Entry::Free { next: None });
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    fn release(&mut self, index: usize) {
+        self.entries[index] = Entry::Free { next: self.free };
+        self.free = Some(index);
+    }
+
+    /// Hands a completion to its slot.
+    pub(crate) fn complete(&mut self, c: Completion) {
+        let index = c.user_data() as usize;
+        let Some(entry) = self.entries.get_mut(index) else {
+            return;
+        };
+        match entry {
+            Entry::Waiting { waker, .. } => {
+                let waker = waker.take();
+                *entry = Entry::Done(c);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            Entry::Orphaned => {
+                if !c.is_more() {
+                    self.release(index);
+                }
+                // `c` drops here: buffers freed, any descriptor closed.
+            }
+            Entry::Free { .. } | Entry::Done(_) => {}
+        }
+    }
+
+    /// After a dispatch: send deferred cancels, and let futures waiting for room retry.
+    pub(crate) fn after_dispatch(&mut self, ring: &mut Ring) {
+        for id in self.deferred_cancels.drain(..) {
+            let _ = ring.cancel(id);
+        }
+        for waker in self.room_waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Empties the table (at executor teardown), handing back what it held.
+    pub(crate) fn take_all(&mut self) -> (Vec<Entry>, Vec<Waker>) {
+        self.free = None;
+        (
+            std::mem::take(&mut self.entries),
+            std::mem::take(&mut self.room_waiters),
+        )
+    }
+}
+
+/// Submits `op` and waits for its final completion; a refused submission comes back as
+/// `Err` with the op, so its buffers are never lost.
+pub(crate) struct Submit {
+    op: Option<Op>,
+    slot: Option<usize>,
+}
+
+impl Submit {
+    pub(crate) fn new(op: impl Into<Op>) -> Submit {
+        Submit {
+            op: Some(op.into()),
+            slot: None,
+        }
+    }
+}
+
+impl Future for Submit {
+    type Output = Result<Completion, (io::Error, Op)>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        with_context(|ctx| {
+            let mut ops = ctx.ops.borrow_mut();
+            if let Some(index) = this.slot {
+                return match std::mem::replace(&mut ops.entries[index], Entry::Free { next: None })
+                {
+                    Entry::Done(c) => {
+                        ops.release(index);
+                        this.slot = None;
+                        Poll::Ready(Ok(c))
+                    }
+                    Entry::Waiting { id, .. } => {
+                        ops.entries[index] = Entry::Waiting {
+                            id,
+                            waker: Some(cx.waker().clone()),
+                        };
+                        Poll::Pending
+                    }
+                    _ => unreachable!("a submitted op's slot is Waiting or Done"),
+                };
+            }
+            let op = this.op.take().expect("polled after completion");
+            let index = ops.alloc();
+            match ctx
+                .ring
+                .borrow_mut()
+                .submit(Submission::from(op), index as u64)
+            {
+                Ok(id) => {
+                    ops.entries[index] = Entry::Waiting {
+                        id,
+                        waker: Some(cx.waker().clone()),
+                    };
+                    this.slot = Some(index);
+                    Poll::Pending
+                }
+                Err(refused) => {
+                    ops.release(index);
+                    let error = io::Error::new(refused.error().kind(), refused.to_string());
+                    if refused.error().kind() == io::ErrorKind::ResourceBusy {
+                        // The ring is full: retry once completions make room.
+                        this.op = Some(refused.into_op());
+                        ops.room_waiters.push(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err((error, refused.into_op())))
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Submit {
+    fn drop(&mut self) {
+        let Some(index) = self.slot else { return };
+        try_with_context(|ctx| {
+            let Ok(mut ops) = ctx.ops.try_borrow_mut() else {
+                return;
+            };
+            let Some(entry) = ops.entries.get_mut(index) else {
+                return;
+            };
+            match std::mem::replace(entry, Entry::Orphaned) {
+                Entry::Waiting { id, .. } => match ctx.ring.try_borrow_mut() {
+                    Ok(mut ring) => {
+                        let _ = ring.cancel(id);
+                    }
+                    Err(_) => ops.deferred_cancels.push(id),
+                },
+                // Already done: drop the completion now (buffers freed, descriptors closed).
+                Entry::Done(_) => ops.release(index),
+                other => *entry = other,
+            }
+        });
+    }
+}
+
+/// Runs `op` to its final completion.
+pub(crate) async fn run(op: impl Into<Op>) -> Result<Completion, (io::Error, Op)> {
+    Submit::new(op).await
+}
+
+/// The typed result of an op that hands back one buffer of type `B`.
+pub(crate) fn with_buf<B: oneloop::IoBuf>(
+    done: Result<Completion, (io::Error, Op)>,
+) -> (io::Result<usize>, B) {
+    let (result, output) = match done {
+        Ok(c) => {
+            let result = c
+                .result()
+                .as_ref()
+                .map(|&n| n as usize)
+                .map_err(clone_error);
+            (result, c.into_output())
+        }
+        Err((e, op)) => (Err(e), op.into_output()),
+    };
+    match output {
+        Output::Buf(buf) => (
+            result,
+            B::from_buf(buf)
+                .unwrap_or_else(|_| unreachable!("the ring returns the buffer it was given")),
+        ),
+        other => unreachable!("a buffer op returned {other:?}"),
+    }
+}
+
+/// The typed result of an op with no buffer.
+pub(crate) fn plain(done: Result<Completion, (io::Error, Op)>) -> io::Result<u32> {
+    match done {
+        Ok(c) => c.result().as_ref().copied().map_err(clone_error),
+        Err((e, _)) => Err(e),
+    }
+}
+
+/// Copies an `io::Error` from a completion (raw OS errors stay raw).
+pub(crate) fn clone_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}

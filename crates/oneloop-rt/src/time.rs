@@ -1,0 +1,83 @@
+//! Time: `sleep`, `sleep_until`, `timeout` — each a ring `Timeout` op.
+//!
+//! # Cancellation
+//! Dropping a sleep cancels its timer op; a `timeout` that finishes first cancels its timer.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use oneloop::Timeout;
+
+use crate::op::Submit;
+
+/// Completes after `duration`.
+///
+/// # Examples
+/// ```
+/// oneloop_rt::block_on(async {
+///     let start = std::time::Instant::now();
+///     oneloop_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+///     assert!(start.elapsed() >= std::time::Duration::from_millis(5));
+/// });
+/// ```
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep {
+        op: Submit::new(Timeout::after(duration)),
+    }
+}
+
+/// Completes at `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        op: Submit::new(Timeout::at(deadline)),
+    }
+}
+
+/// A pending sleep.
+pub struct Sleep {
+    op: Submit,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Expiry (TimedOut) is the normal end; any other ending is also the end of the sleep.
+        Pin::new(&mut self.op).poll(cx).map(drop)
+    }
+}
+
+/// The error [`timeout`] gives when the time ran out first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for io::Error {
+    fn from(_: Elapsed) -> io::Error {
+        io::Error::from(io::ErrorKind::TimedOut)
+    }
+}
+
+/// Runs `future` for at most `duration`: its output, or [`Elapsed`] (and `future` is dropped,
+/// cancelling its ops).
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let mut timer = sleep(duration);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        Pin::new(&mut timer).poll(cx).map(|()| Err(Elapsed))
+    })
+    .await
+}
