@@ -282,6 +282,14 @@ pub(crate) fn cancel_ops_on(fd: RawFd) {
     });
 }
 
+impl From<OwnedFd> for File {
+    /// Wraps an open descriptor (a pipe end works too: read and write it at
+    /// [`oneloop::CURRENT_POSITION`]).
+    fn from(fd: OwnedFd) -> File {
+        File { fd: Some(fd) }
+    }
+}
+
 impl AsRawFd for File {
     fn as_raw_fd(&self) -> RawFd {
         self.raw()

@@ -1,0 +1,187 @@
+//! The runtime on every backend: tasks, time, files, TCP.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use common::on_every_backend;
+use oneloop_rt::fs::{File, OpenOptions};
+use oneloop_rt::net::{TcpListener, TcpStream};
+use oneloop_rt::time::{sleep, timeout, Elapsed};
+
+#[test]
+fn tasks_spawn_join_and_abort() {
+    on_every_backend("tasks_spawn_join_and_abort", |_| async {
+        // !Send state shared by tasks on one thread.
+        let counter = Rc::new(Cell::new(0));
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let counter = Rc::clone(&counter);
+                oneloop_rt::spawn(async move {
+                    sleep(Duration::from_millis(i)).await;
+                    counter.set(counter.get() + 1);
+                    i * 2
+                })
+            })
+            .collect();
+        let mut sum = 0;
+        for h in handles {
+            sum += h.await;
+        }
+        assert_eq!((sum, counter.get()), (90, 10));
+
+        let flag = Rc::new(Cell::new(false));
+        let f = Rc::clone(&flag);
+        let long = oneloop_rt::spawn(async move {
+            sleep(Duration::from_secs(3600)).await;
+            f.set(true);
+        });
+        sleep(Duration::from_millis(5)).await;
+        assert!(!long.is_finished());
+        long.abort();
+        sleep(Duration::from_millis(5)).await;
+        assert!(!flag.get(), "an aborted task never resumes");
+    });
+}
+
+#[test]
+fn sleep_and_timeout() {
+    on_every_backend("sleep_and_timeout", |_| async {
+        let start = Instant::now();
+        sleep(Duration::from_millis(20)).await;
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert_eq!(
+            timeout(Duration::from_millis(10), sleep(Duration::from_secs(3600))).await,
+            Err(Elapsed)
+        );
+        assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
+        let until = Instant::now() + Duration::from_millis(10);
+        oneloop_rt::time::sleep_until(until).await;
+        assert!(Instant::now() >= until);
+    });
+}
+
+#[test]
+fn files_round_trip() {
+    on_every_backend("files_round_trip", |kind| async move {
+        let path =
+            std::env::temp_dir().join(format!("oneloop-rt-files-{}-{kind}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (res, back) = file.write_all_at(data.clone(), 0).await;
+        res.unwrap();
+        assert_eq!(back, data, "the buffer comes back");
+        file.sync_data().await.unwrap();
+        let (res, got) = file.read_exact_at(Vec::with_capacity(data.len()), 0).await;
+        res.unwrap();
+        assert_eq!(got, data);
+        let (res, _) = file.read_exact_at(Vec::with_capacity(10), 99_995).await;
+        assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+        let (res, _) = file
+            .writev_at(vec![b"ab".to_vec(), b"cd".to_vec()], 0)
+            .await;
+        assert_eq!(res.unwrap(), 4);
+        let (res, bufs) = file
+            .readv_at(vec![Vec::with_capacity(1), Vec::with_capacity(3)], 0)
+            .await;
+        assert_eq!(res.unwrap(), 4);
+        assert_eq!(bufs, [b"a".to_vec(), b"bcd".to_vec()]);
+        file.sync_all().await.unwrap();
+        file.close().await.unwrap();
+        let missing = File::open(path.with_extension("missing"))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        std::fs::remove_file(&path).unwrap();
+    });
+}
+
+#[test]
+fn tcp_echo_between_tasks() {
+    on_every_backend("tcp_echo_between_tasks", |_| async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = oneloop_rt::spawn(async move {
+            for _ in 0..10 {
+                let (stream, _) = listener.accept().await.unwrap();
+                oneloop_rt::spawn(async move {
+                    let mut buf = Vec::with_capacity(64);
+                    loop {
+                        buf.clear();
+                        let (res, b) = stream.read(buf).await;
+                        buf = b;
+                        match res.unwrap() {
+                            0 => break,
+                            _ => {
+                                let (res, b) = stream.write_all(buf).await;
+                                res.unwrap();
+                                buf = b;
+                            }
+                        }
+                    }
+                })
+                .await;
+            }
+        });
+        let clients: Vec<_> = (0..10u8)
+            .map(|c| {
+                oneloop_rt::spawn(async move {
+                    let stream = TcpStream::connect(addr).await.unwrap();
+                    for m in 0..10u8 {
+                        let msg = vec![c, m, 42];
+                        let (res, _) = stream.write_all(msg.clone()).await;
+                        res.unwrap();
+                        let (res, got) = stream.read(Vec::with_capacity(64)).await;
+                        assert_eq!(res.unwrap(), 3);
+                        assert_eq!(got, msg);
+                    }
+                    stream.shutdown(std::net::Shutdown::Write).unwrap();
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await;
+        }
+        server.await;
+    });
+}
+
+#[test]
+fn a_wake_from_another_thread_reaches_a_blocked_executor() {
+    on_every_backend("a_wake_from_another_thread", |_| async {
+        let slot: std::sync::Arc<std::sync::Mutex<(bool, Option<std::task::Waker>)>> =
+            Default::default();
+        let remote = std::sync::Arc::clone(&slot);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            let mut s = remote.lock().unwrap();
+            s.0 = true;
+            if let Some(w) = s.1.take() {
+                w.wake();
+            }
+        });
+        let start = Instant::now();
+        std::future::poll_fn(|cx| {
+            let mut s = slot.lock().unwrap();
+            if s.0 {
+                std::task::Poll::Ready(())
+            } else {
+                s.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        assert!(start.elapsed() < Duration::from_secs(30));
+        t.join().unwrap();
+    });
+}
