@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod epoll;
 mod executor;
 pub mod fs;
 pub mod net;

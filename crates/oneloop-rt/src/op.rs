@@ -6,6 +6,7 @@
 //! nothing leaks and no memory is freed while the kernel may write it.
 #![forbid(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -27,6 +28,13 @@ pub(crate) enum Entry {
     },
     /// The final completion arrived; the future will take it.
     Done(Completion),
+    /// A multishot op: completions queue up until the stream takes them.
+    Stream {
+        id: OpId,
+        waker: Option<Waker>,
+        queue: VecDeque<Completion>,
+        ended: bool,
+    },
     /// The future was dropped: the final completion, when it comes, is dropped.
     Orphaned,
 }
@@ -75,6 +83,18 @@ impl OpTable {
                 let waker = waker.take();
                 *entry = Entry::Done(c);
                 if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            Entry::Stream {
+                waker,
+                queue,
+                ended,
+                ..
+            } => {
+                *ended |= !c.is_more();
+                queue.push_back(c);
+                if let Some(w) = waker.take() {
                     w.wake();
                 }
             }
@@ -199,6 +219,106 @@ impl Drop for Submit {
                 },
                 // Already done: drop the completion now (buffers freed, descriptors closed).
                 Entry::Done(_) => ops.release(index),
+                other => *entry = other,
+            }
+        });
+    }
+}
+
+/// Submits a multishot `op` and yields each completion, the final one last.
+pub(crate) struct Multishot {
+    op: Option<Op>,
+    slot: Option<usize>,
+    finished: bool,
+}
+
+impl Multishot {
+    pub(crate) fn new(op: impl Into<Op>) -> Multishot {
+        Multishot {
+            op: Some(op.into()),
+            slot: None,
+            finished: false,
+        }
+    }
+
+    /// The next completion; `None` after the final one.
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Completion, io::Error>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        with_context(|ctx| {
+            let mut ops = ctx.ops.borrow_mut();
+            let Some(index) = self.slot else {
+                let op = self.op.take().expect("not yet submitted");
+                let index = ops.alloc();
+                return match ctx
+                    .ring
+                    .borrow_mut()
+                    .submit(Submission::from(op), index as u64)
+                {
+                    Ok(id) => {
+                        let waker = Some(cx.waker().clone());
+                        ops.entries[index] = Entry::Stream {
+                            id,
+                            waker,
+                            queue: VecDeque::new(),
+                            ended: false,
+                        };
+                        self.slot = Some(index);
+                        Poll::Pending
+                    }
+                    Err(refused) => {
+                        ops.release(index);
+                        self.finished = true;
+                        Poll::Ready(Some(Err(io::Error::new(
+                            refused.error().kind(),
+                            refused.to_string(),
+                        ))))
+                    }
+                };
+            };
+            let Entry::Stream { waker, queue, .. } = &mut ops.entries[index] else {
+                unreachable!("a stream's slot is a Stream")
+            };
+            match queue.pop_front() {
+                Some(c) => {
+                    if !c.is_more() {
+                        self.finished = true;
+                        self.slot = None;
+                        ops.release(index);
+                    }
+                    Poll::Ready(Some(Ok(c)))
+                }
+                None => {
+                    *waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Multishot {
+    fn drop(&mut self) {
+        let Some(index) = self.slot else { return };
+        try_with_context(|ctx| {
+            let Ok(mut ops) = ctx.ops.try_borrow_mut() else {
+                return;
+            };
+            let Some(entry) = ops.entries.get_mut(index) else {
+                return;
+            };
+            match std::mem::replace(entry, Entry::Orphaned) {
+                Entry::Stream { ended: true, .. } => ops.release(index),
+                Entry::Stream { id, .. } => match ctx.ring.try_borrow_mut() {
+                    Ok(mut ring) => {
+                        let _ = ring.cancel(id);
+                    }
+                    Err(_) => ops.deferred_cancels.push(id),
+                },
                 other => *entry = other,
             }
         });

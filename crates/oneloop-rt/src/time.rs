@@ -1,4 +1,4 @@
-//! Time: `sleep`, `sleep_until`, `timeout` — each a ring `Timeout` op.
+//! Time: `sleep`, `sleep_until`, `timeout`, `interval` — each a ring `Timeout` op.
 //!
 //! # Cancellation
 //! Dropping a sleep cancels its timer op; a `timeout` that finishes first cancels its timer.
@@ -80,4 +80,62 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
         Pin::new(&mut timer).poll(cx).map(|()| Err(Elapsed))
     })
     .await
+}
+
+/// Ticks every `period`, the first tick at once; missed ticks are not replayed (the next one
+/// is scheduled a period after the late one). Also a [`Stream`](futures_core::Stream) of
+/// tick instants.
+///
+/// # Examples
+/// ```
+/// oneloop_rt::block_on(async {
+///     let mut every = oneloop_rt::time::interval(std::time::Duration::from_millis(2));
+///     let a = every.tick().await;
+///     let b = every.tick().await;
+///     assert!(b - a >= std::time::Duration::from_millis(2));
+/// });
+/// ```
+pub fn interval(period: Duration) -> Interval {
+    Interval {
+        period: period.max(Duration::from_nanos(1)),
+        next: Instant::now(),
+        sleep: None,
+    }
+}
+
+/// A periodic timer; see [`interval`].
+pub struct Interval {
+    period: Duration,
+    next: Instant,
+    sleep: Option<Sleep>,
+}
+
+impl Interval {
+    /// Waits for the next tick; returns when it was due.
+    pub async fn tick(&mut self) -> Instant {
+        std::future::poll_fn(|cx| self.poll_tick(cx)).await
+    }
+
+    fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
+        let due = self.next;
+        let sleep = self.sleep.get_or_insert_with(|| sleep_until(due));
+        if Pin::new(sleep).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.sleep = None;
+        let now = Instant::now();
+        self.next = if due + self.period > now {
+            due + self.period
+        } else {
+            now + self.period
+        };
+        Poll::Ready(due)
+    }
+}
+
+impl futures_core::Stream for Interval {
+    type Item = Instant;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Instant>> {
+        self.poll_tick(cx).map(Some)
+    }
 }

@@ -40,6 +40,7 @@
 mod backend;
 pub mod buf;
 mod completion;
+pub mod epoll_set;
 pub mod op;
 mod pool;
 pub mod probe;
