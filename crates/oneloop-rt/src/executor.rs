@@ -127,6 +127,8 @@ impl Wake for MainWake {
 #[derive(Clone, Debug, Default)]
 pub struct Builder {
     ring: RingBuilderConfig,
+    threads: Option<usize>,
+    pin: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -150,6 +152,16 @@ impl Builder {
     /// The most ops in flight per ring (see [`RingBuilder::in_flight_max`]).
     pub fn in_flight_max(mut self, max: usize) -> Self {
         self.ring.in_flight_max = Some(max);
+        self
+    }
+    /// How many executor threads [`Runtime::run`] starts (default: one per CPU).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+    /// Pins executor thread `i` to CPU `i % cpus` in [`Runtime::run`].
+    pub fn pin_to_cores(mut self, pin: bool) -> Self {
+        self.pin = pin;
         self
     }
     /// The runtime.
@@ -246,6 +258,55 @@ impl Runtime {
             let idle = !main.woken.load(Ordering::Acquire) && ctx.shared.is_empty();
             ctx.turn(idle)?;
         }
+    }
+}
+
+impl Runtime {
+    /// Runs one executor per thread (see [`Builder::threads`]), each with its own ring,
+    /// running `f(thread_index)`; returns every thread's output in index order. Bind listeners
+    /// inside `f` with `TcpListener::bind_reuse_port` so each thread accepts on the same port.
+    ///
+    /// # Errors
+    /// The first thread's error building its ring, or a panic in a thread (as `Other`).
+    ///
+    /// # Examples
+    /// ```
+    /// let rt = oneloop_rt::Runtime::builder().threads(2).build();
+    /// let out = rt.run(|i| async move { i * 10 }).unwrap();
+    /// assert_eq!(out, [0, 10]);
+    /// ```
+    pub fn run<F, Fut>(&self, f: F) -> io::Result<Vec<Fut::Output>>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: Future,
+        Fut::Output: Send + 'static,
+    {
+        let threads = self
+            .config
+            .threads
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        let f = Arc::new(f);
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (rt, f, pin) = (self.clone(), Arc::clone(&f), self.config.pin);
+                thread::Builder::new()
+                    .name(format!("oneloop-rt-{i}"))
+                    .spawn(move || {
+                        if pin {
+                            oneloop::sockets::pin_current_thread(i % cpus)?;
+                        }
+                        rt.block_on(f(i))
+                    })
+            })
+            .collect::<io::Result<_>>()?;
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("an executor thread panicked")))
+            })
+            .collect()
     }
 }
 

@@ -185,3 +185,147 @@ fn a_wake_from_another_thread_reaches_a_blocked_executor() {
         t.join().unwrap();
     });
 }
+
+#[test]
+fn unix_streams_udp_streams_and_epoll_sets() {
+    use futures_core::Stream;
+    use oneloop_rt::net::{UdpSocket, UnixListener, UnixStream};
+    use std::os::fd::AsRawFd;
+    on_every_backend("unix_udp_readiness_interval_epoll", |kind| async move {
+        // Unix stream through a listener.
+        let path =
+            std::env::temp_dir().join(format!("oneloop-rt-unix-{}-{kind}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let client = UnixStream::connect(&path).unwrap();
+        let server = listener.accept().await.unwrap();
+        let (res, _) = client.write_all(b"over unix".to_vec()).await;
+        res.unwrap();
+        let (res, got) = server.read(Vec::with_capacity(32)).await;
+        assert_eq!((res.unwrap(), got.as_slice()), (9, &b"over unix"[..]));
+        std::fs::remove_file(&path).unwrap();
+
+        // UDP both ways.
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (res, _) = a
+            .send_to(b"datagram".to_vec(), b.local_addr().unwrap())
+            .await;
+        assert_eq!(res.unwrap(), 8);
+        let (res, got) = b.recv_from(Vec::with_capacity(64)).await;
+        let (n, from) = res.unwrap();
+        assert_eq!(
+            (n, from, got.as_slice()),
+            (8, a.local_addr().unwrap(), &b"datagram"[..])
+        );
+
+        // A multishot readiness stream: one item per write.
+        let (x, y) = UnixStream::pair().unwrap();
+        let mut events = oneloop_rt::poll::readiness(&x, oneloop::PollMask::IN);
+        for i in 0..3u8 {
+            let (res, _) = y.write_all(vec![i]).await;
+            res.unwrap();
+            let item =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut events).poll_next(cx)).await;
+            assert!(item.unwrap().unwrap().contains(oneloop::PollMask::IN));
+        }
+        drop(events);
+
+        // An interval ticks a period apart.
+        let mut every = oneloop_rt::time::interval(Duration::from_millis(3));
+        let t0 = every.tick().await;
+        let t1 = every.tick().await;
+        assert!(t1 - t0 >= Duration::from_millis(3));
+
+        // An epoll set awaited beside the rest.
+        let set = oneloop_rt::epoll::EpollSet::new().unwrap();
+        set.add(x.as_raw_fd(), libc::EPOLLIN as u32, 99).unwrap();
+        let (n, evs) = set.wait(oneloop::EpollEvents::with_capacity(4)).await;
+        assert_eq!(n.unwrap(), 1, "x still has unread bytes");
+        assert_eq!(evs.iter().next().unwrap().1, 99);
+    });
+}
+
+#[test]
+fn one_executor_per_thread_sharing_a_port() {
+    use oneloop::BackendKind;
+    let forced = BackendKind::from_env().unwrap();
+    for kind in BackendKind::ALL {
+        if matches!(forced, Some(f) if f != kind && f != BackendKind::Auto)
+            || oneloop::Ring::builder()
+                .backend(kind)
+                .entries(4)
+                .build()
+                .is_err()
+        {
+            continue;
+        }
+        // Reserve a port, then let two executor threads listen on it with SO_REUSEPORT.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let rt = oneloop_rt::Runtime::builder()
+            .backend(kind)
+            .threads(2)
+            .pin_to_cores(true)
+            .build();
+        let client = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            oneloop_rt::Runtime::builder()
+                .backend(kind)
+                .build()
+                .block_on(async move {
+                    // Enough connections that both listeners get some (the kernel hashes them).
+                    let mut served = std::collections::HashSet::new();
+                    for _ in 0..64 {
+                        // Retry while the listeners are still starting up.
+                        let mut tries = 0;
+                        let s = loop {
+                            match TcpStream::connect(addr).await {
+                                Ok(s) => break s,
+                                Err(e) if tries < 100 => {
+                                    tries += 1;
+                                    eprintln!("connect: {e}; retrying");
+                                    sleep(Duration::from_millis(20)).await;
+                                }
+                                Err(e) => panic!("connect: {e}"),
+                            }
+                        };
+                        let (res, got) = s.read(Vec::with_capacity(8)).await;
+                        res.unwrap();
+                        served.insert(got[0]);
+                        if served.len() == 2 {
+                            break;
+                        }
+                    }
+                    served
+                })
+        });
+        let counts = rt
+            .run(move |i| async move {
+                let listener = TcpListener::bind_reuse_port(addr).unwrap();
+                // Each thread answers with its index until the client is done (it stops
+                // connecting once both answered).
+                let mut answered = 0;
+                while let Ok(Ok((s, _))) =
+                    timeout(Duration::from_millis(800), listener.accept()).await
+                {
+                    let (res, _) = s.write_all(vec![i as u8]).await;
+                    res.unwrap();
+                    answered += 1;
+                }
+                answered
+            })
+            .unwrap();
+        let served = client.join().unwrap().unwrap();
+        assert_eq!(
+            served.len(),
+            2,
+            "{kind}: both threads accepted on the shared port ({counts:?})"
+        );
+        eprintln!("PASS {kind} one_executor_per_thread: accepts per thread {counts:?}");
+    }
+}

@@ -1,5 +1,6 @@
-//! Small socket helpers for code built on the ring (the runtime's `TcpStream::connect`, say):
-//! the ring's `Connect` op needs a socket that is not yet connected, which `std` cannot make.
+//! Small socket and thread helpers for code built on the ring (the runtime, say): the ring's
+//! `Connect` op needs a socket that is not yet connected, which `std` cannot make; a
+//! thread-per-core server wants `SO_REUSEPORT` listeners and pinned threads.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -21,4 +22,21 @@ pub fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
 /// can bind the same port and the kernel spreads connections over them.
 pub fn set_reuse_port(fd: &OwnedFd) -> io::Result<()> {
     crate::sys::posix::set_reuse_port(fd)
+}
+
+/// A TCP listener on `addr` with `SO_REUSEPORT` set before binding, so each thread of a
+/// thread-per-core server can listen on the same port and the kernel spreads connections.
+pub fn tcp_listener_reuse_port(
+    addr: &SocketAddr,
+    backlog: i32,
+) -> io::Result<std::net::TcpListener> {
+    let fd = tcp_socket(addr)?;
+    set_reuse_port(&fd)?;
+    crate::sys::posix::bind_listen(&fd, addr, backlog)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+/// Pins the calling thread to CPU `core` (`sched_setaffinity`).
+pub fn pin_current_thread(core: usize) -> io::Result<()> {
+    crate::sys::posix::pin_current_thread(core)
 }

@@ -286,3 +286,37 @@ pub(crate) fn set_reuse_port(fd: &OwnedFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `bind(fd, addr)` then `listen(fd, backlog)`.
+pub(crate) fn bind_listen(
+    fd: &OwnedFd,
+    addr: &std::net::SocketAddr,
+    backlog: i32,
+) -> io::Result<()> {
+    let raw = RawSockAddr::from_socket_addr(addr);
+    // SAFETY (syscall!): `raw` holds `len` valid bytes of a socket address.
+    syscall!(bind(fd.as_raw_fd(), raw.as_ptr(), raw.len))?;
+    // SAFETY (syscall!): no pointers.
+    syscall!(listen(fd.as_raw_fd(), backlog)).map(drop)
+}
+
+/// Pins the calling thread to CPU `core`.
+pub(crate) fn pin_current_thread(core: usize) -> io::Result<()> {
+    // SAFETY: `cpu_set_t` is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if core >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no CPU {core}"),
+        ));
+    }
+    // SAFETY: `core` is below the set's bit count (checked above).
+    unsafe { libc::CPU_SET(core, &mut set) };
+    // SAFETY (syscall!): `set` is a valid cpu_set_t of the size given; 0 is this thread.
+    syscall!(sched_setaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        &set
+    ))
+    .map(drop)
+}

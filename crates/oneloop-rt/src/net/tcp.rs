@@ -1,11 +1,5 @@
-//! TCP on the ring: `TcpListener` (bind, accept) and `TcpStream` (connect, read, write,
-//! write_all, shutdown, readable/writable).
-//!
-//! # Cancellation
-//! Dropping an op future cancels its op. A connection accepted by a dropped `accept` is
-//! closed, never leaked. Dropping a socket cancels the ops still in flight on it before its
-//! descriptor is closed.
-#![forbid(unsafe_code)]
+//! TCP: `TcpListener` (bind, accept) and `TcpStream` (connect, read, write, write_all,
+//! shutdown, readable/writable).
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
@@ -13,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, Recv, Send};
 
+use super::write_all;
 use crate::fs::cancel_ops_on;
 use crate::op::{clone_error, plain, run, with_buf};
 
@@ -27,6 +22,14 @@ impl TcpListener {
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
         Ok(TcpListener {
             inner: std::net::TcpListener::bind(addr)?,
+        })
+    }
+
+    /// Binds and listens on `addr` with `SO_REUSEPORT`, so every executor thread of a
+    /// [`Runtime::run`](crate::Runtime::run) can listen on the same port.
+    pub fn bind_reuse_port(addr: SocketAddr) -> io::Result<TcpListener> {
+        Ok(TcpListener {
+            inner: oneloop::sockets::tcp_listener_reuse_port(&addr, 1024)?,
         })
     }
 
@@ -97,17 +100,7 @@ impl TcpStream {
 
     /// Writes all of `buf`.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let (res, buf) = self.write(buf).await;
-        match res {
-            Ok(n) if n == buf.len() => (Ok(()), buf),
-            Ok(0) => (Err(io::Error::from(io::ErrorKind::WriteZero)), buf),
-            Ok(n) => {
-                let rest = buf[n..].to_vec();
-                let (res, _) = Box::pin(self.write_all(rest)).await;
-                (res, buf)
-            }
-            Err(e) => (Err(e), buf),
-        }
+        write_all(self.inner.as_raw_fd(), buf).await
     }
 
     /// Shuts down the read side, the write side, or both.

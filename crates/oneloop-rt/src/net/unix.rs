@@ -1,0 +1,112 @@
+//! Unix-domain stream sockets: `UnixListener` (bind, accept) and `UnixStream` (connect, pair,
+//! read, write, write_all, shutdown).
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use oneloop::{Accept, IoBuf, IoBufMut, Recv, Send};
+
+use super::write_all;
+use crate::fs::cancel_ops_on;
+use crate::op::{clone_error, run, with_buf};
+
+/// A listening Unix-domain socket.
+#[derive(Debug)]
+pub struct UnixListener {
+    inner: std::os::unix::net::UnixListener,
+}
+
+impl UnixListener {
+    /// Binds and listens on `path`.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
+        Ok(UnixListener {
+            inner: std::os::unix::net::UnixListener::bind(path)?,
+        })
+    }
+
+    /// Waits for a connection.
+    ///
+    /// # Cancellation
+    /// A connection that arrives after the future was dropped is closed.
+    pub async fn accept(&self) -> io::Result<UnixStream> {
+        let mut c = run(Accept::new(self.inner.as_raw_fd()))
+            .await
+            .map_err(|(e, _)| e)?;
+        if let Err(e) = c.result() {
+            return Err(clone_error(e));
+        }
+        Ok(UnixStream::from(
+            c.take_fd().expect("Accept hands over the socket"),
+        ))
+    }
+}
+
+impl Drop for UnixListener {
+    fn drop(&mut self) {
+        cancel_ops_on(self.inner.as_raw_fd());
+    }
+}
+
+/// A Unix-domain stream connection.
+#[derive(Debug)]
+pub struct UnixStream {
+    inner: std::os::unix::net::UnixStream,
+}
+
+impl From<OwnedFd> for UnixStream {
+    fn from(fd: OwnedFd) -> UnixStream {
+        UnixStream {
+            inner: std::os::unix::net::UnixStream::from(fd),
+        }
+    }
+}
+
+impl UnixStream {
+    /// Connects to `path`. A local connect completes at once unless the listener's backlog is
+    /// full, so it is made directly rather than as a ring op.
+    pub fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
+        Ok(UnixStream {
+            inner: std::os::unix::net::UnixStream::connect(path)?,
+        })
+    }
+
+    /// A connected pair.
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        Ok((UnixStream { inner: a }, UnixStream { inner: b }))
+    }
+
+    /// Reads into `buf`; 0 means the peer closed its side.
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        with_buf(run(Recv::new(self.inner.as_raw_fd(), buf)).await)
+    }
+
+    /// Writes `buf`'s bytes; may write fewer.
+    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        with_buf(run(Send::new(self.inner.as_raw_fd(), buf)).await)
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        write_all(self.inner.as_raw_fd(), buf).await
+    }
+
+    /// Shuts down the read side, the write side, or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how)
+    }
+}
+
+impl AsRawFd for UnixStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+impl Drop for UnixStream {
+    fn drop(&mut self) {
+        cancel_ops_on(self.inner.as_raw_fd());
+    }
+}
