@@ -33,6 +33,7 @@
 pub mod epoll;
 mod executor;
 pub mod fs;
+pub mod io;
 pub mod net;
 mod op;
 pub mod poll;

@@ -329,3 +329,44 @@ fn one_executor_per_thread_sharing_a_port() {
         eprintln!("PASS {kind} one_executor_per_thread: accepts per thread {counts:?}");
     }
 }
+
+#[test]
+fn futures_io_adapters_read_and_write() {
+    use futures_io::{AsyncRead, AsyncWrite};
+    use oneloop_rt::io::AsyncStream;
+    use oneloop_rt::net::UnixStream;
+    use std::pin::Pin;
+    on_every_backend("futures_io_adapters", |_| async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut a = AsyncStream::new(a);
+        let mut b = AsyncStream::new(b);
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+        let expected = payload.clone();
+        let writer = oneloop_rt::spawn(async move {
+            let mut sent = 0;
+            while sent < payload.len() {
+                let n =
+                    std::future::poll_fn(|cx| Pin::new(&mut a).poll_write(cx, &payload[sent..]))
+                        .await
+                        .unwrap();
+                sent += n;
+            }
+            std::future::poll_fn(|cx| Pin::new(&mut a).poll_close(cx))
+                .await
+                .unwrap();
+        });
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1000];
+        loop {
+            let n = std::future::poll_fn(|cx| Pin::new(&mut b).poll_read(cx, &mut chunk))
+                .await
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        writer.await;
+        assert_eq!(got, expected, "every byte through the adapters, in order");
+    });
+}

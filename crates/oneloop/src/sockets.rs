@@ -40,3 +40,8 @@ pub fn tcp_listener_reuse_port(
 pub fn pin_current_thread(core: usize) -> io::Result<()> {
     crate::sys::posix::pin_current_thread(core)
 }
+
+/// `shutdown(fd, SHUT_WR)`: the peer reads end of stream.
+pub fn shutdown_write(fd: std::os::fd::RawFd) -> io::Result<()> {
+    crate::sys::posix::shutdown_write(fd)
+}

@@ -35,3 +35,8 @@ pub(crate) async fn write_all(fd: RawFd, buf: Vec<u8>) -> (io::Result<()>, Vec<u
         Err(e) => (Err(e), buf),
     }
 }
+
+/// Shuts down the writing half of a socket given by descriptor.
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    oneloop::sockets::shutdown_write(fd)
+}

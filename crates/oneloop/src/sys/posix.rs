@@ -320,3 +320,9 @@ pub(crate) fn pin_current_thread(core: usize) -> io::Result<()> {
     ))
     .map(drop)
 }
+
+/// `shutdown(fd, SHUT_WR)`.
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY (syscall!): no pointers.
+    syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
+}
