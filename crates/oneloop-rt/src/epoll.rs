@@ -64,6 +64,10 @@ impl EpollSet {
 
     /// Waits until at least one watched fd is ready; returns how many events were written into
     /// `events` (which comes back either way).
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn wait(&self, events: EpollEvents) -> (io::Result<usize>, EpollEvents) {
         let capacity = events.capacity();
         match run(EpollWait::new(self.epfd.as_raw_fd(), events)).await {

@@ -150,11 +150,17 @@ impl OpenOptions {
 
 impl File {
     /// Opens `path` read-only.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
         OpenOptions::new().read(true).open(path).await
     }
 
     /// Creates (or truncates) `path` for writing.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
         OpenOptions::new()
             .write(true)
@@ -169,12 +175,20 @@ impl File {
     }
 
     /// Reads into `buf` at `pos`; returns the count (0 at end of file) and the buffer.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> (io::Result<usize>, B) {
         with_buf(run(Read::new(self.raw(), buf, pos)).await)
     }
 
     /// Reads until `buf` is full (a `Vec` to its capacity); `UnexpectedEof` if the file ends
     /// first.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn read_exact_at(&self, buf: Vec<u8>, mut pos: u64) -> (io::Result<()>, Vec<u8>) {
         let mut buf = buf;
         while buf.len() < buf.capacity() {
@@ -191,11 +205,19 @@ impl File {
     }
 
     /// Writes `buf`'s bytes at `pos`; returns the count written and the buffer.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> (io::Result<usize>, B) {
         with_buf(run(Write::new(self.raw(), buf, pos)).await)
     }
 
     /// Writes all of `buf` at `pos` (a short write continues with the rest).
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn write_all_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>) {
         let (res, buf) = self.write_at(buf, pos).await;
         match res {
@@ -212,6 +234,9 @@ impl File {
     }
 
     /// Reads into several buffers in order at `pos`.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn readv_at(
         &self,
         bufs: Vec<Vec<u8>>,
@@ -221,6 +246,9 @@ impl File {
     }
 
     /// Writes several buffers in order at `pos`.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn writev_at(
         &self,
         bufs: Vec<Vec<u8>>,
@@ -230,16 +258,25 @@ impl File {
     }
 
     /// Flushes data and metadata to stable storage (`fsync`).
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn sync_all(&self) -> io::Result<()> {
         plain(run(Fsync::new(self.raw())).await).map(drop)
     }
 
     /// Flushes data to stable storage (`fdatasync`).
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn sync_data(&self) -> io::Result<()> {
         plain(run(Fsync::new(self.raw()).data_only()).await).map(drop)
     }
 
     /// Closes the file through the ring, reporting the close's error if any.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn close(mut self) -> io::Result<()> {
         let fd = self.fd.take().expect("an open file");
         cancel_ops_on(fd.as_raw_fd());

@@ -17,16 +17,25 @@ use oneloop::{Poll as PollOp, PollMask};
 use crate::op::{clone_error, plain, run, Multishot};
 
 /// Waits until `fd` is readable; returns the readiness seen (may include `HUP`/`ERR`).
+///
+/// # Cancellation
+/// Dropping the future cancels the op.
 pub async fn readable(fd: &impl AsRawFd) -> io::Result<PollMask> {
     ready(fd.as_raw_fd(), PollMask::IN).await
 }
 
 /// Waits until `fd` is writable; returns the readiness seen.
+///
+/// # Cancellation
+/// Dropping the future cancels the op.
 pub async fn writable(fd: &impl AsRawFd) -> io::Result<PollMask> {
     ready(fd.as_raw_fd(), PollMask::OUT).await
 }
 
 /// Waits until `fd` is ready for any of `mask`.
+///
+/// # Cancellation
+/// Dropping the future cancels the op.
 pub async fn ready(fd: RawFd, mask: PollMask) -> io::Result<PollMask> {
     plain(run(PollOp::new(fd, mask)).await).map(PollMask::from_bits)
 }
@@ -46,6 +55,9 @@ pub async fn ready(fd: RawFd, mask: PollMask) -> io::Result<PollMask> {
 ///     assert!(first.unwrap().unwrap().contains(oneloop::PollMask::IN));
 /// });
 /// ```
+///
+/// # Cancellation
+/// Dropping the future cancels the op.
 pub fn readiness(fd: &impl AsRawFd, mask: PollMask) -> Readiness {
     let fd = fd.as_raw_fd();
     Readiness {

@@ -24,6 +24,9 @@ use crate::op::Submit;
 ///     assert!(start.elapsed() >= std::time::Duration::from_millis(5));
 /// });
 /// ```
+///
+/// # Cancellation
+/// Dropping the future cancels the op.
 pub fn sleep(duration: Duration) -> Sleep {
     Sleep {
         op: Submit::new(Timeout::after(duration)),
@@ -31,6 +34,9 @@ pub fn sleep(duration: Duration) -> Sleep {
 }
 
 /// Completes at `deadline`.
+///
+/// # Cancellation
+/// Dropping the future cancels the op.
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         op: Submit::new(Timeout::at(deadline)),
@@ -70,6 +76,9 @@ impl From<Elapsed> for io::Error {
 
 /// Runs `future` for at most `duration`: its output, or [`Elapsed`] (and `future` is dropped,
 /// cancelling its ops).
+///
+/// # Cancellation
+/// Dropping it drops `future` (cancelling its ops) and cancels the timer.
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
     let mut future = std::pin::pin!(future);
     let mut timer = sleep(duration);
@@ -95,6 +104,9 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
 ///     assert!(b - a >= std::time::Duration::from_millis(2));
 /// });
 /// ```
+///
+/// # Cancellation
+/// Dropping the interval (or a pending `tick`) cancels its timer op.
 pub fn interval(period: Duration) -> Interval {
     Interval {
         period: period.max(Duration::from_nanos(1)),
@@ -112,6 +124,9 @@ pub struct Interval {
 
 impl Interval {
     /// Waits for the next tick; returns when it was due.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn tick(&mut self) -> Instant {
         std::future::poll_fn(|cx| self.poll_tick(cx)).await
     }

@@ -82,6 +82,9 @@ impl TcpStream {
     }
 
     /// Connects to `addr`.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         let fd = oneloop::sockets::tcp_socket(&addr)?;
         plain(run(Connect::new(fd.as_raw_fd(), addr)).await)?;
@@ -89,16 +92,28 @@ impl TcpStream {
     }
 
     /// Reads into `buf`; 0 means the peer closed its side.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         with_buf(run(Recv::new(self.inner.as_raw_fd(), buf)).await)
     }
 
     /// Writes `buf`'s bytes; may write fewer.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
         with_buf(run(Send::new(self.inner.as_raw_fd(), buf)).await)
     }
 
     /// Writes all of `buf`.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         write_all(self.inner.as_raw_fd(), buf).await
     }
@@ -109,11 +124,17 @@ impl TcpStream {
     }
 
     /// Waits until the socket is readable.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn readable(&self) -> io::Result<PollMask> {
         crate::poll::readable(&self.inner).await
     }
 
     /// Waits until the socket is writable.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op.
     pub async fn writable(&self) -> io::Result<PollMask> {
         crate::poll::writable(&self.inner).await
     }

@@ -27,6 +27,10 @@ impl UdpSocket {
     }
 
     /// Sends `buf` to `target`; returns the bytes sent and the buffer.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn send_to(&self, buf: Vec<u8>, target: SocketAddr) -> (io::Result<usize>, Vec<u8>) {
         loop {
             match self.inner.send_to(&buf, target) {

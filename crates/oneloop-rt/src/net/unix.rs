@@ -79,16 +79,28 @@ impl UnixStream {
     }
 
     /// Reads into `buf`; 0 means the peer closed its side.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         with_buf(run(Recv::new(self.inner.as_raw_fd(), buf)).await)
     }
 
     /// Writes `buf`'s bytes; may write fewer.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
         with_buf(run(Send::new(self.inner.as_raw_fd(), buf)).await)
     }
 
     /// Writes all of `buf`.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
+    /// completion, then is freed.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         write_all(self.inner.as_raw_fd(), buf).await
     }
