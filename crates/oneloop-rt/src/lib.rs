@@ -40,3 +40,9 @@ pub mod poll;
 pub mod time;
 
 pub use executor::{block_on, spawn, Builder, JoinHandle, Runtime};
+
+/// The README's examples (the Ring's and the runtime's), compiled and run as doctests so they
+/// stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

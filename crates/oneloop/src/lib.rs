@@ -56,8 +56,3 @@ pub use op::{
     PollMask, Read, Readv, Recv, Send, Submission, Timeout, Write, Writev, CURRENT_POSITION,
 };
 pub use ring::{BackendKind, Ring, RingBuilder, Skipped, Stats, SubmitError, Waker};
-
-/// The README's example, compiled and run as a doctest so it stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
