@@ -2,13 +2,21 @@
 //!
 //! * `oneloop probe [--json]` — every backend: usable here, or exactly why not; the kernel
 //!   features each relies on.
-#![forbid(unsafe_code)]
+//! * `oneloop bench <workload> [--backend ..] [--duration S] [--json] [--plot FILE.svg]` — the
+//!   seeds' workloads, each beside a baseline measured in the same run.
+#![deny(unsafe_code)]
 
+mod bench;
 mod probe;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// One event loop for all Linux I/O: probe this machine's backends.
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use oneloop::BackendKind;
+
+/// One event loop for all Linux I/O: probe this machine's backends, or benchmark them.
 #[derive(Parser)]
 #[command(name = "oneloop", version, about)]
 struct Cli {
@@ -24,11 +32,130 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a workload on one or every backend, beside its baseline; print a table.
+    Bench(BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The workload (`all` runs every one briefly).
+    #[arg(value_enum)]
+    workload: bench::Workload,
+    /// `auto`, `uring`, `aio`, `epoll`, or `all` (every usable backend).
+    #[arg(long, default_value = "all")]
+    backend: String,
+    /// Seconds per measurement (each side); default 2, or 0.3 for `all`.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write a bar chart of the ratios (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// `pipes`: pipe pairs.
+    #[arg(long, default_value_t = 1024)]
+    pipes: usize,
+    /// `pipes`: tokens in flight.
+    #[arg(long, default_value_t = 64)]
+    tokens: usize,
+    /// `randread`: queue depths (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 32, 128])]
+    qd: Vec<usize>,
+    /// `randread`: read with `O_DIRECT` (cache bypassed) instead of from a warm page cache.
+    #[arg(long)]
+    direct: bool,
+    /// `echo`, `mixed`: concurrent connections (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 64, 1000])]
+    conns: Vec<usize>,
+    /// `mixed`: evict the file from the page cache first (disk reads).
+    #[arg(long)]
+    cold: bool,
+    /// `randread`, `mixed`: size of the test file, MiB.
+    #[arg(long, default_value_t = 1024)]
+    file_mib: u64,
+}
+
+fn backends(choice: &str) -> Result<Vec<BackendKind>> {
+    let usable = |k: BackendKind| {
+        oneloop::Ring::builder()
+            .backend(k)
+            .entries(8)
+            .build()
+            .is_ok()
+    };
+    Ok(match choice {
+        "all" => BackendKind::ALL
+            .into_iter()
+            .filter(|&k| usable(k))
+            .collect(),
+        "auto" => vec![oneloop::Ring::builder().entries(8).build()?.backend()],
+        name => {
+            let kind: BackendKind = name.parse()?;
+            if let Err(e) = oneloop::Ring::builder().backend(kind).entries(8).build() {
+                bail!("backend {kind} cannot run here: {e}");
+            }
+            vec![kind]
+        }
+    })
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let all = args.workload == bench::Workload::All;
+    let secs = args.duration.unwrap_or(if all { 0.3 } else { 2.0 });
+    if !(secs > 0.0 && secs < 3600.0) {
+        bail!("--duration must be between 0 and 3600 seconds, got {secs}");
+    }
+    let params = bench::Params {
+        duration: Duration::from_secs_f64(secs),
+        pipes: args.pipes.max(2),
+        tokens: args.tokens.max(1),
+        qd: args.qd.iter().map(|&q| q.max(1)).collect(),
+        direct: args.direct,
+        conns: args.conns.iter().map(|&c| c.max(1)).collect(),
+        cold: args.cold,
+        file_mib: args.file_mib.max(1),
+    };
+    let kinds = backends(&args.backend)?;
+    let total = bench::count(args.workload, kinds.len(), &params);
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("template"),
+    );
+    let mut rows = Vec::new();
+    bench::run(args.workload, &kinds, &params, |row| {
+        bar.set_message(format!(
+            "{} {} {}: {:.2}x",
+            row.workload,
+            row.params,
+            row.backend,
+            row.ratio()
+        ));
+        bar.inc(1);
+        rows.push(row);
+    })?;
+    bar.finish_and_clear();
+    if let Some(path) = &args.plot {
+        std::fs::write(path, bench::svg(&rows))?;
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "duration_secs": secs,
+            "params": {"pipes": params.pipes, "tokens": params.tokens, "qd": params.qd, "direct": params.direct,
+                       "conns": params.conns, "cold": params.cold, "file_mib": params.file_mib},
+            "rows": rows.iter().map(bench::Row::to_json).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", bench::table(&rows));
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Probe { json } => probe::run(json),
+        Command::Bench(args) => bench(args),
     }
 }

@@ -24,3 +24,24 @@ pub fn modify(epfd: &impl AsRawFd, fd: RawFd, events: u32, data: u64) -> io::Res
 pub fn delete(epfd: &impl AsRawFd, fd: RawFd) -> io::Result<()> {
     crate::sys::posix::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0)
 }
+
+/// `epoll_wait(epfd, events, timeout)`: blocks up to `timeout` (`None`: no limit) and returns
+/// the events written into `events` (for plain epoll loops, e.g. benchmark baselines).
+/// An interrupted wait returns 0 events.
+pub fn wait(
+    epfd: &OwnedFd,
+    events: &mut crate::EpollEvents,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<usize> {
+    match crate::sys::posix::epoll_wait(epfd, &mut events.raw, timeout) {
+        Ok(n) => {
+            events.len = n;
+            Ok(n)
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            events.len = 0;
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    }
+}

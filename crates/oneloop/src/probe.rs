@@ -171,3 +171,13 @@ fn probe_nowait() -> Feature {
         ),
     }
 }
+
+/// CPU time this process has used (user + system), from `getrusage(RUSAGE_SELF)`.
+pub fn cpu_time() -> std::io::Result<std::time::Duration> {
+    crate::sys::posix::cpu_time()
+}
+
+/// CPU time the calling thread has used (user + system), from `getrusage(RUSAGE_THREAD)`.
+pub fn thread_cpu_time() -> std::io::Result<std::time::Duration> {
+    crate::sys::posix::thread_cpu_time()
+}

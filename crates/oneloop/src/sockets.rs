@@ -45,3 +45,15 @@ pub fn pin_current_thread(core: usize) -> io::Result<()> {
 pub fn shutdown_write(fd: std::os::fd::RawFd) -> io::Result<()> {
     crate::sys::posix::shutdown_write(fd)
 }
+
+/// Sets `O_NONBLOCK` on a descriptor (a pipe end, say).
+pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
+    crate::sys::posix::set_nonblocking(fd)
+}
+
+/// `posix_fadvise(fd, 0, 0, DONTNEED)` then `RANDOM`: drops a file's clean pages from the page
+/// cache and turns off readahead (for cold-cache measurements).
+pub fn advise_dontneed(fd: std::os::fd::RawFd) -> io::Result<()> {
+    crate::sys::posix::fadvise(fd, libc::POSIX_FADV_DONTNEED)?;
+    crate::sys::posix::fadvise(fd, libc::POSIX_FADV_RANDOM)
+}

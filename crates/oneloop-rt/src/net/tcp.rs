@@ -33,6 +33,11 @@ impl TcpListener {
         })
     }
 
+    /// Takes over a listener bound elsewhere.
+    pub fn from_std(inner: std::net::TcpListener) -> TcpListener {
+        TcpListener { inner }
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()

@@ -326,3 +326,31 @@ pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY (syscall!): no pointers.
     syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
 }
+
+/// User plus system CPU time of this process.
+pub(crate) fn cpu_time() -> io::Result<std::time::Duration> {
+    rusage(libc::RUSAGE_SELF)
+}
+
+/// User plus system CPU time of the calling thread.
+pub(crate) fn thread_cpu_time() -> io::Result<std::time::Duration> {
+    rusage(libc::RUSAGE_THREAD)
+}
+
+fn rusage(who: i32) -> io::Result<std::time::Duration> {
+    // SAFETY: `rusage` is plain old data; all-zero is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY (syscall!): `usage` is writable and outlives the call.
+    syscall!(getrusage(who, &mut usage))?;
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(tv(usage.ru_utime) + tv(usage.ru_stime))
+}
+
+/// `posix_fadvise(fd, 0, 0, advice)` on the whole file.
+pub(crate) fn fadvise(fd: RawFd, advice: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    match unsafe { libc::posix_fadvise(fd, 0, 0, advice) } {
+        0 => Ok(()),
+        err => Err(io::Error::from_raw_os_error(err)),
+    }
+}

@@ -1,0 +1,168 @@
+//! `oneloop bench`: the seeds' workloads on every backend, each beside a baseline measured in
+//! the same run (ratios hold on a noisy shared machine; absolute numbers don't).
+//!
+//! Every workload reports its rate (ours, the baseline, their ratio) and its CPU cost: CPU
+//! seconds per million ops, from `getrusage` of the thread(s) doing the work, since on a
+//! shared machine speed drifts but cost per op is steadier.
+
+mod echo;
+mod nop;
+mod pipes;
+mod randread;
+mod report;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use oneloop::BackendKind;
+
+pub use report::{svg, table, Row};
+
+/// One side of a measurement.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    /// Operations done.
+    pub ops: u64,
+    /// Wall-clock seconds.
+    pub secs: f64,
+    /// CPU seconds of the measured thread(s).
+    pub cpu_secs: f64,
+    /// 99th-percentile latency, where the workload has one.
+    pub p99_us: Option<f64>,
+}
+
+impl Sample {
+    /// Operations per second.
+    pub fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs.max(1e-9)
+    }
+    /// CPU seconds per million operations.
+    pub fn cpu_per_mop(&self) -> f64 {
+        self.cpu_secs * 1e6 / (self.ops.max(1) as f64)
+    }
+}
+
+/// Measures `body` on this thread: wall time and this thread's CPU time around it.
+pub fn measure(body: impl FnOnce() -> Result<u64>) -> Result<Sample> {
+    let cpu0 = oneloop::probe::thread_cpu_time()?;
+    let t0 = Instant::now();
+    let ops = body()?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_secs = (oneloop::probe::thread_cpu_time()? - cpu0).as_secs_f64();
+    Ok(Sample {
+        ops,
+        secs,
+        cpu_secs,
+        p99_us: None,
+    })
+}
+
+/// Which workloads `bench` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Submit and reap no-op ops (batches of 1 and 32) vs a raw io-uring loop.
+    Nop,
+    /// Token passing over many pipes vs a plain epoll loop.
+    Pipes,
+    /// 4 KiB random reads of a file at a queue depth vs a synchronous pread loop.
+    Randread,
+    /// TCP ping-pong over loopback vs a plain epoll echo server.
+    Echo,
+    /// Network and disk in one loop: each request answered with a 4 KiB file read.
+    Mixed,
+    /// Every workload, briefly.
+    All,
+}
+
+/// Parameters for a run.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub duration: Duration,
+    pub pipes: usize,
+    pub tokens: usize,
+    pub qd: Vec<usize>,
+    pub direct: bool,
+    pub conns: Vec<usize>,
+    pub cold: bool,
+    pub file_mib: u64,
+}
+
+/// Runs `workload` on each of `backends`, calling `done` after each measurement.
+pub fn run(
+    workload: Workload,
+    backends: &[BackendKind],
+    p: &Params,
+    mut done: impl FnMut(Row),
+) -> Result<()> {
+    let list: &[Workload] = match workload {
+        Workload::All => &[
+            Workload::Nop,
+            Workload::Pipes,
+            Workload::Randread,
+            Workload::Echo,
+            Workload::Mixed,
+        ],
+        one => std::slice::from_ref(match one {
+            Workload::Nop => &Workload::Nop,
+            Workload::Pipes => &Workload::Pipes,
+            Workload::Randread => &Workload::Randread,
+            Workload::Echo => &Workload::Echo,
+            Workload::Mixed => &Workload::Mixed,
+            Workload::All => unreachable!(),
+        }),
+    };
+    for &w in list {
+        for &kind in backends {
+            match w {
+                Workload::Nop => {
+                    for batch in [1, 32] {
+                        done(nop::run(kind, batch, p.duration)?);
+                    }
+                }
+                Workload::Pipes => done(pipes::run(kind, p.pipes, p.tokens, p.duration)?),
+                Workload::Randread => {
+                    for &qd in &p.qd {
+                        done(randread::run(kind, qd, p.direct, p.file_mib, p.duration)?);
+                    }
+                }
+                Workload::Echo => {
+                    for &conns in &p.conns {
+                        done(echo::run(kind, conns, echo::Serve::Echo, p)?);
+                    }
+                }
+                Workload::Mixed => {
+                    for &conns in &p.conns {
+                        done(echo::run(kind, conns, echo::Serve::FileRead, p)?);
+                    }
+                }
+                Workload::All => unreachable!(),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many measurements `run` will make (for the progress bar).
+pub fn count(workload: Workload, backends: usize, p: &Params) -> usize {
+    let per = |w: Workload| match w {
+        Workload::Nop => 2,
+        Workload::Pipes => 1,
+        Workload::Randread => p.qd.len(),
+        Workload::Echo | Workload::Mixed => p.conns.len(),
+        Workload::All => 0,
+    };
+    let total = match workload {
+        Workload::All => [
+            Workload::Nop,
+            Workload::Pipes,
+            Workload::Randread,
+            Workload::Echo,
+            Workload::Mixed,
+        ]
+        .iter()
+        .map(|&w| per(w))
+        .sum(),
+        w => per(w),
+    };
+    total * backends
+}
