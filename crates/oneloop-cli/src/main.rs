@@ -123,7 +123,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("template"),
     );
     let mut rows = Vec::new();
-    bench::run(args.workload, &kinds, &params, |row| {
+    let outcome = bench::run(args.workload, &kinds, &params, |row| {
         bar.set_message(format!(
             "{} {} {}: {:.2}x",
             row.workload,
@@ -133,7 +133,9 @@ fn bench(args: BenchArgs) -> Result<()> {
         ));
         bar.inc(1);
         rows.push(row);
-    })?;
+    });
+    bench::remove_test_files();
+    outcome?;
     bar.finish_and_clear();
     if let Some(path) = &args.plot {
         std::fs::write(path, bench::svg(&rows))?;

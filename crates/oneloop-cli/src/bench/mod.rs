@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use oneloop::BackendKind;
 
+pub use randread::remove_test_files;
 pub use report::{svg, table, Row};
 
 /// One side of a measurement.

@@ -13,9 +13,23 @@ use super::{measure, Row};
 
 const BLOCK: u64 = 4096;
 
-/// The shared test file (created once per process, sized `mib` MiB).
+/// Test files this run created, removed by [`remove_test_files`].
+static CREATED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the test files this run created.
+pub fn remove_test_files() {
+    for path in CREATED.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The shared test file (created once per run, sized `mib` MiB).
 pub fn test_file(mib: u64) -> Result<PathBuf> {
     let path = std::env::temp_dir().join(format!("oneloop-bench-{}-{mib}MiB", std::process::id()));
+    CREATED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(path.clone());
     if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(mib << 20) {
         let file =
             std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
