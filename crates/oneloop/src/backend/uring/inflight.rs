@@ -26,12 +26,32 @@ pub(super) struct Aux {
     pub ts: Timespec,
     /// The deadline's linked-timeout timespec.
     pub link_ts: Timespec,
-    /// Iovecs for `Readv`/`Writev` (heap, owned here).
+    /// What only some ops need, boxed so that every slot stays small (slots are moved on
+    /// insert and remove): iovecs, a socket address, an `open_how`.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// Scratch for vectored I/O, `Connect` and `OpenAt` (heap: stable while the slot lives).
+pub(super) struct Extra {
+    /// Iovecs for `Readv`/`Writev`.
     pub iovecs: Vec<libc::iovec>,
     /// `Connect`'s address.
     pub addr: RawSockAddr,
     /// `OpenAt`'s `open_how`.
     pub how: OpenHow,
+}
+
+impl Aux {
+    /// The boxed scratch, made on first use.
+    pub fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(|| {
+            Box::new(Extra {
+                iovecs: Vec::new(),
+                addr: RawSockAddr::empty(),
+                how: OpenHow::new(),
+            })
+        })
+    }
 }
 
 /// One op in flight and what the kernel has said about it so far.
@@ -65,9 +85,7 @@ impl Slot {
             aux: Aux {
                 ts: Timespec::new(),
                 link_ts: Timespec::new(),
-                iovecs: Vec::new(),
-                addr: RawSockAddr::empty(),
-                how: OpenHow::new(),
+                extra: None,
             },
             main_res: None,
             links_pending: 0,

@@ -35,7 +35,7 @@ pub(super) fn lower(
     slot: &mut Slot,
     user_data: u64,
     native_epoll_wait: bool,
-    now: Instant,
+    now: Option<Instant>,
 ) -> Entry {
     let aux = &mut slot.aux;
     let entry = match &mut slot.op {
@@ -53,16 +53,18 @@ pub(super) fn lower(
                 .build()
         }
         Op::Readv(o) => {
-            aux.iovecs.clear();
-            aux.iovecs.extend(o.bufs.iter_mut().map(Buf::read_iovec));
-            opcode::Readv::new(Fd(o.fd), aux.iovecs.as_ptr(), aux.iovecs.len() as u32)
+            let iovecs = &mut aux.extra().iovecs;
+            iovecs.clear();
+            iovecs.extend(o.bufs.iter_mut().map(Buf::read_iovec));
+            opcode::Readv::new(Fd(o.fd), iovecs.as_ptr(), iovecs.len() as u32)
                 .offset(o.offset)
                 .build()
         }
         Op::Writev(o) => {
-            aux.iovecs.clear();
-            aux.iovecs.extend(o.bufs.iter().map(Buf::write_iovec));
-            opcode::Writev::new(Fd(o.fd), aux.iovecs.as_ptr(), aux.iovecs.len() as u32)
+            let iovecs = &mut aux.extra().iovecs;
+            iovecs.clear();
+            iovecs.extend(o.bufs.iter().map(Buf::write_iovec));
+            opcode::Writev::new(Fd(o.fd), iovecs.as_ptr(), iovecs.len() as u32)
                 .offset(o.offset)
                 .build()
         }
@@ -85,6 +87,7 @@ pub(super) fn lower(
         .build(),
         Op::EpollWait(o) => opcode::PollAdd::new(Fd(o.epfd), libc::POLLIN as u32).build(),
         Op::Timeout(o) => {
+            let now = now.unwrap_or_else(Instant::now);
             let at = match o.when {
                 Deadline::At(at) => at,
                 Deadline::After(d) => now + d,
@@ -96,8 +99,9 @@ pub(super) fn lower(
             .flags(o.flags)
             .build(),
         Op::Connect(o) => {
-            aux.addr = RawSockAddr::from_socket_addr(&o.addr);
-            opcode::Connect::new(Fd(o.fd), aux.addr.as_ptr(), aux.addr.len).build()
+            let addr = &mut aux.extra().addr;
+            *addr = RawSockAddr::from_socket_addr(&o.addr);
+            opcode::Connect::new(Fd(o.fd), addr.as_ptr(), addr.len).build()
         }
         Op::Recv(o) => {
             let (ptr, len) = o.buf.read_target();
@@ -113,11 +117,12 @@ pub(super) fn lower(
         }
         Op::Close(o) => opcode::Close::new(Fd(o.fd.as_raw_fd())).build(),
         Op::OpenAt(o) => {
-            aux.how = OpenHow::new()
+            let how = &mut aux.extra().how;
+            *how = OpenHow::new()
                 .flags(o.flags as u32 as u64)
                 .mode(u64::from(o.effective_mode()))
                 .resolve(o.resolve);
-            opcode::OpenAt2::new(Fd(o.dirfd), o.path.as_ptr(), &aux.how).build()
+            opcode::OpenAt2::new(Fd(o.dirfd), o.path.as_ptr(), how).build()
         }
     };
     entry.user_data(user_data)

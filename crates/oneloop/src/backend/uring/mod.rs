@@ -143,12 +143,17 @@ impl Uring {
         if let Err(e) = self.check_broken().and_then(|()| self.check_supported(&op)) {
             return Err(SubmitError::new(e, op));
         }
-        let now = Instant::now();
         let mut op = op;
-        if let Op::Timeout(t) = &mut op {
+        // The clock is read only for ops that need it (a timer, a deadline).
+        let now = (deadline.is_some() || matches!(op, Op::Timeout(_))).then(Instant::now);
+        if let (Op::Timeout(t), Some(now)) = (&mut op, now) {
             t.when = crate::op::Deadline::At(t.when.instant(now));
         }
-        let slot = Slot::new(op, user_data, deadline.map(|d| d.instant(now)));
+        let slot = Slot::new(
+            op,
+            user_data,
+            deadline.zip(now).map(|(d, now)| d.instant(now)),
+        );
         let key = match self.table.slots.insert(slot) {
             Ok(key) => key,
             Err(slot) => return Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
@@ -182,14 +187,14 @@ impl Uring {
             .get(key)
             .is_some_and(|s| s.deadline.is_some());
         self.ensure_sq_room(if has_deadline { 2 } else { 1 }, out)?;
-        let now = Instant::now();
         let native = self.native_epoll_wait;
         let slot = self.table.slots.get_mut(key).expect("arming a live slot");
+        let now = (slot.deadline.is_some() || matches!(slot.op, Op::Timeout(_))).then(Instant::now);
         slot.rearm_pending = false;
         let main = lower::lower(slot, user_data(TAG_MAIN, key), native, now);
         let pushed = match slot.deadline {
             Some(at) => {
-                slot.aux.link_ts = lower::timespec_until(at, now);
+                slot.aux.link_ts = lower::timespec_until(at, now.unwrap_or_else(Instant::now));
                 slot.links_pending += 1;
                 let link = opcode::LinkTimeout::new(&slot.aux.link_ts)
                     .build()
