@@ -74,6 +74,27 @@ struct BenchArgs {
     /// `randread`, `mixed`: size of the test file, MiB.
     #[arg(long, default_value_t = 1024)]
     file_mib: u64,
+    /// `echo`, `mixed`: measure against a peer instead of the plain epoll server. `tokio` runs
+    /// `bench/tokio-peer` (build it first: `cargo build --release --manifest-path
+    /// bench/tokio-peer/Cargo.toml`; `ONELOOP_TOKIO_PEER` may name the binary).
+    #[arg(long, value_parser = ["tokio"])]
+    peer: Option<String>,
+}
+
+/// Where the tokio peer binary is.
+fn tokio_peer() -> Result<PathBuf> {
+    let path = match std::env::var_os("ONELOOP_TOKIO_PEER") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../bench/tokio-peer/target/release/tokio-peer"),
+    };
+    if !path.is_file() {
+        bail!(
+            "the tokio peer is not built ({}): run `cargo build --release --manifest-path bench/tokio-peer/Cargo.toml`",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 fn backends(choice: &str) -> Result<Vec<BackendKind>> {
@@ -115,6 +136,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         conns: args.conns.iter().map(|&c| c.max(1)).collect(),
         cold: args.cold,
         file_mib: args.file_mib.max(1),
+        peer: args.peer.as_ref().map(|_| tokio_peer()).transpose()?,
     };
     let kinds = backends(&args.backend)?;
     let total = bench::count(args.workload, kinds.len(), &params);
@@ -144,7 +166,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         let out = serde_json::json!({
             "duration_secs": secs,
             "params": {"pipes": params.pipes, "tokens": params.tokens, "qd": params.qd, "direct": params.direct,
-                       "conns": params.conns, "cold": params.cold, "file_mib": params.file_mib},
+                       "conns": params.conns, "cold": params.cold, "file_mib": params.file_mib, "peer": args.peer},
             "rows": rows.iter().map(bench::Row::to_json).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);

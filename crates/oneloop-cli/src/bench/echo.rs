@@ -64,9 +64,21 @@ pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<
         move |listener, stop, path| ours_server(kind, listener, stop, path, serve),
     )?;
     evict(&file)?;
-    let baseline = session(conns, serve, p, file, move |listener, stop, path| {
-        epoll_server(listener, stop, path, serve)
-    })?;
+    let (baseline, baseline_name) = match &p.peer {
+        Some(peer) => (
+            peer_session(peer, conns, serve, p, file)?,
+            "tokio current-thread + tokio::fs",
+        ),
+        None => {
+            let name = if serve == Serve::Echo {
+                "plain epoll echo server"
+            } else {
+                "plain epoll server + pread"
+            };
+            let server = move |listener, stop, path| epoll_server(listener, stop, path, serve);
+            (session(conns, serve, p, file, server)?, name)
+        }
+    };
     let workload = if serve == Serve::Echo {
         "echo"
     } else {
@@ -87,11 +99,7 @@ pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<
         backend: kind.name(),
         unit: "round trips",
         ours,
-        baseline_name: if serve == Serve::Echo {
-            "plain epoll echo server"
-        } else {
-            "plain epoll server + pread"
-        },
+        baseline_name,
         baseline,
     })
 }
@@ -127,6 +135,57 @@ fn session(
         ops,
         secs,
         cpu_secs: server_cpu.as_secs_f64(),
+        p99_us: Some(p99),
+    })
+}
+
+/// Runs the peer server binary (`tokio-peer`), drives it like ours, and reads the CPU time it
+/// reports when its standard input closes.
+fn peer_session(
+    peer: &std::path::Path,
+    conns: usize,
+    serve: Serve,
+    p: &Params,
+    file: Option<std::path::PathBuf>,
+) -> Result<Sample> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mode = if serve == Serve::Echo {
+        "echo"
+    } else {
+        "mixed"
+    };
+    let mut cmd = Command::new(peer);
+    cmd.arg(mode).stdin(Stdio::piped()).stdout(Stdio::piped());
+    if let Some(f) = &file {
+        cmd.arg(f);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("start the peer {}", peer.display()))?;
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("LISTEN ")
+        .context("the peer did not say where it listens")?
+        .parse()?;
+    let result = client(addr, conns, serve, p);
+    drop(child.stdin.take());
+    line.clear();
+    out.read_line(&mut line)?;
+    child.wait()?;
+    let cpu: f64 = line
+        .trim()
+        .strip_prefix("CPU ")
+        .context("the peer did not report its CPU time")?
+        .parse()?;
+    let (ops, secs, p99) = result?;
+    Ok(Sample {
+        ops,
+        secs,
+        cpu_secs: cpu,
         p99_us: Some(p99),
     })
 }

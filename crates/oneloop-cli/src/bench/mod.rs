@@ -86,6 +86,8 @@ pub struct Params {
     pub conns: Vec<usize>,
     pub cold: bool,
     pub file_mib: u64,
+    /// The peer server binary for `echo`/`mixed` baselines (`--peer tokio`).
+    pub peer: Option<std::path::PathBuf>,
 }
 
 /// Runs `workload` on each of `backends`, calling `done` after each measurement.
