@@ -76,17 +76,16 @@ thread_local! {
 /// # Panics
 /// Outside [`block_on`] (or a [`Runtime`] thread): there is no ring to use.
 pub(crate) fn with_context<R>(f: impl FnOnce(&Context) -> R) -> R {
-    let ctx = CURRENT.with(|c| c.borrow().clone());
-    match ctx {
-        Some(ctx) => f(&ctx),
-        None => panic!("oneloop-rt: no runtime on this thread; call this inside block_on"),
-    }
+    try_with_context(f).unwrap_or_else(|| {
+        panic!("oneloop-rt: no runtime on this thread; call this inside block_on")
+    })
 }
 
 /// Like [`with_context`], but `None` when there is no executor (during teardown).
 pub(crate) fn try_with_context<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
-    let ctx = CURRENT.with(|c| c.borrow().clone());
-    ctx.map(|ctx| f(&ctx))
+    // A shared borrow for the call (no reference-count traffic); only `block_on`'s set-up and
+    // teardown borrow it mutably, never while a task runs.
+    CURRENT.with(|c| c.borrow().as_deref().map(f))
 }
 
 impl Context {

@@ -130,12 +130,14 @@ fn ours(
     let start = Instant::now();
     let mut done = 0u64;
     let mut stop = false;
+    let mut batch = Vec::with_capacity(qd);
     while ring.in_flight() > 0 || ring.ready() > 0 {
         ring.wait(1, None)?;
         if !stop && start.elapsed() >= duration {
             stop = true;
         }
-        for mut c in ring.completions().collect::<Vec<_>>() {
+        batch.extend(ring.completions());
+        for mut c in batch.drain(..) {
             anyhow::ensure!(
                 c.result().as_ref().is_ok_and(|&n| n as u64 == BLOCK),
                 "read failed: {c:?}"

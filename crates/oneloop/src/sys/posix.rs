@@ -192,30 +192,46 @@ pub(crate) fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, events: u32, data: u64)
     syscall!(epoll_ctl(epfd, op, fd, &mut ev)).map(drop)
 }
 
+/// Set once `epoll_pwait2` turned out to be missing (kernels before 5.11, or valgrind).
+static NO_PWAIT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// `epoll_pwait2(epfd, events, timeout)`: `None` waits without limit. `EINTR` is returned.
+/// Where `epoll_pwait2` is missing, `epoll_wait` with the timeout rounded up to milliseconds.
 pub(crate) fn epoll_wait(
     epfd: &OwnedFd,
     events: &mut [libc::epoll_event],
     timeout: Option<Duration>,
 ) -> io::Result<usize> {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    use std::sync::atomic::Ordering;
     let max = events.len().min(i32::MAX as usize) as i32;
-    // SAFETY (syscall!): `events` is writable for `max` entries; `ts_ptr` is null or points to
-    // a timespec that outlives the call; a null sigmask leaves the mask alone.
-    syscall!(epoll_pwait2(
-        epfd.as_raw_fd(),
-        events.as_mut_ptr(),
-        max,
-        ts_ptr,
-        std::ptr::null()
-    ))
-    .map(|n| n as usize)
+    if !NO_PWAIT2.load(Ordering::Relaxed) {
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY (syscall!): `events` is writable for `max` entries; `ts_ptr` is null or points
+        // to a timespec that outlives the call; a null sigmask leaves the mask alone.
+        match syscall!(epoll_pwait2(
+            epfd.as_raw_fd(),
+            events.as_mut_ptr(),
+            max,
+            ts_ptr,
+            std::ptr::null()
+        )) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                NO_PWAIT2.store(true, Ordering::Relaxed)
+            }
+            other => return other.map(|n| n as usize),
+        }
+    }
+    let ms = timeout.map_or(-1, |t| {
+        t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+    });
+    // SAFETY (syscall!): `events` is writable for `max` entries.
+    syscall!(epoll_wait(epfd.as_raw_fd(), events.as_mut_ptr(), max, ms)).map(|n| n as usize)
 }
 
 /// What kind of object a descriptor names, as far as the epoll backend cares.
