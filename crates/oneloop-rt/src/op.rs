@@ -202,27 +202,37 @@ impl Future for Submit {
 
 impl Drop for Submit {
     fn drop(&mut self) {
-        let Some(index) = self.slot else { return };
-        try_with_context(|ctx| {
-            let Ok(mut ops) = ctx.ops.try_borrow_mut() else {
-                return;
-            };
-            let Some(entry) = ops.entries.get_mut(index) else {
-                return;
-            };
-            match std::mem::replace(entry, Entry::Orphaned) {
-                Entry::Waiting { id, .. } => match ctx.ring.try_borrow_mut() {
-                    Ok(mut ring) => {
-                        let _ = ring.cancel(id);
-                    }
-                    Err(_) => ops.deferred_cancels.push(id),
-                },
-                // Already done: drop the completion now (buffers freed, descriptors closed).
-                Entry::Done(_) => ops.release(index),
-                other => *entry = other,
-            }
-        });
+        if let Some(index) = self.slot {
+            orphan(index);
+        }
     }
+}
+
+/// A future gave up on slot `index`: cancel its op (the final completion, when it comes, is
+/// dropped), or drop at once what already arrived.
+fn orphan(index: usize) {
+    try_with_context(|ctx| {
+        let Ok(mut ops) = ctx.ops.try_borrow_mut() else {
+            return;
+        };
+        let Some(entry) = ops.entries.get_mut(index) else {
+            return;
+        };
+        match std::mem::replace(entry, Entry::Orphaned) {
+            Entry::Waiting { id, .. }
+            | Entry::Stream {
+                id, ended: false, ..
+            } => match ctx.ring.try_borrow_mut() {
+                Ok(mut ring) => {
+                    let _ = ring.cancel(id);
+                }
+                Err(_) => ops.deferred_cancels.push(id),
+            },
+            // Already over: drop the completions now (buffers freed, descriptors closed).
+            Entry::Done(_) | Entry::Stream { ended: true, .. } => ops.release(index),
+            other => *entry = other,
+        }
+    });
 }
 
 /// Submits a multishot `op` and yields each completion, the final one last.
@@ -303,25 +313,9 @@ impl Multishot {
 
 impl Drop for Multishot {
     fn drop(&mut self) {
-        let Some(index) = self.slot else { return };
-        try_with_context(|ctx| {
-            let Ok(mut ops) = ctx.ops.try_borrow_mut() else {
-                return;
-            };
-            let Some(entry) = ops.entries.get_mut(index) else {
-                return;
-            };
-            match std::mem::replace(entry, Entry::Orphaned) {
-                Entry::Stream { ended: true, .. } => ops.release(index),
-                Entry::Stream { id, .. } => match ctx.ring.try_borrow_mut() {
-                    Ok(mut ring) => {
-                        let _ = ring.cancel(id);
-                    }
-                    Err(_) => ops.deferred_cancels.push(id),
-                },
-                other => *entry = other,
-            }
-        });
+        if let Some(index) = self.slot {
+            orphan(index);
+        }
     }
 }
 
