@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use oneloop::{EpollEvents, EpollWait, Output};
 
 use crate::fs::cancel_ops_on;
-use crate::op::{clone_error, run};
+use crate::op::{run, split};
 
 /// An epoll instance awaited on the ring.
 ///
@@ -70,22 +70,13 @@ impl EpollSet {
     /// completion, then is freed.
     pub async fn wait(&self, events: EpollEvents) -> (io::Result<usize>, EpollEvents) {
         let capacity = events.capacity();
-        match run(EpollWait::new(self.epfd.as_raw_fd(), events)).await {
-            Ok(c) => {
-                let result = c
-                    .result()
-                    .as_ref()
-                    .map(|&n| n as usize)
-                    .map_err(clone_error);
-                match c.into_output() {
-                    Output::Events(events) => (result, events),
-                    other => unreachable!("EpollWait returned {other:?}"),
-                }
-            }
-            Err((e, op)) => match op.into_output() {
-                Output::Events(events) => (Err(e), events),
-                _ => (Err(e), EpollEvents::with_capacity(capacity)),
-            },
+        match split(run(EpollWait::new(self.epfd.as_raw_fd(), events)).await) {
+            (result, Output::Events(events)) => (result, events),
+            // Only a refused op without its event array could get here; give fresh room back.
+            (result, _) => (
+                result.and(Err(io::Error::other("EpollWait lost its events"))),
+                EpollEvents::with_capacity(capacity),
+            ),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use oneloop::{Close, Fsync, IoBuf, IoBufMut, OpenAt, Read, Readv, Write, Writev};
 
 use crate::executor::try_with_context;
-use crate::op::{clone_error, plain, run, with_buf};
+use crate::op::{clone_error, plain, run, split, with_buf};
 
 /// An open file on this thread's ring.
 #[derive(Debug)]
@@ -287,16 +287,7 @@ impl File {
 fn vectored(
     done: Result<oneloop::Completion, (io::Error, oneloop::Op)>,
 ) -> (io::Result<usize>, Vec<Vec<u8>>) {
-    let (result, output) = match done {
-        Ok(c) => (
-            c.result()
-                .as_ref()
-                .map(|&n| n as usize)
-                .map_err(clone_error),
-            c.into_output(),
-        ),
-        Err((e, op)) => (Err(e), op.into_output()),
-    };
+    let (result, output) = split(done);
     let oneloop::Output::Bufs(bufs) = output else {
         unreachable!("vectored ops return their buffers")
     };

@@ -324,11 +324,9 @@ pub(crate) async fn run(op: impl Into<Op>) -> Result<Completion, (io::Error, Op)
     Submit::new(op).await
 }
 
-/// The typed result of an op that hands back one buffer of type `B`.
-pub(crate) fn with_buf<B: oneloop::IoBuf>(
-    done: Result<Completion, (io::Error, Op)>,
-) -> (io::Result<usize>, B) {
-    let (result, output) = match done {
+/// An op's count (bytes, events) and what it hands back, whether it ran or was refused.
+pub(crate) fn split(done: Result<Completion, (io::Error, Op)>) -> (io::Result<usize>, Output) {
+    match done {
         Ok(c) => {
             let result = c
                 .result()
@@ -338,7 +336,14 @@ pub(crate) fn with_buf<B: oneloop::IoBuf>(
             (result, c.into_output())
         }
         Err((e, op)) => (Err(e), op.into_output()),
-    };
+    }
+}
+
+/// The typed result of an op that hands back one buffer of type `B`.
+pub(crate) fn with_buf<B: oneloop::IoBuf>(
+    done: Result<Completion, (io::Error, Op)>,
+) -> (io::Result<usize>, B) {
+    let (result, output) = split(done);
     match output {
         Output::Buf(buf) => (
             result,
