@@ -37,6 +37,10 @@ use crate::ring::{RingBuilder, Stats, SubmitError, WakeFd};
 use crate::slab::{Key, Slab};
 use crate::sys::posix as sio;
 
+/// The top bit marks the id of an op that finished at submission and never took a slot
+/// (slot ids use the low 56 bits only).
+const INLINE_ID: u64 = 1 << 63;
+
 const DATA_WAKE: u64 = 1;
 const DATA_POOL: u64 = 2;
 
@@ -86,6 +90,8 @@ pub(crate) struct Epoll {
     stats: Stats,
     /// The aio backend's engine; `None` on the epoll backend.
     engine: Option<with_aio::Aio>,
+    /// Ops finished at submission so far (their ids count up from here).
+    inline_ops: u64,
 }
 
 impl Epoll {
@@ -146,6 +152,7 @@ impl Epoll {
             done_jobs: Vec::with_capacity(64),
             stats: Stats::default(),
             engine: None,
+            inline_ops: 0,
         })
     }
 
@@ -176,8 +183,28 @@ impl Epoll {
         user_data: u64,
         out: &mut VecDeque<Completion>,
     ) -> Result<OpId, SubmitError> {
-        let Submission { op, deadline } = sub;
-        let now = Instant::now();
+        let Submission { mut op, deadline } = sub;
+        // The cap holds for every op, including those that would finish at once.
+        if self.slots.len() == self.slots.capacity() {
+            return Err(SubmitError::full(self.slots.capacity(), op));
+        }
+        // Ops that may finish right here are tried first; finished, they never take a slot.
+        let first = self.try_inline(&mut op);
+        if let Some(Next::Done(res)) = first {
+            self.inline_ops += 1;
+            let id = OpId(INLINE_ID | (self.inline_ops & (INLINE_ID - 1)));
+            let (result, output) = finish(op, res);
+            out.push_back(Completion {
+                id,
+                user_data,
+                result,
+                more: false,
+                output,
+            });
+            return Ok(id);
+        }
+        // The clock is read only for ops that need it (a timer, a deadline).
+        let now = (deadline.is_some() || matches!(op, Op::Timeout(_))).then(Instant::now);
         let slot = Slot {
             fd: op.fd(),
             op: Some(op),
@@ -195,11 +222,33 @@ impl Epoll {
             }
         };
         if let Some(d) = deadline {
-            let seq = self.timers.arm(d.instant(now), key, Fire::Deadline);
+            let seq = self.timers.arm(
+                d.instant(now.unwrap_or_else(Instant::now)),
+                key,
+                Fire::Deadline,
+            );
             self.slot(key).deadline = Some(seq);
         }
-        self.start(key, now, out);
+        match first {
+            Some(next) => self.follow(key, next, out),
+            None => self.start(key, now, out),
+        }
         Ok(OpId(key.pack()))
+    }
+
+    /// The first non-blocking attempt for ops that often finish at once (`None`: not such an
+    /// op here). On aio, file I/O at an offset is an AIO request instead.
+    fn try_inline(&mut self, op: &mut Op) -> Option<Next> {
+        match op {
+            Op::Nop(_) | Op::Recv(_) | Op::Send(_) => Some(attempt::first(op)),
+            Op::Read(o) if self.engine.is_none() || o.offset == crate::op::CURRENT_POSITION => {
+                Some(attempt::first(op))
+            }
+            Op::Write(o) if self.engine.is_none() || o.offset == crate::op::CURRENT_POSITION => {
+                Some(attempt::first(op))
+            }
+            _ => None,
+        }
     }
 
     fn slot(&mut self, key: Key) -> &mut Slot {
@@ -207,7 +256,7 @@ impl Epoll {
     }
 
     /// Decides what slot `key`'s fresh op does first, and does it.
-    fn start(&mut self, key: Key, now: Instant, out: &mut VecDeque<Completion>) {
+    fn start(&mut self, key: Key, now: Option<Instant>, out: &mut VecDeque<Completion>) {
         if self.engine.is_some() && self.start_aio(key, out) {
             return;
         }
@@ -216,7 +265,7 @@ impl Epoll {
             Op::Timeout(t) => {
                 let at = match t.when {
                     Deadline::At(at) => at,
-                    Deadline::After(d) => now + d,
+                    Deadline::After(d) => now.unwrap_or_else(Instant::now) + d,
                 };
                 let seq = self.timers.arm(at, key, Fire::Timeout);
                 self.slot(key).state = State::Timer(seq);
@@ -346,6 +395,11 @@ impl Epoll {
         id: OpId,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<CancelOutcome> {
+        if id.0 & INLINE_ID != 0 {
+            // Finished at submission: its completion was queued then (the ring says TooLate
+            // while it waits there).
+            return Ok(CancelOutcome::NotFound);
+        }
         Ok(self.end_early(Key::unpack(id.0), -libc::ECANCELED, out))
     }
 
@@ -372,6 +426,9 @@ impl Epoll {
 
     /// Fires every timer that is due.
     fn fire_timers(&mut self, out: &mut VecDeque<Completion>) {
+        if self.timers.next_due().is_none() {
+            return;
+        }
         let now = Instant::now();
         while let Some((key, seq, fire)) = self.timers.pop_due(now) {
             let live = self.slots.get(key).is_some_and(|s| match fire {
