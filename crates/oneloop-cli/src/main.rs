@@ -112,7 +112,9 @@ fn backends(choice: &str) -> Result<Vec<BackendKind>> {
             .collect(),
         "auto" => vec![oneloop::Ring::builder().entries(8).build()?.backend()],
         name => {
-            let kind: BackendKind = name.parse()?;
+            let Ok(kind) = name.parse::<BackendKind>() else {
+                bail!("unknown backend {name:?}: expected auto, uring, aio, epoll or all");
+            };
             if let Err(e) = oneloop::Ring::builder().backend(kind).entries(8).build() {
                 bail!("backend {kind} cannot run here: {e}");
             }
