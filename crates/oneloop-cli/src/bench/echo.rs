@@ -104,8 +104,6 @@ pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<
     })
 }
 
-type Server = fn(TcpListener, Arc<AtomicBool>, Option<std::path::PathBuf>) -> Result<Duration>;
-
 /// Starts `server` on a thread, drives it with `conns` clients for the duration, stops it;
 /// the sample's CPU time is the server thread's.
 fn session(
@@ -117,7 +115,6 @@ fn session(
         + std::marker::Send
         + 'static,
 ) -> Result<Sample> {
-    let _: Option<Server> = None;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
