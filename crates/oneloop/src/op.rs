@@ -122,14 +122,18 @@ pub enum Deadline {
 
 impl Deadline {
     /// The instant this deadline falls on, for an op submitted at `now`.
+    ///
+    /// A delay too long for an `Instant` (`Duration::MAX`, say) falls a century from `now`:
+    /// in practice never, and still cancellable.
     pub fn instant(self, now: Instant) -> Instant {
         match self {
-            Deadline::After(d) => now
-                .checked_add(d)
-                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+            Deadline::After(d) => now.checked_add(d).unwrap_or(now + Deadline::FAR),
             Deadline::At(at) => at,
         }
     }
+
+    /// How far away "never" is: what a delay that overflows an `Instant` is clamped to.
+    pub(crate) const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
 }
 
 impl From<Duration> for Deadline {

@@ -81,6 +81,34 @@ pub(crate) fn epoll_wait_now(epfd: RawFd, events: &mut [libc::epoll_event]) -> i
     }
 }
 
+/// Whether `fd` is an epoll instance: `Ok` if so; `EINVAL` if it is some other file, `EBADF`
+/// if it is not open. Emulated `EpollWait`s check this at submission, as io_uring's native
+/// `EPOLL_WAIT` does, so a wrong descriptor fails at once instead of waiting on it.
+///
+/// One `epoll_ctl(fd, EPOLL_CTL_DEL, probe)` where `probe` is a private eventfd that no epoll
+/// set holds: an epoll instance answers `ENOENT`, anything else `EINVAL` (or `EBADF`).
+/// Where the probe cannot be made (no descriptors left), the check is skipped.
+pub(crate) fn epoll_check(fd: RawFd) -> io::Result<()> {
+    static PROBE: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    let Some(probe) = PROBE.get_or_init(|| eventfd().ok()) else {
+        return Ok(());
+    };
+    let probe = std::os::fd::AsRawFd::as_raw_fd(probe);
+    // SAFETY (syscall!): `EPOLL_CTL_DEL` reads no event (null is allowed since Linux 2.6.9).
+    match syscall!(epoll_ctl(
+        fd,
+        libc::EPOLL_CTL_DEL,
+        probe,
+        std::ptr::null_mut()
+    )) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+        // The probe was in `fd`'s set (a caller put our private fd there): it is an epoll
+        // instance all the same.
+        Ok(_) => Ok(()),
+    }
+}
+
 /// Marks `len` more bytes of `vec` as initialised after the kernel wrote them.
 ///
 /// Reads into a `Vec<u8>` fill its spare capacity; this records what was filled.

@@ -9,6 +9,7 @@ mod alloc_count;
 mod cases_cancel;
 mod cases_disk;
 mod cases_epoll;
+mod cases_input;
 mod cases_ops;
 mod cases_poll;
 mod cases_queue;
@@ -59,6 +60,10 @@ macro_rules! all_cases {
             // Every op end to end
             cases_ops::x1_accept_connect_send_recv_close,
             cases_ops::x2_openat_resolve,
+            // Bad input
+            cases_input::b1_duration_max,
+            cases_input::b2_poll_empty_mask_then_normal,
+            cases_input::b3_epoll_wait_not_an_epoll_fd,
         }
     };
 }

@@ -33,8 +33,10 @@ pub(super) struct Waiter {
 
 #[derive(Default)]
 struct Entry {
-    /// The interest registered with epoll (without `EPOLLET`); 0 when not registered.
-    registered: u32,
+    /// The interest registered with epoll (without `EPOLLET`); `None` when not registered.
+    /// (An empty interest is a real registration: a poll with an empty mask still hears
+    /// ERR and HUP.)
+    registered: Option<u32>,
     waiters: Vec<Waiter>,
 }
 
@@ -77,7 +79,7 @@ impl Fds {
             .fold(waiter.interest, |acc, w| acc | w.interest);
         let events = interest | libc::EPOLLET as u32;
         let data = fd_data(fd);
-        let result = if entry.registered == 0 {
+        let result = if entry.registered.is_none() {
             sio::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, events, data)
         } else {
             match sio::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, events, data) {
@@ -90,7 +92,7 @@ impl Fds {
         };
         match result {
             Ok(()) => {
-                entry.registered = interest;
+                entry.registered = Some(interest);
                 entry.waiters.push(waiter);
                 Ok(())
             }

@@ -31,7 +31,7 @@ use self::attempt::{Blocking, Next};
 use self::fds::{Fds, Waiter, UNMASKED};
 use self::timers::{Fire, TimerSeq, Timers};
 use crate::completion::{finish, CancelCount, CancelOutcome, Completion, OpId};
-use crate::op::{Deadline, Op, Submission};
+use crate::op::{Op, Submission};
 use crate::pool::{Job, Pool};
 use crate::ring::{RingBuilder, Stats, SubmitError, WakeFd};
 use crate::slab::{Key, Slab};
@@ -263,16 +263,16 @@ impl Epoll {
         let op = self.slot(key).op.as_mut().expect("a fresh op");
         let next = match op {
             Op::Timeout(t) => {
-                let at = match t.when {
-                    Deadline::At(at) => at,
-                    Deadline::After(d) => now.unwrap_or_else(Instant::now) + d,
-                };
+                let at = t.when.instant(now.unwrap_or_else(Instant::now));
                 let seq = self.timers.arm(at, key, Fire::Timeout);
                 self.slot(key).state = State::Timer(seq);
                 return;
             }
             Op::Poll(p) => Next::Wait(p.mask.bits()),
-            Op::EpollWait(_) => Next::Wait(libc::EPOLLIN as u32),
+            Op::EpollWait(o) => match crate::sys::epoll_check(o.epfd) {
+                Ok(()) => Next::Wait(libc::EPOLLIN as u32),
+                Err(e) => Next::Done(-e.raw_os_error().unwrap_or(libc::EINVAL)),
+            },
             op => attempt::first(op),
         };
         self.follow(key, next, out);
@@ -577,7 +577,7 @@ impl Epoll {
         timeout: Option<Duration>,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             self.fire_timers(out);
             if out.len() >= min_complete || self.woken {

@@ -117,7 +117,10 @@ impl Epoll {
         let owner = Owner::Slot(key);
         let (request, nowait) = match slot.op.as_mut().expect("a fresh op") {
             Op::Poll(p) if !p.multishot => (engine.poll(owner, p.fd, p.mask.bits()), false),
-            Op::EpollWait(o) => (engine.poll(owner, o.epfd, POLLIN), false),
+            Op::EpollWait(o) => match crate::sys::epoll_check(o.epfd) {
+                Ok(()) => (engine.poll(owner, o.epfd, POLLIN), false),
+                Err(e) => (Err(e), false),
+            },
             Op::Read(o) if o.offset != CURRENT_POSITION => {
                 (engine.read(owner, o.fd, &mut o.buf, o.offset, true), true)
             }

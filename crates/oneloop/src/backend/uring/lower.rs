@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::inflight::Slot;
 use crate::buf::Buf;
-use crate::op::{Deadline, Op};
+use crate::op::Op;
 use crate::sys::RawSockAddr;
 
 /// A timespec for the time left until `at` (zero if it has passed).
@@ -88,11 +88,7 @@ pub(super) fn lower(
         Op::EpollWait(o) => opcode::PollAdd::new(Fd(o.epfd), libc::POLLIN as u32).build(),
         Op::Timeout(o) => {
             let now = now.unwrap_or_else(Instant::now);
-            let at = match o.when {
-                Deadline::At(at) => at,
-                Deadline::After(d) => now + d,
-            };
-            aux.ts = timespec_until(at, now);
+            aux.ts = timespec_until(o.when.instant(now), now);
             opcode::Timeout::new(&aux.ts).build()
         }
         Op::Accept(o) => opcode::Accept::new(Fd(o.fd), std::ptr::null_mut(), std::ptr::null_mut())

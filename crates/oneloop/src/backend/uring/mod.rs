@@ -158,11 +158,27 @@ impl Uring {
             Ok(key) => key,
             Err(slot) => return Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
         };
+        if let Some(Err(e)) = self.emulation_refuses(key) {
+            // As the native EPOLL_WAIT would: the op ends at once with the error.
+            let slot = self.table.slots.get_mut(key).expect("slot just inserted");
+            slot.main_res = Some(-e.raw_os_error().unwrap_or(libc::EINVAL));
+            self.try_finish(key, out);
+            return Ok(OpId(key.pack()));
+        }
         if let Err(e) = self.arm(key, out) {
             let slot = self.table.slots.remove(key).expect("slot just inserted");
             return Err(SubmitError::new(e, slot.op));
         }
         Ok(OpId(key.pack()))
+    }
+
+    /// For an emulated `EpollWait` (a poll of its fd), whether that fd is an epoll instance;
+    /// `None` for every other op.
+    fn emulation_refuses(&self, key: Key) -> Option<io::Result<()>> {
+        match &self.table.slots.get(key)?.op {
+            Op::EpollWait(o) if !self.native_epoll_wait => Some(crate::sys::epoll_check(o.epfd)),
+            _ => None,
+        }
     }
 
     fn check_supported(&self, op: &Op) -> io::Result<()> {
@@ -382,7 +398,7 @@ impl Uring {
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
         self.check_broken()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         // A wake reaped earlier (during a cancel, say) still ends this wait: it is consumed here.
         loop {
             self.reap(out);
