@@ -313,3 +313,89 @@ pub fn c15_drop_ring_with_ops_in_flight(h: &Harness) -> Outcome {
     assert_eq!(fd_count(), fds_before);
     Outcome::Pass
 }
+
+/// Case 13b: Cancel after the wakeup (Viro's rule). A one-shot `Poll`, or an `EpollWait`, is
+/// handed to the kernel; its pipe is written (the kernel sees the wakeup at once) and sometimes
+/// drained again before the cancel. The cancel either wins (`Cancelled`, the op ends
+/// `ECANCELED`) or loses (`TooLate`: the real result stands and arrives without any further
+/// help — no later cancel can turn it into `ECANCELED`).
+pub fn c13b_cancel_after_wakeup(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let (rd, wr) = pipe();
+    let ep = epoll_create();
+    epoll_add(ep.as_raw_fd(), rd.as_raw_fd(), libc::EPOLLIN as u32, 7);
+    let rounds = rounds(400);
+    let mut tally = std::collections::BTreeMap::new();
+    for round in 0..rounds {
+        let epoll_wait = round % 2 == 1;
+        let drain = round % 4 >= 2;
+        let id = if epoll_wait {
+            let wait =
+                oneloop::EpollWait::new(ep.as_raw_fd(), oneloop::EpollEvents::with_capacity(4));
+            ring.submit(wait, round as u64).unwrap()
+        } else {
+            ring.submit(Poll::new(rd.as_raw_fd(), PollMask::IN), round as u64)
+                .unwrap()
+        };
+        // Hands the op to the kernel; nothing is ready yet.
+        ring.wait(0, Some(Duration::ZERO)).unwrap();
+        write_fd(wr.as_raw_fd(), b"x");
+        if drain {
+            read_fd(rd.as_raw_fd(), 16);
+        }
+        let outcome = ring.cancel(id).unwrap();
+        let what = format!(
+            "{} drain={drain}",
+            if epoll_wait { "EpollWait" } else { "Poll" }
+        );
+        let got = collect(&mut ring, 1, LONG);
+        assert_eq!(
+            got.len(),
+            1,
+            "round {round} {what}: {outcome:?}, then no final completion"
+        );
+        let last = &got[0];
+        assert_eq!(last.id(), id);
+        match outcome {
+            CancelOutcome::Cancelled => {
+                assert!(
+                    last.is_cancelled(),
+                    "round {round} {what}: Cancelled but {last:?}"
+                )
+            }
+            CancelOutcome::TooLate => {
+                assert!(
+                    !last.is_cancelled(),
+                    "round {round} {what}: TooLate but {last:?}"
+                );
+                if epoll_wait {
+                    assert!(
+                        last.result().as_ref().is_ok_and(|&n| n >= 1),
+                        "{what}: {last:?}"
+                    );
+                } else {
+                    assert!(
+                        last.poll_mask().is_some_and(|m| m.contains(PollMask::IN)),
+                        "{what}: {last:?}"
+                    );
+                }
+            }
+            CancelOutcome::NotFound => {
+                panic!("round {round} {what}: NotFound before its final completion")
+            }
+        }
+        assert_eq!(ring.cancel(id).unwrap(), CancelOutcome::NotFound);
+        *tally
+            .entry((what, format!("{outcome:?}")))
+            .or_insert(0usize) += 1;
+        if !drain {
+            read_fd(rd.as_raw_fd(), 16);
+        }
+    }
+    assert!(
+        quiet(&mut ring, Duration::from_millis(20)).is_empty(),
+        "an op ended twice"
+    );
+    note(&format!("c13b: {rounds} rounds: {tally:?}"));
+    Outcome::Pass
+}

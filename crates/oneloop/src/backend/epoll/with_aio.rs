@@ -294,6 +294,15 @@ impl Epoll {
     }
 
     /// Ends an op whose AIO request is queued or in flight.
+    ///
+    /// Once a cancel has answered, the op's end is decided: a later cancel (or deadline) finds
+    /// `ended_by` set, or the request done, and answers `TooLate`.
+    ///
+    /// An `EpollWait` whose poll has already fired (`io_cancel` answers `EINVAL`) has not yet
+    /// taken any event from its epoll set, so the cancel still wins: it ends `ECANCELED` when
+    /// the poll's event arrives, without collecting events. Answering `TooLate` there would
+    /// promise a result that may never come: if the set turned out empty by then, the op would
+    /// poll again and wait on.
     pub(super) fn end_iocb_early(
         &mut self,
         key: Key,
@@ -301,6 +310,9 @@ impl Epoll {
         res: i32,
         out: &mut VecDeque<Completion>,
     ) -> CancelOutcome {
+        if self.slot(key).ended_by.is_some() {
+            return CancelOutcome::TooLate;
+        }
         match self.aio().engine.cancel(request) {
             Cancel::Dequeued => {
                 self.slot(key).state = State::Starting;
@@ -308,6 +320,10 @@ impl Epoll {
                 CancelOutcome::Cancelled
             }
             Cancel::Started => {
+                self.slot(key).ended_by = Some(res);
+                CancelOutcome::Cancelled
+            }
+            Cancel::TooLate if matches!(self.slot(key).op, Some(Op::EpollWait(_))) => {
                 self.slot(key).ended_by = Some(res);
                 CancelOutcome::Cancelled
             }
