@@ -145,6 +145,52 @@ fn read_block(ring: &mut Ring, fd: i32, block: u64) {
     );
 }
 
+/// A read-only shared mapping of a file, to ask which pages are resident (`mincore`).
+struct Mapped {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn new(fd: i32, len: usize) -> Mapped {
+        // SAFETY: a fresh read-only mapping of `len` bytes of an open file; unmapped on drop.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        assert_ne!(
+            addr,
+            libc::MAP_FAILED,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        Mapped { addr, len }
+    }
+
+    /// Whether the page at `offset` is in the page cache (the mapping itself faults nothing in).
+    fn resident(&self, offset: usize) -> bool {
+        let mut vec = 0u8;
+        // SAFETY: one page inside the mapping; `vec` has room for its one status byte.
+        let res =
+            unsafe { libc::mincore(self.addr.cast::<u8>().add(offset).cast(), 4096, &mut vec) };
+        assert_eq!(res, 0, "{}", std::io::Error::last_os_error());
+        vec & 1 == 1
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, not used after this.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
 fn fadvise(fd: i32, advice: i32) {
     // SAFETY: no pointers; `fd` is open.
     assert_eq!(unsafe { libc::posix_fadvise(fd, 0, 0, advice) }, 0);
@@ -170,18 +216,39 @@ fn warm_buffered_reads_stay_on_aio_and_cold_ones_go_to_the_pool() {
     assert_eq!(warm_pool, 0, "page-cache hits stay on AIO");
     assert!(warm_aio >= 1000, "each warm read is an AIO request");
 
+    // DONTNEED is advice (a page may survive it), so each read is judged by whether its page
+    // was resident just before it (mincore), not by the advice.
     fadvise(fd, libc::POSIX_FADV_RANDOM);
+    let map = Mapped::new(fd, blocks as usize * BLOCK);
+    let (mut cold, mut cold_pool, mut resident_pool) = (0, 0, 0);
     for i in 0..1000 {
         fadvise(fd, libc::POSIX_FADV_DONTNEED);
-        read_block(&mut ring, fd, (i * 7) % blocks);
+        let block = (i * 7) % blocks;
+        let resident = map.resident(block as usize * BLOCK);
+        let before = ring.stats().pool_jobs;
+        read_block(&mut ring, fd, block);
+        let pooled = ring.stats().pool_jobs - before;
+        if resident {
+            resident_pool += pooled;
+        } else {
+            cold += 1;
+            cold_pool += pooled;
+        }
     }
-    let cold_pool = ring.stats().pool_jobs - warm.pool_jobs;
-    eprintln!("1000 cold reads: {cold_pool} pool jobs");
-    // DONTNEED is advice: a page in a per-CPU LRU batch may survive it and be read inline.
-    assert!(
-        cold_pool >= 990,
-        "cold buffered reads go to the pool: {cold_pool} of 1000"
+    eprintln!(
+        "1000 reads after DONTNEED: {cold} of pages not resident, {cold_pool} of them on the pool; {resident_pool} pool jobs for resident pages"
     );
+    assert!(
+        cold >= 100,
+        "DONTNEED evicted almost nothing ({cold} of 1000)"
+    );
+    // A `RWF_NOWAIT` read of a page not in memory answers EAGAIN (then the pool reads it) or,
+    // on kernels whose no-wait read starts readahead and finds it done (seen on 6.18 with a
+    // virtio disk: 25-75 % of such reads), completes in the kernel: both are right. The pool
+    // path must be taken, and never for a resident page.
+    assert!(cold_pool > 0, "no read of an evicted page reached the pool");
+    assert!(cold_pool <= cold);
+    assert_eq!(resident_pool, 0, "a resident page was read on the pool");
     std::fs::remove_file(&path).unwrap();
 }
 
