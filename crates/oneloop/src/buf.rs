@@ -68,6 +68,34 @@ impl Buf {
 
     /// The region a read fills: its address and length.
     pub(crate) fn read_target(&mut self) -> (*mut u8, usize) {
+        let (ptr, len) = self.read_region();
+        (ptr, self.maybe_short(len))
+    }
+
+    /// The bytes a write sends: their address and length.
+    pub(crate) fn write_source(&self) -> (*const u8, usize) {
+        let s = self.as_slice();
+        (s.as_ptr(), self.maybe_short(s.len()))
+    }
+
+    /// `len`, or (injected) a shorter length, so the transfer comes back short. Aligned
+    /// buffers keep their length: `O_DIRECT` would refuse a short one.
+    fn maybe_short(&self, len: usize) -> usize {
+        use crate::fault::{self, Fault};
+        if len > 1 && !matches!(self, Buf::Aligned(_)) && fault::hit(Fault::ShortTransfer) {
+            1 + fault::below(len as u64 - 1) as usize
+        } else {
+            len
+        }
+    }
+
+    /// How many bytes a read may put into the buffer.
+    pub(crate) fn room(&mut self) -> usize {
+        self.read_region().1
+    }
+
+    /// The whole spare region of the buffer.
+    fn read_region(&mut self) -> (*mut u8, usize) {
         match self {
             Buf::Vec(v) => {
                 let spare = v.spare_capacity_mut();
@@ -81,15 +109,11 @@ impl Buf {
         }
     }
 
-    /// The region a write sends: its address and length.
-    pub(crate) fn write_source(&self) -> (*const u8, usize) {
-        let s = self.as_slice();
-        (s.as_ptr(), s.len())
-    }
-
     /// The read target as one iovec.
+    ///
+    /// Never shortened: a vectored read fills its buffers in order, so each must be whole.
     pub(crate) fn read_iovec(&mut self) -> libc::iovec {
-        let (ptr, len) = self.read_target();
+        let (ptr, len) = self.read_region();
         libc::iovec {
             iov_base: ptr.cast(),
             iov_len: len,
@@ -98,7 +122,8 @@ impl Buf {
 
     /// The bytes a write sends, as one iovec.
     pub(crate) fn write_iovec(&self) -> libc::iovec {
-        let (ptr, len) = self.write_source();
+        let s = self.as_slice();
+        let (ptr, len) = (s.as_ptr(), s.len());
         libc::iovec {
             iov_base: ptr.cast_mut().cast(),
             iov_len: len,

@@ -254,7 +254,7 @@ fn distribute(bufs: &mut [Buf], mut n: usize) {
         if n == 0 {
             break;
         }
-        let room = buf.read_target().1;
+        let room = buf.room();
         let take = room.min(n);
         buf.filled(take);
         n -= take;

@@ -41,6 +41,11 @@ mod backend;
 pub mod buf;
 mod completion;
 pub mod epoll_set;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+#[allow(dead_code)]
+mod fault;
 pub mod op;
 mod pool;
 pub mod probe;

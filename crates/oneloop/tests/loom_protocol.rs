@@ -12,6 +12,21 @@ mod sync {
     pub(crate) use loom::sync::atomic::{AtomicU32, Ordering};
     pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
     pub(crate) use loom::thread;
+
+    /// No faults are injected under loom.
+    pub(crate) mod faults {
+        pub(crate) struct Plan;
+        impl Plan {
+            pub(crate) fn adopt(self) {}
+        }
+        pub(crate) fn inherit() -> Option<Plan> {
+            None
+        }
+        pub(crate) fn spawn_fails() -> bool {
+            false
+        }
+        pub(crate) fn delay() {}
+    }
 }
 
 #[path = "../src/pool/jobs.rs"]

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use super::protocol::Ownership;
-use super::sync::{thread, Arc, Condvar, Mutex, MutexGuard};
+use super::sync::{faults, thread, Arc, Condvar, Mutex, MutexGuard};
 
 /// Blocking work: one system call on memory the work owns.
 pub(crate) trait Work: Send + 'static {
@@ -168,11 +168,18 @@ impl<W: Work> Pool<W> {
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
+        if faults::spawn_fails() {
+            return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        }
         let shared = Arc::clone(&self.shared);
         let on_start = self.on_start;
+        let plan = faults::inherit();
         let handle = thread::Builder::new()
             .name("oneloop-pool".into())
             .spawn(move || {
+                if let Some(plan) = plan {
+                    plan.adopt();
+                }
                 on_start();
                 worker(&shared);
             })?;
@@ -253,6 +260,7 @@ fn worker<W: Work>(shared: &Shared<W>) {
             not_busy(shared);
             continue;
         };
+        faults::delay();
         let result = work.run();
         job.end(Some(work), result);
         // Free again before the ring hears of the result, so its next job finds us free.

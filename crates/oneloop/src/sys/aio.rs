@@ -199,8 +199,10 @@ impl UserRing {
         (magic == AIO_RING_MAGIC && incompat == 0).then_some(UserRing { header })
     }
 
-    /// Moves every completed event into `out` (up to its spare capacity); returns how many.
-    pub(crate) fn reap(&mut self, out: &mut Vec<IoEvent>) -> usize {
+    /// Moves completed events into `out` until it holds `max` (or its capacity); returns how
+    /// many it moved.
+    pub(crate) fn reap(&mut self, out: &mut Vec<IoEvent>, max: usize) -> usize {
+        let max = max.min(out.capacity());
         use std::sync::atomic::{AtomicU32, Ordering};
         let header = self.header;
         // SAFETY: `header` is mapped and laid out as checked (invariant). No reference to the
@@ -221,7 +223,7 @@ impl UserRing {
         if nr == 0 {
             return 0;
         }
-        while head != tail && out.len() < out.capacity() {
+        while head != tail && out.len() < max {
             // SAFETY: `head < nr` (the kernel keeps both in range), so the event is in the ring;
             // the Acquire load of `tail` orders this read after the kernel's write.
             out.push(unsafe { std::ptr::read_volatile(events.add(head as usize)) });

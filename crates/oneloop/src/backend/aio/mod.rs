@@ -23,6 +23,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::buf::Buf;
+use crate::fault::{self, Fault};
 use crate::slab::{Key, Slab};
 use crate::sys::aio::{self, AioContext, IoEvent, Iocb, UserRing};
 
@@ -85,7 +86,12 @@ impl Engine {
     /// A context with room for `nr_events` completions; `requests_max` bounds what may be
     /// queued or in flight.
     pub fn open(nr_events: u32, requests_max: usize) -> io::Result<Engine> {
-        let ctx = aio::io_setup(nr_events)
+        let setup = if fault::hit(Fault::SetupFails) {
+            Err(io::Error::from_raw_os_error(libc::EAGAIN))
+        } else {
+            aio::io_setup(nr_events)
+        };
+        let ctx = setup
             .map_err(|e| io::Error::new(e.kind(), aio::describe_setup_error(&e, nr_events)))?;
         Ok(Engine {
             ctx,
@@ -96,6 +102,11 @@ impl Engine {
             events: Vec::with_capacity(256),
             submitted: 0,
         })
+    }
+
+    /// Whether requests are waiting to be submitted.
+    pub fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
     }
 
     /// Whether completions are read from the mapped ring (no system call when present).
@@ -235,7 +246,7 @@ impl Engine {
                     .expect("queued requests are live");
                 self.batch.push(std::ptr::addr_of_mut!(request.iocb));
             }
-            match inflight::submit(self.ctx, &self.batch) {
+            match self.submit_batch() {
                 Ok(n) => {
                     for _ in 0..n {
                         let key = self.queued.pop_front().expect("submitted from the queue");
@@ -263,6 +274,18 @@ impl Engine {
         Ok(())
     }
 
+    /// `io_submit` of the batch (or, injected, of a prefix of it, or refused with `EAGAIN`).
+    fn submit_batch(&mut self) -> io::Result<usize> {
+        if fault::hit(Fault::SubmitBusy) {
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+        let mut len = self.batch.len();
+        if len > 1 && fault::hit(Fault::SubmitPartial) {
+            len = 1 + fault::below(len as u64 - 1) as usize;
+        }
+        inflight::submit(self.ctx, &self.batch[..len])
+    }
+
     /// Collects completions into `out`: from the mapped ring if any are there, else by
     /// waiting in `io_getevents` for at least one (up to `timeout`; `Some(ZERO)` never blocks).
     /// An interrupted wait returns with nothing.
@@ -272,8 +295,14 @@ impl Engine {
         out: &mut Vec<(Owner, i64)>,
     ) -> io::Result<()> {
         self.events.clear();
+        // Injected: take at most one event this turn.
+        let room = if fault::hit(Fault::ReapOne) {
+            1
+        } else {
+            self.events.capacity()
+        };
         if let Some(ring) = &mut self.ring {
-            ring.reap(&mut self.events);
+            ring.reap(&mut self.events, room);
         }
         if self.events.is_empty() && timeout != Some(Duration::ZERO) || self.ring.is_none() {
             let min = if timeout == Some(Duration::ZERO) {
@@ -281,9 +310,13 @@ impl Engine {
             } else {
                 1
             };
-            let room = self.events.capacity();
             self.events.resize(room, IoEvent::default());
-            let got = match aio::io_getevents(self.ctx, min, &mut self.events, timeout) {
+            let waited = if min > 0 && fault::hit(Fault::WaitInterrupted) {
+                Err(io::Error::from_raw_os_error(libc::EINTR))
+            } else {
+                aio::io_getevents(self.ctx, min, &mut self.events, timeout)
+            };
+            let got = match waited {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,
                 Err(e) => return Err(e),

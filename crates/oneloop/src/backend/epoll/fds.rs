@@ -112,6 +112,17 @@ impl Fds {
         }
     }
 
+    /// The `n`-th registered descriptor that has waiters (modulo their number), if any: where
+    /// injected spurious readiness lands.
+    pub fn pick(&self, n: u64) -> Option<RawFd> {
+        let waiting = self.map.iter().filter(|(_, e)| !e.waiters.is_empty());
+        let count = waiting.clone().count() as u64;
+        if count == 0 {
+            return None;
+        }
+        waiting.map(|(&fd, _)| fd).nth((n % count) as usize)
+    }
+
     /// Takes `fd`'s waiters out for dispatch; give them back with [`put_back`](Self::put_back).
     pub fn take(&mut self, fd: RawFd) -> Vec<Waiter> {
         self.map

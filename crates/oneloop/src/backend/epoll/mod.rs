@@ -31,6 +31,7 @@ use self::attempt::{Blocking, Next};
 use self::fds::{Fds, Waiter, UNMASKED};
 use self::timers::{Fire, TimerSeq, Timers};
 use crate::completion::{finish, CancelCount, CancelOutcome, Completion, OpId};
+use crate::fault::{self, Fault};
 use crate::op::{Op, Submission};
 use crate::pool::{Job, Pool};
 use crate::ring::{RingBuilder, Stats, SubmitError, WakeFd};
@@ -548,7 +549,12 @@ impl Epoll {
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
         let mut events = std::mem::take(&mut self.events);
-        let n = match sio::epoll_wait(&self.epfd, &mut events, timeout) {
+        let waited = if timeout != Some(Duration::ZERO) && fault::hit(Fault::WaitInterrupted) {
+            Err(io::Error::from_raw_os_error(libc::EINTR))
+        } else {
+            sio::epoll_wait(&self.epfd, &mut events, timeout)
+        };
+        let mut n = match waited {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => {
@@ -556,6 +562,17 @@ impl Epoll {
                 return Err(e);
             }
         };
+        if n < events.len() && fault::hit(Fault::SpuriousReadiness) {
+            // Injected: a registered descriptor reported ready whether it is or not.
+            if let Some(fd) = self.fds.pick(fault::below(u64::MAX)) {
+                let all = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+                events[n] = libc::epoll_event {
+                    events: all,
+                    u64: fds::fd_data(fd),
+                };
+                n += 1;
+            }
+        }
         for ev in &events[..n] {
             let (bits, data) = (ev.events, ev.u64);
             match data {

@@ -19,8 +19,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::fds::UNMASKED;
 use super::{Epoll, State};
 use crate::backend::aio::{Cancel, Engine, Owner};
 use crate::completion::{CancelOutcome, Completion};
@@ -30,6 +31,9 @@ use crate::slab::Key;
 use crate::sys::posix::{self as sio, FdKind};
 
 const POLLIN: u32 = libc::POLLIN as u32;
+
+/// How long opening the backend waits to see `IOCB_CMD_POLL` work.
+const PROBE_TIME: Duration = Duration::from_secs(1);
 
 /// The AIO context and the events reaped from it, waiting to be handled.
 pub(super) struct Aio {
@@ -60,7 +64,11 @@ impl Aio {
         let mut engine = Engine::open(nr, config.in_flight_max + 8)?;
         let mut events = Vec::with_capacity(256);
         engine.poll(Owner::Wake, wake.raw(), POLLIN)?;
-        engine.flush(&mut events)?;
+        // A busy queue (EAGAIN) leaves the poll queued: retry for up to a second.
+        let start = Instant::now();
+        while engine.has_queued() && events.is_empty() && start.elapsed() < PROBE_TIME {
+            engine.flush(&mut events)?;
+        }
         if let Some((_, res)) = events.first() {
             let e = io::Error::from_raw_os_error(-*res as i32);
             return Err(io::Error::new(
@@ -69,7 +77,10 @@ impl Aio {
             ));
         }
         crate::sys::eventfd_write(wake.raw())?;
-        engine.reap(Some(Duration::from_secs(1)), &mut events)?;
+        // An interrupted wait returns with nothing: wait again, up to a second in all.
+        while !engine.has_queued() && events.is_empty() && start.elapsed() < PROBE_TIME {
+            engine.reap(Some(Duration::from_millis(100)), &mut events)?;
+        }
         if !events
             .iter()
             .any(|&(owner, res)| owner == Owner::Wake && res & i64::from(POLLIN) != 0)
@@ -210,8 +221,15 @@ impl Epoll {
         let res = res.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
         let nowait = slot.nowait;
         match slot.op.as_mut().expect("an AIO op holds its op") {
-            // A poll's event carries its mask; 0 only when cancelled.
+            // A poll's event carries its mask; 0 only when cancelled (by us, or by the kernel
+            // when the file's wait queue goes away).
             Op::Poll(_) if res == 0 => self.complete(key, -libc::ECANCELED, out),
+            // A poll completed by the wakeup itself carries the waker's whole mask (RDNORM,
+            // WRNORM, ...): report only what was asked, plus what is always reported.
+            Op::Poll(p) if res > 0 => {
+                let mask = res as u32 & (p.mask.bits() | UNMASKED);
+                self.complete(key, mask as i32, out)
+            }
             Op::EpollWait(o) if res > 0 => {
                 match crate::sys::epoll_wait_now(o.epfd, &mut o.events.raw) {
                     Ok(0) => self.repoll(key, out),

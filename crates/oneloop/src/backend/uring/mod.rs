@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use self::inflight::{InFlight, Slot};
 use crate::completion::{finish, raw_result, CancelCount, CancelOutcome, Completion, OpId};
+use crate::fault::{self, Fault};
 use crate::op::{Op, Submission};
 use crate::ring::{RingBuilder, SubmitError, WakeFd};
 use crate::slab::{Key, Slab};
@@ -74,6 +75,12 @@ pub(crate) struct Uring {
 impl Uring {
     /// Opens a ring per `config`; errors say why io_uring cannot be used here.
     pub fn open(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Uring> {
+        if fault::hit(Fault::SetupFails) {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "io_uring_setup: ENOMEM (injected)",
+            ));
+        }
         let (ring, setup) = build_ring(config)?;
         let params = ring.params();
         if !params.is_feature_nodrop() || !params.is_feature_ext_arg() {
@@ -246,13 +253,12 @@ impl Uring {
     /// `timeout`). Interruptions, expiry and backpressure are normal returns: callers loop.
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
         self.check_broken()?;
-        let res = match timeout {
-            None => self.table.ring.submit_and_wait(want),
-            Some(t) => {
-                let ts = lower::timespec(t);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.table.ring.submitter().submit_with_args(want, &args)
-            }
+        let res = if fault::hit(Fault::SubmitBusy) {
+            Err(io::Error::from_raw_os_error(libc::EBUSY))
+        } else if want > 0 && fault::hit(Fault::WaitInterrupted) {
+            Err(io::Error::from_raw_os_error(libc::EINTR))
+        } else {
+            self.enter_now(want, timeout)
         };
         match res {
             Ok(_) => Ok(()),
@@ -269,12 +275,26 @@ impl Uring {
         }
     }
 
+    /// The system call itself: submit, and wait for `want` CQEs up to `timeout`.
+    fn enter_now(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
+        match timeout {
+            None => self.table.ring.submit_and_wait(want),
+            Some(t) => {
+                let ts = lower::timespec(t);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.table.ring.submitter().submit_with_args(want, &args)
+            }
+        }
+    }
+
     /// Takes every CQE the kernel has posted and processes it.
     fn reap(&mut self, out: &mut VecDeque<Completion>) {
         let mut cqes = std::mem::take(&mut self.cqes);
+        // Injected: take one CQE this turn and leave the rest in the kernel's queue.
+        let one = fault::hit(Fault::ReapOne);
         loop {
             cqes.clear();
-            let room = cqes.capacity();
+            let room = if one { 1 } else { cqes.capacity() };
             for cqe in self.table.ring.completion() {
                 cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
                 if cqes.len() == room {
@@ -286,6 +306,9 @@ impl Uring {
             }
             for &(ud, res, flags) in &cqes {
                 self.on_cqe(ud, res, flags, out);
+            }
+            if one {
+                break;
             }
         }
         self.cqes = cqes;
@@ -535,9 +558,47 @@ impl Uring {
                         return Ok(CancelOutcome::Cancelled);
                     }
                 }
+                if res == -libc::EALREADY {
+                    return self.settle_running(key, out);
+                }
                 Ok(CancelOutcome::TooLate)
             }
             _ => Err(io::Error::from_raw_os_error(-res)),
+        }
+    }
+
+    /// `EALREADY`: the op is running on an io-wq worker, which the kernel has flagged and
+    /// signalled, so it may yet end `ECANCELED` — or with its real result. Waits for its own
+    /// completion to give the answer that is true: `Cancelled` if it ended `ECANCELED`,
+    /// `TooLate` otherwise.
+    fn settle_running(
+        &mut self,
+        key: Key,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<CancelOutcome> {
+        let id = OpId(key.pack());
+        loop {
+            match self.table.slots.get_mut(key) {
+                Some(slot) if slot.main_res.is_none() => {}
+                Some(slot) => {
+                    let cancelled = slot.main_res == Some(-libc::ECANCELED);
+                    slot.user_cancelled |= cancelled;
+                    return Ok(if cancelled {
+                        CancelOutcome::Cancelled
+                    } else {
+                        CancelOutcome::TooLate
+                    });
+                }
+                None => {
+                    let last = out.iter().rev().find(|c| c.id == id && !c.more);
+                    return Ok(match last {
+                        Some(c) if c.is_cancelled() => CancelOutcome::Cancelled,
+                        _ => CancelOutcome::TooLate,
+                    });
+                }
+            }
+            self.enter(1, None)?;
+            self.reap(out);
         }
     }
 
