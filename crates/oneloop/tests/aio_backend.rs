@@ -3,6 +3,10 @@
 //! and `Auto` moving on when `io_setup` fails.
 #![allow(missing_docs)]
 
+#[path = "support/resident.rs"]
+mod resident;
+use resident::Mapped;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -143,52 +147,6 @@ fn read_block(ring: &mut Ring, fd: i32, block: u64) {
         pattern(block),
         "{c:?}"
     );
-}
-
-/// A read-only shared mapping of a file, to ask which pages are resident (`mincore`).
-struct Mapped {
-    addr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Mapped {
-    fn new(fd: i32, len: usize) -> Mapped {
-        // SAFETY: a fresh read-only mapping of `len` bytes of an open file; unmapped on drop.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        assert_ne!(
-            addr,
-            libc::MAP_FAILED,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-        Mapped { addr, len }
-    }
-
-    /// Whether the page at `offset` is in the page cache (the mapping itself faults nothing in).
-    fn resident(&self, offset: usize) -> bool {
-        let mut vec = 0u8;
-        // SAFETY: one page inside the mapping; `vec` has room for its one status byte.
-        let res =
-            unsafe { libc::mincore(self.addr.cast::<u8>().add(offset).cast(), 4096, &mut vec) };
-        assert_eq!(res, 0, "{}", std::io::Error::last_os_error());
-        vec & 1 == 1
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, not used after this.
-        unsafe { libc::munmap(self.addr, self.len) };
-    }
 }
 
 fn fadvise(fd: i32, advice: i32) {
