@@ -32,6 +32,9 @@ use crate::sys::posix::{self as sio, FdKind};
 
 const POLLIN: u32 = libc::POLLIN as u32;
 
+/// How long a wait lasts at most while requests wait to be submitted (after `EAGAIN`).
+const RESUBMIT_AFTER: Duration = Duration::from_millis(1);
+
 /// How long opening the backend waits to see `IOCB_CMD_POLL` work.
 const PROBE_TIME: Duration = Duration::from_secs(1);
 
@@ -166,11 +169,15 @@ impl Epoll {
         let aio = self.aio();
         let mut events = std::mem::take(&mut aio.events);
         let result = aio.engine.flush(&mut events).and_then(|()| {
-            // A refused submission is an event already: do not block then.
-            let timeout = if events.is_empty() {
-                timeout
-            } else {
+            let timeout = if !events.is_empty() {
+                // A refused submission is an event already: do not block then.
                 Some(Duration::ZERO)
+            } else if aio.engine.has_queued() {
+                // io_submit said EAGAIN: requests wait their turn (the wake poll among them,
+                // maybe), and nothing may be in flight to end the wait: retry soon.
+                Some(timeout.map_or(RESUBMIT_AFTER, |t| t.min(RESUBMIT_AFTER)))
+            } else {
+                timeout
             };
             aio.engine.reap(timeout, &mut events)
         });
