@@ -5,7 +5,9 @@
 //!
 //! # Cancellation
 //! Dropping an op future cancels its op; the buffer stays with the ring until the op's final
-//! completion and is then freed. A file opened by a dropped `open` is closed, never leaked.
+//! completion and is then freed. On a pipe or other stream, a read whose cancel came too late
+//! (the kernel had already filled the buffer) takes those bytes with it; wait for readiness
+//! under a timeout instead when none may be lost. A file opened by a dropped `open` is closed, never leaked.
 //! Dropping a [`File`] cancels the ops still in flight on it before its descriptor is closed.
 #![forbid(unsafe_code)]
 

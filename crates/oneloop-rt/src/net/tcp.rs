@@ -100,7 +100,9 @@ impl TcpStream {
     ///
     /// # Cancellation
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
-    /// completion, then is freed.
+    /// completion, then is freed. If the kernel had already received into it (the cancel came
+    /// too late), those bytes go with the buffer: to give up waiting without that risk, wait
+    /// for [`readable`](Self::readable) under the timeout and read after it.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         with_buf(run(Recv::new(self.inner.as_raw_fd(), buf)).await)
     }
