@@ -629,7 +629,12 @@ impl Epoll {
         let _ = self.cancel_where(None, out);
         let start = Instant::now();
         while !self.slots.is_empty() && start.elapsed() < DROP_GRACE {
-            if self.wait(1, Some(Duration::from_millis(10)), out).is_err() {
+            // One more than is queued already: the cancels' completions are in `out`, and a
+            // wait for fewer would return at once without looking for the pool's results.
+            if self
+                .wait(out.len() + 1, Some(Duration::from_millis(10)), out)
+                .is_err()
+            {
                 break;
             }
         }
