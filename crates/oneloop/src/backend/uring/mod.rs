@@ -76,10 +76,10 @@ impl Uring {
     /// Opens a ring per `config`; errors say why io_uring cannot be used here.
     pub fn open(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Uring> {
         if fault::hit(Fault::SetupFails) {
-            return Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "io_uring_setup: ENOMEM (injected)",
-            ));
+            // Injected: the answer a ring over the memlock limit gets.
+            return Err(describe_setup_error(io::Error::from_raw_os_error(
+                libc::ENOMEM,
+            )));
         }
         let (ring, setup) = build_ring(config)?;
         let params = ring.params();

@@ -1,0 +1,318 @@
+//! Resource exhaustion, each case in a child process of its own: limits are process-wide or
+//! system-wide, so a case must not starve the other tests, and whatever it takes it gives
+//! back when the child exits. Each answer must be a clear error or backpressure; nothing is
+//! lost or leaked, and the ring works again once the resource is back.
+//!
+//! * `RLIMIT_NOFILE` reached during accepts: `EMFILE` completions, then the listener accepts
+//!   the waiting connection once descriptors are freed (every backend);
+//! * `RLIMIT_MEMLOCK` of 0 for an io_uring ring: a clear error naming the limit and `Auto`
+//!   falling back, or (kernels from 5.12 charge rings to the memory cgroup) a working ring;
+//! * `aio-max-nr` used up by other rings: the next aio ring fails with `EAGAIN` naming
+//!   `aio-nr`/`aio-max-nr`, `Auto` (uring excluded) falls back to epoll and says why, and aio
+//!   works again once the other rings are gone;
+//! * set-up failures injected for uring and aio: `Auto` walks down to epoll, each reason kept;
+//! * a slow consumer: 6,000 completions produced while the consumer takes one at a time, on
+//!   every backend: each arrives once (the in-flight cap and a tiny io_uring CQ are the
+//!   conformance suite's cases 24 and 25).
+#![allow(missing_docs)]
+
+use std::collections::HashSet;
+use std::io::{Read as _, Write as _};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use oneloop::fault::{Fault, Plan};
+use oneloop::{Accept, BackendKind, Nop, Poll, PollMask, Ring, Timeout};
+
+/// One child at a time: `aio-max-nr` is shared by the whole machine.
+static ONE_CHILD: Mutex<()> = Mutex::new(());
+
+const CHILD: &str = "ONELOOP_EXHAUSTION_CHILD";
+
+/// Runs `body` in a child process (this test binary, filtered to the test `name`); the parent
+/// passes if the child exits 0, and shows what the child printed either way.
+fn in_child(name: &str, body: fn()) {
+    if std::env::var(CHILD).as_deref() == Ok(name) {
+        body();
+        return;
+    }
+    let _one = ONE_CHILD.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, name)
+        .output()
+        .expect("start the child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        eprintln!("  [{name}] {line}");
+    }
+    assert!(
+        out.status.success(),
+        "{name}: the child failed ({})",
+        out.status
+    );
+}
+
+fn backends() -> Vec<BackendKind> {
+    let forced = BackendKind::from_env().expect("ONELOOP_BACKEND");
+    BackendKind::ALL
+        .into_iter()
+        .filter(|&k| !matches!(forced, Some(f) if f != k && f != BackendKind::Auto))
+        .filter(|&k| match Ring::builder().backend(k).entries(8).build() {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("SKIP {k}: backend unavailable here: {e}");
+                false
+            }
+        })
+        .collect()
+}
+
+fn set_limit(resource: libc::__rlimit_resource_t, soft: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a writable rlimit that outlives the call.
+    assert_eq!(unsafe { libc::getrlimit(resource, &mut lim) }, 0);
+    let old = lim.rlim_cur;
+    lim.rlim_cur = soft.min(lim.rlim_max);
+    // SAFETY: as above; only the soft limit changes.
+    assert_eq!(unsafe { libc::setrlimit(resource, &lim) }, 0);
+    old
+}
+
+fn wait_final(ring: &mut Ring) -> oneloop::Completion {
+    let start = Instant::now();
+    loop {
+        if let Some(c) = ring.next_completion() {
+            return c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no completion within 10 s"
+        );
+        ring.wait(1, Some(Duration::from_millis(100))).unwrap();
+    }
+}
+
+#[test]
+fn nofile_during_accepts() {
+    in_child("nofile_during_accepts", || {
+        for kind in backends() {
+            let mut ring = Ring::builder().backend(kind).entries(16).build().unwrap();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+            let old = set_limit(libc::RLIMIT_NOFILE, open + 8);
+            // Fill the table, keeping one descriptor back for the client.
+            let mut hogs: Vec<OwnedFd> = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                hogs.push(f.into());
+            }
+            hogs.pop();
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            for round in 0..3 {
+                ring.submit(Accept::new(listener.as_raw_fd()), round)
+                    .unwrap();
+                let c = wait_final(&mut ring);
+                let errno = c.result().as_ref().err().and_then(|e| e.raw_os_error());
+                assert_eq!(errno, Some(libc::EMFILE), "{kind}: {c:?}");
+            }
+            // Descriptors come back: the connection that waited is accepted and works.
+            hogs.truncate(hogs.len().saturating_sub(4));
+            ring.submit(Accept::new(listener.as_raw_fd()), 9).unwrap();
+            let mut c = wait_final(&mut ring);
+            assert!(c.result().is_ok(), "{kind}: {c:?}");
+            let mut server = std::net::TcpStream::from(c.take_fd().expect("the accepted socket"));
+            client.write_all(b"still here").unwrap();
+            let mut got = [0u8; 10];
+            server.set_nonblocking(false).unwrap();
+            server.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"still here");
+            drop(hogs);
+            set_limit(libc::RLIMIT_NOFILE, old);
+            eprintln!("PASS {kind}: EMFILE three times, then the waiting connection accepted");
+        }
+    });
+}
+
+#[test]
+fn memlock_too_small_for_uring() {
+    in_child("memlock_too_small_for_uring", || {
+        if !backends().contains(&BackendKind::Uring) {
+            return;
+        }
+        set_limit(libc::RLIMIT_MEMLOCK, 0);
+        match Ring::builder().backend(BackendKind::Uring).build() {
+            Err(e) => {
+                assert!(
+                    e.to_string().contains("memlock"),
+                    "the error names the limit: {e}"
+                );
+                let ring = Ring::new().expect("Auto falls back");
+                let skipped = &ring.skipped()[0];
+                assert_eq!(skipped.backend, BackendKind::Uring);
+                assert!(skipped.reason.contains("memlock"), "{skipped:?}");
+                eprintln!("PASS uring refused ({e}); Auto chose {}", ring.backend());
+            }
+            Ok(mut ring) => {
+                // Linux 5.12 and later charge rings to the memory cgroup, not RLIMIT_MEMLOCK.
+                ring.submit(Nop, 1).unwrap();
+                assert!(wait_final(&mut ring).result().is_ok());
+                eprintln!(
+                    "PASS uring ring works with RLIMIT_MEMLOCK 0 (kernel {}: rings are not charged to memlock)",
+                    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn aio_max_nr_used_up() {
+    in_child("aio_max_nr_used_up", || {
+        if !backends().contains(&BackendKind::Aio) {
+            return;
+        }
+        // Other rings take every AIO event the system has.
+        let mut hogs = Vec::new();
+        let first_error = loop {
+            match Ring::builder()
+                .backend(BackendKind::Aio)
+                .entries(1024)
+                .in_flight_max(4096)
+                .build()
+            {
+                Ok(ring) => hogs.push(ring),
+                Err(e) => break e,
+            }
+            assert!(hogs.len() < 10_000, "aio-max-nr never ran out");
+        };
+        // Smaller requests may still fit: take those too.
+        while let Ok(ring) = Ring::builder()
+            .backend(BackendKind::Aio)
+            .entries(1)
+            .in_flight_max(1)
+            .build()
+        {
+            hogs.push(ring);
+        }
+        eprintln!(
+            "{} aio rings took the system's AIO events: {first_error}",
+            hogs.len()
+        );
+        let e = Ring::builder()
+            .backend(BackendKind::Aio)
+            .entries(1)
+            .in_flight_max(1)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "EAGAIN: {e}");
+        assert!(
+            e.to_string().contains("aio-max-nr"),
+            "the error names the limit: {e}"
+        );
+        let ring = Ring::builder()
+            .exclude(BackendKind::Uring)
+            .build()
+            .expect("Auto falls back");
+        assert_eq!(ring.backend(), BackendKind::Epoll);
+        let aio = ring
+            .skipped()
+            .iter()
+            .find(|s| s.backend == BackendKind::Aio)
+            .unwrap();
+        assert!(aio.reason.contains("aio-max-nr"), "Auto says why: {aio:?}");
+        drop(ring);
+        // The hogs go: aio works again.
+        drop(hogs);
+        let mut ring = Ring::builder()
+            .backend(BackendKind::Aio)
+            .build()
+            .expect("aio is back");
+        ring.submit(Nop, 1).unwrap();
+        assert!(wait_final(&mut ring).result().is_ok());
+        eprintln!(
+            "PASS aio refused with a clear reason, Auto fell back to epoll, aio back afterwards"
+        );
+    });
+}
+
+#[test]
+fn setup_failures_fall_back() {
+    in_child("setup_failures_fall_back", || {
+        let _plan = Plan::new(1).rate(Fault::SetupFails, 1_000_000).install();
+        let mut ring = Ring::new().expect("epoll is never injected");
+        assert_eq!(ring.backend(), BackendKind::Epoll);
+        let reasons: Vec<_> = ring
+            .skipped()
+            .iter()
+            .map(|s| (s.backend, s.reason.clone()))
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].0 == BackendKind::Uring && reasons[0].1.contains("ENOMEM"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].0 == BackendKind::Aio && reasons[1].1.contains("aio-max-nr"),
+            "{reasons:?}"
+        );
+        ring.submit(Nop, 1).unwrap();
+        assert!(wait_final(&mut ring).result().is_ok());
+        eprintln!("PASS Auto fell back to epoll: {reasons:?}");
+    });
+}
+
+#[test]
+fn slow_consumer_loses_nothing() {
+    in_child("slow_consumer_loses_nothing", || {
+        const N: u64 = 3_000;
+        for kind in backends() {
+            let mut ring = Ring::builder()
+                .backend(kind)
+                .entries(8)
+                .cq_entries(16)
+                .in_flight_max(2 * N as usize)
+                .build()
+                .unwrap();
+            let (rd, mut wr) = std::io::pipe().unwrap();
+            wr.write_all(b"ready").unwrap();
+            let at = Instant::now() + Duration::from_millis(20);
+            for i in 0..N {
+                ring.submit(Poll::new(rd.as_raw_fd(), PollMask::IN), i)
+                    .unwrap();
+                ring.submit(Timeout::at(at), N + i).unwrap();
+            }
+            // The consumer is slow: it takes one completion, then dawdles.
+            let mut seen = HashSet::new();
+            let start = Instant::now();
+            while seen.len() < 2 * N as usize {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "{kind}: stalled at {}",
+                    seen.len()
+                );
+                ring.wait(1, Some(Duration::from_millis(100))).unwrap();
+                if let Some(c) = ring.next_completion() {
+                    assert!(
+                        seen.insert(c.user_data()),
+                        "{kind}: {} twice",
+                        c.user_data()
+                    );
+                    if seen.len() < 50 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+            assert_eq!(ring.in_flight(), 0);
+            eprintln!(
+                "PASS {kind}: {} completions taken one at a time, each once",
+                seen.len()
+            );
+        }
+    });
+}
