@@ -65,12 +65,18 @@ pub(super) struct Slot {
     pub main_res: Option<i32>,
     /// Linked-timeout CQEs still to come.
     pub links_pending: u8,
-    /// A linked timeout expired (`-ETIME`).
+    /// The linked timeout fired: its CQE is `-ETIME` (the op was cancelled), `-EALREADY`
+    /// (the op was running on io-wq and may yet end `ECANCELED`) or `-ENOENT` (the op was
+    /// already completing); only a timeout cancelled because the op finished says `-ECANCELED`.
     pub link_fired: bool,
     /// Cancel CQEs still to come.
     pub cancels_pending: u8,
     /// A user cancel reported `Cancelled` for this op.
     pub user_cancelled: bool,
+    /// A cancel has answered for this op (`Cancelled` or `TooLate`): its end is decided, and
+    /// later cancels answer `TooLate` without asking the kernel again (which may still find a
+    /// request it is cancelling, and say 0 once more).
+    pub cancel_answered: bool,
     /// An emulated `EpollWait` waiting to be re-armed (its poll fired, `epoll_wait` found
     /// nothing): the kernel holds no request for it.
     pub rearm_pending: bool,
@@ -92,6 +98,7 @@ impl Slot {
             link_fired: false,
             cancels_pending: 0,
             user_cancelled: false,
+            cancel_answered: false,
             rearm_pending: false,
         }
     }

@@ -321,7 +321,7 @@ impl Uring {
             TAG_LINK => {
                 if let Some(slot) = self.table.slots.get_mut(key) {
                     slot.links_pending -= 1;
-                    slot.link_fired |= res == -libc::ETIME;
+                    slot.link_fired |= res != -libc::ECANCELED;
                     self.try_finish(key, out);
                 }
             }
@@ -457,7 +457,9 @@ impl Uring {
         let key = Key::unpack(id.0);
         match self.table.slots.get(key) {
             None => return Ok(CancelOutcome::NotFound),
-            Some(slot) if slot.main_res.is_some() => return Ok(CancelOutcome::TooLate),
+            Some(slot) if slot.main_res.is_some() || slot.cancel_answered => {
+                return Ok(CancelOutcome::TooLate)
+            }
             Some(_) => {}
         }
         self.cancel_results.clear();
@@ -467,6 +469,7 @@ impl Uring {
         self.await_cancels(1, out)?;
         let (_, res) = self.cancel_results[0];
         let outcome = self.cancel_outcome(key, res, out)?;
+        self.answered(key);
         self.run_rearms(out)?;
         Ok(outcome)
     }
@@ -484,7 +487,7 @@ impl Uring {
             if fd.is_some() && slot.op.fd() != fd {
                 continue;
             }
-            if slot.main_res.is_some() {
+            if slot.main_res.is_some() || slot.cancel_answered {
                 count.too_late += 1;
             } else {
                 targets.push(key);
@@ -506,10 +509,18 @@ impl Uring {
                 CancelOutcome::Cancelled => count.cancelled += 1,
                 _ => count.too_late += 1,
             }
+            self.answered(key);
         }
         self.cancel_results = results;
         self.run_rearms(out)?;
         Ok(count)
+    }
+
+    /// Records that a cancel has answered for slot `key` (if it is still there).
+    fn answered(&mut self, key: Key) {
+        if let Some(slot) = self.table.slots.get_mut(key) {
+            slot.cancel_answered = true;
+        }
     }
 
     /// Queues an `ASYNC_CANCEL` for slot `key`; `false` if making room for it let the op
