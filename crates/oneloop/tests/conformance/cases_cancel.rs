@@ -399,3 +399,108 @@ pub fn c13b_cancel_after_wakeup(h: &Harness) -> Outcome {
     note(&format!("c13b: {rounds} rounds: {tally:?}"));
     Outcome::Pass
 }
+
+/// Case 13c: Cancel file writes that may be running on a kernel worker (io_uring's io-wq, the
+/// pool), by id and by fd: every answer matches the op's end — `Cancelled` ⇒ `ECANCELED`,
+/// `TooLate` ⇒ its real result (or `TimedOut` from its own deadline), a cancel by fd counts
+/// exactly the ops that end `ECANCELED`. (On io_uring an op running on io-wq is flagged by a
+/// cancel that answers `ENOENT` or `EALREADY` and may still end `ECANCELED`: the ring waits for
+/// its result before it answers.)
+pub fn c13c_cancel_running_writes(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let file = TempFile::new("c13c", &[0u8; 4096]);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut tally = std::collections::BTreeMap::new();
+    for round in 0..rounds(1_500) {
+        if round % 100 == 0 {
+            file.file.set_len(0).unwrap();
+        }
+        let mut ids = Vec::new();
+        for _ in 0..1 + next(3) {
+            let bufs = vec![vec![b'v'; 40_000], vec![b'w'; 40_000]];
+            // Fresh offsets (the file is cut back every 100 rounds): each write allocates
+            // blocks, so a no-wait attempt (aio) says EAGAIN and the write moves to the pool.
+            let offset = (round as u64 % 100) * 262_144 + next(65_536);
+            let op = oneloop::Writev::new(file.fd(), bufs, offset);
+            let deadline = next(3) == 0;
+            let sub = if deadline {
+                op.deadline(Duration::from_micros(next(500)))
+            } else {
+                op.into()
+            };
+            ids.push((ring.submit(sub, round as u64).unwrap(), deadline));
+        }
+        if next(2) == 0 {
+            ring.wait(0, Some(Duration::ZERO)).unwrap();
+        }
+        let mode = next(4);
+        let (answers, count) = if mode == 0 {
+            (Vec::new(), Some(ring.cancel_fd(file.fd()).unwrap()))
+        } else {
+            let answers: Vec<_> = ids
+                .iter()
+                .map(|(id, _)| ring.cancel(*id).unwrap())
+                .collect();
+            if mode == 1 {
+                // Every op has had its answer: a cancel by fd now may cancel none of them,
+                // whatever stage an op has moved on to meanwhile.
+                ring.wait(0, Some(Duration::ZERO)).unwrap();
+                let again = ring.cancel_fd(file.fd()).unwrap();
+                assert_eq!(
+                    again.cancelled, 0,
+                    "round {round}: decided ops cancelled again"
+                );
+                *tally
+                    .entry("by id, then by fd".to_string())
+                    .or_insert(0usize) += 1;
+            }
+            (answers, None)
+        };
+        let finals = collect(&mut ring, ids.len(), LONG);
+        assert_eq!(
+            finals.len(),
+            ids.len(),
+            "round {round}: a final completion is missing"
+        );
+        let ended = |id: oneloop::OpId| finals.iter().find(|c| c.id() == id).expect("final");
+        for (i, &(id, deadline)) in ids.iter().enumerate() {
+            let c = ended(id);
+            let what = if c.is_cancelled() {
+                "ECANCELED"
+            } else if c.is_timed_out() {
+                assert!(deadline, "round {round}: TimedOut without a deadline");
+                "TimedOut"
+            } else {
+                assert!(c.result().is_ok(), "round {round}: {c:?}");
+                "done"
+            };
+            if let Some(answer) = answers.get(i) {
+                match answer {
+                    CancelOutcome::Cancelled => {
+                        assert_eq!(what, "ECANCELED", "round {round}: Cancelled")
+                    }
+                    CancelOutcome::TooLate => {
+                        assert_ne!(what, "ECANCELED", "round {round}: TooLate")
+                    }
+                    CancelOutcome::NotFound => panic!("round {round}: NotFound before the final"),
+                }
+                *tally.entry(format!("{answer:?} {what}")).or_insert(0usize) += 1;
+            }
+        }
+        if let Some(count) = count {
+            let cancelled = finals.iter().filter(|c| c.is_cancelled()).count();
+            // Ops already finished (their completions waiting in the queue) are not reached.
+            assert!(count.total() <= ids.len(), "round {round}: {count:?}");
+            assert_eq!(count.cancelled, cancelled, "round {round}: {count:?}");
+            *tally.entry("by fd".to_string()).or_insert(0) += 1;
+        }
+    }
+    note(&format!("c13c: {tally:?}"));
+    Outcome::Pass
+}

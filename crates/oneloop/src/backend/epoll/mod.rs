@@ -74,6 +74,9 @@ struct Slot {
     /// Whether the AIO request was submitted with `RWF_NOWAIT` (an `EAGAIN` then means
     /// "would block", not an error).
     nowait: bool,
+    /// A cancel answered `TooLate`: the op's end is decided, even if it moves on (an AIO
+    /// request that would block goes to the pool, where it could be cancelled again).
+    too_late: bool,
 }
 
 /// The epoll driver.
@@ -214,6 +217,7 @@ impl Epoll {
             deadline: None,
             ended_by: None,
             nowait: false,
+            too_late: false,
         };
         let key = match self.slots.insert(slot) {
             Ok(key) => key,
@@ -372,9 +376,27 @@ impl Epoll {
     /// Ends slot `key` early with `res` (`-ECANCELED` for a cancel, `-ETIME` for a deadline)
     /// if nobody else owns it by now.
     fn end_early(&mut self, key: Key, res: i32, out: &mut VecDeque<Completion>) -> CancelOutcome {
+        let outcome = self.try_end_early(key, res, out);
+        if outcome == CancelOutcome::TooLate && res == -libc::ECANCELED {
+            if let Some(slot) = self.slots.get_mut(key) {
+                slot.too_late = true;
+            }
+        }
+        outcome
+    }
+
+    fn try_end_early(
+        &mut self,
+        key: Key,
+        res: i32,
+        out: &mut VecDeque<Completion>,
+    ) -> CancelOutcome {
         let Some(slot) = self.slots.get(key) else {
             return CancelOutcome::NotFound;
         };
+        if slot.too_late {
+            return CancelOutcome::TooLate;
+        }
         match &slot.state {
             State::Pool(job) => {
                 if !self.pool.cancel(job) {

@@ -569,19 +569,21 @@ impl Uring {
                         return Ok(CancelOutcome::Cancelled);
                     }
                 }
-                if res == -libc::EALREADY {
-                    return self.settle_running(key, out);
-                }
-                Ok(CancelOutcome::TooLate)
+                // Not ended at once: the op was completing (its CQE is on its way) or runs on
+                // io-wq, where the kernel has flagged it all the same (the cancel goes on to
+                // the poll and timeout tables, which turn EALREADY into ENOENT), so it may
+                // still end ECANCELED — its CQE may even come before the cancel's. Its own
+                // result decides the answer.
+                self.settle_running(key, out)
             }
             _ => Err(io::Error::from_raw_os_error(-res)),
         }
     }
 
-    /// `EALREADY`: the op is running on an io-wq worker, which the kernel has flagged and
-    /// signalled, so it may yet end `ECANCELED` — or with its real result. Waits for its own
-    /// completion to give the answer that is true: `Cancelled` if it ended `ECANCELED`,
-    /// `TooLate` otherwise.
+    /// The cancel did not end the op at once, but the op has not finished either: it may be
+    /// running on an io-wq worker, which the kernel has flagged and signalled, so it may yet
+    /// end `ECANCELED` — or with its real result. Waits for its own completion to give the
+    /// answer that is true: `Cancelled` if it ended `ECANCELED`, `TooLate` otherwise.
     fn settle_running(
         &mut self,
         key: Key,
