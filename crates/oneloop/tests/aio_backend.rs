@@ -171,7 +171,12 @@ fn warm_buffered_reads_stay_on_aio_and_cold_ones_go_to_the_pool() {
         warm.aio_requests - before.aio_requests,
     );
     eprintln!("1000 warm reads: {warm_pool} pool jobs, {warm_aio} AIO requests");
-    assert_eq!(warm_pool, 0, "page-cache hits stay on AIO");
+    // A cached page can be locked for a moment (reclaim scanning it, under load), and a
+    // no-wait read of it then says EAGAIN: seen once here, with other jobs writing gigabytes.
+    assert!(
+        warm_pool <= 10,
+        "page-cache hits stay on AIO: {warm_pool} of 1000 did not"
+    );
     assert!(warm_aio >= 1000, "each warm read is an AIO request");
 
     // DONTNEED is advice (a page may survive it), so each read is judged by whether its page
