@@ -153,6 +153,23 @@ pub(crate) fn socket_error(fd: RawFd) -> io::Result<i32> {
     Ok(err)
 }
 
+/// Whether a socket is connected (`getpeername` succeeds; `ENOTCONN`: not yet).
+pub(crate) fn is_connected(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: `sockaddr_storage` is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY (syscall!): `addr` and `len` are writable and sized as the call expects.
+    match syscall!(getpeername(
+        fd,
+        (&mut addr as *mut libc::sockaddr_storage).cast(),
+        &mut len
+    )) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// `recv(fd, buf's read target, flags)`.
 pub(crate) fn recv(fd: RawFd, buf: &mut Buf, flags: i32) -> io::Result<usize> {
     let (ptr, len) = buf.read_target();

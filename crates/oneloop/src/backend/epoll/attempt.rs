@@ -130,7 +130,12 @@ pub(super) fn again(op: &mut Op, first_time: bool) -> Next {
             }
         }
         Op::Connect(o) => match sio::socket_error(o.fd) {
-            Ok(0) => Next::Done(0),
+            // Readiness is a hint: writable without an error may still be connecting.
+            Ok(0) => match sio::is_connected(o.fd) {
+                Ok(true) => Next::Done(0),
+                Ok(false) => Next::Wait(OUT),
+                Err(e) => Next::Done(-errno(&e)),
+            },
             Ok(err) => Next::Done(-err),
             Err(e) => Next::Done(-errno(&e)),
         },
