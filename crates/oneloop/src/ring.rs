@@ -454,6 +454,58 @@ impl Ring {
         }
     }
 
+    /// Asks for an op to end early without waiting for the answer — for a caller that has
+    /// given up on the op and needs only its buffers back. The op's final completion still
+    /// comes (with `ECANCELED`, or its real result if the cancel came too late) and carries
+    /// what it owned. On io_uring the cancel request rides in the next submission instead of
+    /// a system call of its own; a `Timeout` ends at once on every backend. A later
+    /// [`cancel`](Self::cancel) of the op answers `TooLate` (this request already decides its
+    /// end). An unknown or finished id is ignored.
+    ///
+    /// # Errors
+    /// Only if the ring is broken, or making room in the submission queue failed.
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{Ring, Timeout};
+    /// use std::time::Duration;
+    ///
+    /// let mut ring = Ring::new()?;
+    /// let id = ring.submit(Timeout::after(Duration::from_secs(60)), 1)?;
+    /// ring.cancel_nowait(id)?;
+    /// ring.wait(1, None)?;
+    /// assert!(ring.next_completion().unwrap().is_cancelled());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn cancel_nowait(&mut self, id: OpId) -> io::Result<()> {
+        self.driver.cancel_nowait(id, &mut self.completions)
+    }
+
+    /// Takes op `id`'s final completion if it is the newest ready one, as it is right after a
+    /// [`submit`](Self::submit) that finished the op at once (the epoll and aio backends
+    /// finish many sends, receives, reads and writes inside `submit`). Lets a caller skip the
+    /// queue for those; `None` otherwise.
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{Nop, Ring};
+    ///
+    /// let mut ring = Ring::new()?;
+    /// let id = ring.submit(Nop, 0)?;
+    /// // On epoll and aio a Nop ends inside submit; on io_uring the kernel answers later.
+    /// match ring.take_completion(id) {
+    ///     Some(done) => assert_eq!(done.id(), id),
+    ///     None => assert_eq!(ring.wait(1, None)?, 1),
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_completion(&mut self, id: OpId) -> Option<Completion> {
+        match self.completions.back() {
+            Some(c) if c.id == id && !c.more => self.completions.pop_back(),
+            _ => None,
+        }
+    }
+
     /// Cancels every op in flight on `fd`, counting what each cancel achieved.
     ///
     /// # Errors

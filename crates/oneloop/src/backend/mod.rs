@@ -7,6 +7,7 @@
 
 pub(crate) mod aio;
 pub(crate) mod epoll;
+mod timers;
 pub(crate) mod uring;
 
 use std::collections::VecDeque;
@@ -70,6 +71,14 @@ impl Driver {
         match self {
             Driver::Uring(d) => d.cancel(id, out),
             Driver::Epoll(d) => d.cancel(id, out),
+        }
+    }
+
+    pub fn cancel_nowait(&mut self, id: OpId, out: &mut VecDeque<Completion>) -> io::Result<()> {
+        match self {
+            Driver::Uring(d) => d.cancel_nowait(id, out),
+            // Cancels here never wait for the kernel: the answer is simply not needed.
+            Driver::Epoll(d) => d.cancel(id, out).map(drop),
         }
     }
 

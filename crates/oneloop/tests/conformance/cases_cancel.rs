@@ -1,10 +1,12 @@
-//! Cases 10–15: cancellation and teardown.
+//! Cases 10–15: cancellation and teardown (13d: cancels nobody waits for).
 
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use oneloop::{CancelOutcome, Output, Poll, PollMask, Read, Timeout, CURRENT_POSITION};
+use oneloop::{
+    BackendKind, CancelOutcome, Nop, Output, Poll, PollMask, Read, Timeout, CURRENT_POSITION,
+};
 
 use crate::alloc_count::{live_tracked, TRACKED_SIZE};
 use crate::harness::*;
@@ -502,5 +504,116 @@ pub fn c13c_cancel_running_writes(h: &Harness) -> Outcome {
         }
     }
     note(&format!("c13c: {tally:?}"));
+    Outcome::Pass
+}
+
+/// Case 13d: `cancel_nowait` — a cancel nobody waits for, as a dropped future asks. The op
+/// still ends exactly once, `ECANCELED` or with its real result, and hands its buffer back; on
+/// io_uring the request waits for the next submission (no completion appears before a `wait`);
+/// a timer ends at once; a later `cancel` answers `TooLate`; unknown and finished
+/// ids are ignored. `take_completion` takes only a final completion that is newest.
+pub fn c13d_cancel_nowait(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let (rd, wr) = pipe();
+    // A pending read: ends ECANCELED with its buffer.
+    let read = ring
+        .submit(
+            Read::new(rd.as_raw_fd(), Vec::with_capacity(64), CURRENT_POSITION),
+            1,
+        )
+        .unwrap();
+    assert!(
+        ring.take_completion(read).is_none(),
+        "a pending op was taken"
+    );
+    ring.cancel_nowait(read).unwrap();
+    if h.kind == BackendKind::Uring {
+        assert_eq!(ring.ready(), 0, "cancel_nowait waited for the kernel");
+    }
+    let (_, last) = final_of(&mut ring, read);
+    assert!(last.is_cancelled(), "{last:?}");
+    match last.into_output() {
+        Output::Buf(b) => {
+            let v = b.into_vec().expect("the Vec it was given");
+            assert!(v.capacity() >= 64 && v.is_empty(), "{v:?}");
+        }
+        other => panic!("the buffer did not come back: {other:?}"),
+    }
+    // Finished and unknown ids: nothing happens.
+    ring.cancel_nowait(read).unwrap();
+    // A timer ends at once, on every backend.
+    let timer = ring.submit(Timeout::after(LONG), 2).unwrap();
+    ring.cancel_nowait(timer).unwrap();
+    let done = ring
+        .take_completion(timer)
+        .expect("the timer ended at once");
+    assert!(done.is_cancelled() && done.user_data() == 2, "{done:?}");
+    // A multishot poll: its stream ends with one final completion.
+    let multi = ring
+        .submit(Poll::new(rd.as_raw_fd(), PollMask::IN).multishot(), 3)
+        .unwrap();
+    ring.cancel_nowait(multi).unwrap();
+    let (_, last) = final_of(&mut ring, multi);
+    assert!(last.is_cancelled(), "{last:?}");
+    // A later cancel answers what the op then does.
+    let poll = ring
+        .submit(Poll::new(rd.as_raw_fd(), PollMask::IN), 4)
+        .unwrap();
+    ring.cancel_nowait(poll).unwrap();
+    let outcome = ring.cancel(poll).unwrap();
+    let (_, last) = final_of(&mut ring, poll);
+    // The first request decides its end; the second is too late, and the poll ends once.
+    assert_eq!(outcome, CancelOutcome::TooLate, "{last:?}");
+    assert!(last.is_cancelled(), "{last:?}");
+    // Racing the data: each read ends exactly once, with the bytes or ECANCELED.
+    let rounds = rounds(2_000);
+    let (mut cancelled, mut read_first) = (0usize, 0usize);
+    for round in 0..rounds {
+        let id = ring
+            .submit(
+                Read::new(rd.as_raw_fd(), Vec::with_capacity(8), CURRENT_POSITION),
+                100 + round as u64,
+            )
+            .unwrap();
+        if round % 2 == 0 {
+            ring.wait(0, None).unwrap();
+        }
+        write_fd(wr.as_raw_fd(), b"x");
+        if round % 3 == 0 {
+            ring.wait(0, None).unwrap();
+        }
+        ring.cancel_nowait(id).unwrap();
+        let (_, last) = final_of(&mut ring, id);
+        assert_eq!(last.user_data(), 100 + round as u64);
+        if last.is_cancelled() {
+            cancelled += 1;
+            assert_eq!(
+                read_fd(rd.as_raw_fd(), 8),
+                b"x",
+                "a cancelled read took the byte"
+            );
+        } else {
+            assert_eq!(last.result().as_ref().ok(), Some(&1), "{last:?}");
+            read_first += 1;
+        }
+    }
+    // A finished op's completion, and only the newest one, is taken.
+    let nop = ring.submit(Nop, 5).unwrap();
+    let taken = ring.take_completion(nop);
+    if h.kind == BackendKind::Uring {
+        assert!(taken.is_none(), "uring answers a Nop in the kernel");
+        let (_, last) = final_of(&mut ring, nop);
+        assert_eq!(last.user_data(), 5);
+    } else {
+        assert_eq!(taken.expect("ended in submit").user_data(), 5);
+    }
+    assert_eq!(ring.in_flight(), 0, "slots leaked");
+    assert!(
+        quiet(&mut ring, Duration::from_millis(20)).is_empty(),
+        "an op ended twice"
+    );
+    note(&format!(
+        "c13d: {rounds} rounds, {cancelled} cancelled, {read_first} read first"
+    ));
     Outcome::Pass
 }

@@ -40,6 +40,7 @@ macro_rules! all_cases {
             cases_cancel::c13_cancel_races_completion,
             cases_cancel::c13b_cancel_after_wakeup,
             cases_cancel::c13c_cancel_running_writes,
+            cases_cancel::c13d_cancel_nowait,
             cases_cancel::c14_cancel_uncancellable_read,
             cases_cancel::c15_drop_ring_with_ops_in_flight,
             // Timeouts and deadlines

@@ -76,6 +76,8 @@ enum Decided {
     TooLate,
     /// Reached by the group cancel with this index (which op it cancelled is not said).
     Group(usize),
+    /// `cancel_nowait` asked first: the op may end either way, exactly once.
+    Nowait,
 }
 
 struct Live {
@@ -110,6 +112,8 @@ pub struct Tally {
     pub too_late: u64,
     pub timed_out: u64,
     pub stale_cancels: u64,
+    /// `cancel_nowait` calls on live ops.
+    pub nowait_cancels: u64,
     pub group_cancels: u64,
     pub short_transfers: u64,
     pub pool_refusals: u64,
@@ -426,6 +430,14 @@ impl Model {
                 self.tally.too_late += 1;
                 live.decided = Some(Decided::TooLate);
             }
+        }
+    }
+
+    /// Records `cancel_nowait(id)` of a live op: no answer, but later cancels are too late.
+    pub fn cancel_nowait_live(&mut self, id: OpId) {
+        self.tally.nowait_cancels += 1;
+        if let Some(live) = self.live.get_mut(&id) {
+            live.decided.get_or_insert(Decided::Nowait);
         }
     }
 

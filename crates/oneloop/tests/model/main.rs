@@ -1,7 +1,7 @@
 //! The randomized model test: random sequences of every op kind (with and without deadlines,
-//! one-shot and multishot), cancels by id, by stale id, by fd and of all, waits with
-//! timeouts, wakes from another thread, writes and reads on the other ends, and rings dropped
-//! mid-flight — each answer and completion checked against the reference model of the
+//! one-shot and multishot), cancels by id (answered, and `cancel_nowait`), by stale id, by fd
+//! and of all, waits with timeouts, wakes from another thread, writes and reads on the other
+//! ends, and rings dropped mid-flight — each answer and completion checked against the reference model of the
 //! contract (`contract.rs`); at the end of a run, the process's descriptors and the op
 //! buffers still alive are back to where they were.
 //!
@@ -240,9 +240,9 @@ fn run(kind: BackendKind, faults: bool) {
     }
     let t = &model.tally;
     note(&format!(
-        "{name}: {} ops in {:.1?} ({} MORE, {} cancelled, {} too late, {} timed out, {} short, {} stale cancels, {} group cancels, {} pool refusals, {} rings dropped), {} violations",
+        "{name}: {} ops in {:.1?} ({} MORE, {} cancelled, {} too late, {} timed out, {} short, {} stale cancels, {} nowait cancels, {} group cancels, {} pool refusals, {} rings dropped), {} violations",
         t.submitted, started.elapsed(), t.mores, t.cancelled, t.too_late, t.timed_out, t.short_transfers,
-        t.stale_cancels, t.group_cancels, t.pool_refusals, t.rings_dropped, violations.len()
+        t.stale_cancels, t.nowait_cancels, t.group_cancels, t.pool_refusals, t.rings_dropped, violations.len()
     ));
     if let Some(hits) = &hits {
         note(&format!("{name}: faults injected {hits:?}"));
@@ -425,7 +425,17 @@ impl Run {
     fn cancel(&mut self) {
         let pick = self.rng.next();
         match self.rng.below(10) {
-            0..=5 => {
+            0 | 1 => {
+                // As a dropped future asks: no answer, the op ends as it will.
+                let Some(id) = self.model.pick_live(pick) else {
+                    return;
+                };
+                match self.ring().cancel_nowait(id) {
+                    Ok(()) => self.model.cancel_nowait_live(id),
+                    Err(e) => self.model.violation(format!("cancel_nowait failed: {e}")),
+                }
+            }
+            2..=5 => {
                 let Some(id) = self.model.pick_live(pick) else {
                     return;
                 };

@@ -18,7 +18,6 @@
 
 mod attempt;
 mod fds;
-mod timers;
 mod with_aio;
 
 use std::collections::VecDeque;
@@ -29,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use self::attempt::{Blocking, Next};
 use self::fds::{Fds, Waiter, UNMASKED};
-use self::timers::{Fire, TimerSeq, Timers};
+use super::timers::{Fire, TimerSeq, Timers};
 use crate::completion::{finish, CancelCount, CancelOutcome, Completion, OpId};
 use crate::fault::{self, Fault};
 use crate::op::{Op, Submission};

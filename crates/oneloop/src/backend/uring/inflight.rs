@@ -16,14 +16,13 @@ use io_uring::types::{OpenHow, Timespec};
 use io_uring::IoUring;
 use std::time::Instant;
 
+use crate::backend::timers::TimerSeq;
 use crate::op::Op;
 use crate::slab::Slab;
 use crate::sys::RawSockAddr;
 
 /// Kernel-visible scratch an op may need besides its buffers.
 pub(super) struct Aux {
-    /// The `Timeout` op's timespec.
-    pub ts: Timespec,
     /// The deadline's linked-timeout timespec.
     pub link_ts: Timespec,
     /// What only some ops need, boxed so that every slot stays small (slots are moved on
@@ -61,6 +60,8 @@ pub(super) struct Slot {
     /// The op's deadline, absolute.
     pub deadline: Option<Instant>,
     pub aux: Aux,
+    /// A `Timeout` op's timer in the ring's heap, while it is armed.
+    pub timer: Option<TimerSeq>,
     /// The main request's final result, once its last CQE (no `MORE`) arrived.
     pub main_res: Option<i32>,
     /// Linked-timeout CQEs still to come.
@@ -80,6 +81,9 @@ pub(super) struct Slot {
     /// An emulated `EpollWait` waiting to be re-armed (its poll fired, `epoll_wait` found
     /// nothing): the kernel holds no request for it.
     pub rearm_pending: bool,
+    /// A cancel was asked for with no one waiting for its answer (`Ring::cancel_nowait`): its
+    /// cancel CQEs are nobody's result, and the op ends as the kernel decides.
+    pub discarded: bool,
 }
 
 impl Slot {
@@ -89,10 +93,10 @@ impl Slot {
             user_data,
             deadline,
             aux: Aux {
-                ts: Timespec::new(),
                 link_ts: Timespec::new(),
                 extra: None,
             },
+            timer: None,
             main_res: None,
             links_pending: 0,
             link_fired: false,
@@ -100,6 +104,7 @@ impl Slot {
             user_cancelled: false,
             cancel_answered: false,
             rearm_pending: false,
+            discarded: false,
         }
     }
 

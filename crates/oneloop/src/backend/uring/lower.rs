@@ -27,6 +27,15 @@ fn clamp_len(len: usize) -> u32 {
     len.min(u32::MAX as usize) as u32
 }
 
+/// What an op becomes on this backend.
+pub(super) enum Lowered {
+    /// A request for the kernel.
+    Sqe(Entry),
+    /// A timer in the ring's own heap, due at this instant: `Timeout` ops never reach the
+    /// kernel (one kernel `TIMEOUT` and one `ASYNC_CANCEL` per timer cost ~10 × more).
+    Timer(Instant),
+}
+
 /// Builds the main SQE for `slot`'s op, filling the slot's `Aux` where the op needs it.
 ///
 /// `native_epoll_wait` picks `IORING_OP_EPOLL_WAIT`; otherwise an `EpollWait` is a one-shot
@@ -36,7 +45,7 @@ pub(super) fn lower(
     user_data: u64,
     native_epoll_wait: bool,
     now: Option<Instant>,
-) -> Entry {
+) -> Lowered {
     let aux = &mut slot.aux;
     let entry = match &mut slot.op {
         Op::Nop(_) => opcode::Nop::new().build(),
@@ -86,11 +95,7 @@ pub(super) fn lower(
         )
         .build(),
         Op::EpollWait(o) => opcode::PollAdd::new(Fd(o.epfd), libc::POLLIN as u32).build(),
-        Op::Timeout(o) => {
-            let now = now.unwrap_or_else(Instant::now);
-            aux.ts = timespec_until(o.when.instant(now), now);
-            opcode::Timeout::new(&aux.ts).build()
-        }
+        Op::Timeout(o) => return Lowered::Timer(o.when.instant(now.unwrap_or_else(Instant::now))),
         Op::Accept(o) => opcode::Accept::new(Fd(o.fd), std::ptr::null_mut(), std::ptr::null_mut())
             .flags(o.flags)
             .build(),
@@ -121,12 +126,13 @@ pub(super) fn lower(
             opcode::OpenAt2::new(Fd(o.dirfd), o.path.as_ptr(), how).build()
         }
     };
-    entry.user_data(user_data)
+    Lowered::Sqe(entry.user_data(user_data))
 }
 
-/// The opcode an op needs on this kernel, for the start-up probe.
-pub(super) fn opcode_of(op: &Op, native_epoll_wait: bool) -> u8 {
-    match op {
+/// The opcode an op needs on this kernel, for the start-up probe (`None`: the op runs in
+/// user space).
+pub(super) fn opcode_of(op: &Op, native_epoll_wait: bool) -> Option<u8> {
+    Some(match op {
         Op::Nop(_) => opcode::Nop::CODE,
         Op::Read(_) => opcode::Read::CODE,
         Op::Write(_) => opcode::Write::CODE,
@@ -136,12 +142,12 @@ pub(super) fn opcode_of(op: &Op, native_epoll_wait: bool) -> u8 {
         Op::Poll(_) => opcode::PollAdd::CODE,
         Op::EpollWait(_) if native_epoll_wait => opcode::EpollWait::CODE,
         Op::EpollWait(_) => opcode::PollAdd::CODE,
-        Op::Timeout(_) => opcode::Timeout::CODE,
+        Op::Timeout(_) => return None,
         Op::Accept(_) => opcode::Accept::CODE,
         Op::Connect(_) => opcode::Connect::CODE,
         Op::Recv(_) => opcode::Recv::CODE,
         Op::Send(_) => opcode::Send::CODE,
         Op::Close(_) => opcode::Close::CODE,
         Op::OpenAt(_) => opcode::OpenAt2::CODE,
-    }
+    })
 }

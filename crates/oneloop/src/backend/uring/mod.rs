@@ -8,6 +8,9 @@
 //! * **Final completion.** A slot is finished only when its main request's last CQE, every
 //!   linked-timeout CQE and every cancel CQE naming it have arrived; only then does the user's
 //!   final completion go out and the slot's memory become free (see `inflight.rs`).
+//! * **Timers.** `Timeout` ops live in the ring's own heap (`backend/timers.rs`), never in the
+//!   kernel: the wait's timeout is bounded by the earliest one, so arming is a heap push and
+//!   cancelling one answers `Cancelled` at once, without a system call.
 //! * **Deadlines** are `LINK_TIMEOUT`s. The target then ends `ECANCELED`; the driver reports
 //!   `TimedOut` when the linked timeout fired (`-ETIME`) and no user cancel succeeded.
 //! * **Cancel** is `ASYNC_CANCEL` by `user_data`, awaited synchronously: `0` → `Cancelled`,
@@ -31,6 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::inflight::{InFlight, Slot};
+use self::lower::Lowered;
+use super::timers::{Fire, Timers};
 use crate::completion::{finish, raw_result, CancelCount, CancelOutcome, Completion, OpId};
 use crate::fault::{self, Fault};
 use crate::op::{Op, Submission};
@@ -68,6 +73,8 @@ pub(crate) struct Uring {
     cancel_results: Vec<(Key, i32)>,
     /// Emulated `EpollWait`s to re-arm once the current reap is over.
     rearms: Vec<Key>,
+    /// `Timeout` ops, by deadline.
+    timers: Timers,
     broken: Option<String>,
     setup: &'static str,
 }
@@ -106,6 +113,7 @@ impl Uring {
             cqes: Vec::with_capacity(cq.max(64)),
             cancel_results: Vec::with_capacity(64),
             rearms: Vec::with_capacity(64),
+            timers: Timers::new(),
             broken: None,
             setup,
         };
@@ -172,7 +180,7 @@ impl Uring {
             self.try_finish(key, out);
             return Ok(OpId(key.pack()));
         }
-        if let Err(e) = self.arm(key, out) {
+        if let Err(e) = self.arm(key, now, out) {
             let slot = self.table.slots.remove(key).expect("slot just inserted");
             return Err(SubmitError::new(e, slot.op));
         }
@@ -189,7 +197,9 @@ impl Uring {
     }
 
     fn check_supported(&self, op: &Op) -> io::Result<()> {
-        let code = lower::opcode_of(op, self.native_epoll_wait);
+        let Some(code) = lower::opcode_of(op, self.native_epoll_wait) else {
+            return Ok(());
+        };
         if self.probe.is_supported(code) {
             return Ok(());
         }
@@ -202,19 +212,32 @@ impl Uring {
         ))
     }
 
-    /// Lowers slot `key` and queues its SQE (plus its deadline's linked timeout).
-    fn arm(&mut self, key: Key, out: &mut VecDeque<Completion>) -> io::Result<()> {
-        let has_deadline = self
-            .table
-            .slots
-            .get(key)
-            .is_some_and(|s| s.deadline.is_some());
-        self.ensure_sq_room(if has_deadline { 2 } else { 1 }, out)?;
+    /// Lowers slot `key` and queues its SQE (plus its deadline's linked timeout), or arms its
+    /// timer. `now` is the clock read at submission, if it was read.
+    fn arm(
+        &mut self,
+        key: Key,
+        now: Option<Instant>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
         let native = self.native_epoll_wait;
         let slot = self.table.slots.get_mut(key).expect("arming a live slot");
-        let now = (slot.deadline.is_some() || matches!(slot.op, Op::Timeout(_))).then(Instant::now);
+        let needs_clock = slot.deadline.is_some() || matches!(slot.op, Op::Timeout(_));
+        let now = now.or_else(|| needs_clock.then(Instant::now));
         slot.rearm_pending = false;
-        let main = lower::lower(slot, user_data(TAG_MAIN, key), native, now);
+        let main = match lower::lower(slot, user_data(TAG_MAIN, key), native, now) {
+            Lowered::Sqe(main) => main,
+            Lowered::Timer(at) => {
+                // A deadline before the timer ends it the same way: -ETIME, `TimedOut`.
+                let at = slot.deadline.map_or(at, |d| d.min(at));
+                slot.timer = Some(self.timers.arm(at, key, Fire::Timeout));
+                return Ok(());
+            }
+        };
+        let has_deadline = slot.deadline.is_some();
+        // The SQE points only into the slot, whose memory stays put while room is made.
+        self.ensure_sq_room(if has_deadline { 2 } else { 1 }, out)?;
+        let slot = self.table.slots.get_mut(key).expect("arming a live slot");
         let pushed = match slot.deadline {
             Some(at) => {
                 slot.aux.link_ts = lower::timespec_until(at, now.unwrap_or_else(Instant::now));
@@ -326,12 +349,16 @@ impl Uring {
                 }
             }
             TAG_CANCEL => {
-                self.cancel_results.push((key, res));
-                if let Some(slot) = self.table.slots.get_mut(key) {
-                    slot.cancels_pending -= 1;
-                    slot.user_cancelled |= res == 0;
-                    self.try_finish(key, out);
+                let Some(slot) = self.table.slots.get_mut(key) else {
+                    tracing::warn!(?key, "cancel CQE for a finished op");
+                    return;
+                };
+                slot.cancels_pending -= 1;
+                slot.user_cancelled |= res == 0;
+                if !slot.discarded {
+                    self.cancel_results.push((key, res));
                 }
+                self.try_finish(key, out);
             }
             TAG_WAKE => {
                 self.woken = true;
@@ -369,6 +396,7 @@ impl Uring {
         if let (Op::EpollWait(o), false, true) = (&mut slot.op, native, res >= 0) {
             // Emulated EpollWait: the poll on the epoll fd fired; collect the events now.
             match crate::sys::epoll_wait_now(o.epfd, &mut o.events.raw) {
+                Ok(0) if slot.discarded => res = -libc::ECANCELED,
                 Ok(0) if slot.deadline.is_some_and(|d| d <= Instant::now()) => res = -libc::ETIME,
                 Ok(0) => {
                     slot.rearm_pending = true;
@@ -404,11 +432,49 @@ impl Uring {
         });
     }
 
+    /// Ends every `Timeout` op that is due with `-ETIME`.
+    fn fire_timers(&mut self, out: &mut VecDeque<Completion>) {
+        if self.timers.next_due().is_none() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some((key, seq, _)) = self.timers.pop_due(now) {
+            match self.table.slots.get_mut(key) {
+                Some(slot) if slot.timer == Some(seq) => {
+                    slot.timer = None;
+                    slot.main_res = Some(-libc::ETIME);
+                }
+                // A stale entry: its timer was cancelled.
+                _ => continue,
+            }
+            self.timers.fired();
+            self.try_finish(key, out);
+        }
+    }
+
+    /// Ends slot `key`'s `Timeout` op `ECANCELED` if its timer is armed; `false` if it is not a
+    /// timer.
+    fn cancel_timer(&mut self, key: Key, out: &mut VecDeque<Completion>) -> bool {
+        let Some(slot) = self.table.slots.get_mut(key) else {
+            return false;
+        };
+        if slot.timer.take().is_none() {
+            return false;
+        }
+        slot.main_res = Some(-libc::ECANCELED);
+        slot.user_cancelled = true;
+        let slots = &self.table.slots;
+        self.timers
+            .disarm(|k, seq| slots.get(k).is_some_and(|s| s.timer == Some(seq)));
+        self.try_finish(key, out);
+        true
+    }
+
     /// Re-arms emulated `EpollWait`s whose `epoll_wait(.., 0)` found nothing.
     fn run_rearms(&mut self, out: &mut VecDeque<Completion>) -> io::Result<()> {
         while let Some(key) = self.rearms.pop() {
             if self.table.slots.get(key).is_some_and(|s| s.rearm_pending) {
-                self.arm(key, out)?;
+                self.arm(key, None, out)?;
             }
         }
         Ok(())
@@ -425,17 +491,26 @@ impl Uring {
         // A wake reaped earlier (during a cancel, say) still ends this wait: it is consumed here.
         loop {
             self.reap(out);
+            self.fire_timers(out);
             self.run_rearms(out)?;
             if out.len() >= min_complete || self.woken {
                 break;
             }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
+            let now = Instant::now();
+            let mut left = match deadline {
+                Some(d) => match d.checked_duration_since(now) {
                     Some(left) if !left.is_zero() => Some(left),
                     _ => break,
                 },
                 None => None,
             };
+            if let Some(due) = self.timers.next_due() {
+                let until = due.saturating_duration_since(now);
+                if until.is_zero() {
+                    continue;
+                }
+                left = Some(left.map_or(until, |l| l.min(until)));
+            }
             self.enter(1, left)?;
         }
         self.woken = false;
@@ -460,7 +535,13 @@ impl Uring {
             Some(slot) if slot.main_res.is_some() || slot.cancel_answered => {
                 return Ok(CancelOutcome::TooLate)
             }
+            // `cancel_nowait` asked first; its request decides how the op ends, this one is
+            // too late (as on the other backends, where that request ended the op at once).
+            Some(slot) if slot.discarded => return Ok(CancelOutcome::TooLate),
             Some(_) => {}
+        }
+        if self.cancel_timer(key, out) {
+            return Ok(CancelOutcome::Cancelled);
         }
         self.cancel_results.clear();
         if !self.push_cancel(key, out)? {
@@ -483,14 +564,22 @@ impl Uring {
         self.check_broken()?;
         let mut count = CancelCount::default();
         let mut targets = Vec::new();
+        let mut timers = Vec::new();
         for (key, slot) in self.table.slots.iter() {
             if fd.is_some() && slot.op.fd() != fd {
                 continue;
             }
-            if slot.main_res.is_some() || slot.cancel_answered {
+            if slot.main_res.is_some() || slot.cancel_answered || slot.discarded {
                 count.too_late += 1;
+            } else if slot.timer.is_some() {
+                timers.push(key);
             } else {
                 targets.push(key);
+            }
+        }
+        for key in timers {
+            if self.cancel_timer(key, out) {
+                count.cancelled += 1;
             }
         }
         self.cancel_results.clear();
@@ -514,6 +603,38 @@ impl Uring {
         self.cancel_results = results;
         self.run_rearms(out)?;
         Ok(count)
+    }
+
+    /// Asks for op `id` to end early without waiting for the kernel's answer: the
+    /// `ASYNC_CANCEL` rides in the next submission, and the op's final completion says how it
+    /// ended. A timer ends at once.
+    pub fn cancel_nowait(&mut self, id: OpId, out: &mut VecDeque<Completion>) -> io::Result<()> {
+        self.check_broken()?;
+        let key = Key::unpack(id.0);
+        match self.table.slots.get_mut(key) {
+            None => return Ok(()),
+            Some(slot) if slot.main_res.is_some() || slot.cancel_answered || slot.discarded => {
+                return Ok(())
+            }
+            // An emulated EpollWait between its poll and its re-arm: no request to cancel.
+            Some(slot) if slot.rearm_pending => {
+                slot.rearm_pending = false;
+                slot.user_cancelled = true;
+                slot.main_res = Some(-libc::ECANCELED);
+                self.try_finish(key, out);
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        if self.cancel_timer(key, out) {
+            return Ok(());
+        }
+        if self.push_cancel(key, out)? {
+            if let Some(slot) = self.table.slots.get_mut(key) {
+                slot.discarded = true;
+            }
+        }
+        Ok(())
     }
 
     /// Records that a cancel has answered for slot `key` (if it is still there).

@@ -14,7 +14,7 @@ use crate::slab::Key;
 
 /// What a timer does when it fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Fire {
+pub(crate) enum Fire {
     /// A `Timeout` op expires.
     Timeout,
     /// An op's deadline passes.
@@ -22,7 +22,7 @@ pub(super) enum Fire {
 }
 
 /// A timer's identity, kept by its slot; stale if the slot no longer holds it.
-pub(super) type TimerSeq = u64;
+pub(crate) type TimerSeq = u64;
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
@@ -33,7 +33,7 @@ struct Entry {
 }
 
 /// The timer heap.
-pub(super) struct Timers {
+pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<Entry>>,
     next_seq: TimerSeq,
     live: usize,
