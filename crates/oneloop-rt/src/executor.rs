@@ -4,11 +4,16 @@
 //! Where it sits: [`block_on`] makes a ring and a run queue for the calling thread; every op
 //! future submits to that ring with its slot in the [op table](crate::op) as `user_data`;
 //! each turn of the loop runs ready tasks, then waits on the ring and hands each completion
-//! to its slot, waking the task. Wakes from other threads push to the run queue and wake the
-//! ring through its [`oneloop::Waker`], so a blocked `wait` returns.
+//! to its slot, waking the task.
+//!
+//! **Two run queues.** A wake on the executor's own thread (the common case: a completion
+//! wakes the task that waits for it) pushes to a thread-local queue, with no lock and no
+//! atomic. A wake from another thread pushes to the shared injection queue under its mutex
+//! and wakes the ring through its [`oneloop::Waker`], so a blocked `wait` returns; the loop
+//! moves injected tasks to the local queue at each turn.
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -17,7 +22,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
-use std::thread::{self, ThreadId};
+use std::thread;
 
 use async_task::{Runnable, Task};
 use oneloop::{BackendKind, Ring, RingBuilder};
@@ -27,37 +32,51 @@ use crate::op::OpTable;
 /// Tasks run per turn before the ring is checked again, so I/O is never starved.
 const BUDGET: usize = 128;
 
-/// The run queue, shared with wakers that may live on other threads.
+/// What wakers on any thread share with the executor: the injection queue.
 struct Shared {
-    queue: Mutex<VecDeque<Runnable>>,
+    /// Tasks woken on other threads, moved to the local queue at each turn.
+    injected: Mutex<VecDeque<Runnable>>,
+    /// Whether `injected` may hold tasks (checked without the lock).
+    has_injected: AtomicBool,
     ring_waker: oneloop::Waker,
-    thread: ThreadId,
 }
 
 impl Shared {
+    /// Whether the calling thread runs this executor.
+    fn is_home(&self) -> bool {
+        HOME.get() == std::ptr::from_ref(self) as usize
+    }
+
     fn schedule(&self, runnable: Runnable) {
-        self.queue
+        if self.is_home() {
+            LOCAL.with(|q| q.borrow_mut().push_back(runnable));
+            return;
+        }
+        self.injected
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(runnable);
-        if thread::current().id() != self.thread {
-            self.ring_waker.wake();
+        self.has_injected.store(true, Ordering::Release);
+        self.ring_waker.wake();
+    }
+
+    /// Moves tasks woken on other threads to the local queue.
+    fn take_injected(&self) {
+        if !self.has_injected.swap(false, Ordering::AcqRel) {
+            return;
         }
+        let mut injected = self.injected.lock().unwrap_or_else(|e| e.into_inner());
+        LOCAL.with(|q| q.borrow_mut().extend(injected.drain(..)));
     }
+}
 
-    fn pop(&self) -> Option<Runnable> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-    }
+/// The next task of this thread's local run queue.
+fn pop_local() -> Option<Runnable> {
+    LOCAL.with(|q| q.borrow_mut().pop_front())
+}
 
-    fn is_empty(&self) -> bool {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-    }
+fn local_is_empty() -> bool {
+    LOCAL.with(|q| q.borrow().is_empty())
 }
 
 /// Everything one thread's executor owns.
@@ -69,6 +88,12 @@ pub(crate) struct Context {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Context>>> = const { RefCell::new(None) };
+    /// The run queue of the executor on this thread; only this thread touches it.
+    static LOCAL: RefCell<VecDeque<Runnable>> = const { RefCell::new(VecDeque::new()) };
+    /// The address of the running executor's `Shared` (0: none). A waker compares its own
+    /// `Shared` with it; that `Shared` is alive while the waker is, so no other executor can
+    /// have its address meanwhile.
+    static HOME: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Runs `f` with this thread's executor.
@@ -106,8 +131,7 @@ impl Context {
 /// Wakes the `block_on` future itself.
 struct MainWake {
     woken: AtomicBool,
-    ring_waker: oneloop::Waker,
-    thread: ThreadId,
+    shared: Arc<Shared>,
 }
 
 impl Wake for MainWake {
@@ -116,8 +140,8 @@ impl Wake for MainWake {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        if thread::current().id() != self.thread {
-            self.ring_waker.wake();
+        if !self.shared.is_home() {
+            self.shared.ring_waker.wake();
         }
     }
 }
@@ -214,9 +238,9 @@ impl Runtime {
         let ring = self.config.ring().build()?;
         let ring_waker = ring.waker();
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
-            ring_waker: ring_waker.clone(),
-            thread: thread::current().id(),
+            injected: Mutex::new(VecDeque::new()),
+            has_injected: AtomicBool::new(false),
+            ring_waker,
         });
         let ctx = Rc::new(Context {
             ring: RefCell::new(ring),
@@ -231,11 +255,11 @@ impl Runtime {
             );
             *c = Some(Rc::clone(&ctx));
         });
+        HOME.set(Arc::as_ptr(&ctx.shared) as usize);
         let _teardown = Teardown(Rc::clone(&ctx));
         let main = Arc::new(MainWake {
             woken: AtomicBool::new(true),
-            ring_waker,
-            thread: thread::current().id(),
+            shared: Arc::clone(&ctx.shared),
         });
         let waker = Waker::from(Arc::clone(&main));
         let mut cx = TaskContext::from_waker(&waker);
@@ -246,15 +270,18 @@ impl Runtime {
                     return Ok(value);
                 }
             }
+            ctx.shared.take_injected();
             for _ in 0..BUDGET {
-                match ctx.shared.pop() {
+                match pop_local() {
                     Some(runnable) => {
                         runnable.run();
                     }
                     None => break,
                 }
             }
-            let idle = !main.woken.load(Ordering::Acquire) && ctx.shared.is_empty();
+            let idle = !main.woken.load(Ordering::Acquire)
+                && local_is_empty()
+                && !ctx.shared.has_injected.load(Ordering::Acquire);
             ctx.turn(idle)?;
         }
     }
@@ -315,14 +342,19 @@ struct Teardown(Rc<Context>);
 
 impl Drop for Teardown {
     fn drop(&mut self) {
-        while let Some(runnable) = self.0.shared.pop() {
-            drop(runnable);
-        }
+        // One at a time, outside the queue's borrow: dropping a task may wake others.
+        let drain = || {
+            self.0.shared.take_injected();
+            while let Some(runnable) = pop_local() {
+                drop(runnable);
+                self.0.shared.take_injected();
+            }
+        };
+        drain();
         let entries = self.0.ops.borrow_mut().take_all();
         drop(entries);
-        while let Some(runnable) = self.0.shared.pop() {
-            drop(runnable);
-        }
+        drain();
+        HOME.set(0);
         CURRENT.with(|c| c.borrow_mut().take());
     }
 }

@@ -111,7 +111,8 @@ impl OpTable {
     /// After a dispatch: send deferred cancels, and let futures waiting for room retry.
     pub(crate) fn after_dispatch(&mut self, ring: &mut Ring) {
         for id in self.deferred_cancels.drain(..) {
-            let _ = ring.cancel(id);
+            // Fails only on a broken ring, which the next wait reports.
+            let _ = ring.cancel_nowait(id);
         }
         for waker in self.room_waiters.drain(..) {
             waker.wake();
@@ -171,19 +172,23 @@ impl Future for Submit {
             }
             let op = this.op.take().expect("polled after completion");
             let index = ops.alloc();
-            match ctx
-                .ring
-                .borrow_mut()
-                .submit(Submission::from(op), index as u64)
-            {
-                Ok(id) => {
-                    ops.entries[index] = Entry::Waiting {
-                        id,
-                        waker: Some(cx.waker().clone()),
-                    };
-                    this.slot = Some(index);
-                    Poll::Pending
-                }
+            let mut ring = ctx.ring.borrow_mut();
+            match ring.submit(Submission::from(op), index as u64) {
+                // Finished inside submit (epoll and aio often do): ready at the first poll.
+                Ok(id) => match ring.take_completion(id) {
+                    Some(c) => {
+                        ops.release(index);
+                        Poll::Ready(Ok(c))
+                    }
+                    None => {
+                        ops.entries[index] = Entry::Waiting {
+                            id,
+                            waker: Some(cx.waker().clone()),
+                        };
+                        this.slot = Some(index);
+                        Poll::Pending
+                    }
+                },
                 Err(refused) => {
                     ops.release(index);
                     let error = io::Error::new(refused.error().kind(), refused.to_string());
@@ -223,8 +228,11 @@ fn orphan(index: usize) {
             | Entry::Stream {
                 id, ended: false, ..
             } => match ctx.ring.try_borrow_mut() {
+                // Nobody waits for the answer: on io_uring the request rides in the next
+                // submission.
+                // (Fails only on a broken ring, which the next wait reports.)
                 Ok(mut ring) => {
-                    let _ = ring.cancel(id);
+                    let _ = ring.cancel_nowait(id);
                 }
                 Err(_) => ops.deferred_cancels.push(id),
             },
