@@ -21,7 +21,8 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backend::{self, Driver};
@@ -198,6 +199,8 @@ impl RingBuilder {
         let wake = Arc::new(WakeFd {
             fd: crate::sys::eventfd()?,
             state: Ownership::new(),
+            unregistered: Mutex::new(Vec::new()),
+            has_unregistered: AtomicBool::new(false),
         });
         if requested != BackendKind::Auto {
             let driver = backend::open(requested, &self, &wake)?;
@@ -245,11 +248,32 @@ impl RingBuilder {
 pub(crate) struct WakeFd {
     fd: OwnedFd,
     state: Ownership,
+    /// Descriptors unregistered through a [`Waker`] (from any thread), not yet applied.
+    unregistered: Mutex<Vec<RawFd>>,
+    /// Whether `unregistered` may hold any (checked without the lock).
+    has_unregistered: AtomicBool,
 }
 
 impl WakeFd {
     pub(crate) fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The ring's side: hands each descriptor unregistered through a [`Waker`] to `f`.
+    #[inline]
+    pub(crate) fn take_unregistered(&self, f: impl FnMut(RawFd)) {
+        if self.has_unregistered.load(Ordering::Acquire) {
+            self.take_unregistered_slow(f);
+        }
+    }
+
+    #[cold]
+    fn take_unregistered_slow(&self, f: impl FnMut(RawFd)) {
+        if !self.has_unregistered.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let fds = std::mem::take(&mut *self.unregistered.lock().unwrap_or_else(|e| e.into_inner()));
+        fds.into_iter().for_each(f);
     }
 
     /// The ring's side: the eventfd fired; takes every wake posted so far.
@@ -279,6 +303,18 @@ impl Waker {
                 tracing::error!(error = %e, "wake failed");
             }
         }
+    }
+
+    /// [`Ring::unregister_fd`] from any thread: call it before closing `fd`. The ring applies
+    /// it before it next relies on a registration (and before it registers any fd), so a
+    /// number reused after the close is never mistaken for the old file.
+    pub fn unregister_fd(&self, fd: RawFd) {
+        self.wake
+            .unregistered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fd);
+        self.wake.has_unregistered.store(true, Ordering::Release);
     }
 }
 
@@ -504,6 +540,49 @@ impl Ring {
             Some(c) if c.id == id && !c.more => self.completions.pop_back(),
             _ => None,
         }
+    }
+
+    /// Tells the ring that `fd` — a socket, pipe or other pollable descriptor — stays open
+    /// until [`unregister_fd`](Self::unregister_fd), so its readiness can be kept rather than
+    /// asked for again on every wait. On the epoll and aio backends the fd is registered once
+    /// (edge-triggered) and a receive, send or accept that would block waits without an
+    /// `epoll_ctl` — and without even trying when the last attempt in its direction saw
+    /// `EAGAIN` and no event came since. On io_uring it changes nothing. Registering a regular
+    /// file is allowed and changes nothing.
+    ///
+    /// **Unregister before closing.** A closed fd's registration vanishes; if its number then
+    /// names a new file while the ring still believes the old registration, ops on it may
+    /// wait for readiness that is never reported. Unregistered fds have no such hazard.
+    ///
+    /// # Errors
+    /// The kernel's refusal to watch `fd` (`EBADF`, say).
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{Recv, Ring};
+    /// use std::io::Write;
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let mut ring = Ring::new()?;
+    /// let (a, mut b) = UnixStream::pair()?;
+    /// ring.register_fd(a.as_raw_fd())?;
+    /// ring.submit(Recv::new(a.as_raw_fd(), Vec::with_capacity(16)), 0)?;
+    /// b.write_all(b"hi")?;
+    /// ring.wait(1, None)?;
+    /// assert_eq!(ring.next_completion().unwrap().result().as_ref().unwrap(), &2);
+    /// ring.unregister_fd(a.as_raw_fd());
+    /// drop(a);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn register_fd(&mut self, fd: RawFd) -> io::Result<()> {
+        self.driver.register_fd(fd)
+    }
+
+    /// Ends what [`register_fd`](Self::register_fd) promised: call it before closing `fd`.
+    /// Ops still pending on `fd` go on as they would for any fd. Unknown fds are ignored.
+    pub fn unregister_fd(&mut self, fd: RawFd) {
+        self.driver.unregister_fd(fd);
     }
 
     /// Cancels every op in flight on `fd`, counting what each cancel achieved.

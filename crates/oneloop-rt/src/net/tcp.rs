@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, Recv, Send};
 
-use super::write_all;
+use super::{write_all, Registration};
 use crate::fs::cancel_ops_on;
 use crate::op::{clone_error, plain, run, with_buf};
 
@@ -15,27 +15,27 @@ use crate::op::{clone_error, plain, run, with_buf};
 #[derive(Debug)]
 pub struct TcpListener {
     inner: std::net::TcpListener,
+    reg: Registration,
 }
 
 impl TcpListener {
     /// Binds and listens on `addr` (the first address it resolves to that works).
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
-        Ok(TcpListener {
-            inner: std::net::TcpListener::bind(addr)?,
-        })
+        Ok(TcpListener::from_std(std::net::TcpListener::bind(addr)?))
     }
 
     /// Binds and listens on `addr` with `SO_REUSEPORT`, so every executor thread of a
     /// [`Runtime::run`](crate::Runtime::run) can listen on the same port.
     pub fn bind_reuse_port(addr: SocketAddr) -> io::Result<TcpListener> {
-        Ok(TcpListener {
-            inner: oneloop::sockets::tcp_listener_reuse_port(&addr, 1024)?,
-        })
+        Ok(TcpListener::from_std(
+            oneloop::sockets::tcp_listener_reuse_port(&addr, 1024)?,
+        ))
     }
 
     /// Takes over a listener bound elsewhere.
     pub fn from_std(inner: std::net::TcpListener) -> TcpListener {
-        TcpListener { inner }
+        let reg = Registration::new(inner.as_raw_fd());
+        TcpListener { inner, reg }
     }
 
     /// The address it listens on.
@@ -70,6 +70,7 @@ impl AsRawFd for TcpListener {
 impl Drop for TcpListener {
     fn drop(&mut self) {
         cancel_ops_on(self.inner.as_raw_fd());
+        self.reg.release(self.inner.as_raw_fd());
     }
 }
 
@@ -77,12 +78,15 @@ impl Drop for TcpListener {
 #[derive(Debug)]
 pub struct TcpStream {
     inner: std::net::TcpStream,
+    reg: Registration,
 }
 
 impl TcpStream {
     fn from_fd(fd: OwnedFd) -> TcpStream {
+        let reg = Registration::new(fd.as_raw_fd());
         TcpStream {
             inner: std::net::TcpStream::from(fd),
+            reg,
         }
     }
 
@@ -166,5 +170,6 @@ impl AsRawFd for TcpStream {
 impl Drop for TcpStream {
     fn drop(&mut self) {
         cancel_ops_on(self.inner.as_raw_fd());
+        self.reg.release(self.inner.as_raw_fd());
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use oneloop::{Accept, IoBuf, IoBufMut, Recv, Send};
 
-use super::write_all;
+use super::{write_all, Registration};
 use crate::fs::cancel_ops_on;
 use crate::op::{clone_error, run, with_buf};
 
@@ -53,13 +53,12 @@ impl Drop for UnixListener {
 #[derive(Debug)]
 pub struct UnixStream {
     inner: std::os::unix::net::UnixStream,
+    reg: Registration,
 }
 
 impl From<OwnedFd> for UnixStream {
     fn from(fd: OwnedFd) -> UnixStream {
-        UnixStream {
-            inner: std::os::unix::net::UnixStream::from(fd),
-        }
+        UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
     }
 }
 
@@ -67,15 +66,20 @@ impl UnixStream {
     /// Connects to `path`. A local connect completes at once unless the listener's backlog is
     /// full, so it is made directly rather than as a ring op.
     pub fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
-        Ok(UnixStream {
-            inner: std::os::unix::net::UnixStream::connect(path)?,
-        })
+        Ok(UnixStream::from_std(
+            std::os::unix::net::UnixStream::connect(path)?,
+        ))
     }
 
     /// A connected pair.
     pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
         let (a, b) = std::os::unix::net::UnixStream::pair()?;
-        Ok((UnixStream { inner: a }, UnixStream { inner: b }))
+        Ok((UnixStream::from_std(a), UnixStream::from_std(b)))
+    }
+
+    fn from_std(inner: std::os::unix::net::UnixStream) -> UnixStream {
+        let reg = Registration::new(inner.as_raw_fd());
+        UnixStream { inner, reg }
     }
 
     /// Reads into `buf`; 0 means the peer closed its side.
@@ -120,5 +124,6 @@ impl AsRawFd for UnixStream {
 impl Drop for UnixStream {
     fn drop(&mut self) {
         cancel_ops_on(self.inner.as_raw_fd());
+        self.reg.release(self.inner.as_raw_fd());
     }
 }

@@ -82,6 +82,21 @@ impl Driver {
         }
     }
 
+    pub fn register_fd(&mut self, fd: RawFd) -> io::Result<()> {
+        match self {
+            // Readiness waits are requests of their own on io_uring: nothing to keep.
+            Driver::Uring(_) => Ok(()),
+            Driver::Epoll(d) => d.pin(fd),
+        }
+    }
+
+    pub fn unregister_fd(&mut self, fd: RawFd) {
+        match self {
+            Driver::Uring(_) => {}
+            Driver::Epoll(d) => d.unpin(fd),
+        }
+    }
+
     pub fn cancel_where(
         &mut self,
         fd: Option<RawFd>,

@@ -138,19 +138,31 @@ pub(crate) fn connect(fd: RawFd, addr: &RawSockAddr) -> io::Result<()> {
     syscall!(connect(fd, addr.as_ptr(), addr.len)).map(drop)
 }
 
-/// The pending error of a socket (`SO_ERROR`), as a raw errno (0 for none).
-pub(crate) fn socket_error(fd: RawFd) -> io::Result<i32> {
-    let mut err: libc::c_int = 0;
+/// An integer socket option at `SOL_SOCKET`.
+fn socket_int_option(fd: RawFd, option: libc::c_int) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY (syscall!): `err` and `len` are writable and sized as the call expects.
+    // SAFETY (syscall!): `value` and `len` are writable and sized as the call expects.
     syscall!(getsockopt(
         fd,
         libc::SOL_SOCKET,
-        libc::SO_ERROR,
-        (&mut err as *mut libc::c_int).cast(),
+        option,
+        (&mut value as *mut libc::c_int).cast(),
         &mut len
     ))?;
-    Ok(err)
+    Ok(value)
+}
+
+/// The pending error of a socket (`SO_ERROR`), as a raw errno (0 for none).
+pub(crate) fn socket_error(fd: RawFd) -> io::Result<i32> {
+    socket_int_option(fd, libc::SO_ERROR)
+}
+
+/// Whether `fd` is a TCP socket (an IPv4 or IPv6 `SOCK_STREAM`); `false` for anything else.
+pub(crate) fn is_tcp_socket(fd: RawFd) -> bool {
+    socket_int_option(fd, libc::SO_TYPE).is_ok_and(|t| t == libc::SOCK_STREAM)
+        && socket_int_option(fd, libc::SO_DOMAIN)
+            .is_ok_and(|d| d == libc::AF_INET || d == libc::AF_INET6)
 }
 
 /// Whether a socket is connected (`getpeername` succeeds; `ENOTCONN`: not yet).
@@ -171,17 +183,19 @@ pub(crate) fn is_connected(fd: RawFd) -> io::Result<bool> {
 }
 
 /// `recv(fd, buf's read target, flags)`.
-pub(crate) fn recv(fd: RawFd, buf: &mut Buf, flags: i32) -> io::Result<usize> {
+/// Returns the bytes received and the bytes asked for.
+pub(crate) fn recv(fd: RawFd, buf: &mut Buf, flags: i32) -> io::Result<(usize, usize)> {
     let (ptr, len) = buf.read_target();
     // SAFETY (syscall!): `ptr..ptr+len` is `buf`'s spare region, writable for the call.
-    syscall!(recv(fd, ptr.cast(), len, flags)).map(|n| n as usize)
+    syscall!(recv(fd, ptr.cast(), len, flags)).map(|n| (n as usize, len))
 }
 
 /// `send(fd, buf's bytes, flags)`.
-pub(crate) fn send(fd: RawFd, buf: &Buf, flags: i32) -> io::Result<usize> {
+/// Returns the bytes sent and the bytes offered.
+pub(crate) fn send(fd: RawFd, buf: &Buf, flags: i32) -> io::Result<(usize, usize)> {
     let (ptr, len) = buf.write_source();
     // SAFETY (syscall!): `ptr..ptr+len` is `buf`'s initialised bytes, readable for the call.
-    syscall!(send(fd, ptr.cast(), len, flags)).map(|n| n as usize)
+    syscall!(send(fd, ptr.cast(), len, flags)).map(|n| (n as usize, len))
 }
 
 /// Sets `O_NONBLOCK` on `fd`.

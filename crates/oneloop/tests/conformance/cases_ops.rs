@@ -4,7 +4,7 @@ use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use oneloop::{Accept, Close, Connect, OpenAt, Recv, Send};
+use oneloop::{Accept, CancelOutcome, Close, Connect, OpenAt, Recv, Ring, Send};
 
 use crate::harness::*;
 
@@ -106,4 +106,156 @@ pub fn x2_openat_resolve(h: &Harness) -> Outcome {
     assert_eq!(nul.kind(), ErrorKind::InvalidInput);
     std::fs::remove_dir_all(&dir_path).unwrap();
     Outcome::Pass
+}
+
+/// `register_fd` / `unregister_fd`: a registered socket's (Unix and TCP) receives and sends
+/// complete as on any fd — after a partial read the rest is read without a new edge, a
+/// receive that waits without trying (after `EAGAIN`, or a short TCP read) still hears the
+/// next arrival, a blocked send completes when the peer reads — and after `unregister_fd` (on the ring, or through a `Waker` from another thread) and a
+/// close, a new socket that reuses the number works, registered or not.
+pub fn x3_registered_fd_reuse(h: &Harness) -> Outcome {
+    use std::os::unix::net::UnixStream;
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut ring = h.ring();
+    let recv_one = |ring: &mut Ring, fd: i32, cap: usize, tag: u64| {
+        ring.submit(Recv::new(fd, Vec::with_capacity(cap)), tag)
+            .unwrap()
+    };
+    let (a, mut peer) = UnixStream::pair().unwrap();
+    let number = a.as_raw_fd();
+    ring.register_fd(number).unwrap();
+    peer.set_nonblocking(true).unwrap();
+    registered_data_path(&mut ring, number, &mut peer);
+    // The same over TCP, where short transfers count as evidence too.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut tcp_peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (tcp, _) = listener.accept().unwrap();
+    tcp_peer.set_nonblocking(true).unwrap();
+    ring.register_fd(tcp.as_raw_fd()).unwrap();
+    registered_data_path(&mut ring, tcp.as_raw_fd(), &mut tcp_peer);
+    ring.unregister_fd(tcp.as_raw_fd());
+    // The number is reused: `dup2` puts a new socket at it, closing the old one (its epoll
+    // registration goes with it) without a moment where another thread could take the number.
+    let reuse = |ring: &mut Ring, register: bool| {
+        let (b, mut peer) = UnixStream::pair().unwrap();
+        // SAFETY: both descriptors are open; `number` is owned by `a`, which now names the
+        // new socket (the old one is closed by this call).
+        assert!(unsafe { libc::dup2(b.as_raw_fd(), number) } >= 0);
+        drop(b);
+        if register {
+            ring.register_fd(number).unwrap();
+        }
+        let id = recv_one(ring, number, 64, 6);
+        ring.wait(0, None).unwrap();
+        peer.write_all(b"reuse").unwrap();
+        let c = collect(ring, 1, LIMIT)
+            .pop()
+            .expect("a receive on the reused number never ended");
+        assert_eq!(c.id(), id);
+        assert_eq!(c.result().as_ref().ok(), Some(&5), "{c:?}");
+        peer
+    };
+    ring.unregister_fd(number);
+    let peer = reuse(&mut ring, false);
+    drop(peer);
+    let peer = reuse(&mut ring, true);
+    // Unregistered from another thread, through the waker, before the number is reused.
+    let waker = ring.waker();
+    std::thread::spawn(move || waker.unregister_fd(number))
+        .join()
+        .unwrap();
+    drop(peer);
+    let peer = reuse(&mut ring, false);
+    drop(peer);
+    let peer = reuse(&mut ring, true);
+    ring.unregister_fd(number);
+    drop((a, peer));
+    // A regular file may be registered; nothing changes for it.
+    let file = TempFile::new("x3", b"data");
+    ring.register_fd(file.fd()).unwrap();
+    ring.unregister_fd(file.fd());
+    assert_eq!(ring.in_flight(), 0);
+    Outcome::Pass
+}
+
+/// `x3`'s checks of the data path on a registered socket `fd`, whose other end is `peer`
+/// (non-blocking).
+fn registered_data_path<P: std::io::Read + std::io::Write>(
+    ring: &mut Ring,
+    number: i32,
+    peer: &mut P,
+) {
+    let recv_one = |ring: &mut Ring, fd: i32, cap: usize, tag: u64| {
+        ring.submit(Recv::new(fd, Vec::with_capacity(cap)), tag)
+            .unwrap()
+    };
+    // A receive that waits, then data.
+    let id = recv_one(ring, number, 64, 1);
+    assert!(quiet(ring, std::time::Duration::from_millis(20)).is_empty());
+    write_spin(peer, b"first");
+    let (_, c) = final_of(ring, id);
+    assert_eq!(c.result().as_ref().ok(), Some(&5), "{c:?}");
+    // A partial read: the rest comes without any new arrival.
+    write_spin(peer, &[7u8; 100]);
+    let mut got = 0;
+    while got < 100 {
+        let id = recv_one(ring, number, 10, 2);
+        let (_, c) = final_of(ring, id);
+        got += *c.result().as_ref().unwrap() as usize;
+    }
+    assert_eq!(got, 100);
+    // A receive that saw EAGAIN is cancelled; the next one waits without trying, and hears
+    // the next arrival.
+    let id = recv_one(ring, number, 64, 3);
+    ring.wait(0, None).unwrap();
+    assert_eq!(ring.cancel(id).unwrap(), CancelOutcome::Cancelled);
+    assert!(final_of(ring, id).1.is_cancelled());
+    let id = recv_one(ring, number, 64, 4);
+    ring.wait(0, None).unwrap();
+    write_spin(peer, b"again");
+    let (_, c) = final_of(ring, id);
+    assert_eq!(c.result().as_ref().ok(), Some(&5), "{c:?}");
+    // A send that blocks completes once the peer reads.
+    let mut sent = 0usize;
+    let blocked = loop {
+        let id = ring.submit(Send::new(number, vec![1u8; 65536]), 5).unwrap();
+        match collect(ring, 1, std::time::Duration::from_millis(50)).pop() {
+            Some(c) => sent += *c.result().as_ref().unwrap() as usize,
+            None => break id,
+        }
+        assert!(sent < 64 << 20, "the socket never filled");
+    };
+    let mut sink = vec![0u8; 1 << 20];
+    let c = loop {
+        match peer.read(&mut sink) {
+            Ok(n) => assert!(n > 0),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        ring.wait(0, Some(std::time::Duration::from_millis(1)))
+            .unwrap();
+        if let Some(c) = ring.completions().next() {
+            assert_eq!(c.id(), blocked);
+            break c;
+        }
+    };
+    assert!(*c.result().as_ref().unwrap() > 0, "{c:?}");
+    // A short receive, then one that (on TCP) waits without trying: the next arrival ends it.
+    write_spin(peer, b"abc");
+    let id = recv_one(ring, number, 64, 7);
+    assert_eq!(final_of(ring, id).1.result().as_ref().ok(), Some(&3));
+    write_spin(peer, b"defg");
+    let id = recv_one(ring, number, 64, 8);
+    assert_eq!(final_of(ring, id).1.result().as_ref().ok(), Some(&4));
+}
+
+/// Writes all of `bytes` to a non-blocking `peer`.
+fn write_spin<P: std::io::Write>(peer: &mut P, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match peer.write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("write: {e}"),
+        }
+    }
 }

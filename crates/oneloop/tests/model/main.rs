@@ -1,9 +1,10 @@
 //! The randomized model test: random sequences of every op kind (with and without deadlines,
-//! one-shot and multishot), cancels by id (answered, and `cancel_nowait`), by stale id, by fd
-//! and of all, waits with timeouts, wakes from another thread, writes and reads on the other
-//! ends, and rings dropped mid-flight — each answer and completion checked against the reference model of the
-//! contract (`contract.rs`); at the end of a run, the process's descriptors and the op
-//! buffers still alive are back to where they were.
+//! one-shot and multishot, on registered and plain descriptors), cancels by id (answered, and
+//! `cancel_nowait`), by stale id, by fd and of all, waits with timeouts, wakes from another
+//! thread, writes and reads on the other ends, and rings dropped mid-flight — each answer and
+//! completion checked against the reference model of the contract (`contract.rs`); at the end
+//! of a run, the process's descriptors and the op buffers still alive are back to where they
+//! were.
 //!
 //! Each backend runs twice: plain, and under fault injection (every fault of
 //! `oneloop::fault` at a few percent, and a small io_uring CQ so that it overflows).
@@ -315,7 +316,18 @@ fn warm_up(kind: BackendKind) {
 impl Run {
     fn ring(&mut self) -> &mut Ring {
         if self.ring.is_none() {
-            self.ring = Some(builder(self.kind, self.faults).build().expect("ring"));
+            let mut ring = builder(self.kind, self.faults).build().expect("ring");
+            // About half the descriptors are registered (`register_fd`): they outlive the
+            // ring, so none needs unregistering.
+            for fd in self.world.pollable_fds() {
+                if self.rng.below(2) == 0 {
+                    if let Err(e) = ring.register_fd(fd) {
+                        self.model
+                            .violation(format!("register_fd({fd}) failed: {e}"));
+                    }
+                }
+            }
+            self.ring = Some(ring);
         }
         self.ring.as_mut().unwrap()
     }

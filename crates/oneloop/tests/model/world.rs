@@ -57,6 +57,22 @@ fn reopen(fd: RawFd, write: bool) -> File {
 }
 
 impl World {
+    /// The ring's pipe ends, socket ends and listener: what `register_fd` may name.
+    pub fn pollable_fds(&self) -> Vec<RawFd> {
+        let pipes = self
+            .pipes
+            .iter()
+            .flat_map(|p| [p.rd.as_raw_fd(), p.wr.as_raw_fd()]);
+        let sockets = self
+            .sockets
+            .iter()
+            .flat_map(|(a, b)| [a.as_raw_fd(), b.as_raw_fd()]);
+        pipes
+            .chain(sockets)
+            .chain([self.listener.as_raw_fd()])
+            .collect()
+    }
+
     pub fn new(tag: &str) -> World {
         let dir = std::env::temp_dir().join(format!("oneloop-model-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("model dir");

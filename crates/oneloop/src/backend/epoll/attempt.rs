@@ -21,6 +21,9 @@ use crate::sys::RawSockAddr;
 pub(super) enum Next {
     /// Finished with this raw result (`>= 0`, or `-errno`).
     Done(i32),
+    /// A receive or send finished having moved fewer bytes than asked (`res > 0`): on a TCP
+    /// socket, `direction` (`IN`/`OUT`) of `fd` is not ready now.
+    Short { res: i32, fd: i32, direction: u32 },
     /// Try again when the fd reports any of these epoll bits.
     Wait(u32),
     /// Run it on the blocking pool.
@@ -38,6 +41,14 @@ fn done(r: std::io::Result<usize>) -> Next {
     match r {
         Ok(n) => Next::Done(n.min(i32::MAX as usize) as i32),
         Err(e) => Next::Done(-errno(&e)),
+    }
+}
+
+fn short(n: usize, fd: i32, direction: u32) -> Next {
+    Next::Short {
+        res: n.min(i32::MAX as usize) as i32,
+        fd,
+        direction,
     }
 }
 
@@ -111,11 +122,16 @@ pub(super) fn again(op: &mut Op, first_time: bool) -> Next {
         },
         Op::Recv(o) => match retry(|| sio::recv(o.fd, &mut o.buf, o.flags | libc::MSG_DONTWAIT)) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Wait(IN),
-            r => done(r),
+            // A peek leaves the bytes queued: short says nothing about what is left.
+            Ok((n, asked)) if n > 0 && n < asked && o.flags & libc::MSG_PEEK == 0 => {
+                short(n, o.fd, IN)
+            }
+            r => done(r.map(|(n, _)| n)),
         },
         Op::Send(o) => match retry(|| sio::send(o.fd, &o.buf, o.flags | libc::MSG_DONTWAIT)) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Wait(OUT),
-            r => done(r),
+            Ok((n, asked)) if n > 0 && n < asked => short(n, o.fd, OUT),
+            r => done(r.map(|(n, _)| n)),
         },
         Op::Accept(o) => {
             if first_time {

@@ -7,6 +7,20 @@
 //! mean a multishot poll on data nobody consumes is not reported again (no busy-spin).
 //! A registration is kept when its last waiter leaves (re-arming the same fd costs one `MOD`,
 //! not `DEL` + `ADD`); events that find no waiter are ignored.
+//!
+//! **Pinned descriptors** (`Ring::register_fd`) skip the `MOD` per wait. The caller promises
+//! the fd stays open until it unregisters it, so the registration is known to be live (a
+//! closed fd's registration vanishes, and its number may come back as another file: the
+//! `MOD` is what detects that for unpinned fds). A pinned fd is registered once for
+//! `IN | OUT | RDHUP`, and keeps a readiness cache: bits are set by every event and cleared
+//! only by an attempt of that direction that saw `EAGAIN`. A waiter whose own attempt just saw
+//! `EAGAIN` needs no re-report (the next arrival is a new edge), and an op on a direction the
+//! cache knows is not ready waits without trying. On a TCP socket a short receive (fewer
+//! bytes than asked, without `MSG_PEEK`) or a short send clears its bit too: the receive
+//! queue was empty, or the send buffer full, at that instant (as tokio does; the exception is
+//! a receive that stops at TCP's urgent mark, see the README's limits). Unix stream sockets
+//! are left out: their receives also stop where passed descriptors or credentials change. A
+//! stale "ready" bit costs one attempt; a bit is cleared only on such evidence.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -38,7 +52,18 @@ struct Entry {
     /// ERR and HUP.)
     registered: Option<u32>,
     waiters: Vec<Waiter>,
+    /// Registered through `Ring::register_fd` (see the module doc).
+    pinned: bool,
+    /// A pinned fd's readiness cache: `IN`/`OUT` seen since the last `EAGAIN` of each.
+    ready: u32,
+    /// A pinned fd that is a TCP socket (short transfers clear the cache).
+    tcp: bool,
 }
+
+const IN: u32 = libc::EPOLLIN as u32;
+const OUT: u32 = libc::EPOLLOUT as u32;
+/// What a pinned fd is registered for.
+const PINNED: u32 = IN | OUT | libc::EPOLLRDHUP as u32;
 
 /// Hashes a descriptor number cheaply (descriptors are small, dense integers; SipHash's
 /// protection against chosen keys buys nothing here and cost ~5% of an echo round trip).
@@ -77,31 +102,97 @@ impl Fds {
             .waiters
             .iter()
             .fold(waiter.interest, |acc, w| acc | w.interest);
-        let events = interest | libc::EPOLLET as u32;
-        let data = fd_data(fd);
-        let result = if entry.registered.is_none() {
-            sio::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, events, data)
+        let interest = if entry.pinned {
+            interest | PINNED
         } else {
-            match sio::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, events, data) {
-                // The fd was closed (and maybe reused) since: register it afresh.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    sio::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, events, data)
-                }
-                other => other,
-            }
+            interest
         };
-        match result {
+        match register(epfd, fd, entry.registered.is_some(), interest) {
             Ok(()) => {
                 entry.registered = Some(interest);
                 entry.waiters.push(waiter);
                 Ok(())
             }
             Err(e) => {
-                if entry.waiters.is_empty() {
+                if entry.waiters.is_empty() && !entry.pinned {
                     self.map.remove(&fd);
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Adds a waiter whose own attempt just saw `EAGAIN` for `waiter.interest`: on a pinned fd
+    /// registered for it, without a system call (the next arrival is a new edge); otherwise
+    /// as [`add`](Self::add).
+    ///
+    /// # Errors
+    /// As [`add`](Self::add).
+    pub fn add_blocked(&mut self, epfd: &OwnedFd, fd: RawFd, waiter: Waiter) -> io::Result<()> {
+        if let Some(entry) = self.map.get_mut(&fd) {
+            let covered = entry
+                .registered
+                .is_some_and(|r| r & waiter.interest == waiter.interest);
+            if entry.pinned && covered {
+                entry.ready &= !waiter.interest;
+                entry.waiters.push(waiter);
+                return Ok(());
+            }
+        }
+        self.add(epfd, fd, waiter)
+    }
+
+    /// Whether `fd` is pinned and its cache says `interest` is not ready: an op may then wait
+    /// without trying first.
+    pub fn known_blocked(&self, fd: RawFd, interest: u32) -> bool {
+        self.map
+            .get(&fd)
+            .is_some_and(|e| e.pinned && e.ready & interest == 0)
+    }
+
+    /// Pins `fd` (see the module doc): one registration for `IN | OUT | RDHUP`, kept until
+    /// [`unpin`](Self::unpin). A descriptor epoll refuses (a regular file, a directory:
+    /// always ready) is left unpinned without an error.
+    ///
+    /// # Errors
+    /// `epoll_ctl`'s, e.g. `EBADF`.
+    pub fn pin(&mut self, epfd: &OwnedFd, fd: RawFd) -> io::Result<()> {
+        let entry = self.map.entry(fd).or_default();
+        let interest = entry.waiters.iter().fold(PINNED, |acc, w| acc | w.interest);
+        match register(epfd, fd, entry.registered.is_some(), interest) {
+            Ok(()) => {
+                entry.registered = Some(interest);
+                entry.pinned = true;
+                entry.ready = IN | OUT;
+                entry.tcp = sio::is_tcp_socket(fd);
+                Ok(())
+            }
+            Err(e) => {
+                if entry.waiters.is_empty() {
+                    self.map.remove(&fd);
+                }
+                match e.raw_os_error() {
+                    Some(libc::EPERM) => Ok(()),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// A receive (`IN`) or send (`OUT`) on `fd` moved fewer bytes than asked: on a pinned
+    /// TCP socket that direction is not ready now.
+    pub fn short_transfer(&mut self, fd: RawFd, direction: u32) {
+        if let Some(entry) = self.map.get_mut(&fd) {
+            if entry.pinned && entry.tcp {
+                entry.ready &= !direction;
+            }
+        }
+    }
+
+    /// Ends `fd`'s pinning (it is about to be closed): from now on each wait re-registers it.
+    pub fn unpin(&mut self, fd: RawFd) {
+        if let Some(entry) = self.map.get_mut(&fd) {
+            entry.pinned = false;
         }
     }
 
@@ -123,19 +214,48 @@ impl Fds {
         waiting.map(|(&fd, _)| fd).nth((n % count) as usize)
     }
 
-    /// Takes `fd`'s waiters out for dispatch; give them back with [`put_back`](Self::put_back).
-    pub fn take(&mut self, fd: RawFd) -> Vec<Waiter> {
+    /// `events` arrived for `fd`: records them in its cache and takes its waiters out for
+    /// dispatch; give them back with [`put_back`](Self::put_back).
+    pub fn take(&mut self, fd: RawFd, events: u32) -> Vec<Waiter> {
         self.map
             .get_mut(&fd)
-            .map(|e| std::mem::take(&mut e.waiters))
+            .map(|e| {
+                e.ready |= events;
+                std::mem::take(&mut e.waiters)
+            })
             .unwrap_or_default()
     }
 
-    /// Returns the waiters still waiting after a dispatch.
-    pub fn put_back(&mut self, fd: RawFd, mut waiters: Vec<Waiter>) {
+    /// Returns the waiters still waiting after a dispatch; `blocked`: the directions whose
+    /// attempts saw `EAGAIN` during it.
+    pub fn put_back(&mut self, fd: RawFd, mut waiters: Vec<Waiter>, blocked: u32) {
         if let Some(entry) = self.map.get_mut(&fd) {
+            entry.ready &= !blocked;
             waiters.append(&mut entry.waiters);
             entry.waiters = waiters;
         }
+    }
+}
+
+/// Registers `fd` for `interest`, edge-triggered: `ADD`, or `MOD` if it `was_registered`
+/// (which also re-reports its current readiness).
+fn register(epfd: &OwnedFd, fd: RawFd, was_registered: bool, interest: u32) -> io::Result<()> {
+    let events = interest | libc::EPOLLET as u32;
+    let data = fd_data(fd);
+    if !was_registered {
+        return match sio::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, events, data) {
+            // Registered by an earlier entry that was dropped after an error: update it.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                sio::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, events, data)
+            }
+            other => other,
+        };
+    }
+    match sio::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, events, data) {
+        // The fd was closed (and maybe reused) since: register it afresh.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            sio::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, events, data)
+        }
+        other => other,
     }
 }

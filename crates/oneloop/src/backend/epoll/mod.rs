@@ -192,7 +192,12 @@ impl Epoll {
             return Err(SubmitError::full(self.slots.capacity(), op));
         }
         // Ops that may finish right here are tried first; finished, they never take a slot.
-        let first = self.try_inline(&mut op);
+        // On a pinned fd whose cache says "not ready", a receive or send waits without trying.
+        let first = match self.known_blocked(&op) {
+            Some(interest) => Some(Next::Wait(interest)),
+            None => self.try_inline(&mut op),
+        };
+        let first = first.map(|next| self.note_short(next));
         if let Some(Next::Done(res)) = first {
             self.inline_ops += 1;
             let id = OpId(INLINE_ID | (self.inline_ops & (INLINE_ID - 1)));
@@ -240,6 +245,42 @@ impl Epoll {
         Ok(OpId(key.pack()))
     }
 
+    /// The direction `op` would wait for if its fd is pinned and known not ready for it.
+    fn known_blocked(&mut self, op: &Op) -> Option<u32> {
+        let (fd, interest) = match op {
+            Op::Recv(o) => (o.fd, libc::EPOLLIN as u32),
+            Op::Accept(o) => (o.fd, libc::EPOLLIN as u32),
+            Op::Send(o) => (o.fd, libc::EPOLLOUT as u32),
+            _ => return None,
+        };
+        let fds = &mut self.fds;
+        self.wake.take_unregistered(|fd| fds.unpin(fd));
+        self.fds.known_blocked(fd, interest).then_some(interest)
+    }
+
+    /// Records a short receive or send in the readiness cache (see `fds.rs`); it is `Done`.
+    fn note_short(&mut self, next: Next) -> Next {
+        match next {
+            Next::Short { res, fd, direction } => {
+                self.fds.short_transfer(fd, direction);
+                Next::Done(res)
+            }
+            other => other,
+        }
+    }
+
+    /// Pins `fd` (see `fds.rs`): one registration until `unpin`, no re-registration per wait.
+    pub fn pin(&mut self, fd: RawFd) -> io::Result<()> {
+        let fds = &mut self.fds;
+        self.wake.take_unregistered(|fd| fds.unpin(fd));
+        self.fds.pin(&self.epfd, fd)
+    }
+
+    /// Ends `fd`'s pinning before it is closed.
+    pub fn unpin(&mut self, fd: RawFd) {
+        self.fds.unpin(fd);
+    }
+
     /// The first non-blocking attempt for ops that often finish at once (`None`: not such an
     /// op here). On aio, file I/O at an offset is an AIO request instead.
     fn try_inline(&mut self, op: &mut Op) -> Option<Next> {
@@ -284,8 +325,8 @@ impl Epoll {
 
     /// Acts on a decision for slot `key`.
     fn follow(&mut self, key: Key, next: Next, out: &mut VecDeque<Completion>) {
-        match next {
-            Next::Done(res) => self.complete(key, res, out),
+        match self.note_short(next) {
+            Next::Done(res) | Next::Short { res, .. } => self.complete(key, res, out),
             Next::Wait(interest) => self.arm_fd(key, interest, out),
             Next::Pool => self.offload(key, out),
         }
@@ -296,7 +337,17 @@ impl Epoll {
         let op = slot.op.as_ref().expect("op present");
         let fd = op.fd().expect("readiness ops have an fd");
         let is_poll = matches!(op, Op::Poll(_));
-        match self.fds.add(&self.epfd, fd, Waiter { key, interest }) {
+        let waiter = Waiter { key, interest };
+        // Polls and EpollWaits made no attempt: only a (re-)registration reports the fd's
+        // current readiness. Every other op waits because its attempt just saw EAGAIN.
+        let registered = if is_poll || matches!(op, Op::EpollWait(_)) {
+            self.fds.add(&self.epfd, fd, waiter)
+        } else {
+            let fds = &mut self.fds;
+            self.wake.take_unregistered(|fd| fds.unpin(fd));
+            self.fds.add_blocked(&self.epfd, fd, waiter)
+        };
+        match registered {
             Ok(()) => slot.state = State::Fd(fd),
             // epoll refuses regular files and directories: they are always ready.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_poll => {
@@ -477,17 +528,20 @@ impl Epoll {
 
     /// Handles readiness `events` on `fd`: every waiter whose interest they meet acts.
     fn on_fd(&mut self, fd: RawFd, events: u32, out: &mut VecDeque<Completion>) {
-        let mut waiters = self.fds.take(fd);
-        waiters.retain(|w| self.on_ready(w.key, w.interest, events, out));
-        self.fds.put_back(fd, waiters);
+        let mut waiters = self.fds.take(fd, events);
+        let mut blocked = 0;
+        waiters.retain(|w| self.on_ready(w.key, w.interest, events, &mut blocked, out));
+        self.fds.put_back(fd, waiters, blocked);
     }
 
-    /// One waiter's turn; `true` if it keeps waiting.
+    /// One waiter's turn; `true` if it keeps waiting (its attempt saw `EAGAIN`: its interest
+    /// is added to `blocked`).
     fn on_ready(
         &mut self,
         key: Key,
         interest: u32,
         events: u32,
+        blocked: &mut u32,
         out: &mut VecDeque<Completion>,
     ) -> bool {
         let Some(slot) = self.slots.get_mut(key) else {
@@ -514,7 +568,15 @@ impl Epoll {
             return false;
         }
         match attempt::again(op, false) {
-            Next::Wait(_) => true,
+            Next::Wait(bits) => {
+                *blocked |= bits;
+                true
+            }
+            Next::Short { res, fd, direction } => {
+                self.fds.short_transfer(fd, direction);
+                self.complete(key, res, out);
+                false
+            }
             Next::Done(res) => {
                 self.complete(key, res, out);
                 false
