@@ -141,7 +141,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         peer: args.peer.as_ref().map(|_| tokio_peer()).transpose()?,
     };
     let kinds = backends(&args.backend)?;
-    let total = bench::count(args.workload, kinds.len(), &params);
+    let total = bench::count(args.workload, &kinds, &params);
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("template"),

@@ -25,6 +25,7 @@ use crate::op::{clone_error, plain, run, split, with_buf};
 #[derive(Debug)]
 pub struct File {
     fd: Option<OwnedFd>,
+    reg: Registration,
 }
 
 /// How to open a file (like `std::fs::OpenOptions`), including `O_DIRECT` through
@@ -142,7 +143,7 @@ impl OpenOptions {
         .mode(self.mode);
         match run(op).await {
             Ok(mut c) => match c.result() {
-                Ok(_) => Ok(File { fd: c.take_fd() }),
+                Ok(_) => Ok(File::from(c.take_fd().expect("OpenAt hands over the file"))),
                 Err(e) => Err(clone_error(e)),
             },
             Err((e, _)) => Err(e),
@@ -282,6 +283,7 @@ impl File {
     pub async fn close(mut self) -> io::Result<()> {
         let fd = self.fd.take().expect("an open file");
         cancel_ops_on(fd.as_raw_fd());
+        self.reg.release(fd.as_raw_fd());
         plain(run(Close::new(fd)).await).map(drop)
     }
 }
@@ -303,6 +305,45 @@ fn vectored(
     (result, bufs)
 }
 
+/// A file or socket registered with the ring of the thread that made it (`Ring::register_fd`):
+/// on io_uring a fixed file (no per-op file look-up), on epoll and aio one registration with a
+/// readiness cache (no `epoll_ctl` per wait). Released before the descriptor is closed, from
+/// whichever thread drops it.
+#[derive(Debug, Default)]
+pub(crate) struct Registration(Option<oneloop::Waker>);
+
+impl Registration {
+    /// Registers `fd` with this thread's ring; none outside a runtime or if the ring refuses.
+    pub(crate) fn new(fd: RawFd) -> Registration {
+        Registration(
+            try_with_context(|ctx| {
+                let mut ring = ctx.ring.try_borrow_mut().ok()?;
+                ring.register_fd(fd).ok()?;
+                Some(ring.waker())
+            })
+            .flatten(),
+        )
+    }
+
+    /// Unregisters `fd` (directly on its own ring's thread, else through that ring's waker);
+    /// call before it is closed.
+    pub(crate) fn release(&mut self, fd: RawFd) {
+        let Some(waker) = self.0.take() else {
+            return;
+        };
+        let here = try_with_context(|ctx| match ctx.ring.try_borrow_mut() {
+            Ok(mut ring) if waker.wakes(&ring) => {
+                ring.unregister_fd(fd);
+                true
+            }
+            _ => false,
+        });
+        if here != Some(true) {
+            waker.unregister_fd(fd);
+        }
+    }
+}
+
 /// Cancels every op in flight on `fd` (before it is closed).
 pub(crate) fn cancel_ops_on(fd: RawFd) {
     try_with_context(|ctx| {
@@ -316,7 +357,8 @@ impl From<OwnedFd> for File {
     /// Wraps an open descriptor (a pipe end works too: read and write it at
     /// [`oneloop::CURRENT_POSITION`]).
     fn from(fd: OwnedFd) -> File {
-        File { fd: Some(fd) }
+        let reg = Registration::new(fd.as_raw_fd());
+        File { fd: Some(fd), reg }
     }
 }
 
@@ -336,6 +378,7 @@ impl Drop for File {
     fn drop(&mut self) {
         if let Some(fd) = &self.fd {
             cancel_ops_on(fd.as_raw_fd());
+            self.reg.release(fd.as_raw_fd());
         }
     }
 }

@@ -307,7 +307,8 @@ impl Waker {
 
     /// [`Ring::unregister_fd`] from any thread: call it before closing `fd`. The ring applies
     /// it before it next relies on a registration (and before it registers any fd), so a
-    /// number reused after the close is never mistaken for the old file.
+    /// number reused after the close is never mistaken for the old file; it also wakes the
+    /// ring, which applies it then (on io_uring the registration holds the file open).
     pub fn unregister_fd(&self, fd: RawFd) {
         self.wake
             .unregistered
@@ -315,6 +316,12 @@ impl Waker {
             .unwrap_or_else(|e| e.into_inner())
             .push(fd);
         self.wake.has_unregistered.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Whether this waker wakes `ring`.
+    pub fn wakes(&self, ring: &Ring) -> bool {
+        Arc::ptr_eq(&self.wake, &ring.wake)
     }
 }
 
@@ -544,15 +551,17 @@ impl Ring {
 
     /// Tells the ring that `fd` — a socket, pipe or other pollable descriptor — stays open
     /// until [`unregister_fd`](Self::unregister_fd), so its readiness can be kept rather than
-    /// asked for again on every wait. On the epoll and aio backends the fd is registered once
+    /// looked up again for every op. On the epoll and aio backends the fd is registered once
     /// (edge-triggered) and a receive, send or accept that would block waits without an
     /// `epoll_ctl` — and without even trying when the last attempt in its direction saw
-    /// `EAGAIN` and no event came since. On io_uring it changes nothing. Registering a regular
-    /// file is allowed and changes nothing.
+    /// `EAGAIN` and no event came since (regular files: nothing changes). On io_uring the fd
+    /// goes into the ring's fixed-file table (where the kernel has one and a slot is free;
+    /// [`describe`](Self::describe) says), and its ops skip the kernel's per-request file
+    /// look-up; the table holds the file open until the fd is unregistered.
     ///
-    /// **Unregister before closing.** A closed fd's registration vanishes; if its number then
-    /// names a new file while the ring still believes the old registration, ops on it may
-    /// wait for readiness that is never reported. Unregistered fds have no such hazard.
+    /// **Unregister before closing.** Otherwise, if the number then names a new file, ops on
+    /// it may wait for readiness that is never reported (epoll, aio) or reach the old file
+    /// (io_uring). Unregistered fds have no such hazard.
     ///
     /// # Errors
     /// The kernel's refusal to watch `fd` (`EBADF`, say).

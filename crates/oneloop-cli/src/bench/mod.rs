@@ -125,7 +125,9 @@ pub fn run(
                 Workload::Pipes => done(pipes::run(kind, p.pipes, p.tokens, p.duration)?),
                 Workload::Randread => {
                     for &qd in &p.qd {
-                        done(randread::run(kind, qd, p.direct, p.file_mib, p.duration)?);
+                        for row in randread::run(kind, qd, p.direct, p.file_mib, p.duration)? {
+                            done(row);
+                        }
                     }
                 }
                 Workload::Echo => {
@@ -145,13 +147,15 @@ pub fn run(
     Ok(())
 }
 
-/// How many measurements `run` will make (for the progress bar).
-pub fn count(workload: Workload, backends: usize, p: &Params) -> usize {
+/// How many rows `run` will report (for the progress bar).
+pub fn count(workload: Workload, backends: &[BackendKind], p: &Params) -> usize {
+    let uring = backends.contains(&BackendKind::Uring);
     let per = |w: Workload| match w {
-        Workload::Nop => 2,
-        Workload::Pipes => 1,
-        Workload::Randread => p.qd.len(),
-        Workload::Echo | Workload::Mixed => p.conns.len(),
+        Workload::Nop => 2 * backends.len(),
+        Workload::Pipes => backends.len(),
+        // uring's rows come twice: against pread, and against a raw io-uring loop.
+        Workload::Randread => p.qd.len() * (backends.len() + usize::from(uring)),
+        Workload::Echo | Workload::Mixed => p.conns.len() * backends.len(),
         Workload::All => 0,
     };
     let total = match workload {
@@ -167,5 +171,5 @@ pub fn count(workload: Workload, backends: usize, p: &Params) -> usize {
         .sum(),
         w => per(w),
     };
-    total * backends
+    total
 }

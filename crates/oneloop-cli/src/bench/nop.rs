@@ -1,5 +1,7 @@
-//! `nop`: submit and reap no-op ops in batches. Baseline: a loop written directly on the
-//! `io-uring` crate, no abstraction, in the same process.
+//! `nop`: submit and reap no-op ops in batches. Baseline on uring: a loop written directly on
+//! the `io-uring` crate, no abstraction, in the same process. On aio and epoll a `Nop` never
+//! leaves user space, so its fitting baseline is the least a user-space completion queue does:
+//! push a `(user_data, result)` record per op into a `VecDeque` and pop them all.
 
 use std::time::{Duration, Instant};
 
@@ -11,14 +13,20 @@ use super::{measure, Row};
 
 pub fn run(kind: BackendKind, batch: usize, duration: Duration) -> Result<Row> {
     let ours = measure(|| ours(kind, batch, duration))?;
-    let baseline = measure(|| raw(batch, duration))?;
+    let (baseline_name, baseline) = match kind {
+        BackendKind::Uring => ("raw io-uring crate loop", measure(|| raw(batch, duration))?),
+        BackendKind::Aio | BackendKind::Epoll | BackendKind::Auto => (
+            "user-space queue: VecDeque push + pop per op",
+            measure(|| user_queue(batch, duration))?,
+        ),
+    };
     Ok(Row {
         workload: "nop",
         params: format!("batch={batch}"),
         backend: kind.name(),
         unit: "ops",
         ours,
-        baseline_name: "raw io-uring crate loop",
+        baseline_name,
         baseline,
     })
 }
@@ -54,6 +62,26 @@ fn raw(batch: usize, duration: Duration) -> Result<u64> {
             }
             ring.submit_and_wait(batch)?;
             done += ring.completion().count() as u64;
+        }
+    }
+    Ok(done)
+}
+
+fn user_queue(batch: usize, duration: Duration) -> Result<u64> {
+    let mut queue = std::collections::VecDeque::with_capacity(batch * 2);
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut tag = 0u64;
+    while start.elapsed() < duration {
+        for _ in 0..256 {
+            for _ in 0..batch {
+                tag += 1;
+                queue.push_back(std::hint::black_box((tag, 0i32)));
+            }
+            while let Some(record) = queue.pop_front() {
+                std::hint::black_box(record);
+                done += 1;
+            }
         }
     }
     Ok(done)

@@ -19,35 +19,8 @@ use std::os::fd::RawFd;
 
 use oneloop::Send;
 
-use crate::executor::try_with_context;
+pub(crate) use crate::fs::Registration;
 use crate::op::{run, with_buf};
-
-/// A socket registered with the ring of the thread that made it (`Ring::register_fd`), so
-/// its waits skip the per-wait `epoll_ctl` on the epoll and aio backends. Released (through
-/// that ring's waker, from whichever thread drops the socket) before the socket is closed.
-#[derive(Debug, Default)]
-pub(crate) struct Registration(Option<oneloop::Waker>);
-
-impl Registration {
-    /// Registers `fd` with this thread's ring; none outside a runtime or if the ring refuses.
-    pub(crate) fn new(fd: RawFd) -> Registration {
-        Registration(
-            try_with_context(|ctx| {
-                let mut ring = ctx.ring.try_borrow_mut().ok()?;
-                ring.register_fd(fd).ok()?;
-                Some(ring.waker())
-            })
-            .flatten(),
-        )
-    }
-
-    /// Unregisters `fd`; call before it is closed.
-    pub(crate) fn release(&mut self, fd: RawFd) {
-        if let Some(waker) = self.0.take() {
-            waker.unregister_fd(fd);
-        }
-    }
-}
 
 /// Sends all of `buf` on a connected socket.
 pub(crate) async fn write_all(fd: RawFd, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use crate::backend::FdHasher;
 use crate::slab::Key;
 use crate::sys::posix as sio;
 
@@ -64,25 +65,6 @@ const IN: u32 = libc::EPOLLIN as u32;
 const OUT: u32 = libc::EPOLLOUT as u32;
 /// What a pinned fd is registered for.
 const PINNED: u32 = IN | OUT | libc::EPOLLRDHUP as u32;
-
-/// Hashes a descriptor number cheaply (descriptors are small, dense integers; SipHash's
-/// protection against chosen keys buys nothing here and cost ~5% of an echo round trip).
-#[derive(Default)]
-pub(super) struct FdHasher(u64);
-
-impl std::hash::Hasher for FdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_i32(&mut self, fd: i32) {
-        self.0 = (fd as u32 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 /// The registration table.
 #[derive(Default)]

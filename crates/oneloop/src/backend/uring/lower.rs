@@ -3,10 +3,11 @@
 
 use io_uring::opcode;
 use io_uring::squeue::Entry;
-use io_uring::types::{Fd, FsyncFlags, OpenHow, Timespec};
+use io_uring::types::{Fd, Fixed, FsyncFlags, OpenHow, Timespec};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use super::files::Files;
 use super::inflight::Slot;
 use crate::buf::Buf;
 use crate::op::Op;
@@ -36,12 +37,31 @@ pub(super) enum Lowered {
     Timer(Instant),
 }
 
-/// Builds the main SQE for `slot`'s op, filling the slot's `Aux` where the op needs it.
+/// Builds `$build` with `$t` bound to `$fd`'s fixed-file slot if it is registered, else to the
+/// plain descriptor (the opcode builders take either type).
+macro_rules! on_fd {
+    ($files:expr, $fd:expr, |$t:ident| $build:expr) => {
+        match $files.slot($fd) {
+            Some(slot) => {
+                let $t = Fixed(slot);
+                $build
+            }
+            None => {
+                let $t = Fd($fd);
+                $build
+            }
+        }
+    };
+}
+
+/// Builds the main SQE for `slot`'s op, filling the slot's `Aux` where the op needs it; ops
+/// on registered fds name their fixed-file slot.
 ///
 /// `native_epoll_wait` picks `IORING_OP_EPOLL_WAIT`; otherwise an `EpollWait` is a one-shot
 /// `POLL_ADD` on the epoll fd, and the driver calls `epoll_wait(.., 0)` when it fires.
 pub(super) fn lower(
     slot: &mut Slot,
+    files: &Files,
     user_data: u64,
     native_epoll_wait: bool,
     now: Option<Instant>,
@@ -51,31 +71,33 @@ pub(super) fn lower(
         Op::Nop(_) => opcode::Nop::new().build(),
         Op::Read(o) => {
             let (ptr, len) = o.buf.read_target();
-            opcode::Read::new(Fd(o.fd), ptr, clamp_len(len))
+            on_fd!(files, o.fd, |t| opcode::Read::new(t, ptr, clamp_len(len))
                 .offset(o.offset)
-                .build()
+                .build())
         }
         Op::Write(o) => {
             let (ptr, len) = o.buf.write_source();
-            opcode::Write::new(Fd(o.fd), ptr, clamp_len(len))
+            on_fd!(files, o.fd, |t| opcode::Write::new(t, ptr, clamp_len(len))
                 .offset(o.offset)
-                .build()
+                .build())
         }
         Op::Readv(o) => {
             let iovecs = &mut aux.extra().iovecs;
             iovecs.clear();
             iovecs.extend(o.bufs.iter_mut().map(Buf::read_iovec));
-            opcode::Readv::new(Fd(o.fd), iovecs.as_ptr(), iovecs.len() as u32)
+            let n = iovecs.len() as u32;
+            on_fd!(files, o.fd, |t| opcode::Readv::new(t, iovecs.as_ptr(), n)
                 .offset(o.offset)
-                .build()
+                .build())
         }
         Op::Writev(o) => {
             let iovecs = &mut aux.extra().iovecs;
             iovecs.clear();
             iovecs.extend(o.bufs.iter().map(Buf::write_iovec));
-            opcode::Writev::new(Fd(o.fd), iovecs.as_ptr(), iovecs.len() as u32)
+            let n = iovecs.len() as u32;
+            on_fd!(files, o.fd, |t| opcode::Writev::new(t, iovecs.as_ptr(), n)
                 .offset(o.offset)
-                .build()
+                .build())
         }
         Op::Fsync(o) => {
             let flags = if o.data_only {
@@ -83,11 +105,11 @@ pub(super) fn lower(
             } else {
                 FsyncFlags::empty()
             };
-            opcode::Fsync::new(Fd(o.fd)).flags(flags).build()
+            on_fd!(files, o.fd, |t| opcode::Fsync::new(t).flags(flags).build())
         }
-        Op::Poll(o) => opcode::PollAdd::new(Fd(o.fd), o.mask.bits())
+        Op::Poll(o) => on_fd!(files, o.fd, |t| opcode::PollAdd::new(t, o.mask.bits())
             .multi(o.multishot)
-            .build(),
+            .build()),
         Op::EpollWait(o) if native_epoll_wait => opcode::EpollWait::new(
             Fd(o.epfd),
             o.events.raw.as_mut_ptr().cast(),
@@ -96,26 +118,37 @@ pub(super) fn lower(
         .build(),
         Op::EpollWait(o) => opcode::PollAdd::new(Fd(o.epfd), libc::POLLIN as u32).build(),
         Op::Timeout(o) => return Lowered::Timer(o.when.instant(now.unwrap_or_else(Instant::now))),
-        Op::Accept(o) => opcode::Accept::new(Fd(o.fd), std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(o.flags)
-            .build(),
+        Op::Accept(o) => on_fd!(files, o.fd, |t| opcode::Accept::new(
+            t,
+            std::ptr::null_mut(),
+            std::ptr::null_mut()
+        )
+        .flags(o.flags)
+        .build()),
         Op::Connect(o) => {
             let addr = &mut aux.extra().addr;
             *addr = RawSockAddr::from_socket_addr(&o.addr);
-            opcode::Connect::new(Fd(o.fd), addr.as_ptr(), addr.len).build()
+            on_fd!(files, o.fd, |t| opcode::Connect::new(
+                t,
+                addr.as_ptr(),
+                addr.len
+            )
+            .build())
         }
         Op::Recv(o) => {
             let (ptr, len) = o.buf.read_target();
-            opcode::Recv::new(Fd(o.fd), ptr, clamp_len(len))
+            on_fd!(files, o.fd, |t| opcode::Recv::new(t, ptr, clamp_len(len))
                 .flags(o.flags)
-                .build()
+                .build())
         }
         Op::Send(o) => {
             let (ptr, len) = o.buf.write_source();
-            opcode::Send::new(Fd(o.fd), ptr, clamp_len(len))
+            on_fd!(files, o.fd, |t| opcode::Send::new(t, ptr, clamp_len(len))
                 .flags(o.flags)
-                .build()
+                .build())
         }
+        // A fixed Close would empty the table slot, not close the descriptor: always plain
+        // (as are OpenAt's directory and EpollWait's epoll fd).
         Op::Close(o) => opcode::Close::new(Fd(o.fd.as_raw_fd())).build(),
         Op::OpenAt(o) => {
             let how = &mut aux.extra().how;

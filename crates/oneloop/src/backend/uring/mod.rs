@@ -20,6 +20,7 @@
 //!   breaks the ring loudly. `EINTR` is retried with the remaining time.
 #![deny(unsafe_code)]
 
+mod files;
 mod inflight;
 mod lower;
 
@@ -33,6 +34,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use self::files::Files;
 use self::inflight::{InFlight, Slot};
 use self::lower::Lowered;
 use super::timers::{Fire, Timers};
@@ -75,6 +77,8 @@ pub(crate) struct Uring {
     rearms: Vec<Key>,
     /// `Timeout` ops, by deadline.
     timers: Timers,
+    /// Descriptors in the fixed-file table (`Ring::register_fd`).
+    files: Files,
     broken: Option<String>,
     setup: &'static str,
 }
@@ -101,6 +105,7 @@ impl Uring {
         let native_epoll_wait =
             !config.emulate_epoll_wait && probe.is_supported(opcode::EpollWait::CODE);
         let cq = ring.params().cq_entries() as usize;
+        let files = Files::open(&ring);
         let mut uring = Uring {
             table: InFlight {
                 ring,
@@ -114,6 +119,7 @@ impl Uring {
             cancel_results: Vec::with_capacity(64),
             rearms: Vec::with_capacity(64),
             timers: Timers::new(),
+            files,
             broken: None,
             setup,
         };
@@ -125,7 +131,7 @@ impl Uring {
     pub fn describe(&self) -> String {
         let p = self.table.ring.params();
         format!(
-            "uring (setup {}, sq {}, cq {}, EpollWait {})",
+            "uring (setup {}, sq {}, cq {}, EpollWait {}, {})",
             self.setup,
             p.sq_entries(),
             p.cq_entries(),
@@ -133,7 +139,8 @@ impl Uring {
                 "native"
             } else {
                 "poll + epoll_wait"
-            }
+            },
+            self.files.describe()
         )
     }
 
@@ -225,7 +232,11 @@ impl Uring {
         let needs_clock = slot.deadline.is_some() || matches!(slot.op, Op::Timeout(_));
         let now = now.or_else(|| needs_clock.then(Instant::now));
         slot.rearm_pending = false;
-        let main = match lower::lower(slot, user_data(TAG_MAIN, key), native, now) {
+        // Unregistrations posted from other threads apply before any fd is looked up.
+        let files = &mut self.files;
+        let ring = &self.table.ring;
+        self.wake.take_unregistered(|fd| files.unregister(ring, fd));
+        let main = match lower::lower(slot, &self.files, user_data(TAG_MAIN, key), native, now) {
             Lowered::Sqe(main) => main,
             Lowered::Timer(at) => {
                 // A deadline before the timer ends it the same way: -ETIME, `TimedOut`.
@@ -487,6 +498,9 @@ impl Uring {
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
         self.check_broken()?;
+        let files = &mut self.files;
+        let ring = &self.table.ring;
+        self.wake.take_unregistered(|fd| files.unregister(ring, fd));
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         // A wake reaped earlier (during a cancel, say) still ends this wait: it is consumed here.
         loop {
@@ -603,6 +617,19 @@ impl Uring {
         self.cancel_results = results;
         self.run_rearms(out)?;
         Ok(count)
+    }
+
+    /// Puts `fd` in the fixed-file table (see `files.rs`).
+    pub fn register_fd(&mut self, fd: i32) -> io::Result<()> {
+        let files = &mut self.files;
+        let ring = &self.table.ring;
+        self.wake.take_unregistered(|fd| files.unregister(ring, fd));
+        self.files.register(&self.table.ring, fd)
+    }
+
+    /// Takes `fd` out of the fixed-file table.
+    pub fn unregister_fd(&mut self, fd: i32) {
+        self.files.unregister(&self.table.ring, fd);
     }
 
     /// Asks for op `id` to end early without waiting for the kernel's answer: the

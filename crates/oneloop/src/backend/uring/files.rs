@@ -1,0 +1,103 @@
+//! Registered files: the descriptors `Ring::register_fd` names, in io_uring's fixed-file table.
+//!
+//! An op on a registered fd is submitted with `IOSQE_FIXED_FILE` and the fd's table slot, so
+//! the kernel skips looking the descriptor up and taking a file reference per request. The
+//! table holds its own reference to each file: the file stays open until the fd is
+//! unregistered, which is why `register_fd` is a promise to unregister before closing. (A
+//! number closed without it and reused would otherwise name the old file here.)
+//!
+//! The table is sparse, sized at ring set-up (`IORING_REGISTER_FILES_SPARSE`, Linux 5.19+);
+//! where the kernel refuses it, or when every slot is taken, `register_fd` changes nothing
+//! and ops use plain descriptors.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+
+use io_uring::IoUring;
+
+use crate::backend::FdHasher;
+
+/// Slots in the fixed-file table.
+pub(super) const SLOTS: u32 = 4096;
+
+/// The fixed-file table: which fd sits in which slot.
+pub(super) struct Files {
+    /// `None` if the kernel has no sparse table for us (the reason, for `describe`).
+    enabled: Result<(), String>,
+    slots: HashMap<RawFd, u32, std::hash::BuildHasherDefault<FdHasher>>,
+    free: Vec<u32>,
+}
+
+impl Files {
+    /// Sets up the sparse table on `ring`; a refusal leaves registration off, with its reason.
+    pub fn open(ring: &IoUring) -> Files {
+        let enabled = ring
+            .submitter()
+            .register_files_sparse(SLOTS)
+            .map_err(|e| format!("sparse file table refused: {e}"));
+        Files {
+            free: if enabled.is_ok() {
+                (0..SLOTS).rev().collect()
+            } else {
+                Vec::new()
+            },
+            enabled,
+            slots: HashMap::default(),
+        }
+    }
+
+    /// A line for `describe`.
+    pub fn describe(&self) -> String {
+        match &self.enabled {
+            Ok(()) => format!("registered files {}/{SLOTS}", self.slots.len()),
+            Err(why) => format!("registered files off ({why})"),
+        }
+    }
+
+    /// `fd`'s slot, if it is registered.
+    #[inline]
+    pub fn slot(&self, fd: RawFd) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        self.slots.get(&fd).copied()
+    }
+
+    /// Puts `fd` in a free slot (nothing if it is there already, the table is off or full).
+    ///
+    /// # Errors
+    /// The kernel's refusal of the file (`EBADF`, say).
+    pub fn register(&mut self, ring: &IoUring, fd: RawFd) -> io::Result<()> {
+        if self.slots.contains_key(&fd) || self.enabled.is_err() {
+            return Ok(());
+        }
+        let Some(slot) = self.free.pop() else {
+            return Ok(());
+        };
+        match ring.submitter().register_files_update(slot, &[fd]) {
+            Ok(_) => {
+                self.slots.insert(fd, slot);
+                Ok(())
+            }
+            Err(e) => {
+                self.free.push(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes `fd` out of the table, dropping the table's reference to its file. Ops already
+    /// submitted hold references of their own.
+    pub fn unregister(&mut self, ring: &IoUring, fd: RawFd) {
+        let Some(slot) = self.slots.remove(&fd) else {
+            return;
+        };
+        match ring.submitter().register_files_update(slot, &[-1]) {
+            Ok(_) => self.free.push(slot),
+            // The slot stays taken (never reused) rather than risk naming the old file.
+            Err(e) => tracing::error!(fd, slot, error = %e, "cannot clear a fixed-file slot"),
+        }
+    }
+}
