@@ -55,7 +55,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<9} {:<16} {:<7} {:>12} {:>12} {:>6}  {:>9} {:>9}  {:>9}  baseline",
+        "{:<9} {:<18} {:<7} {:>12} {:>12} {:>6}  {:>9} {:>9}  {:>9} {:>9}  baseline",
         "workload",
         "params",
         "backend",
@@ -64,16 +64,14 @@ pub fn table(rows: &[Row]) -> String {
         "ratio",
         "cpu ours",
         "cpu base",
-        "p99 ours"
+        "p99 ours",
+        "p99 base"
     );
+    let p99 = |s: &super::Sample| s.p99_us.map_or("-".to_string(), |v| format!("{v:.0} us"));
     for r in rows {
-        let p99 = r
-            .ours
-            .p99_us
-            .map_or("-".to_string(), |v| format!("{v:.0} us"));
         let _ = writeln!(
             out,
-            "{:<9} {:<16} {:<7} {:>10}/s {:>10}/s {:>6.2}  {:>9.3} {:>9.3}  {:>9}  {}",
+            "{:<9} {:<18} {:<7} {:>10}/s {:>10}/s {:>6.2}  {:>9.3} {:>9.3}  {:>9} {:>9}  {}",
             r.workload,
             r.params,
             r.backend,
@@ -82,7 +80,8 @@ pub fn table(rows: &[Row]) -> String {
             r.ratio(),
             r.ours.cpu_per_mop(),
             r.baseline.cpu_per_mop(),
-            p99,
+            p99(&r.ours),
+            p99(&r.baseline),
             r.baseline_name
         );
     }
