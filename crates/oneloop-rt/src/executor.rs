@@ -27,7 +27,7 @@ use std::thread;
 use async_task::{Runnable, Task};
 use oneloop::{BackendKind, Ring, RingBuilder};
 
-use crate::op::OpTable;
+use crate::table::OpTable;
 
 /// Tasks run per turn before the ring is checked again, so I/O is never starved.
 const BUDGET: usize = 128;

@@ -37,6 +37,7 @@ pub mod io;
 pub mod net;
 mod op;
 pub mod poll;
+mod table;
 pub mod time;
 
 pub use executor::{block_on, spawn, Builder, JoinHandle, Runtime};

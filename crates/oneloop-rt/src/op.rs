@@ -10,124 +10,12 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
-use oneloop::{Completion, Op, OpId, Output, Ring, Submission};
+use oneloop::{Completion, Op, Output, Submission};
 
 use crate::executor::{try_with_context, with_context};
-
-/// One slot of the op table.
-pub(crate) enum Entry {
-    Free {
-        next: Option<usize>,
-    },
-    /// Submitted; the future waits.
-    Waiting {
-        id: OpId,
-        waker: Option<Waker>,
-    },
-    /// The final completion arrived; the future will take it.
-    Done(Completion),
-    /// A multishot op: completions queue up until the stream takes them.
-    Stream {
-        id: OpId,
-        waker: Option<Waker>,
-        queue: VecDeque<Completion>,
-        ended: bool,
-    },
-    /// The future was dropped: the final completion, when it comes, is dropped.
-    Orphaned,
-}
-
-/// Every op this thread's futures have in flight, indexed by the `user_data` they submit with.
-#[derive(Default)]
-pub(crate) struct OpTable {
-    entries: Vec<Entry>,
-    free: Option<usize>,
-    /// Futures waiting for room because the ring's in-flight cap was reached.
-    room_waiters: Vec<Waker>,
-    /// Cancels asked for while the ring was busy; sent after the current dispatch.
-    deferred_cancels: Vec<OpId>,
-}
-
-impl OpTable {
-    fn alloc(&mut self) -> usize {
-        match self.free {
-            Some(index) => {
-                let Entry::Free { next } = self.entries[index] else {
-                    unreachable!("free list")
-                };
-                self.free = next;
-                index
-            }
-            None => {
-                self.entries.push(Entry::Free { next: None });
-                self.entries.len() - 1
-            }
-        }
-    }
-
-    fn release(&mut self, index: usize) {
-        self.entries[index] = Entry::Free { next: self.free };
-        self.free = Some(index);
-    }
-
-    /// Hands a completion to its slot.
-    pub(crate) fn complete(&mut self, c: Completion) {
-        let index = c.user_data() as usize;
-        let Some(entry) = self.entries.get_mut(index) else {
-            return;
-        };
-        match entry {
-            Entry::Waiting { waker, .. } => {
-                let waker = waker.take();
-                *entry = Entry::Done(c);
-                if let Some(w) = waker {
-                    w.wake();
-                }
-            }
-            Entry::Stream {
-                waker,
-                queue,
-                ended,
-                ..
-            } => {
-                *ended |= !c.is_more();
-                queue.push_back(c);
-                if let Some(w) = waker.take() {
-                    w.wake();
-                }
-            }
-            Entry::Orphaned => {
-                if !c.is_more() {
-                    self.release(index);
-                }
-                // `c` drops here: buffers freed, any descriptor closed.
-            }
-            Entry::Free { .. } | Entry::Done(_) => {}
-        }
-    }
-
-    /// After a dispatch: send deferred cancels, and let futures waiting for room retry.
-    pub(crate) fn after_dispatch(&mut self, ring: &mut Ring) {
-        for id in self.deferred_cancels.drain(..) {
-            // Fails only on a broken ring, which the next wait reports.
-            let _ = ring.cancel_nowait(id);
-        }
-        for waker in self.room_waiters.drain(..) {
-            waker.wake();
-        }
-    }
-
-    /// Empties the table (at executor teardown), handing back what it held.
-    pub(crate) fn take_all(&mut self) -> (Vec<Entry>, Vec<Waker>) {
-        self.free = None;
-        (
-            std::mem::take(&mut self.entries),
-            std::mem::take(&mut self.room_waiters),
-        )
-    }
-}
+use crate::table::Entry;
 
 /// Submits `op` and waits for its final completion; a refused submission comes back as
 /// `Err` with the op, so its buffers are never lost.

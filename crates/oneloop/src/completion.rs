@@ -243,9 +243,13 @@ pub(crate) fn finish(op: Op, res: i32) -> (io::Result<u32>, Output) {
     (result, output)
 }
 
-/// Hands back what an op that never ran owns: its buffers untouched, a `Close`'s descriptor.
-pub(crate) fn unused_output(op: Op) -> Output {
-    finish(op, -libc::ECANCELED).1
+impl Op {
+    /// What the op owns (its buffers, event array or descriptor), as a completion would hand it
+    /// back, for an op that never ran (a refused submission): buffers untouched, a `Close`'s
+    /// descriptor.
+    pub fn into_output(self) -> Output {
+        finish(self, -libc::ECANCELED).1
+    }
 }
 
 /// Grows each buffer of a vectored read by its share of `n` bytes, in order.

@@ -39,6 +39,7 @@
 
 mod backend;
 pub mod buf;
+mod common;
 mod completion;
 pub mod epoll_set;
 #[cfg(feature = "fault-injection")]
@@ -55,9 +56,10 @@ pub mod sockets;
 mod sys;
 
 pub use buf::{AlignedBuf, Buf, IoBuf, IoBufMut};
+pub use common::{BackendKind, Stats, SubmitError};
 pub use completion::{CancelCount, CancelOutcome, Completion, OpId, Output};
 pub use op::{
     Accept, Close, Connect, Deadline, EpollEvents, EpollWait, Fsync, Nop, Op, OpenAt, Poll,
     PollMask, Read, Readv, Recv, Send, Submission, Timeout, Write, Writev, CURRENT_POSITION,
 };
-pub use ring::{BackendKind, Ring, RingBuilder, Skipped, Stats, SubmitError, Waker};
+pub use ring::{Ring, RingBuilder, Skipped, Waker};

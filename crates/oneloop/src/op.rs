@@ -264,12 +264,6 @@ impl Op {
         }
     }
 
-    /// What the op owns (its buffers, event array or descriptor), as a completion would hand it
-    /// back, for an op that never ran (a refused submission).
-    pub fn into_output(self) -> crate::Output {
-        crate::completion::unused_output(self)
-    }
-
     /// Whether the op may complete more than once (a multishot poll).
     pub fn is_multishot(&self) -> bool {
         matches!(self, Op::Poll(p) if p.multishot)

@@ -5,7 +5,8 @@
 //! `io_uring_disabled=2`, `EPERM` from a seccomp profile, `aio-max-nr` used up, ...
 #![forbid(unsafe_code)]
 
-use crate::ring::{BackendKind, Ring};
+use crate::common::BackendKind;
+use crate::ring::Ring;
 
 /// One kernel feature and whether it is there (with a note when it is not).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,82 +19,14 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{self, Driver};
+use crate::common::{BackendKind, Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
-use crate::op::{Op, Submission};
-use crate::pool::{Ownership, Release};
-
-/// Which kernel mechanism a ring runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BackendKind {
-    /// The first that works: uring, then aio, then epoll (or what `ONELOOP_BACKEND` names).
-    Auto,
-    /// io_uring.
-    Uring,
-    /// Linux AIO with `IOCB_CMD_POLL`.
-    Aio,
-    /// epoll plus a small blocking pool.
-    Epoll,
-}
-
-impl BackendKind {
-    /// The concrete backends, in the order `Auto` tries them.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Uring, BackendKind::Aio, BackendKind::Epoll];
-
-    /// The lower-case name used everywhere (`uring`, `aio`, `epoll`, `auto`).
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Auto => "auto",
-            BackendKind::Uring => "uring",
-            BackendKind::Aio => "aio",
-            BackendKind::Epoll => "epoll",
-        }
-    }
-
-    /// The backend `ONELOOP_BACKEND` forces, if it is set.
-    ///
-    /// # Errors
-    /// `InvalidInput` if the variable holds anything but `uring`, `aio`, `epoll` or `auto`.
-    pub fn from_env() -> io::Result<Option<BackendKind>> {
-        match std::env::var("ONELOOP_BACKEND") {
-            Ok(v) if v.is_empty() => Ok(None),
-            Ok(v) => v.parse().map(Some),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(e) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("ONELOOP_BACKEND: {e}"),
-            )),
-        }
-    }
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for BackendKind {
-    type Err = io::Error;
-    fn from_str(s: &str) -> io::Result<BackendKind> {
-        match s {
-            "auto" => Ok(BackendKind::Auto),
-            "uring" => Ok(BackendKind::Uring),
-            "aio" => Ok(BackendKind::Aio),
-            "epoll" => Ok(BackendKind::Epoll),
-            other => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("unknown backend {other:?}: expected uring, aio, epoll or auto"),
-            )),
-        }
-    }
-}
+use crate::op::Submission;
 
 /// A backend that `Auto` tried and passed over, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,24 +40,16 @@ pub struct Skipped {
 /// How to build a ring. Start from [`Ring::builder`].
 #[derive(Clone, Debug)]
 pub struct RingBuilder {
-    pub(crate) backend: BackendKind,
-    pub(crate) entries: u32,
-    pub(crate) cq_entries: Option<u32>,
-    pub(crate) in_flight_max: usize,
-    pub(crate) emulate_epoll_wait: bool,
-    pub(crate) pool_threads: usize,
-    pub(crate) excluded: Vec<BackendKind>,
+    backend: BackendKind,
+    settings: Settings,
+    excluded: Vec<BackendKind>,
 }
 
 impl Default for RingBuilder {
     fn default() -> Self {
         RingBuilder {
             backend: BackendKind::Auto,
-            entries: 256,
-            cq_entries: None,
-            in_flight_max: 16_384,
-            emulate_epoll_wait: false,
-            pool_threads: 4,
+            settings: Settings::default(),
             excluded: Vec::new(),
         }
     }
@@ -147,35 +71,35 @@ impl RingBuilder {
     /// wait in user space until earlier ones complete (a queued poll is armed then, and sees
     /// the fd's state at that moment: nothing is lost, only delayed).
     pub fn entries(mut self, entries: u32) -> Self {
-        self.entries = entries.max(1);
+        self.settings.entries = entries.max(1);
         self
     }
 
     /// The kernel completion queue size (io_uring CQ entries; default twice `entries`). A small
     /// queue loses nothing: completions past it wait in the kernel until reaped.
     pub fn cq_entries(mut self, cq_entries: u32) -> Self {
-        self.cq_entries = Some(cq_entries.max(1));
+        self.settings.cq_entries = Some(cq_entries.max(1));
         self
     }
 
     /// The most ops in flight at once (default 16,384; at most 16,777,216). `submit` beyond it
     /// fails with `ErrorKind::ResourceBusy` and gives the op back.
     pub fn in_flight_max(mut self, in_flight_max: usize) -> Self {
-        self.in_flight_max = in_flight_max.clamp(1, crate::slab::CAPACITY_MAX);
+        self.settings.in_flight_max = in_flight_max.clamp(1, crate::slab::CAPACITY_MAX);
         self
     }
 
     /// Always runs `EpollWait` as a poll on the epoll fd plus `epoll_wait(.., 0)`, even where the
     /// kernel has a native op. For tests of that path; costs one more syscall per wait.
     pub fn emulate_epoll_wait(mut self, emulate: bool) -> Self {
-        self.emulate_epoll_wait = emulate;
+        self.settings.emulate_epoll_wait = emulate;
         self
     }
 
     /// The most threads the blocking pool may run (default 4; epoll and aio backends only).
     /// Threads start on demand: a ring that never needs the pool starts none.
     pub fn pool_threads(mut self, threads: usize) -> Self {
-        self.pool_threads = threads.max(1);
+        self.settings.pool_threads = threads.max(1);
         self
     }
 
@@ -196,15 +120,11 @@ impl RingBuilder {
             BackendKind::Auto => BackendKind::from_env()?.unwrap_or(BackendKind::Auto),
             explicit => explicit,
         };
-        let wake = Arc::new(WakeFd {
-            fd: crate::sys::eventfd()?,
-            state: Ownership::new(),
-            unregistered: Mutex::new(Vec::new()),
-            has_unregistered: AtomicBool::new(false),
-        });
+        let wake = Arc::new(WakeFd::new()?);
+        let config = &self.settings;
         if requested != BackendKind::Auto {
-            let driver = backend::open(requested, &self, &wake)?;
-            return Ok(Ring::assemble(driver, requested, Vec::new(), wake, &self));
+            let driver = backend::open(requested, config, &wake)?;
+            return Ok(Ring::assemble(driver, requested, Vec::new(), wake, config));
         }
         let mut skipped = Vec::new();
         for kind in BackendKind::ALL {
@@ -216,8 +136,8 @@ impl RingBuilder {
                 });
                 continue;
             }
-            match backend::open(kind, &self, &wake) {
-                Ok(driver) => return Ok(Ring::assemble(driver, kind, skipped, wake, &self)),
+            match backend::open(kind, config, &wake) {
+                Ok(driver) => return Ok(Ring::assemble(driver, kind, skipped, wake, config)),
                 Err(e) => {
                     tracing::debug!(backend = kind.name(), error = %e, "backend skipped");
                     skipped.push(Skipped {
@@ -238,56 +158,6 @@ impl RingBuilder {
     }
 }
 
-/// The eventfd a [`Waker`] signals and the ring's backend watches.
-///
-/// Wakes follow the [ownership protocol](crate::pool::Ownership): a waker that raises the
-/// count from 0 writes the eventfd and hands ownership to the ring; wakers that find it owned
-/// only leave their increment. The ring, when the eventfd fires, releases what it saw and
-/// re-checks, so a burst of wakes costs one `write` and none is lost.
-#[derive(Debug)]
-pub(crate) struct WakeFd {
-    fd: OwnedFd,
-    state: Ownership,
-    /// Descriptors unregistered through a [`Waker`] (from any thread), not yet applied.
-    unregistered: Mutex<Vec<RawFd>>,
-    /// Whether `unregistered` may hold any (checked without the lock).
-    has_unregistered: AtomicBool,
-}
-
-impl WakeFd {
-    pub(crate) fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// The ring's side: hands each descriptor unregistered through a [`Waker`] to `f`.
-    #[inline]
-    pub(crate) fn take_unregistered(&self, f: impl FnMut(RawFd)) {
-        if self.has_unregistered.load(Ordering::Acquire) {
-            self.take_unregistered_slow(f);
-        }
-    }
-
-    #[cold]
-    fn take_unregistered_slow(&self, f: impl FnMut(RawFd)) {
-        if !self.has_unregistered.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        let fds = std::mem::take(&mut *self.unregistered.lock().unwrap_or_else(|e| e.into_inner()));
-        fds.into_iter().for_each(f);
-    }
-
-    /// The ring's side: the eventfd fired; takes every wake posted so far.
-    pub(crate) fn absorb(&self) {
-        if let Err(e) = crate::sys::eventfd_reset(self.raw()) {
-            tracing::error!(error = %e, "cannot reset the wake eventfd");
-        }
-        let mut refs = self.state.refs();
-        while let Release::Again { refs: more, .. } = self.state.release(refs) {
-            refs = more;
-        }
-    }
-}
-
 /// Wakes a ring's [`wait`](Ring::wait) from any thread. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Waker {
@@ -298,11 +168,7 @@ impl Waker {
     /// Makes the ring's current or next `wait` return promptly. Never blocks; wakes coalesce
     /// (only the first of a burst writes the eventfd).
     pub fn wake(&self) {
-        if self.wake.state.try_own() {
-            if let Err(e) = crate::sys::eventfd_write(self.wake.raw()) {
-                tracing::error!(error = %e, "wake failed");
-            }
-        }
+        self.wake.wake();
     }
 
     /// [`Ring::unregister_fd`] from any thread: call it before closing `fd`. The ring applies
@@ -310,77 +176,13 @@ impl Waker {
     /// number reused after the close is never mistaken for the old file; it also wakes the
     /// ring, which applies it then (on io_uring the registration holds the file open).
     pub fn unregister_fd(&self, fd: RawFd) {
-        self.wake
-            .unregistered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(fd);
-        self.wake.has_unregistered.store(true, Ordering::Release);
-        self.wake();
+        self.wake.post_unregistered(fd);
+        self.wake.wake();
     }
 
     /// Whether this waker wakes `ring`.
     pub fn wakes(&self, ring: &Ring) -> bool {
         Arc::ptr_eq(&self.wake, &ring.wake)
-    }
-}
-
-/// Counters a ring keeps about itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Ops handed to the blocking pool (epoll and aio backends; always 0 on uring).
-    pub pool_jobs: u64,
-    /// AIO requests the kernel accepted (aio backend only): polls, reads, writes, fsyncs, and
-    /// the backend's own polls of its eventfds and epoll fd.
-    pub aio_requests: u64,
-}
-
-/// A refused submission: why, and the op with its buffers, untouched.
-pub struct SubmitError {
-    error: io::Error,
-    op: Op,
-}
-
-impl SubmitError {
-    pub(crate) fn new(error: io::Error, op: Op) -> SubmitError {
-        SubmitError { error, op }
-    }
-
-    /// The refusal when `in_flight_max` ops are already in flight.
-    pub(crate) fn full(in_flight_max: usize, op: Op) -> SubmitError {
-        let error = io::Error::new(
-            io::ErrorKind::ResourceBusy,
-            format!("{in_flight_max} ops in flight (in_flight_max): reap completions first"),
-        );
-        SubmitError { error, op }
-    }
-    /// Why the op was refused.
-    pub fn error(&self) -> &io::Error {
-        &self.error
-    }
-    /// The op, with everything it owned.
-    pub fn into_op(self) -> Op {
-        self.op
-    }
-}
-
-impl fmt::Debug for SubmitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SubmitError({} op: {})", self.op.name(), self.error)
-    }
-}
-
-impl fmt::Display for SubmitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} refused: {}", self.op.name(), self.error)
-    }
-}
-
-impl std::error::Error for SubmitError {}
-
-impl From<SubmitError> for io::Error {
-    fn from(e: SubmitError) -> io::Error {
-        io::Error::new(e.error.kind(), e.to_string())
     }
 }
 
@@ -436,7 +238,7 @@ impl Ring {
         kind: BackendKind,
         skipped: Vec<Skipped>,
         wake: Arc<WakeFd>,
-        config: &RingBuilder,
+        config: &Settings,
     ) -> Ring {
         let completions = VecDeque::with_capacity(config.in_flight_max.min(65_536) * 2);
         Ring {

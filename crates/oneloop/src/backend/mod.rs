@@ -16,9 +16,9 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{BackendKind, Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
 use crate::op::Submission;
-use crate::ring::{BackendKind, RingBuilder, Stats, SubmitError, WakeFd};
 
 /// Hashes a descriptor number cheaply (descriptors are small, dense integers; SipHash's
 /// protection against chosen keys buys nothing here and cost ~5% of an echo round trip).
@@ -47,11 +47,7 @@ pub(crate) enum Driver {
 }
 
 /// Opens `kind` (not `Auto`) per `config`.
-pub(crate) fn open(
-    kind: BackendKind,
-    config: &RingBuilder,
-    wake: &Arc<WakeFd>,
-) -> io::Result<Driver> {
+pub(crate) fn open(kind: BackendKind, config: &Settings, wake: &Arc<WakeFd>) -> io::Result<Driver> {
     match kind {
         BackendKind::Uring => Ok(Driver::Uring(Box::new(uring::Uring::open(
             config,

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 use self::attempt::{Blocking, Next};
 use self::fds::{Fds, Waiter, UNMASKED};
 use super::timers::{Fire, TimerSeq, Timers};
+use crate::common::{Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{finish, CancelCount, CancelOutcome, Completion, OpId};
 use crate::fault::{self, Fault};
 use crate::op::{Op, Submission};
 use crate::pool::{Job, Pool};
-use crate::ring::{RingBuilder, Stats, SubmitError, WakeFd};
 use crate::slab::{Key, Slab};
 use crate::sys::posix as sio;
 
@@ -99,7 +99,7 @@ pub(crate) struct Epoll {
 
 impl Epoll {
     /// Opens the epoll backend: the epoll instance, the pool's eventfd, both eventfds in the set.
-    pub fn open(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Epoll> {
+    pub fn open(config: &Settings, wake: Arc<WakeFd>) -> io::Result<Epoll> {
         let mut driver = Epoll::core(config, wake)?;
         let et_in = (libc::EPOLLIN | libc::EPOLLET) as u32;
         let epfd = driver.epfd.as_raw_fd();
@@ -122,7 +122,7 @@ impl Epoll {
     }
 
     /// Opens the aio backend: the same core, with AIO requests and `io_getevents` underneath.
-    pub fn open_aio(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Epoll> {
+    pub fn open_aio(config: &Settings, wake: Arc<WakeFd>) -> io::Result<Epoll> {
         let mut driver = Epoll::core(config, wake)?;
         driver.engine = Some(with_aio::Aio::open(
             config,
@@ -133,7 +133,7 @@ impl Epoll {
         Ok(driver)
     }
 
-    fn core(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Epoll> {
+    fn core(config: &Settings, wake: Arc<WakeFd>) -> io::Result<Epoll> {
         let epfd = crate::sys::epoll_create()?;
         let pool_fd = Arc::new(crate::sys::eventfd()?);
         let notify_fd = Arc::clone(&pool_fd);

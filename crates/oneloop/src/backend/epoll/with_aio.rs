@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use super::fds::UNMASKED;
 use super::{Epoll, State};
 use crate::backend::aio::{Cancel, Engine, Owner};
+use crate::common::{Settings, WakeFd};
 use crate::completion::{CancelOutcome, Completion};
 use crate::op::{Op, CURRENT_POSITION};
-use crate::ring::{RingBuilder, WakeFd};
 use crate::slab::Key;
 use crate::sys::posix::{self as sio, FdKind};
 
@@ -47,7 +47,7 @@ pub(super) struct Aio {
 
 /// The AIO context's size: four events per submission-batch entry, at most the in-flight cap.
 /// AIO events count against the system-wide `aio-max-nr`, so rings stay modest by default.
-fn nr_events(config: &RingBuilder) -> u32 {
+fn nr_events(config: &Settings) -> u32 {
     let wanted = (config.entries as usize).saturating_mul(4).max(64);
     wanted
         .min(config.in_flight_max.max(64))
@@ -58,7 +58,7 @@ impl Aio {
     /// Sets up the context, proves `IOCB_CMD_POLL` works (poll the wake eventfd, write it, get
     /// the event), then arms the polls of the wake eventfd, the pool eventfd and the epoll fd.
     pub fn open(
-        config: &RingBuilder,
+        config: &Settings,
         wake: &Arc<WakeFd>,
         pool_fd: &Arc<OwnedFd>,
         epfd: &OwnedFd,

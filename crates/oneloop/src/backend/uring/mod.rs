@@ -38,10 +38,10 @@ use self::files::Files;
 use self::inflight::{InFlight, Slot};
 use self::lower::Lowered;
 use super::timers::{Fire, Timers};
+use crate::common::{Settings, SubmitError, WakeFd};
 use crate::completion::{finish, raw_result, CancelCount, CancelOutcome, Completion, OpId};
 use crate::fault::{self, Fault};
 use crate::op::{Op, Submission};
-use crate::ring::{RingBuilder, SubmitError, WakeFd};
 use crate::slab::{Key, Slab};
 
 const TAG_SHIFT: u32 = 56;
@@ -85,7 +85,7 @@ pub(crate) struct Uring {
 
 impl Uring {
     /// Opens a ring per `config`; errors say why io_uring cannot be used here.
-    pub fn open(config: &RingBuilder, wake: Arc<WakeFd>) -> io::Result<Uring> {
+    pub fn open(config: &Settings, wake: Arc<WakeFd>) -> io::Result<Uring> {
         if fault::hit(Fault::SetupFails) {
             // Injected: the answer a ring over the memlock limit gets.
             return Err(describe_setup_error(io::Error::from_raw_os_error(
@@ -802,7 +802,7 @@ impl Uring {
 }
 
 /// Creates the io_uring with the most capable setup flags this kernel takes.
-fn build_ring(config: &RingBuilder) -> io::Result<(IoUring, &'static str)> {
+fn build_ring(config: &Settings) -> io::Result<(IoUring, &'static str)> {
     let sq = config.entries.next_power_of_two().min(32_768);
     let cq = config
         .cq_entries
