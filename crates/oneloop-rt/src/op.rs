@@ -224,12 +224,8 @@ pub(crate) async fn run(op: impl Into<Op>) -> Result<Completion, (io::Error, Op)
 pub(crate) fn split(done: Result<Completion, (io::Error, Op)>) -> (io::Result<usize>, Output) {
     match done {
         Ok(c) => {
-            let result = c
-                .result()
-                .as_ref()
-                .map(|&n| n as usize)
-                .map_err(clone_error);
-            (result, c.into_output())
+            let (result, output) = c.into_parts();
+            (result.map(|n| n as usize), output)
         }
         Err((e, op)) => (Err(e), op.into_output()),
     }
@@ -253,7 +249,7 @@ pub(crate) fn with_buf<B: oneloop::IoBuf>(
 /// The typed result of an op with no buffer.
 pub(crate) fn plain(done: Result<Completion, (io::Error, Op)>) -> io::Result<u32> {
     match done {
-        Ok(c) => c.result().as_ref().copied().map_err(clone_error),
+        Ok(c) => c.into_parts().0,
         Err((e, _)) => Err(e),
     }
 }

@@ -142,6 +142,23 @@ impl Completion {
     pub fn into_output(self) -> Output {
         self.output
     }
+    /// The result and what the op hands back, both by value.
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{Nop, Output, Ring};
+    ///
+    /// let mut ring = Ring::new()?;
+    /// ring.submit(Nop, 0)?;
+    /// ring.wait(1, None)?;
+    /// let (result, output) = ring.next_completion().unwrap().into_parts();
+    /// assert_eq!(result?, 0);
+    /// assert!(matches!(output, Output::None));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_parts(self) -> (io::Result<u32>, Output) {
+        (self.result, self.output)
+    }
     /// Takes the single buffer, if the op had one.
     pub fn take_buf(&mut self) -> Option<Buf> {
         match std::mem::take(&mut self.output) {

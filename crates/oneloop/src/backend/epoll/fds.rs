@@ -27,7 +27,6 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use crate::backend::FdHasher;
 use crate::slab::Key;
 use crate::sys::posix as sio;
 
@@ -66,20 +65,71 @@ const OUT: u32 = libc::EPOLLOUT as u32;
 /// What a pinned fd is registered for.
 const PINNED: u32 = IN | OUT | libc::EPOLLRDHUP as u32;
 
-/// The registration table.
+/// Descriptors below this are looked up by direct index; the rare ones above, by hash.
+const DENSE: usize = 1 << 16;
+
+/// The registration table. Descriptors are small, dense integers, so most are a direct index
+/// into `dense` (hashing ran several times per op); any number above [`DENSE`] goes to
+/// `sparse`, so a huge descriptor number never sizes the table.
 #[derive(Default)]
 pub(super) struct Fds {
-    map: HashMap<RawFd, Entry, std::hash::BuildHasherDefault<FdHasher>>,
+    dense: Vec<Entry>,
+    sparse: HashMap<RawFd, Entry>,
 }
 
 impl Fds {
+    fn get(&self, fd: RawFd) -> Option<&Entry> {
+        match usize::try_from(fd) {
+            Ok(i) if i < DENSE => self.dense.get(i),
+            Ok(_) => self.sparse.get(&fd),
+            Err(_) => None,
+        }
+    }
+
+    fn get_mut(&mut self, fd: RawFd) -> Option<&mut Entry> {
+        match usize::try_from(fd) {
+            Ok(i) if i < DENSE => self.dense.get_mut(i),
+            Ok(_) => self.sparse.get_mut(&fd),
+            Err(_) => None,
+        }
+    }
+
+    /// `fd`'s entry, made (empty) if need be; `EBADF` for a negative fd.
+    fn entry(&mut self, fd: RawFd) -> io::Result<&mut Entry> {
+        match usize::try_from(fd) {
+            Ok(i) if i < DENSE => {
+                if i >= self.dense.len() {
+                    self.dense.resize_with(i + 1, Entry::default);
+                }
+                Ok(&mut self.dense[i])
+            }
+            Ok(_) => Ok(self.sparse.entry(fd).or_default()),
+            Err(_) => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        }
+    }
+
+    /// Forgets `fd`'s entry (nothing registered, no waiters).
+    fn clear(&mut self, fd: RawFd) {
+        match usize::try_from(fd) {
+            Ok(i) if i < DENSE => {
+                if let Some(entry) = self.dense.get_mut(i) {
+                    *entry = Entry::default();
+                }
+            }
+            Ok(_) => {
+                self.sparse.remove(&fd);
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Adds a waiter and (re)registers `fd` so that its current readiness is reported.
     ///
     /// # Errors
     /// `epoll_ctl`'s: `EPERM` for a regular file or directory, `EBADF`, ... (the waiter is not
     /// added then).
     pub fn add(&mut self, epfd: &OwnedFd, fd: RawFd, waiter: Waiter) -> io::Result<()> {
-        let entry = self.map.entry(fd).or_default();
+        let entry = self.entry(fd)?;
         let interest = entry
             .waiters
             .iter()
@@ -97,7 +147,7 @@ impl Fds {
             }
             Err(e) => {
                 if entry.waiters.is_empty() && !entry.pinned {
-                    self.map.remove(&fd);
+                    self.clear(fd);
                 }
                 Err(e)
             }
@@ -111,7 +161,7 @@ impl Fds {
     /// # Errors
     /// As [`add`](Self::add).
     pub fn add_blocked(&mut self, epfd: &OwnedFd, fd: RawFd, waiter: Waiter) -> io::Result<()> {
-        if let Some(entry) = self.map.get_mut(&fd) {
+        if let Some(entry) = self.get_mut(fd) {
             let covered = entry
                 .registered
                 .is_some_and(|r| r & waiter.interest == waiter.interest);
@@ -127,8 +177,7 @@ impl Fds {
     /// Whether `fd` is pinned and its cache says `interest` is not ready: an op may then wait
     /// without trying first.
     pub fn known_blocked(&self, fd: RawFd, interest: u32) -> bool {
-        self.map
-            .get(&fd)
+        self.get(fd)
             .is_some_and(|e| e.pinned && e.ready & interest == 0)
     }
 
@@ -139,7 +188,7 @@ impl Fds {
     /// # Errors
     /// `epoll_ctl`'s, e.g. `EBADF`.
     pub fn pin(&mut self, epfd: &OwnedFd, fd: RawFd) -> io::Result<()> {
-        let entry = self.map.entry(fd).or_default();
+        let entry = self.entry(fd)?;
         let interest = entry.waiters.iter().fold(PINNED, |acc, w| acc | w.interest);
         match register(epfd, fd, entry.registered.is_some(), interest) {
             Ok(()) => {
@@ -151,7 +200,7 @@ impl Fds {
             }
             Err(e) => {
                 if entry.waiters.is_empty() {
-                    self.map.remove(&fd);
+                    self.clear(fd);
                 }
                 match e.raw_os_error() {
                     Some(libc::EPERM) => Ok(()),
@@ -164,7 +213,7 @@ impl Fds {
     /// A receive (`IN`) or send (`OUT`) on `fd` moved fewer bytes than asked: on a pinned
     /// TCP socket that direction is not ready now.
     pub fn short_transfer(&mut self, fd: RawFd, direction: u32) {
-        if let Some(entry) = self.map.get_mut(&fd) {
+        if let Some(entry) = self.get_mut(fd) {
             if entry.pinned && entry.tcp {
                 entry.ready &= !direction;
             }
@@ -173,14 +222,14 @@ impl Fds {
 
     /// Ends `fd`'s pinning (it is about to be closed): from now on each wait re-registers it.
     pub fn unpin(&mut self, fd: RawFd) {
-        if let Some(entry) = self.map.get_mut(&fd) {
+        if let Some(entry) = self.get_mut(fd) {
             entry.pinned = false;
         }
     }
 
     /// Removes `key`'s waiter from `fd` (a cancel or a deadline).
     pub fn remove(&mut self, fd: RawFd, key: Key) {
-        if let Some(entry) = self.map.get_mut(&fd) {
+        if let Some(entry) = self.get_mut(fd) {
             entry.waiters.retain(|w| w.key != key);
         }
     }
@@ -188,19 +237,24 @@ impl Fds {
     /// The `n`-th registered descriptor that has waiters (modulo their number), if any: where
     /// injected spurious readiness lands.
     pub fn pick(&self, n: u64) -> Option<RawFd> {
-        let waiting = self.map.iter().filter(|(_, e)| !e.waiters.is_empty());
+        let waiting = self
+            .dense
+            .iter()
+            .enumerate()
+            .map(|(fd, e)| (fd as RawFd, e))
+            .chain(self.sparse.iter().map(|(&fd, e)| (fd, e)))
+            .filter(|(_, e)| !e.waiters.is_empty());
         let count = waiting.clone().count() as u64;
         if count == 0 {
             return None;
         }
-        waiting.map(|(&fd, _)| fd).nth((n % count) as usize)
+        waiting.map(|(fd, _)| fd).nth((n % count) as usize)
     }
 
     /// `events` arrived for `fd`: records them in its cache and takes its waiters out for
     /// dispatch; give them back with [`put_back`](Self::put_back).
     pub fn take(&mut self, fd: RawFd, events: u32) -> Vec<Waiter> {
-        self.map
-            .get_mut(&fd)
+        self.get_mut(fd)
             .map(|e| {
                 e.ready |= events;
                 std::mem::take(&mut e.waiters)
@@ -211,7 +265,7 @@ impl Fds {
     /// Returns the waiters still waiting after a dispatch; `blocked`: the directions whose
     /// attempts saw `EAGAIN` during it.
     pub fn put_back(&mut self, fd: RawFd, mut waiters: Vec<Waiter>, blocked: u32) {
-        if let Some(entry) = self.map.get_mut(&fd) {
+        if let Some(entry) = self.get_mut(fd) {
             entry.ready &= !blocked;
             waiters.append(&mut entry.waiters);
             entry.waiters = waiters;

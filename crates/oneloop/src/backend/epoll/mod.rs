@@ -497,12 +497,8 @@ impl Epoll {
         Ok(count)
     }
 
-    /// Fires every timer that is due.
-    fn fire_timers(&mut self, out: &mut VecDeque<Completion>) {
-        if self.timers.next_due().is_none() {
-            return;
-        }
-        let now = Instant::now();
+    /// Fires every timer due at `now`.
+    fn fire_timers(&mut self, now: Instant, out: &mut VecDeque<Completion>) {
         while let Some((key, seq, fire)) = self.timers.pop_due(now) {
             let live = self.slots.get(key).is_some_and(|s| match fire {
                 Fire::Timeout => matches!(s.state, State::Timer(t) if t == seq),
@@ -679,11 +675,15 @@ impl Epoll {
     ) -> io::Result<()> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            self.fire_timers(out);
+            // The clock is read only while a timer is armed.
+            let now = self.timers.next_due().map(|_| Instant::now());
+            if let Some(now) = now {
+                self.fire_timers(now, out);
+            }
             if out.len() >= min_complete || self.woken {
                 break;
             }
-            let now = Instant::now();
+            let now = now.unwrap_or_else(Instant::now);
             let mut limit = deadline.map(|d| d.saturating_duration_since(now));
             if limit == Some(Duration::ZERO) {
                 break;
@@ -697,7 +697,9 @@ impl Epoll {
         self.woken = false;
         if min_complete == 0 {
             self.poll_once(Some(Duration::ZERO), out)?;
-            self.fire_timers(out);
+            if self.timers.next_due().is_some() {
+                self.fire_timers(Instant::now(), out);
+            }
         }
         Ok(())
     }
