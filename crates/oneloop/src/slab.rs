@@ -155,6 +155,23 @@ impl<T> Slab<T> {
     }
 
     /// Every stored key and value.
+    /// Removes `key`'s value, handing it to `f` in place first (to take what the caller needs
+    /// without moving the whole value out); `None` if the key is stale.
+    pub fn remove_with<R>(&mut self, key: Key, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let entry = self.entries.get_mut(key.index as usize)?;
+        let taken = match entry {
+            Entry::Occupied { generation, value } if *generation == key.generation => f(value),
+            _ => return None,
+        };
+        *entry = Entry::Vacant {
+            generation: key.generation.wrapping_add(1),
+            next_free: self.free_head,
+        };
+        self.free_head = Some(key.index);
+        self.len -= 1;
+        Some(taken)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
         self.entries
             .iter()

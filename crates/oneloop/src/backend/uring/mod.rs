@@ -176,11 +176,12 @@ impl Uring {
             user_data,
             deadline.zip(now).map(|(d, now)| d.instant(now)),
         );
+        let emulated = matches!(slot.op, Op::EpollWait(_)) && !self.native_epoll_wait;
         let key = match self.table.slots.insert(slot) {
             Ok(key) => key,
             Err(slot) => return Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
         };
-        if let Some(Err(e)) = self.emulation_refuses(key) {
+        if let Some(Err(e)) = emulated.then(|| self.emulation_refuses(key)).flatten() {
             // As the native EPOLL_WAIT would: the op ends at once with the error.
             let slot = self.table.slots.get_mut(key).expect("slot just inserted");
             slot.main_res = Some(-e.raw_os_error().unwrap_or(libc::EINVAL));
@@ -245,21 +246,24 @@ impl Uring {
                 return Ok(());
             }
         };
-        let has_deadline = slot.deadline.is_some();
-        // The SQE points only into the slot, whose memory stays put while room is made.
-        self.ensure_sq_room(if has_deadline { 2 } else { 1 }, out)?;
-        let slot = self.table.slots.get_mut(key).expect("arming a live slot");
-        let pushed = match slot.deadline {
-            Some(at) => {
-                slot.aux.link_ts = lower::timespec_until(at, now.unwrap_or_else(Instant::now));
-                slot.links_pending += 1;
-                let link = opcode::LinkTimeout::new(&slot.aux.link_ts)
-                    .build()
-                    .user_data(user_data(TAG_LINK, key));
-                self.table.push(&[main.flags(Flags::IO_LINK), link])
+        let Some(deadline) = slot.deadline else {
+            // The common case: one SQE, pushed at once if the queue has room.
+            if self.table.push(&[main.clone()]) {
+                return Ok(());
             }
-            None => self.table.push(&[main]),
+            // The SQE points only into the slot, whose memory stays put while room is made.
+            self.ensure_sq_room(1, out)?;
+            assert!(self.table.push(&[main]), "SQ room was ensured");
+            return Ok(());
         };
+        self.ensure_sq_room(2, out)?;
+        let slot = self.table.slots.get_mut(key).expect("arming a live slot");
+        slot.aux.link_ts = lower::timespec_until(deadline, now.unwrap_or_else(Instant::now));
+        slot.links_pending += 1;
+        let link = opcode::LinkTimeout::new(&slot.aux.link_ts)
+            .build()
+            .user_data(user_data(TAG_LINK, key));
+        let pushed = self.table.push(&[main.flags(Flags::IO_LINK), link]);
         assert!(pushed, "SQ room was ensured");
         Ok(())
     }
@@ -428,15 +432,23 @@ impl Uring {
             Some(slot) if !slot.kernel_holds() => {}
             _ => return,
         }
-        let slot = self.table.slots.remove(key).expect("checked live");
-        let mut res = slot.main_res.expect("finished slots have a result");
-        if res == -libc::ECANCELED && slot.link_fired && !slot.user_cancelled {
-            res = -libc::ETIME;
-        }
-        let (result, output) = finish(slot.op, res);
+        // The op is taken out in place; the rest of the slot is dropped where it is.
+        let (op, res, user_data) = self
+            .table
+            .slots
+            .remove_with(key, |slot| {
+                let mut res = slot.main_res.expect("finished slots have a result");
+                if res == -libc::ECANCELED && slot.link_fired && !slot.user_cancelled {
+                    res = -libc::ETIME;
+                }
+                let op = std::mem::replace(&mut slot.op, Op::Nop(crate::op::Nop));
+                (op, res, slot.user_data)
+            })
+            .expect("checked live");
+        let (result, output) = finish(op, res);
         out.push_back(Completion {
             id: OpId(key.pack()),
-            user_data: slot.user_data,
+            user_data,
             result,
             more: false,
             output,
