@@ -248,7 +248,7 @@ impl Uring {
         };
         let Some(deadline) = slot.deadline else {
             // The common case: one SQE, pushed at once if the queue has room.
-            if self.table.push(&[main.clone()]) {
+            if self.table.push(std::slice::from_ref(&main)) {
                 return Ok(());
             }
             // The SQE points only into the slot, whose memory stays put while room is made.
