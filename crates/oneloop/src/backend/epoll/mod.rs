@@ -247,11 +247,25 @@ impl Epoll {
 
     /// The direction `op` would wait for if its fd is pinned and known not ready for it.
     fn known_blocked(&mut self, op: &Op) -> Option<u32> {
+        // Listed in full, so a new op must say whether it takes the shortcut.
         let (fd, interest) = match op {
             Op::Recv(o) => (o.fd, libc::EPOLLIN as u32),
             Op::Accept(o) => (o.fd, libc::EPOLLIN as u32),
             Op::Send(o) => (o.fd, libc::EPOLLOUT as u32),
-            _ => return None,
+            // Reads and writes may be files (the pool's), polls report readiness themselves,
+            // and the rest never wait on a socket's direction.
+            Op::Nop(_)
+            | Op::Read(_)
+            | Op::Write(_)
+            | Op::Readv(_)
+            | Op::Writev(_)
+            | Op::Fsync(_)
+            | Op::Poll(_)
+            | Op::EpollWait(_)
+            | Op::Timeout(_)
+            | Op::Connect(_)
+            | Op::Close(_)
+            | Op::OpenAt(_) => return None,
         };
         let fds = &mut self.fds;
         self.wake.take_unregistered(|fd| fds.unpin(fd));
@@ -265,7 +279,7 @@ impl Epoll {
                 self.fds.short_transfer(fd, direction);
                 Next::Done(res)
             }
-            other => other,
+            Next::Done(_) | Next::Wait(_) | Next::Pool => next,
         }
     }
 
