@@ -32,6 +32,11 @@ use crate::table::OpTable;
 /// Tasks run per turn before the ring is checked again, so I/O is never starved.
 const BUDGET: usize = 128;
 
+/// Ops a task may finish at their first poll (inside `submit`) per run. Past it, an op's
+/// completion takes the queue and the task yields, so a task whose every op finishes at once
+/// (a socket that always has data) cannot keep the thread from the others.
+pub(crate) const OP_BUDGET: u32 = 32;
+
 /// What wakers on any thread share with the executor: the injection queue.
 struct Shared {
     /// Tasks woken on other threads, moved to the local queue at each turn.
@@ -94,6 +99,20 @@ thread_local! {
     /// `Shared` with it; that `Shared` is alive while the waker is, so no other executor can
     /// have its address meanwhile.
     static HOME: Cell<usize> = const { Cell::new(0) };
+    /// What is left of the running task's [`OP_BUDGET`].
+    static OPS_LEFT: Cell<u32> = const { Cell::new(OP_BUDGET) };
+}
+
+/// Takes one op from the running task's budget: `false` when it is spent (the op's completion
+/// should then take the queue, and the task yield).
+pub(crate) fn take_op_budget() -> bool {
+    OPS_LEFT.with(|left| match left.get() {
+        0 => false,
+        n => {
+            left.set(n - 1);
+            true
+        }
+    })
 }
 
 /// Runs `f` with this thread's executor.
@@ -266,6 +285,7 @@ impl Runtime {
         let mut future = pin!(future);
         loop {
             if main.woken.swap(false, Ordering::AcqRel) {
+                OPS_LEFT.set(OP_BUDGET);
                 if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
                     return Ok(value);
                 }
@@ -274,6 +294,7 @@ impl Runtime {
             for _ in 0..BUDGET {
                 match pop_local() {
                     Some(runnable) => {
+                        OPS_LEFT.set(OP_BUDGET);
                         runnable.run();
                     }
                     None => break,

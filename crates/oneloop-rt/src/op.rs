@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use oneloop::{Completion, Op, Output, Submission};
 
-use crate::executor::{try_with_context, with_context};
+use crate::executor::{take_op_budget, try_with_context, with_context};
 use crate::table::Entry;
 
 /// Submits `op` and waits for its final completion; a refused submission comes back as
@@ -62,8 +62,9 @@ impl Future for Submit {
             let index = ops.alloc();
             let mut ring = ctx.ring.borrow_mut();
             match ring.submit(Submission::from(op), index as u64) {
-                // Finished inside submit (epoll and aio often do): ready at the first poll.
-                Ok(id) => match ring.take_completion(id) {
+                // Finished inside submit (epoll and aio often do): ready at the first poll,
+                // while the task's op budget lasts (then the completion takes the queue).
+                Ok(id) => match take_op_budget().then(|| ring.take_completion(id)).flatten() {
                     Some(c) => {
                         ops.release(index);
                         Poll::Ready(Ok(c))

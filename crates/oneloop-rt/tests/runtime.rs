@@ -370,3 +370,42 @@ fn futures_io_adapters_read_and_write() {
         assert_eq!(got, expected, "every byte through the adapters, in order");
     });
 }
+
+/// A task whose every op finishes at once (writes to a socket with room; on epoll and aio they
+/// end inside `submit`) still lets the other tasks run: past its op budget it yields. Without
+/// the budget the writer below yields only at its own sleep, after 100 writes, and the check
+/// fails. (On uring no op ends inside `submit`: every write yields, and the check holds.)
+#[test]
+fn a_task_whose_ops_finish_at_once_yields() {
+    on_every_backend("a_task_whose_ops_finish_at_once_yields", |_| async {
+        use oneloop_rt::net::UnixStream;
+        let (a, b) = UnixStream::pair().unwrap();
+        let stop = Rc::new(Cell::new(false));
+        let writes = Rc::new(Cell::new(0u64));
+        let (s, w) = (Rc::clone(&stop), Rc::clone(&writes));
+        let writer = oneloop_rt::spawn(async move {
+            let mut buf = vec![0u8; 1];
+            while !s.get() {
+                let (res, back) = a.write(buf).await;
+                res.expect("write");
+                buf = back;
+                w.set(w.get() + 1);
+                // A yield of its own every 100 writes (well before the socket fills: its peer
+                // never reads, and a write that waits would yield and prove nothing).
+                if w.get() % 100 == 0 {
+                    oneloop_rt::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        let s = Rc::clone(&stop);
+        let flag = oneloop_rt::spawn(async move { s.set(true) });
+        flag.await;
+        writer.await;
+        assert!(
+            writes.get() < 100,
+            "the writer ran {} ops before the other task got the thread",
+            writes.get()
+        );
+        drop(b);
+    });
+}
