@@ -103,16 +103,15 @@ thread_local! {
     static OPS_LEFT: Cell<u32> = const { Cell::new(OP_BUDGET) };
 }
 
-/// Takes one op from the running task's budget: `false` when it is spent (the op's completion
-/// should then take the queue, and the task yield).
-pub(crate) fn take_op_budget() -> bool {
-    OPS_LEFT.with(|left| match left.get() {
-        0 => false,
-        n => {
-            left.set(n - 1);
-            true
-        }
-    })
+/// Whether the running task may still take an op's completion at its first poll (when not,
+/// the completion takes the queue and the task yields).
+pub(crate) fn op_budget_left() -> bool {
+    OPS_LEFT.get() > 0
+}
+
+/// Spends one op of the running task's budget.
+pub(crate) fn spend_op_budget() {
+    OPS_LEFT.set(OPS_LEFT.get().saturating_sub(1));
 }
 
 /// Runs `f` with this thread's executor.

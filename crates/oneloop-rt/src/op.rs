@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use oneloop::{Completion, Op, Output, Submission};
 
-use crate::executor::{take_op_budget, try_with_context, with_context};
+use crate::executor::{op_budget_left, spend_op_budget, try_with_context, with_context};
 use crate::table::Entry;
 
 /// Submits `op` and waits for its final completion; a refused submission comes back as
@@ -64,8 +64,9 @@ impl Future for Submit {
             match ring.submit(Submission::from(op), index as u64) {
                 // Finished inside submit (epoll and aio often do): ready at the first poll,
                 // while the task's op budget lasts (then the completion takes the queue).
-                Ok(id) => match take_op_budget().then(|| ring.take_completion(id)).flatten() {
+                Ok(id) => match op_budget_left().then(|| ring.take_completion(id)).flatten() {
                     Some(c) => {
+                        spend_op_budget();
                         ops.release(index);
                         Poll::Ready(Ok(c))
                     }

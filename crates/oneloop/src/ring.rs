@@ -172,9 +172,9 @@ impl Waker {
     }
 
     /// [`Ring::unregister_fd`] from any thread: call it before closing `fd`. The ring applies
-    /// it before it next relies on a registration (and before it registers any fd), so a
-    /// number reused after the close is never mistaken for the old file; it also wakes the
-    /// ring, which applies it then (on io_uring the registration holds the file open).
+    /// it before it next relies on a registration or registers any fd, so a number reused
+    /// after the close is never mistaken for the old file. It also wakes the ring, whose next
+    /// `wait` applies it on io_uring (where the registration holds the file open until then).
     pub fn unregister_fd(&self, fd: RawFd) {
         self.wake.post_unregistered(fd);
         self.wake.wake();

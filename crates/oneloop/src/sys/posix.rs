@@ -158,11 +158,13 @@ pub(crate) fn socket_error(fd: RawFd) -> io::Result<i32> {
     socket_int_option(fd, libc::SO_ERROR)
 }
 
-/// Whether `fd` is a TCP socket (an IPv4 or IPv6 `SOCK_STREAM`); `false` for anything else.
+/// Whether `fd` is a TCP socket (IPv4 or IPv6, `SOCK_STREAM`, protocol TCP — not SCTP or
+/// MPTCP); `false` for anything else.
 pub(crate) fn is_tcp_socket(fd: RawFd) -> bool {
     socket_int_option(fd, libc::SO_TYPE).is_ok_and(|t| t == libc::SOCK_STREAM)
         && socket_int_option(fd, libc::SO_DOMAIN)
             .is_ok_and(|d| d == libc::AF_INET || d == libc::AF_INET6)
+        && socket_int_option(fd, libc::SO_PROTOCOL).is_ok_and(|p| p == libc::IPPROTO_TCP)
 }
 
 /// Whether a socket is connected (`getpeername` succeeds; `ENOTCONN`: not yet).

@@ -5,7 +5,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use oneloop::{
-    BackendKind, CancelOutcome, Nop, Output, Poll, PollMask, Read, Timeout, CURRENT_POSITION,
+    BackendKind, CancelOutcome, EpollEvents, EpollWait, Nop, Output, Poll, PollMask, Read, Timeout,
+    CURRENT_POSITION,
 };
 
 use crate::alloc_count::{live_tracked, TRACKED_SIZE};
@@ -612,6 +613,48 @@ pub fn c13d_cancel_nowait(h: &Harness) -> Outcome {
         quiet(&mut ring, Duration::from_millis(20)).is_empty(),
         "an op ended twice"
     );
+    // An EpollWait (on uring also the emulated kind, a poll of the epoll fd) whose poll has
+    // fired on a set that is empty again, cancelled while the submission queue is full: making
+    // room reaps its poll, and it must end rather than be re-armed.
+    for (variant, builder) in h.epoll_wait_variants() {
+        let mut ring = builder.entries(4).build().unwrap();
+        let epfd = epoll_create();
+        let (member, feed) = pipe();
+        epoll_add(
+            epfd.as_raw_fd(),
+            member.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            7,
+        );
+        let id = ring
+            .submit(
+                EpollWait::new(epfd.as_raw_fd(), EpollEvents::with_capacity(8)),
+                9,
+            )
+            .unwrap();
+        ring.wait(0, None).unwrap();
+        write_fd(feed.as_raw_fd(), b"x");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(read_fd(member.as_raw_fd(), 8), b"x");
+        let nops: Vec<_> = (0..4).map(|i| ring.submit(Nop, 100 + i).unwrap()).collect();
+        ring.cancel_nowait(id).unwrap();
+        let mut ended = None;
+        let mut others = 0;
+        for c in collect(&mut ring, nops.len() + 1, LONG) {
+            if c.id() == id {
+                ended = Some(c);
+            } else {
+                others += 1;
+            }
+        }
+        let ended = ended.unwrap_or_else(|| panic!("{variant}: the EpollWait never ended"));
+        assert!(
+            ended.is_cancelled() || ended.result().is_ok(),
+            "{variant}: {ended:?}"
+        );
+        assert_eq!(others, nops.len());
+        assert_eq!(ring.in_flight(), 0, "{variant}: an op is left in flight");
+    }
     note(&format!(
         "c13d: {rounds} rounds, {cancelled} cancelled, {read_first} read first"
     ));

@@ -3,6 +3,7 @@
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use oneloop::{Accept, CancelOutcome, Close, Connect, OpenAt, Recv, Ring, Send};
 
@@ -258,4 +259,122 @@ fn write_spin<P: std::io::Write>(peer: &mut P, mut bytes: &[u8]) {
             Err(e) => panic!("write: {e}"),
         }
     }
+}
+
+/// Registered descriptors at the edges: (1) an op queued on a registered fd still reaches
+/// that fd's file after `unregister_fd`, even when the next `register_fd` takes the same
+/// table slot; (2) a pty, whose reads cannot say `EAGAIN` (`RWF_NOWAIT` unsupported), with
+/// data already there, is read; (3) an error that arrives as the only readiness (a UDP
+/// socket's ICMP refusal) is not hidden by the readiness cache.
+pub fn x4_registered_fd_edges(h: &Harness) -> Outcome {
+    use std::os::unix::net::UnixStream;
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut ring = h.ring();
+    // (1) A queued send, its fd unregistered, another fd registered in its place.
+    let (a, mut a_peer) = UnixStream::pair().unwrap();
+    let (b, mut b_peer) = UnixStream::pair().unwrap();
+    ring.register_fd(a.as_raw_fd()).unwrap();
+    let id = ring
+        .submit(Send::new(a.as_raw_fd(), b"for-a".to_vec()), 1)
+        .unwrap();
+    ring.unregister_fd(a.as_raw_fd());
+    ring.register_fd(b.as_raw_fd()).unwrap();
+    let (_, c) = final_of(&mut ring, id);
+    assert_eq!(c.result().as_ref().ok(), Some(&5), "{c:?}");
+    a_peer.set_nonblocking(true).unwrap();
+    b_peer.set_nonblocking(true).unwrap();
+    let mut got = [0u8; 16];
+    assert_eq!(
+        a_peer.read(&mut got).ok(),
+        Some(5),
+        "a's peer lacks its bytes"
+    );
+    assert_eq!(&got[..5], b"for-a");
+    assert!(
+        b_peer.read(&mut got).is_err(),
+        "the send reached the socket registered after it"
+    );
+    ring.unregister_fd(b.as_raw_fd());
+    drop((a, b));
+    // (2) A pty with data waiting before the read is submitted.
+    // SAFETY: plain calls; every result is checked before use.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    assert!(
+        master >= 0,
+        "posix_openpt: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: as above; `master` is ours, and it is closed through `OwnedFd` below.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    // SAFETY: `master` is an open pty master.
+    assert_eq!(unsafe { libc::grantpt(master.as_raw_fd()) }, 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::unlockpt(master.as_raw_fd()) }, 0);
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: `name` is writable for its length.
+    let named = unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) };
+    assert_eq!(named, 0);
+    // SAFETY: ptsname_r wrote a NUL-terminated path.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&path)
+        .unwrap();
+    ring.register_fd(master.as_raw_fd()).unwrap();
+    slave.write_all(b"pty\n").unwrap();
+    // Whatever edge that made is consumed with nobody waiting.
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    ring.wait(0, Some(std::time::Duration::from_millis(10)))
+        .unwrap();
+    let id = ring
+        .submit(
+            oneloop::Read::new(
+                master.as_raw_fd(),
+                Vec::with_capacity(64),
+                oneloop::CURRENT_POSITION,
+            ),
+            2,
+        )
+        .unwrap();
+    let c = collect(&mut ring, 1, LIMIT)
+        .pop()
+        .expect("a read of a pty with data waiting never ended");
+    assert_eq!(c.id(), id);
+    assert!(c.result().as_ref().is_ok_and(|&n| n > 0), "pty read: {c:?}");
+    ring.unregister_fd(master.as_raw_fd());
+    drop((slave, master));
+    // (3) An error as the only readiness.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nobody = closed.local_addr().unwrap();
+    drop(closed);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(nobody).unwrap();
+    udp.set_nonblocking(true).unwrap();
+    ring.register_fd(udp.as_raw_fd()).unwrap();
+    let id = ring
+        .submit(Recv::new(udp.as_raw_fd(), Vec::with_capacity(64)), 3)
+        .unwrap();
+    ring.wait(0, None).unwrap();
+    assert_eq!(ring.cancel(id).unwrap(), CancelOutcome::Cancelled);
+    assert!(final_of(&mut ring, id).1.is_cancelled());
+    udp.send(b"x").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    ring.wait(0, Some(std::time::Duration::from_millis(20)))
+        .unwrap();
+    let id = ring
+        .submit(Recv::new(udp.as_raw_fd(), Vec::with_capacity(64)), 4)
+        .unwrap();
+    let c = collect(&mut ring, 1, LIMIT)
+        .pop()
+        .expect("the socket's error was never reported");
+    assert_eq!(c.id(), id);
+    assert_eq!(errno(&c), Some(libc::ECONNREFUSED), "{c:?}");
+    ring.unregister_fd(udp.as_raw_fd());
+    assert_eq!(ring.in_flight(), 0);
+    Outcome::Pass
 }

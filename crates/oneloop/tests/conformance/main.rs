@@ -64,6 +64,7 @@ macro_rules! all_cases {
             cases_ops::x1_accept_connect_send_recv_close,
             cases_ops::x2_openat_resolve,
             cases_ops::x3_registered_fd_reuse,
+            cases_ops::x4_registered_fd_edges,
             // Bad input
             cases_input::b1_duration_max,
             cases_input::b2_poll_empty_mask_then_normal,

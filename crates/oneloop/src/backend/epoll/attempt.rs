@@ -24,8 +24,13 @@ pub(super) enum Next {
     /// A receive or send finished having moved fewer bytes than asked (`res > 0`): on a TCP
     /// socket, `direction` (`IN`/`OUT`) of `fd` is not ready now.
     Short { res: i32, fd: i32, direction: u32 },
-    /// Try again when the fd reports any of these epoll bits.
+    /// Try again when the fd reports any of these epoll bits; the attempt just saw `EAGAIN`
+    /// (so the next change of state is a new edge).
     Wait(u32),
+    /// Try again when the fd reports any of these bits; no attempt saw `EAGAIN` (the fd could
+    /// not say, e.g. `EOPNOTSUPP` for `RWF_NOWAIT`), so the registration must report the fd's
+    /// current readiness.
+    Arm(u32),
     /// Run it on the blocking pool.
     Pool,
 }
@@ -62,10 +67,12 @@ fn retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     }
 }
 
-/// For a non-blocking attempt that said "not now": wait on a pollable fd, else offload.
-fn would_block(fd: i32, bits: u32) -> Next {
+/// For a non-blocking attempt that said "not now" (`eagain`) or could not say: wait on a
+/// pollable fd, else offload.
+fn would_block(fd: i32, bits: u32, eagain: bool) -> Next {
     match sio::fd_kind(fd) {
-        Ok(FdKind::Pollable) => Next::Wait(bits),
+        Ok(FdKind::Pollable) if eagain => Next::Wait(bits),
+        Ok(FdKind::Pollable) => Next::Arm(bits),
         Ok(FdKind::File | FdKind::Block) => Next::Pool,
         Err(e) => Next::Done(-errno(&e)),
     }
@@ -100,10 +107,10 @@ pub(super) fn first(op: &mut Op) -> Next {
 pub(super) fn again(op: &mut Op, first_time: bool) -> Next {
     match op {
         Op::Read(o) => match retry(|| sio::read_at(o.fd, &mut o.buf, o.offset, true)) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => would_block(o.fd, IN),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => would_block(o.fd, IN, true),
             // No RWF_NOWAIT here: after readiness a plain read does not block.
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && first_time => {
-                would_block(o.fd, IN)
+                would_block(o.fd, IN, false)
             }
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 done(retry(|| sio::read_at(o.fd, &mut o.buf, o.offset, false)))
@@ -111,9 +118,9 @@ pub(super) fn again(op: &mut Op, first_time: bool) -> Next {
             r => done(r),
         },
         Op::Write(o) => match retry(|| sio::write_at(o.fd, &o.buf, o.offset, true)) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => would_block(o.fd, OUT),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => would_block(o.fd, OUT, true),
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && first_time => {
-                would_block(o.fd, OUT)
+                would_block(o.fd, OUT, false)
             }
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 done(retry(|| sio::write_at(o.fd, &o.buf, o.offset, false)))
@@ -122,8 +129,13 @@ pub(super) fn again(op: &mut Op, first_time: bool) -> Next {
         },
         Op::Recv(o) => match retry(|| sio::recv(o.fd, &mut o.buf, o.flags | libc::MSG_DONTWAIT)) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Wait(IN),
-            // A peek leaves the bytes queued: short says nothing about what is left.
-            Ok((n, asked)) if n > 0 && n < asked && o.flags & libc::MSG_PEEK == 0 => {
+            // A peek leaves the bytes queued, and out-of-band or error-queue reads read another
+            // queue: then short says nothing about what is left.
+            Ok((n, asked))
+                if n > 0
+                    && n < asked
+                    && o.flags & (libc::MSG_PEEK | libc::MSG_OOB | libc::MSG_ERRQUEUE) == 0 =>
+            {
                 short(n, o.fd, IN)
             }
             r => done(r.map(|(n, _)| n)),

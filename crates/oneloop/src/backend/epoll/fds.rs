@@ -256,7 +256,12 @@ impl Fds {
     pub fn take(&mut self, fd: RawFd, events: u32) -> Vec<Waiter> {
         self.get_mut(fd)
             .map(|e| {
-                e.ready |= events;
+                // An error or hang-up is news for both directions: the next attempt returns it.
+                e.ready |= if events & UNMASKED != 0 {
+                    events | IN | OUT
+                } else {
+                    events
+                };
                 std::mem::take(&mut e.waiters)
             })
             .unwrap_or_default()

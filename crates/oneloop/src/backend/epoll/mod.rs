@@ -279,7 +279,7 @@ impl Epoll {
                 self.fds.short_transfer(fd, direction);
                 Next::Done(res)
             }
-            Next::Done(_) | Next::Wait(_) | Next::Pool => next,
+            Next::Done(_) | Next::Wait(_) | Next::Arm(_) | Next::Pool => next,
         }
     }
 
@@ -341,20 +341,29 @@ impl Epoll {
     fn follow(&mut self, key: Key, next: Next, out: &mut VecDeque<Completion>) {
         match self.note_short(next) {
             Next::Done(res) | Next::Short { res, .. } => self.complete(key, res, out),
-            Next::Wait(interest) => self.arm_fd(key, interest, out),
+            Next::Wait(interest) => self.arm_fd(key, interest, true, out),
+            Next::Arm(interest) => self.arm_fd(key, interest, false, out),
             Next::Pool => self.offload(key, out),
         }
     }
 
-    fn arm_fd(&mut self, key: Key, interest: u32, out: &mut VecDeque<Completion>) {
+    /// Makes slot `key` wait for `interest` on its fd; `after_eagain` if its own attempt just
+    /// saw `EAGAIN` (then a registered fd needs no re-registration to report what comes next).
+    fn arm_fd(
+        &mut self,
+        key: Key,
+        interest: u32,
+        after_eagain: bool,
+        out: &mut VecDeque<Completion>,
+    ) {
         let slot = self.slots.get_mut(key).expect("a live slot");
         let op = slot.op.as_ref().expect("op present");
         let fd = op.fd().expect("readiness ops have an fd");
         let is_poll = matches!(op, Op::Poll(_));
         let waiter = Waiter { key, interest };
-        // Polls and EpollWaits made no attempt: only a (re-)registration reports the fd's
-        // current readiness. Every other op waits because its attempt just saw EAGAIN.
-        let registered = if is_poll || matches!(op, Op::EpollWait(_)) {
+        // Polls and EpollWaits made no attempt, and some attempts could not say: only a
+        // (re-)registration reports the fd's current readiness then.
+        let registered = if !after_eagain || is_poll || matches!(op, Op::EpollWait(_)) {
             self.fds.add(&self.epfd, fd, waiter)
         } else {
             let fds = &mut self.fds;
@@ -582,6 +591,8 @@ impl Epoll {
                 *blocked |= bits;
                 true
             }
+            // It stays registered as it is; nothing was learnt about its readiness.
+            Next::Arm(_) => true,
             Next::Short { res, fd, direction } => {
                 self.fds.short_transfer(fd, direction);
                 self.complete(key, res, out);

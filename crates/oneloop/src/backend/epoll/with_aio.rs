@@ -289,7 +289,9 @@ impl Epoll {
             _ => None,
         };
         match (sio::fd_kind(fd), readiness) {
-            (Ok(FdKind::Pollable), Some(bits)) => self.arm_fd(key, bits, out),
+            // The EAGAIN (or EOPNOTSUPP) was seen in the kernel, perhaps before an edge this
+            // loop has consumed since: the registration must report current readiness.
+            (Ok(FdKind::Pollable), Some(bits)) => self.arm_fd(key, bits, false, out),
             (Ok(FdKind::Pollable), None) => self.offload(key, out),
             (Ok(_), _) if sio::is_direct(fd).unwrap_or(false) => self.resubmit_blocking(key, out),
             (Ok(_), _) => self.offload(key, out),

@@ -88,12 +88,22 @@ impl Files {
         }
     }
 
-    /// Takes `fd` out of the table, dropping the table's reference to its file. Ops already
-    /// submitted hold references of their own.
+    /// Takes `fd` out of the table, dropping the table's reference to its file.
+    ///
+    /// SQEs still queued may name the slot: the kernel resolves a fixed file when it takes the
+    /// request, so they are submitted first — else they would find the slot empty (`EBADF`)
+    /// or, once it is reused, another file. Requests the kernel has taken keep the file they
+    /// resolved.
     pub fn unregister(&mut self, ring: &IoUring, fd: RawFd) {
         let Some(slot) = self.slots.remove(&fd) else {
             return;
         };
+        if let Err(e) = ring.submitter().submit() {
+            // The slot stays as it is, taken and never reused: the queued requests keep
+            // their file, at the cost of holding it open until the ring is dropped.
+            tracing::error!(fd, slot, error = %e, "cannot submit before clearing a fixed-file slot");
+            return;
+        }
         match ring.submitter().register_files_update(slot, &[-1]) {
             Ok(_) => self.free.push(slot),
             // The slot stays taken (never reused) rather than risk naming the old file.

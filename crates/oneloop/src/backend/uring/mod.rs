@@ -232,7 +232,6 @@ impl Uring {
         let slot = self.table.slots.get_mut(key).expect("arming a live slot");
         let needs_clock = slot.deadline.is_some() || matches!(slot.op, Op::Timeout(_));
         let now = now.or_else(|| needs_clock.then(Instant::now));
-        slot.rearm_pending = false;
         // Unregistrations posted from other threads apply before any fd is looked up.
         let files = &mut self.files;
         let ring = &self.table.ring;
@@ -240,20 +239,23 @@ impl Uring {
         let main = match lower::lower(slot, &self.files, user_data(TAG_MAIN, key), native, now) {
             Lowered::Sqe(main) => main,
             Lowered::Timer(at) => {
+                slot.rearm_pending = false;
                 // A deadline before the timer ends it the same way: -ETIME, `TimedOut`.
                 let at = slot.deadline.map_or(at, |d| d.min(at));
                 slot.timer = Some(self.timers.arm(at, key, Fire::Timeout));
                 return Ok(());
             }
         };
+        // A re-armed emulated EpollWait is held by no request until its SQE is queued: the
+        // flag is cleared only then (if making room fails, a cancel still finds it ours).
         let Some(deadline) = slot.deadline else {
             // The common case: one SQE, pushed at once if the queue has room.
-            if self.table.push(std::slice::from_ref(&main)) {
-                return Ok(());
+            if !self.table.push(std::slice::from_ref(&main)) {
+                // The SQE points only into the slot, whose memory stays put while room is made.
+                self.ensure_sq_room(1, out)?;
+                assert!(self.table.push(&[main]), "SQ room was ensured");
             }
-            // The SQE points only into the slot, whose memory stays put while room is made.
-            self.ensure_sq_room(1, out)?;
-            assert!(self.table.push(&[main]), "SQ room was ensured");
+            self.table.slots.get_mut(key).expect("armed").rearm_pending = false;
             return Ok(());
         };
         self.ensure_sq_room(2, out)?;
@@ -265,6 +267,7 @@ impl Uring {
             .user_data(user_data(TAG_LINK, key));
         let pushed = self.table.push(&[main.flags(Flags::IO_LINK), link]);
         assert!(pushed, "SQ room was ensured");
+        self.table.slots.get_mut(key).expect("armed").rearm_pending = false;
         Ok(())
     }
 
@@ -496,8 +499,10 @@ impl Uring {
     /// Re-arms emulated `EpollWait`s whose `epoll_wait(.., 0)` found nothing.
     fn run_rearms(&mut self, out: &mut VecDeque<Completion>) -> io::Result<()> {
         while let Some(key) = self.rearms.pop() {
-            if self.table.slots.get(key).is_some_and(|s| s.rearm_pending) {
-                self.arm(key, None, out)?;
+            match self.table.slots.get(key) {
+                Some(s) if s.rearm_pending && s.discarded => self.end_discarded_rearm(key, out),
+                Some(s) if s.rearm_pending => self.arm(key, None, out)?,
+                _ => {}
             }
         }
         Ok(())
@@ -668,12 +673,27 @@ impl Uring {
         if self.cancel_timer(key, out) {
             return Ok(());
         }
-        if self.push_cancel(key, out)? {
-            if let Some(slot) = self.table.slots.get_mut(key) {
-                slot.discarded = true;
+        // Marked first: making room for the cancel may reap this op's own CQE, and an emulated
+        // EpollWait that finds nothing must then end instead of being re-armed.
+        if let Some(slot) = self.table.slots.get_mut(key) {
+            slot.discarded = true;
+        }
+        self.push_cancel(key, out)?;
+        self.end_discarded_rearm(key, out);
+        Ok(())
+    }
+
+    /// Ends slot `key` `ECANCELED` if it is a discarded emulated `EpollWait` waiting to be
+    /// re-armed (no request of it is in the kernel, and nobody wants it any more).
+    fn end_discarded_rearm(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+        if let Some(slot) = self.table.slots.get_mut(key) {
+            if slot.discarded && slot.rearm_pending {
+                slot.rearm_pending = false;
+                slot.user_cancelled = true;
+                slot.main_res = Some(-libc::ECANCELED);
+                self.try_finish(key, out);
             }
         }
-        Ok(())
     }
 
     /// Records that a cancel has answered for slot `key` (if it is still there).
