@@ -1,6 +1,6 @@
 //! Model checks (loom) of the ownership protocol and the blocking pool: the real
 //! `src/pool/protocol.rs` and `src/pool/jobs.rs`, compiled here over loom's atomics, mutexes
-//! and threads, explored under every interleaving up to a preemption bound (CONFORMANCE case 28).
+//! and threads, explored under every interleaving up to a preemption bound (conformance case 28).
 //!
 //! Races checked: wakeup during arming, double wakeup, cancel during wakeup, cancel racing
 //! completion (and after it), drop of the submitter's handle while a worker holds the buffer,

@@ -20,8 +20,9 @@
 //! worker lets go).
 //!
 //! This file is compiled twice: in the library over `std` atomics, and in the loom tests
-//! (`tests/loom_protocol.rs`) over loom's, which check every interleaving of the races listed
-//! in `DESIGN.md`.
+//! (`tests/loom_protocol.rs`) over loom's, which check every interleaving of its races:
+//! wakeup during arming, double wakeup, cancel during wakeup, cancel racing and after
+//! completion, and a dropped handle while a worker holds the request.
 
 use super::sync::{AtomicU32, Ordering};
 

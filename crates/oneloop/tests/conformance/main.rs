@@ -1,6 +1,7 @@
-//! The conformance suite: every case of `shared/CONFORMANCE.md`, written once and stamped out
-//! for every backend. Each run prints `PASS <backend> <case>` or `SKIP <backend> <case>:
-//! <reason>` on stderr (uncaptured), so the list of what ran is visible in any `cargo test`.
+//! The conformance suite: the Ring's contract (`ring.rs`), case by case — each case's doc
+//! comment says what it checks — written once and stamped out for every backend. Each run
+//! prints `PASS <backend> <case>` or `SKIP <backend> <case>: <reason>` on stderr
+//! (uncaptured), so the list of what ran is visible in any `cargo test`.
 //!
 //! Adding a backend is one line at the bottom: `all_cases!(stamp(name, BackendKind::Name));`.
 #![allow(missing_docs)]
