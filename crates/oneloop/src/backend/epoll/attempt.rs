@@ -172,7 +172,15 @@ pub(super) fn again(op: &mut Op, first_time: bool) -> Next {
             Ok(n) => Next::Done(n as i32),
             Err(e) => Next::Done(-errno(&e)),
         },
-        other => unreachable!("{} is not readiness-driven", other.name()),
+        // Listed, not `_`: a new op must say here whether readiness drives it.
+        other @ (Op::Nop(_)
+        | Op::Readv(_)
+        | Op::Writev(_)
+        | Op::Fsync(_)
+        | Op::Poll(_)
+        | Op::Timeout(_)
+        | Op::Close(_)
+        | Op::OpenAt(_)) => unreachable!("{} is not readiness-driven", other.name()),
     }
 }
 
@@ -206,11 +214,21 @@ impl Work for Blocking {
                     Err(e) => Err(e),
                 }
             }
-            other => unreachable!("{} never goes to the pool", other.name()),
+            other @ (Op::Nop(_)
+            | Op::Poll(_)
+            | Op::EpollWait(_)
+            | Op::Timeout(_)
+            | Op::Accept(_)
+            | Op::Connect(_)
+            | Op::Recv(_)
+            | Op::Send(_)
+            | Op::Close(_)) => unreachable!("{} never goes to the pool", other.name()),
         };
         match done(r) {
             Next::Done(res) => res,
-            _ => unreachable!("done() only returns Done"),
+            Next::Short { .. } | Next::Wait(_) | Next::Arm(_) | Next::Pool => {
+                unreachable!("done() only returns Done")
+            }
         }
     }
 }

@@ -306,7 +306,18 @@ impl Epoll {
             Op::Write(o) if self.engine.is_none() || o.offset == crate::op::CURRENT_POSITION => {
                 Some(attempt::first(op))
             }
-            _ => None,
+            Op::Read(_)
+            | Op::Write(_)
+            | Op::Readv(_)
+            | Op::Writev(_)
+            | Op::Fsync(_)
+            | Op::Poll(_)
+            | Op::EpollWait(_)
+            | Op::Timeout(_)
+            | Op::Accept(_)
+            | Op::Connect(_)
+            | Op::Close(_)
+            | Op::OpenAt(_) => None,
         }
     }
 

@@ -148,7 +148,21 @@ impl Epoll {
                 (engine.writev(owner, o.fd, &o.bufs, o.offset, true), true)
             }
             Op::Fsync(o) => (engine.fsync(owner, o.fd, o.data_only), false),
-            _ => return false,
+            // Multishot polls, file I/O at the current position, sockets and the rest take the
+            // epoll path.
+            Op::Poll(_)
+            | Op::Read(_)
+            | Op::Write(_)
+            | Op::Readv(_)
+            | Op::Writev(_)
+            | Op::Nop(_)
+            | Op::Timeout(_)
+            | Op::Accept(_)
+            | Op::Connect(_)
+            | Op::Recv(_)
+            | Op::Send(_)
+            | Op::Close(_)
+            | Op::OpenAt(_) => return false,
         };
         match request {
             Ok(request) => {
@@ -286,7 +300,19 @@ impl Epoll {
         let readiness = match op {
             Op::Read(_) => Some(libc::EPOLLIN as u32),
             Op::Write(_) => Some(libc::EPOLLOUT as u32),
-            _ => None,
+            // Vectored I/O has no readiness path: the pool does it.
+            Op::Readv(_) | Op::Writev(_) => None,
+            other @ (Op::Nop(_)
+            | Op::Fsync(_)
+            | Op::Poll(_)
+            | Op::EpollWait(_)
+            | Op::Timeout(_)
+            | Op::Accept(_)
+            | Op::Connect(_)
+            | Op::Recv(_)
+            | Op::Send(_)
+            | Op::Close(_)
+            | Op::OpenAt(_)) => unreachable!("{} is not a NOWAIT file op", other.name()),
         };
         match (sio::fd_kind(fd), readiness) {
             // The EAGAIN (or EOPNOTSUPP) was seen in the kernel, perhaps before an edge this
@@ -309,7 +335,17 @@ impl Epoll {
             Op::Write(o) => engine.write(owner, o.fd, &o.buf, o.offset, false),
             Op::Readv(o) => engine.readv(owner, o.fd, &mut o.bufs, o.offset, false),
             Op::Writev(o) => engine.writev(owner, o.fd, &o.bufs, o.offset, false),
-            other => unreachable!("{} is not file I/O", other.name()),
+            other @ (Op::Nop(_)
+            | Op::Fsync(_)
+            | Op::Poll(_)
+            | Op::EpollWait(_)
+            | Op::Timeout(_)
+            | Op::Accept(_)
+            | Op::Connect(_)
+            | Op::Recv(_)
+            | Op::Send(_)
+            | Op::Close(_)
+            | Op::OpenAt(_)) => unreachable!("{} is not file I/O", other.name()),
         };
         match request {
             Ok(request) => {

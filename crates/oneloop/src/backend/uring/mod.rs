@@ -200,7 +200,21 @@ impl Uring {
     fn emulation_refuses(&self, key: Key) -> Option<io::Result<()>> {
         match &self.table.slots.get(key)?.op {
             Op::EpollWait(o) if !self.native_epoll_wait => Some(crate::sys::epoll_check(o.epfd)),
-            _ => None,
+            Op::EpollWait(_)
+            | Op::Nop(_)
+            | Op::Read(_)
+            | Op::Write(_)
+            | Op::Readv(_)
+            | Op::Writev(_)
+            | Op::Fsync(_)
+            | Op::Poll(_)
+            | Op::Timeout(_)
+            | Op::Accept(_)
+            | Op::Connect(_)
+            | Op::Recv(_)
+            | Op::Send(_)
+            | Op::Close(_)
+            | Op::OpenAt(_) => None,
         }
     }
 
