@@ -4,7 +4,7 @@
 //! [`finish`], shared by every backend, so the mapping is written once:
 //! `ECANCELED` stays `ECANCELED` ([`Completion::is_cancelled`]), an expired timer or deadline is
 //! `ETIMEDOUT` (`ErrorKind::TimedOut`).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::fmt;
 use std::io;
@@ -208,7 +208,14 @@ pub(crate) fn raw_result(res: i32) -> io::Result<u32> {
 }
 
 /// Ends an op: maps its raw result and hands back what it owned, updated by that result.
-pub(crate) fn finish(op: Op, res: i32) -> (io::Result<u32>, Output) {
+///
+/// # Safety
+/// `res` must be what the kernel (or a pool thread) reported for exactly this op, as the
+/// backend lowered it: a count `>= 0` is the bytes written into the op's read buffers, and
+/// for `Accept`/`OpenAt` a new descriptor nobody else owns (the output closes it on drop).
+/// A negative `res` (an errno) is always sound.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn finish(op: Op, res: i32) -> (io::Result<u32>, Output) {
     let result = raw_result(res);
     let n = *result.as_ref().unwrap_or(&0) as usize;
     let ok = result.is_ok();
@@ -216,13 +223,15 @@ pub(crate) fn finish(op: Op, res: i32) -> (io::Result<u32>, Output) {
         Op::Nop(_) | Op::Fsync(_) | Op::Poll(_) | Op::Timeout(_) | Op::Connect(_) => Output::None,
         Op::Read(mut o) => {
             if ok {
-                o.buf.filled(n);
+                // SAFETY: the caller's contract: the kernel wrote `n` bytes there.
+                unsafe { o.buf.filled(n) };
             }
             Output::Buf(o.buf)
         }
         Op::Recv(mut o) => {
             if ok {
-                o.buf.filled(n);
+                // SAFETY: as for `Read`.
+                unsafe { o.buf.filled(n) };
             }
             Output::Buf(o.buf)
         }
@@ -230,7 +239,8 @@ pub(crate) fn finish(op: Op, res: i32) -> (io::Result<u32>, Output) {
         Op::Send(o) => Output::Buf(o.buf),
         Op::Readv(mut o) => {
             if ok {
-                distribute(&mut o.bufs, n);
+                // SAFETY: as for `Read`, across the buffers in order.
+                unsafe { distribute(&mut o.bufs, n) };
             }
             Output::Bufs(o.bufs)
         }
@@ -241,7 +251,8 @@ pub(crate) fn finish(op: Op, res: i32) -> (io::Result<u32>, Output) {
         }
         Op::Accept(_) | Op::OpenAt(_) => {
             if ok {
-                Output::Fd(crate::sys::owned_fd(n as i32))
+                // SAFETY: the caller's contract: a new descriptor nobody else owns.
+                Output::Fd(unsafe { crate::sys::owned_fd(n as i32) })
             } else {
                 Output::None
             }
@@ -264,20 +275,27 @@ impl Op {
     /// What the op owns (its buffers, event array or descriptor), as a completion would hand it
     /// back, for an op that never ran (a refused submission): buffers untouched, a `Close`'s
     /// descriptor.
+    #[allow(unsafe_code)]
     pub fn into_output(self) -> Output {
-        finish(self, -libc::ECANCELED).1
+        // SAFETY: an errno: nothing is filled and no descriptor is wrapped.
+        unsafe { finish(self, -libc::ECANCELED) }.1
     }
 }
 
 /// Grows each buffer of a vectored read by its share of `n` bytes, in order.
-fn distribute(bufs: &mut [Buf], mut n: usize) {
+///
+/// # Safety
+/// The kernel must have written `n` bytes across the buffers' read targets, in order.
+#[allow(unsafe_code)]
+unsafe fn distribute(bufs: &mut [Buf], mut n: usize) {
     for buf in bufs {
         if n == 0 {
             break;
         }
         let room = buf.room();
         let take = room.min(n);
-        buf.filled(take);
+        // SAFETY: the caller's contract, for this buffer's share.
+        unsafe { buf.filled(take) };
         n -= take;
     }
 }
@@ -309,7 +327,10 @@ mod tests {
         // Aligned buffers are zero-initialised, so growing their length needs no kernel write.
         let bufs = [2, 3, 4].map(|cap| crate::AlignedBuf::new(cap, 1).unwrap());
         let op = Readv::new(0, bufs.into(), 0);
-        let (result, output) = finish(Op::Readv(op), 4);
+        // SAFETY: aligned buffers are zero-initialised: their bytes are initialised whoever
+        // wrote them.
+        #[allow(unsafe_code)]
+        let (result, output) = unsafe { finish(Op::Readv(op), 4) };
         assert_eq!(result.unwrap(), 4);
         let Output::Bufs(bufs) = output else {
             panic!("{output:?}")
@@ -321,7 +342,9 @@ mod tests {
     #[test]
     fn a_cancelled_close_gives_the_fd_back() {
         let fd = crate::sys::eventfd().unwrap();
-        let (result, output) = finish(Op::Close(Close::new(fd)), -libc::ECANCELED);
+        // SAFETY: an errno: nothing is filled and no descriptor is wrapped.
+        #[allow(unsafe_code)]
+        let (result, output) = unsafe { finish(Op::Close(Close::new(fd)), -libc::ECANCELED) };
         assert!(result.is_err());
         assert!(
             matches!(output, Output::Fd(_)),

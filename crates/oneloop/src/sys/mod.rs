@@ -1,7 +1,10 @@
 //! Every system call and kernel ABI struct oneloop touches, behind small safe functions.
 //!
-//! This is one of the two places where `unsafe` lives (the other is each backend's in-flight
-//! table, which hands memory to the kernel). Each function here turns a raw call into an
+//! This is one of the two places where `unsafe` code lives (the other is each backend's
+//! in-flight table, which hands memory to the kernel). Functions here whose soundness rests
+//! on their caller are `unsafe fn` with a `# Safety` section (`owned_fd`, `vec_filled`), as
+//! are those built on them (`Buf::filled`, `completion::finish`); each call states why its
+//! contract holds. Each function here turns a raw call into an
 //! `io::Result`: `-1` becomes `io::Error::last_os_error()` in exactly one place, [`syscall!`].
 //! Nothing here retries `EINTR`: callers decide, since a wait must recompute its remaining time.
 
@@ -32,10 +35,13 @@ macro_rules! syscall {
 pub(crate) use syscall;
 
 /// Wraps a descriptor the kernel just gave us, which nothing else owns.
-pub(crate) fn owned_fd(fd: RawFd) -> OwnedFd {
+///
+/// # Safety
+/// `fd` must be a descriptor the kernel has just returned to this process (an accepted
+/// socket, an opened file, a new eventfd) that no other owner holds: it is closed on drop.
+pub(crate) unsafe fn owned_fd(fd: RawFd) -> OwnedFd {
     debug_assert!(fd >= 0);
-    // SAFETY: every caller passes a descriptor the kernel has just returned to this process
-    // (an accepted socket, an opened file, a new eventfd) and that no other owner holds.
+    // SAFETY: the caller's contract.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
@@ -43,7 +49,8 @@ pub(crate) fn owned_fd(fd: RawFd) -> OwnedFd {
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY (syscall!): no pointers.
     let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
-    Ok(owned_fd(fd))
+    // SAFETY: `eventfd` just returned this new descriptor.
+    Ok(unsafe { owned_fd(fd) })
 }
 
 /// Adds one to an eventfd's count. A full counter (`EAGAIN`) already means "woken".
@@ -112,15 +119,19 @@ pub(crate) fn epoll_check(fd: RawFd) -> io::Result<()> {
 /// Marks `len` more bytes of `vec` as initialised after the kernel wrote them.
 ///
 /// Reads into a `Vec<u8>` fill its spare capacity; this records what was filled.
-pub(crate) fn vec_filled(vec: &mut Vec<u8>, len: usize) {
+///
+/// # Safety
+/// The kernel (or a pool thread's system call) must have written `len` bytes into the spare
+/// capacity that starts at `vec.len()`.
+pub(crate) unsafe fn vec_filled(vec: &mut Vec<u8>, len: usize) {
     let new_len = vec.len() + len;
     assert!(
         new_len <= vec.capacity(),
         "kernel reported more bytes than the buffer holds"
     );
-    // SAFETY: the kernel wrote `len` bytes into the spare capacity that starts at `vec.len()`
-    // (the read was lowered to exactly that region), so `..new_len` is initialised, and
-    // `new_len <= capacity` was just checked.
+    // SAFETY: by the caller's contract the kernel wrote `len` bytes into the spare capacity
+    // that starts at `vec.len()`, so `..new_len` is initialised, and `new_len <= capacity`
+    // was just checked.
     unsafe { vec.set_len(new_len) }
 }
 
@@ -223,5 +234,6 @@ pub(crate) fn kernel_release() -> String {
 pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
     // SAFETY (syscall!): no pointers.
     let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-    Ok(owned_fd(fd))
+    // SAFETY: `epoll_create1` just returned this new descriptor.
+    Ok(unsafe { owned_fd(fd) })
 }

@@ -117,7 +117,8 @@ pub(crate) fn openat2(
     if res < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(owned_fd(res as RawFd))
+    // SAFETY: `openat2` just returned this new descriptor.
+    Ok(unsafe { owned_fd(res as RawFd) })
 }
 
 /// `accept4(fd, NULL, NULL, flags)`.
@@ -129,7 +130,8 @@ pub(crate) fn accept(fd: RawFd, flags: i32) -> io::Result<OwnedFd> {
         std::ptr::null_mut(),
         flags
     ))?;
-    Ok(owned_fd(new))
+    // SAFETY: `accept4` just returned this new descriptor.
+    Ok(unsafe { owned_fd(new) })
 }
 
 /// `connect(fd, addr)`.
@@ -345,7 +347,8 @@ pub(crate) fn socket(addr: &std::net::SocketAddr, kind: i32) -> io::Result<Owned
     };
     // SAFETY (syscall!): no pointers.
     let fd = syscall!(socket(family, kind | libc::SOCK_CLOEXEC, 0))?;
-    Ok(owned_fd(fd))
+    // SAFETY: `socket` just returned this new descriptor.
+    Ok(unsafe { owned_fd(fd) })
 }
 
 /// Sets `SO_REUSEADDR` and `SO_REUSEPORT` on `fd`.

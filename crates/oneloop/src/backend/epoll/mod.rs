@@ -14,7 +14,7 @@
 //!   its real result arrives.
 //! * A deadline is a timer that cancels its op internally; the op then ends `TimedOut`.
 //! * The wake eventfd and the pool's eventfd sit in the epoll set, edge-triggered.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod attempt;
 mod fds;
@@ -201,7 +201,10 @@ impl Epoll {
         if let Some(Next::Done(res)) = first {
             self.inline_ops += 1;
             let id = OpId(INLINE_ID | (self.inline_ops & (INLINE_ID - 1)));
-            let (result, output) = finish(op, res);
+            // SAFETY: `res` is this op's own attempt, just made on its buffers (`attempt.rs`);
+            // an accepted socket's descriptor was released only to be wrapped here.
+            #[allow(unsafe_code)]
+            let (result, output) = unsafe { finish(op, res) };
             out.push_back(Completion {
                 id,
                 user_data,
@@ -428,7 +431,11 @@ impl Epoll {
         };
         self.forget(key, &slot);
         let op = slot.op.take().expect("completing a slot that holds its op");
-        let (result, output) = finish(op, res);
+        // SAFETY: every caller passes what this slot's op did: its attempt's or its AIO
+        // event's result, its pool job's, or an errno the driver decided (-ECANCELED,
+        // -ETIME, ...).
+        #[allow(unsafe_code)]
+        let (result, output) = unsafe { finish(op, res) };
         out.push_back(Completion {
             id: OpId(key.pack()),
             user_data: slot.user_data,
@@ -637,7 +644,9 @@ impl Epoll {
                 self.complete(key, res, out);
             } else {
                 // Its slot is gone: drop the work; its buffers are freed, its fd closed.
-                drop(finish(work.op, res));
+                // SAFETY: `res` is this job's own result on this op.
+                #[allow(unsafe_code)]
+                drop(unsafe { finish(work.op, res) });
             }
             self.pool.recycle(job);
         }

@@ -136,17 +136,20 @@ impl InFlight {
 
     /// Pushes `entries` as one unit (a linked chain stays together); `false` if they do not fit.
     ///
-    /// Callers pass only entries that name no memory (cancel, poll, nop, close, accept
-    /// without an address) or that `lower.rs` built from a slot of `self.slots`.
-    pub fn push(&mut self, entries: &[Entry]) -> bool {
+    /// # Safety
+    /// Every pointer in `entries` must name nothing (cancel, poll, nop, close, accept without
+    /// an address) or memory owned by a live slot of `self.slots` — what `lower.rs` builds
+    /// from that slot: the op's heap buffers and the slot's `Aux` fields (stable slab
+    /// addresses) — and whose `user_data` keeps that slot from being removed until every CQE
+    /// naming it is reaped (the tags of `mod.rs` and `try_finish` see to that).
+    pub unsafe fn push(&mut self, entries: &[Entry]) -> bool {
         let mut sq = self.ring.submission();
         if sq.capacity() - sq.len() < entries.len() {
             return false;
         }
-        // SAFETY: per the module doc, every pointer in `entries` names memory owned by a live
-        // slot of `self.slots` (op buffers on the heap, `Aux` fields at stable slab addresses)
-        // or nothing; that slot is not removed before every CQE naming it is reaped, and slots
-        // the kernel may still hold are leaked on teardown. So the memory outlives the request.
+        // SAFETY: by this function's contract every pointer names nothing or memory of a live
+        // slot that outlives the request (slots the kernel may still hold are leaked on
+        // teardown, never freed).
         unsafe { sq.push_multiple(entries) }.is_ok()
     }
 }

@@ -264,10 +264,15 @@ impl Uring {
         // flag is cleared only then (if making room fails, a cancel still finds it ours).
         let Some(deadline) = slot.deadline else {
             // The common case: one SQE, pushed at once if the queue has room.
-            if !self.table.push(std::slice::from_ref(&main)) {
-                // The SQE points only into the slot, whose memory stays put while room is made.
+            // SAFETY: `main` was lowered from slot `key`, live until its CQEs are reaped.
+            #[allow(unsafe_code)]
+            let pushed = unsafe { self.table.push(std::slice::from_ref(&main)) };
+            if !pushed {
                 self.ensure_sq_room(1, out)?;
-                assert!(self.table.push(&[main]), "SQ room was ensured");
+                // SAFETY: as above; the slot's memory stayed put while room was made.
+                #[allow(unsafe_code)]
+                let pushed = unsafe { self.table.push(&[main]) };
+                assert!(pushed, "SQ room was ensured");
             }
             self.table.slots.get_mut(key).expect("armed").rearm_pending = false;
             return Ok(());
@@ -279,7 +284,10 @@ impl Uring {
         let link = opcode::LinkTimeout::new(&slot.aux.link_ts)
             .build()
             .user_data(user_data(TAG_LINK, key));
-        let pushed = self.table.push(&[main.flags(Flags::IO_LINK), link]);
+        // SAFETY: `main` was lowered from slot `key`; `link` names the slot's `aux.link_ts`;
+        // the slot lives until both CQEs are reaped (`links_pending`).
+        #[allow(unsafe_code)]
+        let pushed = unsafe { self.table.push(&[main.flags(Flags::IO_LINK), link]) };
         assert!(pushed, "SQ room was ensured");
         self.table.slots.get_mut(key).expect("armed").rearm_pending = false;
         Ok(())
@@ -291,7 +299,10 @@ impl Uring {
             .multi(true)
             .build()
             .user_data(TAG_WAKE << TAG_SHIFT);
-        assert!(self.table.push(&[entry]), "SQ room was ensured");
+        // SAFETY: a poll names no memory.
+        #[allow(unsafe_code)]
+        let pushed = unsafe { self.table.push(&[entry]) };
+        assert!(pushed, "SQ room was ensured");
         Ok(())
     }
 
@@ -462,7 +473,10 @@ impl Uring {
                 (op, res, slot.user_data)
             })
             .expect("checked live");
-        let (result, output) = finish(op, res);
+        // SAFETY: `res` is this op's main CQE result (the kernel's, for the SQE lowered from
+        // this slot), or an errno the driver decided.
+        #[allow(unsafe_code)]
+        let (result, output) = unsafe { finish(op, res) };
         out.push_back(Completion {
             id: OpId(key.pack()),
             user_data,
@@ -728,7 +742,10 @@ impl Uring {
         let entry = opcode::AsyncCancel::new(user_data(TAG_MAIN, key))
             .build()
             .user_data(user_data(TAG_CANCEL, key));
-        assert!(self.table.push(&[entry]), "SQ room was ensured");
+        // SAFETY: a cancel names no memory (its target is a `user_data` value).
+        #[allow(unsafe_code)]
+        let pushed = unsafe { self.table.push(&[entry]) };
+        assert!(pushed, "SQ room was ensured");
         Ok(true)
     }
 
