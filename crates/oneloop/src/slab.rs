@@ -11,28 +11,63 @@
 //!   finds nothing instead of a stranger's op.
 #![forbid(unsafe_code)]
 
+use std::marker::PhantomData;
+
 /// The most slots a slab may have: indices must fit in 24 bits of a `user_data`.
 pub(crate) const CAPACITY_MAX: usize = 1 << 24;
 
-/// A slot index and its generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct Key {
+/// The table a key belongs to: the ring's op slots (the default).
+pub(crate) enum Ops {}
+
+/// A slot index and its generation, in the table `M` (a marker type: keys of different
+/// tables do not mix, e.g. an op slot's key and an AIO request's).
+pub(crate) struct Key<M = Ops> {
     pub index: u32,
     pub generation: u32,
+    table: PhantomData<fn() -> M>,
 }
 
-impl Key {
+impl<M> Key<M> {
+    pub fn new(index: u32, generation: u32) -> Key<M> {
+        Key {
+            index,
+            generation,
+            table: PhantomData,
+        }
+    }
+
     /// Packs the key into 56 bits: generation above, 24-bit index below.
     pub fn pack(self) -> u64 {
         (u64::from(self.generation) << 24) | u64::from(self.index)
     }
 
     /// Unpacks what [`pack`](Self::pack) made (higher bits are ignored).
-    pub fn unpack(bits: u64) -> Key {
-        Key {
-            index: (bits & 0xFF_FFFF) as u32,
-            generation: (bits >> 24) as u32,
-        }
+    pub fn unpack(bits: u64) -> Key<M> {
+        Key::new((bits & 0xFF_FFFF) as u32, (bits >> 24) as u32)
+    }
+}
+
+// By hand, not derived: a derive would ask the marker type for the same traits.
+impl<M> Clone for Key<M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<M> Copy for Key<M> {}
+impl<M> PartialEq for Key<M> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.index, self.generation) == (other.index, other.generation)
+    }
+}
+impl<M> Eq for Key<M> {}
+impl<M> std::hash::Hash for Key<M> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.index, self.generation).hash(state);
+    }
+}
+impl<M> std::fmt::Debug for Key<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({}g{})", self.index, self.generation)
     }
 }
 
@@ -48,7 +83,7 @@ enum Entry<T> {
 }
 
 /// Fixed-capacity generational storage.
-pub(crate) struct Slab<T> {
+pub(crate) struct Slab<T, M = Ops> {
     /// # Invariant
     /// `entries.capacity() >= capacity` from construction on and `entries.len() <= capacity`,
     /// so pushing never reallocates: an occupied entry's address is stable until removed.
@@ -56,19 +91,21 @@ pub(crate) struct Slab<T> {
     capacity: usize,
     free_head: Option<u32>,
     len: usize,
+    keys: PhantomData<fn() -> M>,
 }
 
-impl<T> Slab<T> {
+impl<T, M> Slab<T, M> {
     /// A slab that will hold at most `capacity` values (clamped to [`CAPACITY_MAX`]).
     ///
     /// Reserves the whole capacity now; pages are touched only as slots are first used.
-    pub fn with_capacity(capacity: usize) -> Slab<T> {
+    pub fn with_capacity(capacity: usize) -> Slab<T, M> {
         let capacity = capacity.clamp(1, CAPACITY_MAX);
         Slab {
             entries: Vec::with_capacity(capacity),
             capacity,
             free_head: None,
             len: 0,
+            keys: PhantomData,
         }
     }
 
@@ -88,7 +125,7 @@ impl<T> Slab<T> {
     }
 
     /// Stores `value`; gives it back if the slab is full.
-    pub fn insert(&mut self, value: T) -> Result<Key, T> {
+    pub fn insert(&mut self, value: T) -> Result<Key<M>, T> {
         if let Some(index) = self.free_head {
             let entry = &mut self.entries[index as usize];
             let (generation, next_free) = match entry {
@@ -101,7 +138,7 @@ impl<T> Slab<T> {
             *entry = Entry::Occupied { generation, value };
             self.free_head = next_free;
             self.len += 1;
-            return Ok(Key { index, generation });
+            return Ok(Key::new(index, generation));
         }
         if self.entries.len() == self.capacity {
             return Err(value);
@@ -113,14 +150,11 @@ impl<T> Slab<T> {
             value,
         });
         self.len += 1;
-        Ok(Key {
-            index,
-            generation: 0,
-        })
+        Ok(Key::new(index, 0))
     }
 
     /// The value under `key`, if that exact generation is stored.
-    pub fn get(&self, key: Key) -> Option<&T> {
+    pub fn get(&self, key: Key<M>) -> Option<&T> {
         match self.entries.get(key.index as usize)? {
             Entry::Occupied { generation, value } if *generation == key.generation => Some(value),
             _ => None,
@@ -128,7 +162,7 @@ impl<T> Slab<T> {
     }
 
     /// The value under `key`, writable.
-    pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+    pub fn get_mut(&mut self, key: Key<M>) -> Option<&mut T> {
         match self.entries.get_mut(key.index as usize)? {
             Entry::Occupied { generation, value } if *generation == key.generation => Some(value),
             _ => None,
@@ -136,7 +170,7 @@ impl<T> Slab<T> {
     }
 
     /// Removes and returns the value under `key`; the slot's generation moves on.
-    pub fn remove(&mut self, key: Key) -> Option<T> {
+    pub fn remove(&mut self, key: Key<M>) -> Option<T> {
         let entry = self.entries.get_mut(key.index as usize)?;
         match entry {
             Entry::Occupied { generation, .. } if *generation == key.generation => {}
@@ -157,7 +191,7 @@ impl<T> Slab<T> {
     /// Every stored key and value.
     /// Removes `key`'s value, handing it to `f` in place first (to take what the caller needs
     /// without moving the whole value out); `None` if the key is stale.
-    pub fn remove_with<R>(&mut self, key: Key, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    pub fn remove_with<R>(&mut self, key: Key<M>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let entry = self.entries.get_mut(key.index as usize)?;
         let taken = match entry {
             Entry::Occupied { generation, value } if *generation == key.generation => f(value),
@@ -172,18 +206,14 @@ impl<T> Slab<T> {
         Some(taken)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
+    pub fn iter(&self) -> impl Iterator<Item = (Key<M>, &T)> {
         self.entries
             .iter()
             .enumerate()
             .filter_map(|(i, e)| match e {
-                Entry::Occupied { generation, value } => Some((
-                    Key {
-                        index: i as u32,
-                        generation: *generation,
-                    },
-                    value,
-                )),
+                Entry::Occupied { generation, value } => {
+                    Some((Key::new(i as u32, *generation), value))
+                }
                 Entry::Vacant { .. } => None,
             })
     }
@@ -195,7 +225,7 @@ mod tests {
 
     #[test]
     fn stale_keys_find_nothing() {
-        let mut slab = Slab::with_capacity(2);
+        let mut slab: Slab<_> = Slab::with_capacity(2);
         let a = slab.insert("a").unwrap();
         assert_eq!(slab.remove(a), Some("a"));
         let b = slab.insert("b").unwrap();
@@ -208,7 +238,7 @@ mod tests {
 
     #[test]
     fn full_slab_refuses_and_never_moves() {
-        let mut slab = Slab::with_capacity(3);
+        let mut slab: Slab<_> = Slab::with_capacity(3);
         let keys: Vec<Key> = (0..3).map(|i| slab.insert(i).unwrap()).collect();
         let addr = slab.get(keys[0]).unwrap() as *const i32;
         assert_eq!(slab.insert(9), Err(9));
@@ -221,10 +251,7 @@ mod tests {
 
     #[test]
     fn keys_pack_round_trip() {
-        let k = Key {
-            index: 0xAB_CDEF,
-            generation: 0xDEAD_BEEF,
-        };
+        let k: Key = Key::new(0xAB_CDEF, 0xDEAD_BEEF);
         assert_eq!(Key::unpack(k.pack()), k);
         assert!(k.pack() < 1 << 56);
     }

@@ -71,15 +71,7 @@ impl Timers {
             let entries = std::mem::take(&mut self.heap).into_vec();
             self.heap = entries
                 .into_iter()
-                .filter(|Reverse(e)| {
-                    is_live(
-                        Key {
-                            index: e.key.0,
-                            generation: e.key.1,
-                        },
-                        e.seq,
-                    )
-                })
+                .filter(|Reverse(e)| is_live(Key::new(e.key.0, e.key.1), e.seq))
                 .collect();
             self.live = self.heap.len();
         }
@@ -98,14 +90,7 @@ impl Timers {
             _ => return None,
         }
         let Reverse(e) = self.heap.pop().expect("peeked");
-        Some((
-            Key {
-                index: e.key.0,
-                generation: e.key.1,
-            },
-            e.seq,
-            e.fire,
-        ))
+        Some((Key::new(e.key.0, e.key.1), e.seq, e.fire))
     }
 
     /// Records that a popped entry was live and has fired.
@@ -126,10 +111,7 @@ mod tests {
     use std::time::Duration;
 
     fn key(i: u32) -> Key {
-        Key {
-            index: i,
-            generation: 0,
-        }
+        Key::new(i, 0)
     }
 
     #[test]

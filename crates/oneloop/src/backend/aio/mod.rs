@@ -25,6 +25,12 @@ use std::time::Duration;
 use crate::buf::Buf;
 use crate::fault::{self, Fault};
 use crate::slab::{Key, Slab};
+
+/// The engine's request table (its keys are not op-slot keys).
+pub(crate) enum Requests {}
+
+/// A key of the engine's request table.
+pub(crate) type RequestKey = Key<Requests>;
 use crate::sys::aio::{self, AioContext, IoEvent, Iocb, UserRing};
 
 /// Who an AIO request belongs to.
@@ -74,8 +80,8 @@ pub(crate) struct Engine {
     /// # Invariant
     /// A request stays here (its `Iocb` at a fixed address) from `prep` until its event is
     /// reaped or it is dequeued before submission.
-    requests: Slab<Request>,
-    queued: VecDeque<Key>,
+    requests: Slab<Request, Requests>,
+    queued: VecDeque<RequestKey>,
     batch: Vec<*mut Iocb>,
     events: Vec<IoEvent>,
     /// Requests accepted by `io_submit` so far.
@@ -114,7 +120,12 @@ impl Engine {
         self.ring.is_some()
     }
 
-    fn prep(&mut self, owner: Owner, iocb: Iocb, iovecs: Vec<libc::iovec>) -> io::Result<Key> {
+    fn prep(
+        &mut self,
+        owner: Owner,
+        iocb: Iocb,
+        iovecs: Vec<libc::iovec>,
+    ) -> io::Result<RequestKey> {
         let request = Request {
             iocb,
             iovecs,
@@ -138,7 +149,7 @@ impl Engine {
     }
 
     /// Queues `IOCB_CMD_POLL` of `fd` for `events` (poll bits).
-    pub fn poll(&mut self, owner: Owner, fd: i32, events: u32) -> io::Result<Key> {
+    pub fn poll(&mut self, owner: Owner, fd: i32, events: u32) -> io::Result<RequestKey> {
         let iocb = Iocb {
             aio_lio_opcode: aio::IOCB_CMD_POLL,
             aio_fildes: fd as u32,
@@ -156,7 +167,7 @@ impl Engine {
         buf: &mut Buf,
         offset: u64,
         nowait: bool,
-    ) -> io::Result<Key> {
+    ) -> io::Result<RequestKey> {
         let (ptr, len) = buf.read_target();
         let iocb = rw_iocb(
             aio::IOCB_CMD_PREAD,
@@ -177,7 +188,7 @@ impl Engine {
         buf: &Buf,
         offset: u64,
         nowait: bool,
-    ) -> io::Result<Key> {
+    ) -> io::Result<RequestKey> {
         let (ptr, len) = buf.write_source();
         let iocb = rw_iocb(
             aio::IOCB_CMD_PWRITE,
@@ -198,7 +209,7 @@ impl Engine {
         bufs: &mut [Buf],
         offset: u64,
         nowait: bool,
-    ) -> io::Result<Key> {
+    ) -> io::Result<RequestKey> {
         let iovecs = bufs.iter_mut().map(Buf::read_iovec).collect();
         let iocb = rw_iocb(aio::IOCB_CMD_PREADV, fd, 0, 0, offset, nowait);
         self.prep(owner, iocb, iovecs)
@@ -212,14 +223,14 @@ impl Engine {
         bufs: &[Buf],
         offset: u64,
         nowait: bool,
-    ) -> io::Result<Key> {
+    ) -> io::Result<RequestKey> {
         let iovecs = bufs.iter().map(Buf::write_iovec).collect();
         let iocb = rw_iocb(aio::IOCB_CMD_PWRITEV, fd, 0, 0, offset, nowait);
         self.prep(owner, iocb, iovecs)
     }
 
     /// Queues `IOCB_CMD_FSYNC` (or `FDSYNC`).
-    pub fn fsync(&mut self, owner: Owner, fd: i32, data_only: bool) -> io::Result<Key> {
+    pub fn fsync(&mut self, owner: Owner, fd: i32, data_only: bool) -> io::Result<RequestKey> {
         let opcode = if data_only {
             aio::IOCB_CMD_FDSYNC
         } else {
@@ -324,7 +335,7 @@ impl Engine {
             self.events.truncate(got);
         }
         for event in &self.events {
-            let key = Key::unpack(event.data);
+            let key = RequestKey::unpack(event.data);
             if let Some(request) = self.requests.remove(key) {
                 out.push((request.owner, event.res));
             } else {
@@ -335,7 +346,7 @@ impl Engine {
     }
 
     /// Cancels request `key`.
-    pub fn cancel(&mut self, key: Key) -> Cancel {
+    pub fn cancel(&mut self, key: RequestKey) -> Cancel {
         let Some(request) = self.requests.get(key) else {
             return Cancel::TooLate;
         };

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use self::attempt::{Blocking, Next};
 use self::fds::{Fds, Waiter, UNMASKED};
+use super::aio::RequestKey;
 use super::timers::{Fire, TimerSeq, Timers};
 use crate::common::{Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{finish, CancelCount, CancelOutcome, Completion, OpId};
@@ -56,7 +57,7 @@ enum State {
     Pool(Arc<Job<Blocking>>),
     /// An AIO request (aio backend); the slot keeps the op, whose memory the request names,
     /// until the request's event arrives.
-    Iocb(Key),
+    Iocb(RequestKey),
 }
 
 struct Slot {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::fds::UNMASKED;
 use super::{Epoll, State};
-use crate::backend::aio::{Cancel, Engine, Owner};
+use crate::backend::aio::{Cancel, Engine, Owner, RequestKey};
 use crate::common::{Settings, WakeFd};
 use crate::completion::{CancelOutcome, Completion};
 use crate::op::{Op, CURRENT_POSITION};
@@ -369,7 +369,7 @@ impl Epoll {
     pub(super) fn end_iocb_early(
         &mut self,
         key: Key,
-        request: Key,
+        request: RequestKey,
         res: i32,
         out: &mut VecDeque<Completion>,
     ) -> CancelOutcome {
