@@ -141,7 +141,9 @@ impl Context {
             ops.complete(completion);
         }
         drop(ring);
-        ops.after_dispatch(&mut self.ring.borrow_mut());
+        if ops.has_after_dispatch() {
+            ops.after_dispatch(&mut self.ring.borrow_mut());
+        }
         Ok(())
     }
 }

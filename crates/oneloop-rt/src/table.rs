@@ -100,6 +100,11 @@ impl OpTable {
     }
 
     /// After a dispatch: send deferred cancels, and let futures waiting for room retry.
+    /// Whether [`after_dispatch`](Self::after_dispatch) has anything to do.
+    pub(crate) fn has_after_dispatch(&self) -> bool {
+        !self.deferred_cancels.is_empty() || !self.room_waiters.is_empty()
+    }
+
     pub(crate) fn after_dispatch(&mut self, ring: &mut Ring) {
         for id in self.deferred_cancels.drain(..) {
             // Fails only on a broken ring, which the next wait reports.
