@@ -96,6 +96,8 @@ pub(crate) struct Epoll {
     engine: Option<with_aio::Aio>,
     /// Ops finished at submission so far (their ids count up from here).
     inline_ops: u64,
+    /// Scratch list for `cancel_where`, kept to reuse.
+    cancel_scratch: Vec<Key>,
 }
 
 impl Epoll {
@@ -157,6 +159,7 @@ impl Epoll {
             stats: Stats::default(),
             engine: None,
             inline_ops: 0,
+            cancel_scratch: Vec::with_capacity(64),
         })
     }
 
@@ -523,19 +526,23 @@ impl Epoll {
         fd: Option<RawFd>,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<CancelCount> {
-        let targets: Vec<Key> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| fd.is_none() || s.fd == fd)
-            .map(|(k, _)| k)
-            .collect();
+        // A reused list: a cancel by fd at every socket's close allocates nothing.
+        let mut targets = std::mem::take(&mut self.cancel_scratch);
+        targets.clear();
+        targets.extend(
+            self.slots
+                .iter()
+                .filter(|(_, s)| fd.is_none() || s.fd == fd)
+                .map(|(k, _)| k),
+        );
         let mut count = CancelCount::default();
-        for key in targets {
+        for &key in &targets {
             match self.end_early(key, -libc::ECANCELED, out) {
                 CancelOutcome::Cancelled => count.cancelled += 1,
                 _ => count.too_late += 1,
             }
         }
+        self.cancel_scratch = targets;
         Ok(count)
     }
 

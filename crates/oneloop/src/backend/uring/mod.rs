@@ -77,6 +77,8 @@ pub(crate) struct Uring {
     rearms: Vec<Key>,
     /// `Timeout` ops, by deadline.
     timers: Timers,
+    /// Scratch lists for `cancel_where` (ops to cancel in the kernel, timers), kept to reuse.
+    cancel_scratch: (Vec<Key>, Vec<Key>),
     /// Descriptors in the fixed-file table (`Ring::register_fd`).
     files: Files,
     broken: Option<String>,
@@ -119,6 +121,7 @@ impl Uring {
             cancel_results: Vec::with_capacity(64),
             rearms: Vec::with_capacity(64),
             timers: Timers::new(),
+            cancel_scratch: (Vec::with_capacity(64), Vec::with_capacity(64)),
             files,
             broken: None,
             setup,
@@ -622,8 +625,10 @@ impl Uring {
     ) -> io::Result<CancelCount> {
         self.check_broken()?;
         let mut count = CancelCount::default();
-        let mut targets = Vec::new();
-        let mut timers = Vec::new();
+        // Reused lists: a cancel by fd at every socket's close allocates nothing.
+        let (mut targets, mut timers) = std::mem::take(&mut self.cancel_scratch);
+        targets.clear();
+        timers.clear();
         for (key, slot) in self.table.slots.iter() {
             if fd.is_some() && slot.op.fd() != fd {
                 continue;
@@ -636,7 +641,7 @@ impl Uring {
                 targets.push(key);
             }
         }
-        for key in timers {
+        for &key in &timers {
             if self.cancel_timer(key, out) {
                 count.cancelled += 1;
             }
@@ -644,12 +649,16 @@ impl Uring {
         self.cancel_results.clear();
         let mut pushed = 0;
         for &key in &targets {
-            if self.push_cancel(key, out)? {
-                pushed += 1;
-            } else {
-                count.too_late += 1;
+            match self.push_cancel(key, out) {
+                Ok(true) => pushed += 1,
+                Ok(false) => count.too_late += 1,
+                Err(e) => {
+                    self.cancel_scratch = (targets, timers);
+                    return Err(e);
+                }
             }
         }
+        self.cancel_scratch = (targets, timers);
         self.await_cancels(pushed, out)?;
         let results = std::mem::take(&mut self.cancel_results);
         for &(key, res) in &results {
