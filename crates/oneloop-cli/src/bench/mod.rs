@@ -61,11 +61,13 @@ pub fn measure(body: impl FnOnce() -> Result<u64>) -> Result<Sample> {
 /// Which workloads `bench` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
-    /// Submit and reap no-op ops (batches of 1 and 32) vs a raw io-uring loop.
+    /// Submit and reap no-op ops (batches of 1 and 32) vs a raw io-uring loop (uring) or a
+    /// user-space queue (aio, epoll, where a no-op never leaves user space).
     Nop,
     /// Token passing over many pipes vs a plain epoll loop.
     Pipes,
-    /// 4 KiB random reads of a file at a queue depth vs a synchronous pread loop.
+    /// 4 KiB random reads of a file at a queue depth vs a synchronous pread loop (and, on
+    /// uring, a raw io-uring loop with the file and buffers registered).
     Randread,
     /// TCP ping-pong over loopback vs a plain epoll echo server.
     Echo,
