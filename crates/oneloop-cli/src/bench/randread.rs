@@ -113,7 +113,7 @@ pub fn run(
         baseline,
     }];
     if kind == BackendKind::Uring {
-        let raw = measure(|| raw_uring_loop(&file, qd, direct, mib, duration))?;
+        let raw = measure(|| raw_uring_loop(&file, qd, mib, duration))?;
         rows.push(Row {
             workload: "randread",
             params: format!("{params} vs raw"),
@@ -130,13 +130,7 @@ pub fn run(
 /// io_uring's own ceiling here: `qd` `READ_FIXED`s of a registered file into registered
 /// buffers, every completion answered by a new read, one `io_uring_enter` per batch.
 #[allow(unsafe_code)]
-fn raw_uring_loop(
-    file: &std::fs::File,
-    qd: usize,
-    direct: bool,
-    mib: u64,
-    duration: Duration,
-) -> Result<u64> {
+fn raw_uring_loop(file: &std::fs::File, qd: usize, mib: u64, duration: Duration) -> Result<u64> {
     use io_uring::{opcode, types, IoUring};
     let entries = (qd as u32).next_power_of_two().max(8);
     let mut ring = IoUring::builder()
@@ -162,7 +156,7 @@ fn raw_uring_loop(
     // SAFETY: the iovecs point into `bufs`, which live (unmoved: heap allocations) until the
     // ring is dropped at the end of this function, after every read has completed.
     unsafe { ring.submitter().register_buffers(&iovecs)? };
-    let _ = direct; // the registered buffers are aligned: right for O_DIRECT and buffered alike
+    // The registered buffers are aligned: right for O_DIRECT and buffered files alike.
     let mut offsets = Offsets::new(mib);
     let read = |i: usize, offset: u64| {
         opcode::ReadFixed::new(

@@ -274,9 +274,14 @@ impl Epoll {
             | Op::Close(_)
             | Op::OpenAt(_) => return None,
         };
+        self.apply_unregistered();
+        self.fds.known_blocked(fd, interest).then_some(interest)
+    }
+
+    /// Applies unregistrations posted through a `Waker` before a registration is trusted.
+    fn apply_unregistered(&mut self) {
         let fds = &mut self.fds;
         self.wake.take_unregistered(|fd| fds.unpin(fd));
-        self.fds.known_blocked(fd, interest).then_some(interest)
     }
 
     /// Records a short receive or send in the readiness cache (see `fds.rs`); it is `Done`.
@@ -292,8 +297,7 @@ impl Epoll {
 
     /// Pins `fd` (see `fds.rs`): one registration until `unpin`, no re-registration per wait.
     pub fn pin(&mut self, fd: RawFd) -> io::Result<()> {
-        let fds = &mut self.fds;
-        self.wake.take_unregistered(|fd| fds.unpin(fd));
+        self.apply_unregistered();
         self.fds.pin(&self.epfd, fd)
     }
 
@@ -374,6 +378,7 @@ impl Epoll {
         after_eagain: bool,
         out: &mut VecDeque<Completion>,
     ) {
+        self.apply_unregistered();
         let slot = self.slots.get_mut(key).expect("a live slot");
         let op = slot.op.as_ref().expect("op present");
         let fd = op.fd().expect("readiness ops have an fd");
@@ -384,8 +389,6 @@ impl Epoll {
         let registered = if !after_eagain || is_poll || matches!(op, Op::EpollWait(_)) {
             self.fds.add(&self.epfd, fd, waiter)
         } else {
-            let fds = &mut self.fds;
-            self.wake.take_unregistered(|fd| fds.unpin(fd));
             self.fds.add_blocked(&self.epfd, fd, waiter)
         };
         match registered {

@@ -179,12 +179,18 @@ impl Uring {
             user_data,
             deadline.zip(now).map(|(d, now)| d.instant(now)),
         );
-        let emulated = matches!(slot.op, Op::EpollWait(_)) && !self.native_epoll_wait;
+        // An emulated EpollWait (a poll of its fd) first checks that the fd is an epoll
+        // instance, as the native op would.
+        let refused = if let (Op::EpollWait(o), false) = (&slot.op, self.native_epoll_wait) {
+            crate::sys::epoll_check(o.epfd).err()
+        } else {
+            None
+        };
         let key = match self.table.slots.insert(slot) {
             Ok(key) => key,
             Err(slot) => return Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
         };
-        if let Some(Err(e)) = emulated.then(|| self.emulation_refuses(key)).flatten() {
+        if let Some(e) = refused {
             // As the native EPOLL_WAIT would: the op ends at once with the error.
             let slot = self.table.slots.get_mut(key).expect("slot just inserted");
             slot.main_res = Some(-e.raw_os_error().unwrap_or(libc::EINVAL));
@@ -196,29 +202,6 @@ impl Uring {
             return Err(SubmitError::new(e, slot.op));
         }
         Ok(OpId(key.pack()))
-    }
-
-    /// For an emulated `EpollWait` (a poll of its fd), whether that fd is an epoll instance;
-    /// `None` for every other op.
-    fn emulation_refuses(&self, key: Key) -> Option<io::Result<()>> {
-        match &self.table.slots.get(key)?.op {
-            Op::EpollWait(o) if !self.native_epoll_wait => Some(crate::sys::epoll_check(o.epfd)),
-            Op::EpollWait(_)
-            | Op::Nop(_)
-            | Op::Read(_)
-            | Op::Write(_)
-            | Op::Readv(_)
-            | Op::Writev(_)
-            | Op::Fsync(_)
-            | Op::Poll(_)
-            | Op::Timeout(_)
-            | Op::Accept(_)
-            | Op::Connect(_)
-            | Op::Recv(_)
-            | Op::Send(_)
-            | Op::Close(_)
-            | Op::OpenAt(_) => None,
-        }
     }
 
     fn check_supported(&self, op: &Op) -> io::Result<()> {
@@ -245,14 +228,12 @@ impl Uring {
         now: Option<Instant>,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
+        // Unregistrations posted from other threads apply before any fd is looked up.
+        self.apply_unregistered();
         let native = self.native_epoll_wait;
         let slot = self.table.slots.get_mut(key).expect("arming a live slot");
         let needs_clock = slot.deadline.is_some() || matches!(slot.op, Op::Timeout(_));
         let now = now.or_else(|| needs_clock.then(Instant::now));
-        // Unregistrations posted from other threads apply before any fd is looked up.
-        let files = &mut self.files;
-        let ring = &self.table.ring;
-        self.wake.take_unregistered(|fd| files.unregister(ring, fd));
         let main = match lower::lower(slot, &self.files, user_data(TAG_MAIN, key), native, now) {
             Lowered::Sqe(main) => main,
             Lowered::Timer(at) => {
@@ -546,9 +527,7 @@ impl Uring {
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
         self.check_broken()?;
-        let files = &mut self.files;
-        let ring = &self.table.ring;
-        self.wake.take_unregistered(|fd| files.unregister(ring, fd));
+        self.apply_unregistered();
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         // A wake reaped earlier (during a cancel, say) still ends this wait: it is consumed here.
         loop {
@@ -675,10 +654,15 @@ impl Uring {
 
     /// Puts `fd` in the fixed-file table (see `files.rs`).
     pub fn register_fd(&mut self, fd: i32) -> io::Result<()> {
+        self.apply_unregistered();
+        self.files.register(&self.table.ring, fd)
+    }
+
+    /// Applies unregistrations posted through a `Waker` (see `files.rs`).
+    fn apply_unregistered(&mut self) {
         let files = &mut self.files;
         let ring = &self.table.ring;
         self.wake.take_unregistered(|fd| files.unregister(ring, fd));
-        self.files.register(&self.table.ring, fd)
     }
 
     /// Takes `fd` out of the fixed-file table.
