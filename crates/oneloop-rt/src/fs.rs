@@ -40,6 +40,7 @@ pub struct OpenOptions {
     create_new: bool,
     mode: u32,
     custom_flags: i32,
+    resolve: u64,
 }
 
 impl Default for OpenOptions {
@@ -60,6 +61,7 @@ impl OpenOptions {
             create_new: false,
             mode: 0o644,
             custom_flags: 0,
+            resolve: 0,
         }
     }
     /// Open for reading.
@@ -103,6 +105,14 @@ impl OpenOptions {
         self
     }
 
+    /// `openat2` `RESOLVE_*` flags for the path's resolution, e.g. `libc::RESOLVE_BENEATH`
+    /// (with [`open_at`](Self::open_at): refuse any path that leaves the directory, through
+    /// `..`, an absolute path or a symlink) or `libc::RESOLVE_NO_MAGICLINKS`.
+    pub fn resolve(&mut self, flags: u64) -> &mut Self {
+        self.resolve = flags;
+        self
+    }
+
     fn flags(&self) -> io::Result<i32> {
         let access = match (self.read, self.write || self.append) {
             (true, false) => libc::O_RDONLY,
@@ -135,12 +145,39 @@ impl OpenOptions {
     /// # Cancellation
     /// If the future is dropped while the open is in flight, a file it opens anyway is closed.
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
-        let op = OpenAt::new(
-            libc::AT_FDCWD,
-            path.as_ref().as_os_str().as_bytes(),
-            self.flags()?,
-        )?
-        .mode(self.mode);
+        self.open_raw(libc::AT_FDCWD, path.as_ref()).await
+    }
+
+    /// Opens `path` relative to the directory `dir` through the ring (`openat2`), with the
+    /// [`resolve`](Self::resolve) flags: the way a server opens files under a root it serves.
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop_rt::fs::OpenOptions;
+    /// use std::os::fd::AsFd;
+    ///
+    /// oneloop_rt::block_on(async {
+    ///     let root = std::fs::File::open("/etc")?;
+    ///     let mut beneath = OpenOptions::new();
+    ///     beneath.read(true).resolve(libc::RESOLVE_BENEATH);
+    ///     // `..` may not leave the directory: the kernel answers EXDEV.
+    ///     let err = beneath.open_at(root.as_fd(), "../etc/hostname").await.unwrap_err();
+    ///     assert_eq!(err.raw_os_error(), Some(libc::EXDEV));
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Cancellation
+    /// If the future is dropped while the open is in flight, a file it opens anyway is closed.
+    pub async fn open_at(&self, dir: BorrowedFd<'_>, path: impl AsRef<Path>) -> io::Result<File> {
+        self.open_raw(dir.as_raw_fd(), path.as_ref()).await
+    }
+
+    async fn open_raw(&self, dirfd: RawFd, path: &Path) -> io::Result<File> {
+        let op = OpenAt::new(dirfd, path.as_os_str().as_bytes(), self.flags()?)?
+            .mode(self.mode)
+            .resolve(self.resolve);
         match run(op).await {
             Ok(mut c) => match c.result() {
                 Ok(_) => Ok(File::from(c.take_fd().expect("OpenAt hands over the file"))),

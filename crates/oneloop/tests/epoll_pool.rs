@@ -172,3 +172,59 @@ fn dropping_a_ring_does_not_hang_on_a_blocked_pool_job() {
     drop(writer);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// An open whose path is in the kernel's caches finishes inside `submit` (no pool job); one
+/// that creates a file goes to the pool; `RESOLVE_BENEATH` still holds.
+#[test]
+fn cached_opens_stay_inline_and_creating_ones_use_the_pool() {
+    use oneloop::OpenAt;
+    use std::os::unix::ffi::OsStrExt;
+    let Some(mut ring) = epoll_ring() else { return };
+    let dir = std::env::temp_dir().join(format!("oneloop-open-inline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hot"), b"x").unwrap();
+    let root = std::fs::File::open(&dir).unwrap();
+    let _ = std::fs::metadata(dir.join("hot")).unwrap(); // the look-up is cached now
+    let beneath = libc::RESOLVE_BENEATH;
+
+    let open = OpenAt::new(root.as_raw_fd(), "hot", libc::O_RDONLY)
+        .unwrap()
+        .resolve(beneath);
+    let id = ring.submit(open, 1).unwrap();
+    let mut c = ring
+        .take_completion(id)
+        .expect("a cached open finishes inside submit");
+    assert!(c.result().is_ok(), "{c:?}");
+    assert!(c.take_fd().is_some());
+    assert_eq!(ring.stats().pool_jobs, 0);
+
+    let escape = OpenAt::new(root.as_raw_fd(), "../", libc::O_RDONLY)
+        .unwrap()
+        .resolve(beneath);
+    // (The kernel may decline `..` from its caches: then the pool gives the same answer.)
+    ring.submit(escape, 2).unwrap();
+    ring.wait(1, Some(Duration::from_secs(30))).unwrap();
+    let c = ring.next_completion().unwrap();
+    assert_eq!(
+        c.result().as_ref().unwrap_err().raw_os_error(),
+        Some(libc::EXDEV)
+    );
+
+    let create = OpenAt::new(
+        libc::AT_FDCWD,
+        dir.as_os_str().as_bytes(),
+        libc::O_TMPFILE | libc::O_RDWR,
+    )
+    .unwrap();
+    let jobs = ring.stats().pool_jobs;
+    ring.submit(create, 3).unwrap();
+    ring.wait(1, Some(Duration::from_secs(30))).unwrap();
+    let c = ring.next_completion().unwrap();
+    assert!(c.result().is_ok(), "{c:?}");
+    assert_eq!(
+        ring.stats().pool_jobs,
+        jobs + 1,
+        "a creating open runs on the pool"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

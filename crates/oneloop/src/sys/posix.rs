@@ -236,6 +236,15 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Clears `O_NONBLOCK` on a descriptor.
+pub(crate) fn clear_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY (syscall!): no pointers.
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    // SAFETY (syscall!): no pointers.
+    syscall!(fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK))?;
+    Ok(())
+}
+
 /// `close(fd)` of a descriptor whose owner (a `Close` op) hands it over to be closed; the
 /// owner forgets it afterwards.
 pub(crate) fn close(fd: RawFd) -> io::Result<()> {

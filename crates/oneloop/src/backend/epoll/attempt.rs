@@ -5,7 +5,10 @@
 //!   reaches the pool; writes try `pwritev2(RWF_NOWAIT)`. `EAGAIN` then means "wait for
 //!   readiness" on a pipe, socket or tty, and "offload" on a regular file or block device.
 //! * Sockets use `MSG_DONTWAIT`; `Accept` and `Connect` switch the socket to `O_NONBLOCK`.
-//! * `Readv`/`Writev`/`Fsync`/`OpenAt` go to the pool; `Close` and `Nop` are done now.
+//! * `OpenAt` tries `openat2(RESOLVE_CACHED | O_NONBLOCK)` first: a regular file or directory
+//!   whose look-up needs no disk I/O (a server's hot files) opens inline; the rest go to the
+//!   pool (see `open_cached`).
+//! * `Readv`/`Writev`/`Fsync` go to the pool; `Close` and `Nop` are done now.
 #![forbid(unsafe_code)]
 
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
@@ -36,6 +39,8 @@ pub(super) enum Next {
 }
 
 const IN: u32 = libc::EPOLLIN as u32;
+/// `openat2`'s "look up from the caches only, else `EAGAIN`" (Linux 5.12).
+const RESOLVE_CACHED: u64 = 0x20;
 const OUT: u32 = libc::EPOLLOUT as u32;
 
 fn errno(e: &std::io::Error) -> i32 {
@@ -84,7 +89,8 @@ pub(super) fn first(op: &mut Op) -> Next {
     match op {
         Op::Nop(_) => Next::Done(0),
         Op::Read(_) | Op::Write(_) | Op::Recv(_) | Op::Send(_) | Op::Accept(_) => again(op, true),
-        Op::Readv(_) | Op::Writev(_) | Op::Fsync(_) | Op::OpenAt(_) => Next::Pool,
+        Op::Readv(_) | Op::Writev(_) | Op::Fsync(_) => Next::Pool,
+        Op::OpenAt(o) => open_cached(o),
         Op::Connect(o) => {
             if let Err(e) = sio::set_nonblocking(o.fd) {
                 return Next::Done(-errno(&e));
@@ -181,6 +187,44 @@ pub(super) fn again(op: &mut Op, first_time: bool) -> Next {
         | Op::Timeout(_)
         | Op::Close(_)
         | Op::OpenAt(_)) => unreachable!("{} is not readiness-driven", other.name()),
+    }
+}
+
+/// The inline try of an `OpenAt`: the look-up from the kernel's caches only
+/// (`RESOLVE_CACHED`, else `EAGAIN`), and the open itself non-blocking, so that neither waits
+/// for the disk nor for a FIFO's other end. Only a regular file or directory is kept (its
+/// `O_NONBLOCK` cleared unless asked for); anything else — a look-up that would block, a
+/// creating open (which the kernel never does from the caches), a FIFO or device, an error
+/// the non-blocking open may have caused — is opened as asked on the pool. (A FIFO or device
+/// found this way was opened non-blocking once and closed before the pool opens it.) Errors of
+/// the look-up itself stand.
+fn open_cached(o: &crate::op::OpenAt) -> Next {
+    let flags = o.flags | libc::O_NONBLOCK;
+    let resolve = o.resolve | RESOLVE_CACHED;
+    match retry(|| sio::openat2(o.dirfd, &o.path, flags, o.effective_mode(), resolve)) {
+        Ok(fd) => match sio::fd_kind(fd.as_raw_fd()) {
+            Ok(FdKind::File) => {
+                if o.flags & libc::O_NONBLOCK == 0 {
+                    if let Err(e) = sio::clear_nonblocking(fd.as_raw_fd()) {
+                        return Next::Done(-errno(&e));
+                    }
+                }
+                Next::Done(fd.into_raw_fd())
+            }
+            Ok(FdKind::Block | FdKind::Pollable) | Err(_) => Next::Pool,
+        },
+        Err(e) => match errno(&e) {
+            code @ (libc::ENOENT
+            | libc::ENOTDIR
+            | libc::EXDEV
+            | libc::ELOOP
+            | libc::EACCES
+            | libc::ENAMETOOLONG
+            | libc::EISDIR
+            | libc::EBADF) => Next::Done(-code),
+            // EAGAIN: not cached (or a creating open); EINVAL: a kernel before 5.12.
+            _ => Next::Pool,
+        },
     }
 }
 

@@ -310,7 +310,7 @@ impl Epoll {
     /// op here). On aio, file I/O at an offset is an AIO request instead.
     fn try_inline(&mut self, op: &mut Op) -> Option<Next> {
         match op {
-            Op::Nop(_) | Op::Recv(_) | Op::Send(_) => Some(attempt::first(op)),
+            Op::Nop(_) | Op::Recv(_) | Op::Send(_) | Op::OpenAt(_) => Some(attempt::first(op)),
             Op::Read(o) if self.engine.is_none() || o.offset == crate::op::CURRENT_POSITION => {
                 Some(attempt::first(op))
             }
@@ -327,8 +327,7 @@ impl Epoll {
             | Op::Timeout(_)
             | Op::Accept(_)
             | Op::Connect(_)
-            | Op::Close(_)
-            | Op::OpenAt(_) => None,
+            | Op::Close(_) => None,
         }
     }
 
