@@ -317,6 +317,20 @@ pub(crate) enum FdKind {
     Pollable,
 }
 
+/// Whether `fd` is a `signalfd`, whose readiness depends on the task that asks (an AIO poll
+/// is re-checked by a kernel worker, which never has the signal pending).
+pub(crate) fn is_signalfd(fd: RawFd) -> bool {
+    // SAFETY: `stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY (syscall!): `st` is a writable `struct stat` that outlives the call.
+    if syscall!(fstat(fd, &mut st)).is_err() || st.st_mode & libc::S_IFMT != 0 {
+        // Only anonymous inodes (eventfd, signalfd, timerfd, ...) have no file type.
+        return false;
+    }
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|target| target.as_os_str() == "anon_inode:[signalfd]")
+}
+
 /// `fstat`s `fd` to learn how the epoll backend should drive it.
 pub(crate) fn fd_kind(fd: RawFd) -> io::Result<FdKind> {
     // SAFETY: `stat` is plain old data; all-zero is a valid value.

@@ -130,7 +130,9 @@ impl Epoll {
         let slot = self.slots.get_mut(key).expect("a live slot");
         let owner = Owner::Slot(key);
         let (request, nowait) = match slot.op.as_mut().expect("a fresh op") {
-            Op::Poll(p) if !p.multishot => (engine.poll(owner, p.fd, p.mask.bits()), false),
+            Op::Poll(p) if !p.multishot && !sio::is_signalfd(p.fd) => {
+                (engine.poll(owner, p.fd, p.mask.bits()), false)
+            }
             Op::EpollWait(o) => match crate::sys::epoll_check(o.epfd) {
                 Ok(()) => (engine.poll(owner, o.epfd, POLLIN), false),
                 Err(e) => (Err(e), false),
@@ -148,8 +150,8 @@ impl Epoll {
                 (engine.writev(owner, o.fd, &o.bufs, o.offset, true), true)
             }
             Op::Fsync(o) => (engine.fsync(owner, o.fd, o.data_only), false),
-            // Multishot polls, file I/O at the current position, sockets and the rest take the
-            // epoll path.
+            // Multishot polls, polls of a signalfd (an AIO poll never sees its signals), file
+            // I/O at the current position, sockets and the rest take the epoll path.
             Op::Poll(_)
             | Op::Read(_)
             | Op::Write(_)
