@@ -4,10 +4,13 @@
 //!   features each relies on.
 //! * `oneloop bench <workload> [--backend ..] [--duration S] [--json] [--plot FILE.svg]` — the
 //!   seeds' workloads, each beside a baseline measured in the same run.
+//! * `oneloop serve [DIR] [--listen ADDR] [--threads N] [--backend ..] [--log]` — a static-file
+//!   HTTP/1.1 server on one loop per core.
 #![deny(unsafe_code)]
 
 mod bench;
 mod probe;
+mod serve;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +37,90 @@ enum Command {
     },
     /// Run a workload on one or every backend, beside its baseline; print a table.
     Bench(BenchArgs),
+    /// Serve a directory over HTTP/1.1 (GET, HEAD, ranges, keep-alive), until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The directory to serve; nothing outside it is ever served.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// The address to listen on (port 0: any free port; the banner says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Runtime threads, each with its own ring and listener (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// `auto`, `uring`, `aio` or `epoll`.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Print one line per request to stderr.
+    #[arg(long)]
+    log: bool,
+    /// Seconds from a request's first byte to its whole head before the connection closes.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a keep-alive connection may wait for its next request.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Seconds a send may wait for a client that does not read.
+    #[arg(long, default_value_t = 60.0)]
+    send_timeout: f64,
+    /// The largest request head, bytes (larger: 431, or 414 for the request line).
+    #[arg(long, default_value_t = 8192)]
+    max_header_bytes: usize,
+    /// The most connections per thread; more wait in the listen backlog.
+    #[arg(long, default_value_t = 10_000)]
+    max_conns: usize,
+    /// Seconds that responses in progress may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 10.0)]
+    grace: f64,
+    /// Pin runtime thread i to CPU i.
+    #[arg(long)]
+    pin: bool,
+}
+
+fn seconds(name: &str, secs: f64) -> Result<Duration> {
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        bail!("--{name} must be between 0 and 86400 seconds, got {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let backend = match args.backend.parse::<BackendKind>() {
+        Ok(kind) => kind,
+        Err(_) => bail!(
+            "unknown backend {:?}: expected auto, uring, aio or epoll",
+            args.backend
+        ),
+    };
+    if !(512..=1 << 20).contains(&args.max_header_bytes) {
+        bail!("--max-header-bytes must be between 512 and 1048576");
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 || threads > 1024 {
+        bail!("--threads must be between 1 and 1024");
+    }
+    serve::run(serve::Config {
+        root: args.dir,
+        listen: args.listen,
+        threads,
+        backend,
+        log: args.log,
+        limits: serve::Limits {
+            header_timeout: seconds("header-timeout", args.header_timeout)?,
+            idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
+            send_timeout: seconds("send-timeout", args.send_timeout)?,
+            max_header_bytes: args.max_header_bytes,
+        },
+        max_conns: args.max_conns.max(1),
+        grace: seconds("grace", args.grace)?,
+        pin: args.pin,
+    })
 }
 
 #[derive(clap::Args)]
@@ -183,5 +270,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Probe { json } => probe::run(json),
         Command::Bench(args) => bench(args),
+        Command::Serve(args) => serve(args),
     }
 }

@@ -1,0 +1,432 @@
+//! One connection: read request heads, answer each in order, close when it must.
+//!
+//! * **Every wait is bounded.** Waiting for a request's first byte: the keep-alive idle
+//!   timeout. From its first byte to its whole head: the header timeout (a slow sender is
+//!   closed however it trickles). Each send: the send timeout (a client that stops reading).
+//! * **Pipelined requests are answered in order**, and small answers to requests already in
+//!   the buffer go out in one send.
+//! * **Nothing outlives the connection.** Returning from [`serve`] drops the socket and the
+//!   buffers; an op still in flight (a read into a buffer, a send) is cancelled, and the ring
+//!   frees its buffer at the op's final completion. Dropping the task does the same, which is
+//!   what shutdown does to idle connections.
+//! * **Closing after an error lingers:** the write side is shut and what the client still
+//!   sends is read and dropped for a moment, so the error answer is not lost to a reset.
+
+use std::cell::{Cell, RefCell};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oneloop_rt::fs::File;
+use oneloop_rt::net::TcpStream;
+use oneloop_rt::time::timeout;
+
+use super::files::{self, Kind, Meta};
+use super::http::{self, Parsed, Range, Request, Status};
+
+/// A file this size or smaller is read into the response buffer beside its head and sent
+/// with it; larger ones go out in chunks of [`CHUNK`].
+const SMALL: u64 = 128 * 1024;
+const CHUNK: usize = 256 * 1024;
+/// Pipelined answers are gathered up to this size before a send.
+const BATCH: usize = 64 * 1024;
+/// How long a connection closed after an error reads and drops what still comes.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub send_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// What one thread's connections share.
+pub struct Thread {
+    pub root: Arc<OwnedFd>,
+    pub limits: Limits,
+    pub log: bool,
+    /// Shutdown has begun: answer what is asked, then close.
+    pub stopping: Cell<bool>,
+    /// Connections open on this thread.
+    pub conns: Cell<usize>,
+    /// Connections with a request being answered (shutdown waits for them).
+    pub busy: Cell<usize>,
+    /// Chunk buffers for large files, reused.
+    chunks: RefCell<Vec<Vec<u8>>>,
+}
+
+impl Thread {
+    pub fn new(root: Arc<OwnedFd>, limits: Limits, log: bool) -> Thread {
+        Thread {
+            root,
+            limits,
+            log,
+            stopping: Cell::new(false),
+            conns: Cell::new(0),
+            busy: Cell::new(0),
+            chunks: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+/// Counts one unit in a counter while alive.
+struct Counted<'a>(&'a Cell<usize>);
+
+impl<'a> Counted<'a> {
+    fn new(cell: &'a Cell<usize>) -> Counted<'a> {
+        cell.set(cell.get() + 1);
+        Counted(cell)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Why a connection ends early.
+struct Closed;
+
+/// Serves one connection until it closes, fails or times out.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, t: Rc<Thread>) {
+    let _open = Counted::new(&t.conns);
+    let mut conn = Conn {
+        stream,
+        peer,
+        t: &t,
+        out: Some(Vec::with_capacity(16 * 1024)),
+    };
+    let _ = conn.run().await;
+}
+
+struct Conn<'a> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    t: &'a Thread,
+    /// The response bytes not yet sent (`None` only while a send has it).
+    out: Option<Vec<u8>>,
+}
+
+impl Conn<'_> {
+    async fn run(&mut self) -> Result<(), Closed> {
+        let limits = self.t.limits;
+        let mut inbuf: Vec<u8> = Vec::with_capacity(limits.max_header_bytes);
+        let mut busy: Option<Counted<'_>> = None;
+        let mut head_deadline: Option<Instant> = None;
+        loop {
+            if !inbuf.is_empty() {
+                match http::parse(&inbuf, inbuf.len() >= limits.max_header_bytes) {
+                    Parsed::Request(req, len) => {
+                        busy.get_or_insert_with(|| Counted::new(&self.t.busy));
+                        head_deadline = None;
+                        inbuf.drain(..len);
+                        self.skip_body(&req, &mut inbuf).await?;
+                        let keep = self.respond(&req).await?;
+                        if !keep {
+                            self.flush().await?;
+                            return self.linger(inbuf.is_empty()).await;
+                        }
+                        if self.pending() < BATCH {
+                            continue;
+                        }
+                        self.flush().await?;
+                        continue;
+                    }
+                    Parsed::Refuse(status) => {
+                        let _busy = busy.get_or_insert_with(|| Counted::new(&self.t.busy));
+                        self.log("-", "-", status, 0);
+                        http::error_response(self.out_mut(), status, false, false, false);
+                        self.flush().await?;
+                        return self.linger(false).await;
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            // Nothing more to answer from the buffer: send what is gathered, then read.
+            self.flush().await?;
+            busy = None;
+            if self.t.stopping.get() && inbuf.is_empty() {
+                return Ok(());
+            }
+            let wait = if inbuf.is_empty() {
+                limits.idle_timeout
+            } else {
+                let deadline =
+                    *head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+                deadline.saturating_duration_since(Instant::now())
+            };
+            let (res, buf) = timeout(wait, self.stream.read(inbuf))
+                .await
+                .map_err(|_| Closed)?;
+            inbuf = buf;
+            match res {
+                Ok(0) | Err(_) => return Err(Closed),
+                Ok(_) => {
+                    if head_deadline.is_none() {
+                        head_deadline = Some(Instant::now() + limits.header_timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    fn out_mut(&mut self) -> &mut Vec<u8> {
+        self.out.as_mut().expect("the response buffer is home")
+    }
+
+    fn pending(&self) -> usize {
+        self.out.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Sends what is gathered (within the send timeout).
+    async fn flush(&mut self) -> Result<(), Closed> {
+        if self.pending() == 0 {
+            return Ok(());
+        }
+        let out = self.out.take().expect("the response buffer is home");
+        let (res, mut out) = timeout(self.t.limits.send_timeout, self.stream.write_all(out))
+            .await
+            .map_err(|_| Closed)?;
+        res.map_err(|_| Closed)?;
+        out.clear();
+        self.out = Some(out);
+        Ok(())
+    }
+
+    /// Sends `buf` whole (within the send timeout) and gives it back.
+    async fn send(&self, buf: Vec<u8>) -> Result<Vec<u8>, Closed> {
+        let (res, buf) = timeout(self.t.limits.send_timeout, self.stream.write_all(buf))
+            .await
+            .map_err(|_| Closed)?;
+        res.map_err(|_| Closed)?;
+        Ok(buf)
+    }
+
+    /// Reads and drops a request body (its size was checked against the limit).
+    async fn skip_body(&mut self, req: &Request, inbuf: &mut Vec<u8>) -> Result<(), Closed> {
+        let mut left = req.body;
+        let here = (inbuf.len() as u64).min(left);
+        inbuf.drain(..here as usize);
+        left -= here;
+        let deadline = Instant::now() + self.t.limits.header_timeout;
+        while left > 0 {
+            let scratch = Vec::with_capacity(left.min(16 * 1024) as usize);
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let (res, _) = timeout(wait, self.stream.read(scratch))
+                .await
+                .map_err(|_| Closed)?;
+            match res {
+                Ok(0) | Err(_) => return Err(Closed),
+                Ok(n) => left = left.saturating_sub(n as u64),
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes after a final answer: shuts the write side, and (`drain`) reads and drops what
+    /// the client still sends for a moment, so the answer is not lost to a reset.
+    async fn linger(&mut self, nothing_unread: bool) -> Result<(), Closed> {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        if nothing_unread {
+            return Ok(());
+        }
+        let deadline = Instant::now() + LINGER;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match timeout(wait, self.stream.read(Vec::with_capacity(4096))).await {
+                Ok((Ok(n), _)) if n > 0 => continue,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn log(&self, method: &str, path: &str, status: Status, bytes: u64) {
+        if self.t.log {
+            eprintln!("{} {method} {path} {} {bytes}", self.peer, status.code());
+        }
+    }
+
+    /// Answers one request; `false` if the connection must close after it.
+    async fn respond(&mut self, req: &Request) -> Result<bool, Closed> {
+        let keep = req.keep_alive && !self.t.stopping.get();
+        let method = if req.head { "HEAD" } else { "GET" };
+        let target = match files::target(&req.path) {
+            Ok(target) => target,
+            Err(status) => return Ok(self.refuse(req, status, keep)),
+        };
+        let root = Arc::clone(&self.t.root);
+        let (file, meta) = match files::open_beneath(root.as_fd(), &target.rel).await {
+            Ok(found) => found,
+            Err(status) => return Ok(self.refuse(req, status, keep)),
+        };
+        if meta.kind != Kind::Dir {
+            return self.send_file(req, &file, meta, &target.rel, keep).await;
+        }
+        if !target.trailing_slash {
+            // A directory's own URL ends in `/`, so its relative links resolve.
+            let location = format!("{}/", req.path);
+            let out = self.out_mut();
+            http::start_head(out, Status::MovedPermanently);
+            http::header(out, "Location", &location);
+            http::header(out, "Content-Length", 0);
+            http::end_head(out, keep, req.http10);
+            self.log(method, &req.path, Status::MovedPermanently, 0);
+            return Ok(keep);
+        }
+        match files::open_beneath(file.as_fd(), "index.html").await {
+            Ok((index, meta)) if meta.kind == Kind::File => {
+                return self.send_file(req, &index, meta, "index.html", keep).await;
+            }
+            Ok(_) | Err(Status::NotFound) => {}
+            Err(status) => return Ok(self.refuse(req, status, keep)),
+        }
+        let Ok(html) = files::listing(&file, &req.path) else {
+            return Ok(self.refuse(req, Status::Internal, keep));
+        };
+        let out = self.out_mut();
+        http::start_head(out, Status::Ok);
+        http::header(out, "Content-Type", "text/html; charset=utf-8");
+        http::header(out, "Content-Length", html.len());
+        http::end_head(out, keep, req.http10);
+        if !req.head {
+            out.extend_from_slice(html.as_bytes());
+        }
+        self.log(method, &req.path, Status::Ok, html.len() as u64);
+        Ok(keep)
+    }
+
+    /// Queues an error answer; whether the connection stays open.
+    fn refuse(&mut self, req: &Request, status: Status, keep: bool) -> bool {
+        let keep = keep && !status.closes();
+        http::error_response(self.out_mut(), status, keep, req.http10, req.head);
+        self.log(if req.head { "HEAD" } else { "GET" }, &req.path, status, 0);
+        keep
+    }
+
+    /// Answers with a regular file: conditional (304), range (206/416) or whole (200).
+    async fn send_file(
+        &mut self,
+        req: &Request,
+        file: &File,
+        meta: Meta,
+        name: &str,
+        keep: bool,
+    ) -> Result<bool, Closed> {
+        let method = if req.head { "HEAD" } else { "GET" };
+        let etag = meta.etag();
+        let modified = http::http_date(meta.mtime);
+        let not_modified = match (&req.if_none_match, req.if_modified_since) {
+            (Some(tags), _) => tags
+                .split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.trim_start_matches("W/") == etag),
+            (None, Some(since)) => {
+                // HTTP dates have whole seconds.
+                let secs = |t: std::time::SystemTime| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                };
+                secs(meta.mtime) <= secs(since)
+            }
+            (None, None) => false,
+        };
+        if not_modified {
+            let out = self.out_mut();
+            http::start_head(out, Status::NotModified);
+            http::header(out, "ETag", &etag);
+            http::header(out, "Last-Modified", &modified);
+            http::end_head(out, keep, req.http10);
+            self.log(method, &req.path, Status::NotModified, 0);
+            return Ok(keep);
+        }
+        let range_applies = req
+            .if_range
+            .as_deref()
+            .is_none_or(|v| v == etag || v == modified);
+        let range = if range_applies {
+            http::range(req.range.as_deref(), meta.len)
+        } else {
+            Range::Whole
+        };
+        let (status, start, count) = match range {
+            Range::Whole => (Status::Ok, 0, meta.len),
+            Range::Part { start, end } => (Status::PartialContent, start, end - start + 1),
+            Range::Unsatisfiable => {
+                let out = self.out_mut();
+                http::start_head(out, Status::RangeNotSatisfiable);
+                http::header(out, "Content-Range", format_args!("bytes */{}", meta.len));
+                http::header(out, "Content-Length", 0);
+                http::end_head(out, keep, req.http10);
+                self.log(method, &req.path, Status::RangeNotSatisfiable, 0);
+                return Ok(keep);
+            }
+        };
+        let out = self.out_mut();
+        http::start_head(out, status);
+        http::header(out, "Content-Type", http::content_type(name));
+        http::header(out, "Content-Length", count);
+        http::header(out, "Last-Modified", &modified);
+        http::header(out, "ETag", &etag);
+        http::header(out, "Accept-Ranges", "bytes");
+        if status == Status::PartialContent {
+            http::header(
+                out,
+                "Content-Range",
+                format_args!("bytes {start}-{}/{}", start + count - 1, meta.len),
+            );
+        }
+        http::end_head(out, keep, req.http10);
+        self.log(method, &req.path, status, count);
+        if req.head || count == 0 {
+            return Ok(keep);
+        }
+        if count <= SMALL {
+            let out = self.out.take().expect("the response buffer is home");
+            let out = read_exactly(file, out, start, count as usize).await;
+            self.out = Some(out?);
+            return Ok(keep);
+        }
+        // Large: the head goes with the first chunk, the rest chunk by chunk.
+        self.flush().await?;
+        let mut chunk = self.t.chunks.borrow_mut().pop().unwrap_or_default();
+        let (mut pos, end) = (start, start + count);
+        while pos < end {
+            chunk.clear();
+            let want = ((end - pos) as usize).min(CHUNK);
+            chunk = read_exactly(file, chunk, pos, want).await?;
+            pos += want as u64;
+            chunk = self.send(chunk).await?;
+        }
+        chunk.clear();
+        self.t.chunks.borrow_mut().push(chunk);
+        Ok(keep)
+    }
+}
+
+/// Appends exactly `count` bytes of `file` at `pos` to `buf` (a read may fetch more, into the
+/// buffer's spare room; the extra is cut off). A file that shrank since its length went out in
+/// the head cannot be answered whole: the connection closes.
+async fn read_exactly(
+    file: &File,
+    mut buf: Vec<u8>,
+    mut pos: u64,
+    count: usize,
+) -> Result<Vec<u8>, Closed> {
+    let target = buf.len() + count;
+    buf.reserve(count);
+    while buf.len() < target {
+        let (res, back) = file.read_at(buf, pos).await;
+        buf = back;
+        match res {
+            Ok(0) | Err(_) => return Err(Closed),
+            Ok(n) => pos += n as u64,
+        }
+    }
+    buf.truncate(target);
+    Ok(buf)
+}

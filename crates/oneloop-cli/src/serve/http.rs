@@ -1,0 +1,519 @@
+//! HTTP/1.1 for a static-file server: a request head parsed by `httparse` into what the server
+//! acts on, the answer to each malformed or unsupported request, and response heads.
+//!
+//! What a request may be and what it gets (RFC 9110/9112):
+//! * a head larger than the limit: 431, or 414 when even the request line does not fit;
+//! * not HTTP/1.0 or 1.1: 505; malformed, or HTTP/1.1 without `Host`: 400;
+//! * a known method other than GET/HEAD: 405 with `Allow: GET, HEAD`; an unknown one: 501;
+//! * a body announced by `Transfer-Encoding`: 501; by `Content-Length` over the body limit: 413
+//!   (smaller bodies are read and dropped, so the connection stays in step).
+//!
+//! Every error answer but 405 closes the connection: after a head we could not read, the
+//! stream's framing is unknown.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The most headers a request may carry (more: 431).
+const MAX_HEADERS: usize = 64;
+/// The longest request target accepted (longer: 414).
+pub const MAX_TARGET: usize = 4096;
+/// The largest request body read and dropped rather than refused with 413.
+pub const MAX_BODY: u64 = 64 * 1024;
+
+/// A request head the server acts on.
+#[derive(Debug)]
+pub struct Request {
+    pub head: bool,
+    /// The raw target's path (no query), still percent-encoded.
+    pub path: String,
+    pub http10: bool,
+    pub keep_alive: bool,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<SystemTime>,
+    /// Body bytes that follow the head (to be read and dropped).
+    pub body: u64,
+}
+
+/// What parsing a buffer's start gave.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A whole head of this many bytes.
+    Request(Request, usize),
+    /// Not yet a whole head.
+    Partial,
+    /// A request to refuse with this status (and close).
+    Refuse(Status),
+}
+
+/// The statuses the server answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    PartialContent,
+    MovedPermanently,
+    NotModified,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UriTooLong,
+    RangeNotSatisfiable,
+    HeadersTooLarge,
+    Internal,
+    NotImplemented,
+    VersionNotSupported,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Ok => 200,
+            Status::PartialContent => 206,
+            Status::MovedPermanently => 301,
+            Status::NotModified => 304,
+            Status::BadRequest => 400,
+            Status::Forbidden => 403,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::PayloadTooLarge => 413,
+            Status::UriTooLong => 414,
+            Status::RangeNotSatisfiable => 416,
+            Status::HeadersTooLarge => 431,
+            Status::Internal => 500,
+            Status::NotImplemented => 501,
+            Status::VersionNotSupported => 505,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::PartialContent => "Partial Content",
+            Status::MovedPermanently => "Moved Permanently",
+            Status::NotModified => "Not Modified",
+            Status::BadRequest => "Bad Request",
+            Status::Forbidden => "Forbidden",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::PayloadTooLarge => "Content Too Large",
+            Status::UriTooLong => "URI Too Long",
+            Status::RangeNotSatisfiable => "Range Not Satisfiable",
+            Status::HeadersTooLarge => "Request Header Fields Too Large",
+            Status::Internal => "Internal Server Error",
+            Status::NotImplemented => "Not Implemented",
+            Status::VersionNotSupported => "HTTP Version Not Supported",
+        }
+    }
+
+    /// Whether the connection must close after this answer (see the module doc).
+    pub fn closes(self) -> bool {
+        matches!(
+            self,
+            Status::BadRequest
+                | Status::PayloadTooLarge
+                | Status::UriTooLong
+                | Status::HeadersTooLarge
+                | Status::Internal
+                | Status::NotImplemented
+                | Status::VersionNotSupported
+        )
+    }
+}
+
+/// Methods we know but do not serve (405); any other token is 501.
+const KNOWN_METHODS: &[&str] = &[
+    "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// Parses the head at the start of `buf`; `full` says the buffer is at its size limit (so a
+/// partial head is too large).
+pub fn parse(buf: &[u8], full: bool) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if full => {
+            // Whether even the request line fits decides between 414 and 431.
+            let line_ends = buf.windows(2).any(|w| w == b"\r\n") || buf.contains(&b'\n');
+            return Parsed::Refuse(if line_ends {
+                Status::HeadersTooLarge
+            } else {
+                Status::UriTooLong
+            });
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::Version) => return Parsed::Refuse(version_error(buf)),
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Refuse(Status::HeadersTooLarge),
+        Err(_) => return Parsed::Refuse(Status::BadRequest),
+    };
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::Refuse(Status::BadRequest);
+    };
+    let head = match method {
+        "GET" => false,
+        "HEAD" => true,
+        m if KNOWN_METHODS.contains(&m) => return Parsed::Refuse(Status::MethodNotAllowed),
+        _ => return Parsed::Refuse(Status::NotImplemented),
+    };
+    if target.len() > MAX_TARGET {
+        return Parsed::Refuse(Status::UriTooLong);
+    }
+    let Some(path) = origin_path(target) else {
+        return Parsed::Refuse(Status::BadRequest);
+    };
+    let http10 = version == 0;
+    let mut request = Request {
+        head,
+        path: path.to_string(),
+        http10,
+        keep_alive: !http10,
+        range: None,
+        if_range: None,
+        if_none_match: None,
+        if_modified_since: None,
+        body: 0,
+    };
+    let mut host = false;
+    for h in req.headers.iter() {
+        let value = || std::str::from_utf8(h.value).ok().map(str::trim);
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            host = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value().unwrap_or("").split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    request.keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
+                    request.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("range") {
+            request.range = value().map(str::to_string);
+        } else if name.eq_ignore_ascii_case("if-range") {
+            request.if_range = value().map(str::to_string);
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            request.if_none_match = value().map(str::to_string);
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            request.if_modified_since = value().and_then(|v| httpdate::parse_http_date(v).ok());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Parsed::Refuse(Status::NotImplemented);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = value().and_then(|v| v.parse::<u64>().ok()) else {
+                return Parsed::Refuse(Status::BadRequest);
+            };
+            if request.body != 0 && request.body != n {
+                return Parsed::Refuse(Status::BadRequest);
+            }
+            request.body = n;
+        }
+    }
+    if !host && !http10 {
+        return Parsed::Refuse(Status::BadRequest);
+    }
+    if request.body > MAX_BODY {
+        return Parsed::Refuse(Status::PayloadTooLarge);
+    }
+    Parsed::Request(request, len)
+}
+
+/// `HTTP/2.0` and the like are 505; anything that is not `HTTP/<digit>` is 400.
+fn version_error(buf: &[u8]) -> Status {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(&[]);
+    let version = version.strip_suffix(b"\r").unwrap_or(version);
+    match version.strip_prefix(b"HTTP/") {
+        Some(rest) if rest.first().is_some_and(u8::is_ascii_digit) => Status::VersionNotSupported,
+        _ => Status::BadRequest,
+    }
+}
+
+/// The path of an origin-form (`/a/b?q`) or absolute-form (`http://host/a/b`) target.
+fn origin_path(target: &str) -> Option<&str> {
+    let rest = if target.starts_with('/') {
+        target
+    } else {
+        let after = target
+            .strip_prefix("http://")
+            .or_else(|| target.strip_prefix("https://"))?;
+        match after.find('/') {
+            Some(i) => &after[i..],
+            None => "/",
+        }
+    };
+    Some(rest.split(['?', '#']).next().unwrap_or("/"))
+}
+
+/// `Date`/`Last-Modified` text of `t` (IMF-fixdate).
+pub fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}
+
+/// The current `Date` header value, formatted once per second per thread.
+pub fn now_date() -> std::rc::Rc<str> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, std::rc::Rc<str>)> =
+            std::cell::RefCell::new((u64::MAX, std::rc::Rc::from("")));
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, std::rc::Rc::from(http_date(now)));
+        }
+        std::rc::Rc::clone(&c.1)
+    })
+}
+
+/// Starts a response head: status line, `Server`, `Date`.
+pub fn start_head(out: &mut Vec<u8>, status: Status) {
+    let date = now_date();
+    let _ = write!(
+        Text(out),
+        "HTTP/1.1 {} {}\r\nServer: oneloop\r\nDate: {date}\r\n",
+        status.code(),
+        status.reason()
+    );
+}
+
+/// Adds one header line.
+pub fn header(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
+    let _ = write!(Text(out), "{name}: {value}\r\n");
+}
+
+/// Ends a head, saying whether the connection stays open.
+pub fn end_head(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A whole small error answer (an HTML body naming the status); `head_only` for HEAD.
+pub fn error_response(
+    out: &mut Vec<u8>,
+    status: Status,
+    keep_alive: bool,
+    http10: bool,
+    head_only: bool,
+) {
+    let body = format!(
+        "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
+         <body><h1>{code} {reason}</h1></body></html>\n",
+        code = status.code(),
+        reason = status.reason()
+    );
+    start_head(out, status);
+    header(out, "Content-Type", "text/html; charset=utf-8");
+    header(out, "Content-Length", body.len());
+    if status == Status::MethodNotAllowed {
+        header(out, "Allow", "GET, HEAD");
+    }
+    end_head(out, keep_alive, http10);
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
+/// `fmt::Write` into a byte vector.
+struct Text<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Text<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A byte range of a file of `len` bytes, from a `Range` header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Range {
+    /// Serve the whole file (no header, a form we do not serve, several ranges).
+    Whole,
+    /// Bytes `start..=end`.
+    Part { start: u64, end: u64 },
+    /// No byte of the range exists: 416.
+    Unsatisfiable,
+}
+
+/// Reads a single `bytes=` range (RFC 9110 §14.1.2). Multiple ranges are answered with the
+/// whole file (allowed; the server sends no multipart bodies).
+pub fn range(header: Option<&str>, len: u64) -> Range {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Range::Whole;
+    };
+    if spec.contains(',') {
+        return Range::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Range::Whole;
+    };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (first.trim().is_empty(), num(first), num(last)) {
+        // bytes=-N: the last N bytes.
+        (true, _, Some(n)) => {
+            if n == 0 || len == 0 {
+                Range::Unsatisfiable
+            } else {
+                Range::Part {
+                    start: len.saturating_sub(n),
+                    end: len - 1,
+                }
+            }
+        }
+        (false, Some(start), None) if last.trim().is_empty() => {
+            if start >= len {
+                Range::Unsatisfiable
+            } else {
+                Range::Part {
+                    start,
+                    end: len - 1,
+                }
+            }
+        }
+        (false, Some(start), Some(end)) if start <= end => {
+            if start >= len {
+                Range::Unsatisfiable
+            } else {
+                Range::Part {
+                    start,
+                    end: end.min(len - 1),
+                }
+            }
+        }
+        _ => Range::Whole,
+    }
+}
+
+/// The `Content-Type` of a file name, by its extension.
+pub fn content_type(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
+    match ext.to_ascii_lowercase().as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "txt" | "md" | "rs" | "toml" | "c" | "h" | "sh" => "text/plain; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "avif" => "image/avif",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "pdf" => "application/pdf",
+        "wasm" => "application/wasm",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "wav" => "audio/wav",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(raw: &[u8]) -> Status {
+        match parse(raw, false) {
+            Parsed::Refuse(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn heads_parse_and_bad_ones_are_refused() {
+        let Parsed::Request(r, len) =
+            parse(b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h\r\n\r\nGET", false)
+        else {
+            panic!()
+        };
+        assert_eq!((r.path.as_str(), r.keep_alive, len), ("/a%20b", true, 37));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHo", false),
+            Parsed::Partial
+        ));
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Status::MethodNotAllowed
+        );
+        assert_eq!(
+            refused(b"BREW / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Status::NotImplemented
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/2.0\r\nHost: h\r\n\r\n"),
+            Status::VersionNotSupported
+        );
+        assert_eq!(refused(b"GET / HTTP/1.1\r\n\r\n"), Status::BadRequest);
+        assert_eq!(refused(b"GET / FTP/1.1\r\n\r\n"), Status::BadRequest);
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Status::NotImplemented
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n"),
+            Status::PayloadTooLarge
+        );
+        let Parsed::Request(r, _) = parse(b"GET / HTTP/1.0\r\n\r\n", false) else {
+            panic!()
+        };
+        assert!(r.http10 && !r.keep_alive);
+        let Parsed::Request(r, _) =
+            parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", false)
+        else {
+            panic!()
+        };
+        assert!(r.keep_alive);
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100));
+        assert!(matches!(
+            parse(long.as_bytes(), true),
+            Parsed::Refuse(Status::HeadersTooLarge)
+        ));
+        assert!(matches!(
+            parse(&long.as_bytes()[..50], true),
+            Parsed::Refuse(Status::UriTooLong)
+        ));
+    }
+
+    #[test]
+    fn ranges() {
+        let r = |h: &str| range(Some(h), 100);
+        assert_eq!(r("bytes=0-9"), Range::Part { start: 0, end: 9 });
+        assert_eq!(r("bytes=90-"), Range::Part { start: 90, end: 99 });
+        assert_eq!(r("bytes=-10"), Range::Part { start: 90, end: 99 });
+        assert_eq!(r("bytes=-1000"), Range::Part { start: 0, end: 99 });
+        assert_eq!(r("bytes=50-1000"), Range::Part { start: 50, end: 99 });
+        assert_eq!(r("bytes=100-"), Range::Unsatisfiable);
+        assert_eq!(r("bytes=-0"), Range::Unsatisfiable);
+        assert_eq!(r("bytes=0-1,5-6"), Range::Whole);
+        assert_eq!(r("bytes=9-1"), Range::Whole);
+        assert_eq!(r("items=0-1"), Range::Whole);
+        assert_eq!(range(None, 100), Range::Whole);
+        assert_eq!(range(Some("bytes=0-0"), 0), Range::Unsatisfiable);
+    }
+}

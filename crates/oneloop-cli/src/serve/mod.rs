@@ -1,0 +1,171 @@
+//! `oneloop serve`: a static-file HTTP/1.1 server, one runtime thread per core.
+//!
+//! Each thread has its own ring and its own `SO_REUSEPORT` listener on the one port; every
+//! connection is a task on its thread; every file open and read is an op on that thread's
+//! ring (so a read of a cold file never blocks the loop: io_uring waits in the kernel, epoll
+//! and aio hand it to the ring's pool). The request side is in `http.rs`, the path-to-file
+//! rules (nothing outside the root, ever) in `files.rs`, a connection's life in `conn.rs`.
+//!
+//! **Limits that keep it up:** per-connection timeouts (`conn.rs`); at most `max_conns`
+//! connections per thread (the accept loop waits for one to end); `EMFILE`/`ENFILE` on accept
+//! back off and retry, so the server recovers when descriptors free up.
+//!
+//! **Shutdown:** SIGINT and SIGTERM are blocked in every thread and read from a `signalfd`
+//! that each thread polls on its ring like any fd. When it turns readable, every thread stops
+//! accepting, answers the requests in progress (each with `Connection: close`) for up to the
+//! grace period, drops its idle connections and returns; the process exits 0.
+
+mod conn;
+mod files;
+pub mod http;
+mod sys;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use oneloop::{BackendKind, Ring};
+use oneloop_rt::net::TcpListener;
+use oneloop_rt::time::sleep;
+
+pub use conn::Limits;
+
+/// Everything `oneloop serve` is told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub backend: BackendKind,
+    pub log: bool,
+    pub limits: Limits,
+    pub max_conns: usize,
+    pub grace: Duration,
+    pub pin: bool,
+}
+
+/// What every thread gets.
+struct Shared {
+    root: Arc<OwnedFd>,
+    listeners: Mutex<Vec<Option<std::net::TcpListener>>>,
+    signals: OwnedFd,
+    config: Config,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(config: Config) -> Result<()> {
+    let root = std::fs::File::open(&config.root)
+        .with_context(|| format!("cannot open {}", config.root.display()))?;
+    if !root.metadata()?.is_dir() {
+        bail!("{} is not a directory", config.root.display());
+    }
+    // Resolve `auto` once, so every thread runs (and the banner names) the same backend.
+    let backend = Ring::builder()
+        .backend(config.backend)
+        .build()
+        .context("no usable backend")?
+        .backend();
+    let signals = sys::block_and_open_signalfd().context("cannot set up signal handling")?;
+    let threads = config.threads.max(1);
+    let first = oneloop::sockets::tcp_listener_reuse_port(&config.listen, 1024)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![Some(first)];
+    for _ in 1..threads {
+        listeners.push(Some(oneloop::sockets::tcp_listener_reuse_port(
+            &addr, 1024,
+        )?));
+    }
+    println!(
+        "oneloop serve: http://{addr}/ from {} (backend {backend}, {threads} thread{})",
+        config.root.display(),
+        if threads == 1 { "" } else { "s" }
+    );
+    let shared = Arc::new(Shared {
+        root: Arc::new(OwnedFd::from(root)),
+        listeners: Mutex::new(listeners),
+        signals,
+        config: config.clone(),
+    });
+    let rt = oneloop_rt::Runtime::builder()
+        .backend(backend)
+        .threads(threads)
+        .pin_to_cores(config.pin)
+        .build();
+    let outcomes = rt.run(move |i| {
+        let shared = Arc::clone(&shared);
+        async move { thread_main(i, &shared).await }
+    })?;
+    for outcome in outcomes {
+        outcome?;
+    }
+    Ok(())
+}
+
+async fn thread_main(index: usize, shared: &Shared) -> std::io::Result<()> {
+    let listener = shared.listeners.lock().unwrap_or_else(|e| e.into_inner())[index]
+        .take()
+        .expect("one listener per thread");
+    let listener = TcpListener::from_std(listener);
+    let config = &shared.config;
+    let t = Rc::new(conn::Thread::new(
+        Arc::clone(&shared.root),
+        config.limits,
+        config.log,
+    ));
+    let acceptor = oneloop_rt::spawn(accept_loop(listener, Rc::clone(&t), config.max_conns));
+    oneloop_rt::poll::readable(&shared.signals.as_fd()).await?;
+    // Stop accepting (the listener closes with the task), finish what is in progress.
+    t.stopping.set(true);
+    acceptor.abort();
+    let deadline = Instant::now() + config.grace;
+    while t.busy.get() > 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(5)).await;
+    }
+    if t.busy.get() > 0 {
+        eprintln!(
+            "oneloop serve: thread {index}: {} response(s) cut off after the {:?} grace period",
+            t.busy.get(),
+            config.grace
+        );
+    }
+    // Returning drops the remaining (idle) connections' tasks: their sockets close.
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, t: Rc<conn::Thread>, max_conns: usize) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        if t.conns.get() >= max_conns {
+            // At the cap: new connections wait in the listen backlog.
+            sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                drop(oneloop_rt::spawn(conn::serve(stream, peer, Rc::clone(&t))));
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                // Out of descriptors or memory: back off (no busy loop) and try again; the
+                // connection waits in the backlog meanwhile.
+                if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
+                    eprintln!("oneloop serve: accept: {e}; backing off");
+                    last_warning = Some(Instant::now());
+                }
+                sleep(Duration::from_millis(50)).await;
+            }
+            // The peer gave up before we took it (ECONNABORTED), and the like.
+            Err(_) => {}
+        }
+    }
+}

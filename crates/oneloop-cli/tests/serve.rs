@@ -1,0 +1,577 @@
+//! `oneloop serve` as a user runs it: the binary, started on each backend, asked by a real
+//! HTTP client (`ureq`) and, for what no well-behaved client sends, by raw bytes on a socket.
+//! A backend this machine cannot run prints SKIP.
+#![allow(missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BACKENDS: [&str; 3] = ["uring", "aio", "epoll"];
+
+fn usable(backend: &str) -> bool {
+    let kind = backend.parse().unwrap();
+    match oneloop::Ring::builder().backend(kind).entries(8).build() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIP {backend}: {e}");
+            false
+        }
+    }
+}
+
+/// A served directory: an index, files of known bytes, a subdirectory, a name that needs
+/// escaping, a symlink inside the root and one leaving it, a FIFO.
+fn site(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("oneloop-serve-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::create_dir_all(dir.join("listed")).unwrap();
+    std::fs::write(dir.join("index.html"), "<h1>home</h1>\n").unwrap();
+    std::fs::write(dir.join("1k.bin"), pattern(1024)).unwrap();
+    std::fs::write(dir.join("big.bin"), pattern(3 << 20)).unwrap();
+    std::fs::write(dir.join("style.css"), "body{}").unwrap();
+    std::fs::write(dir.join("sub/a.txt"), "sub a\n").unwrap();
+    std::fs::write(dir.join("listed/<b>&'q'.txt"), "x").unwrap();
+    std::os::unix::fs::symlink("sub/a.txt", dir.join("inside")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("escape")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc", dir.join("up")).unwrap();
+    let fifo =
+        std::ffi::CString::new(dir.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: `fifo` is a NUL-terminated path that outlives the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) };
+    assert_eq!(rc, 0);
+    dir
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(backend: &str, dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with(backend, dir, extra, None)
+    }
+
+    /// Starts the binary (through `sh -c "ulimit -n N; exec ..."` when `fd_limit` is given)
+    /// and reads the port from its banner.
+    fn start_with(backend: &str, dir: &Path, extra: &[&str], fd_limit: Option<u32>) -> Server {
+        let bin = env!("CARGO_BIN_EXE_oneloop");
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--backend".into(),
+            backend.into(),
+            "--threads".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cmd = match fd_limit {
+            None => {
+                let mut c = Command::new(bin);
+                c.args(&args);
+                c
+            }
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin)
+                    .args(&args);
+                c
+            }
+        };
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut banner = String::new();
+        let mut out = child.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        while !banner.ends_with('\n') {
+            assert_eq!(out.read(&mut byte).unwrap(), 1, "serve exited: {banner}");
+            banner.push(byte[0] as char);
+        }
+        assert!(banner.contains(&format!("backend {backend}")), "{banner}");
+        let port = banner
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {banner:?}"));
+        Server { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Sends raw bytes, reads until the server closes (or 10 s), returns what came.
+    fn raw(&self, request: &[u8]) -> String {
+        let mut s = self.connect();
+        s.write_all(request).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: sending SIGTERM to our own child process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// Status, the response, and its body, for any status.
+fn fetch(req: ureq::Request) -> (u16, ureq::Response) {
+    match req.call() {
+        Ok(r) => (r.status(), r),
+        Err(ureq::Error::Status(code, r)) => (code, r),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn body(r: ureq::Response) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.into_reader().read_to_end(&mut v).unwrap();
+    v
+}
+
+fn status_of(raw: &str) -> u16 {
+    raw.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"))
+}
+
+#[test]
+fn every_status_with_a_real_client() {
+    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
+        let dir = site(&format!("statuses-{backend}"));
+        let server = Server::start(backend, &dir, &[]);
+        let a = agent();
+
+        let (code, r) = fetch(a.get(&server.url("/")));
+        assert_eq!((code, r.content_type()), (200, "text/html"));
+        assert_eq!(body(r), b"<h1>home</h1>\n");
+
+        let (code, r) = fetch(a.get(&server.url("/1k.bin")));
+        assert_eq!(code, 200);
+        assert_eq!(r.header("Content-Length"), Some("1024"));
+        assert_eq!(r.header("Accept-Ranges"), Some("bytes"));
+        let etag = r.header("ETag").unwrap().to_string();
+        let modified = r.header("Last-Modified").unwrap().to_string();
+        assert_eq!(body(r), pattern(1024));
+
+        let (code, r) = fetch(a.get(&server.url("/style.css")));
+        assert_eq!(
+            (code, r.header("Content-Type")),
+            (200, Some("text/css; charset=utf-8"))
+        );
+
+        let (code, r) = fetch(a.get(&server.url("/big.bin")));
+        assert_eq!(code, 200);
+        assert!(body(r) == pattern(3 << 20), "{backend}: big file differs");
+
+        let (code, r) = fetch(a.head(&server.url("/1k.bin")));
+        assert_eq!((code, r.header("Content-Length")), (200, Some("1024")));
+        assert!(body(r).is_empty());
+
+        // Ranges: one part (206), suffix, and past the end (416).
+        let (code, r) = fetch(a.get(&server.url("/1k.bin")).set("Range", "bytes=100-199"));
+        assert_eq!(code, 206);
+        assert_eq!(r.header("Content-Range"), Some("bytes 100-199/1024"));
+        assert_eq!(body(r), &pattern(1024)[100..200]);
+        let (code, r) = fetch(a.get(&server.url("/big.bin")).set("Range", "bytes=-10"));
+        assert_eq!(code, 206);
+        assert_eq!(body(r), &pattern(3 << 20)[(3 << 20) - 10..]);
+        let (code, r) = fetch(a.get(&server.url("/1k.bin")).set("Range", "bytes=5000-"));
+        assert_eq!(
+            (code, r.header("Content-Range")),
+            (416, Some("bytes */1024"))
+        );
+        // If-Range with another validator: the whole file.
+        let (code, _) = fetch(
+            a.get(&server.url("/1k.bin"))
+                .set("Range", "bytes=0-9")
+                .set("If-Range", "\"other\""),
+        );
+        assert_eq!(code, 200);
+
+        // Conditionals: 304 by ETag and by date; a changed tag gets the body.
+        let (code, r) = fetch(a.get(&server.url("/1k.bin")).set("If-None-Match", &etag));
+        assert_eq!((code, r.header("ETag")), (304, Some(etag.as_str())));
+        assert!(body(r).is_empty());
+        let (code, _) = fetch(
+            a.get(&server.url("/1k.bin"))
+                .set("If-Modified-Since", &modified),
+        );
+        assert_eq!(code, 304);
+        let (code, _) = fetch(a.get(&server.url("/1k.bin")).set("If-None-Match", "\"x\""));
+        assert_eq!(code, 200);
+
+        // Directories: redirect to the slash, index.html, or an escaped listing.
+        let (code, r) = fetch(a.get(&server.url("/sub")));
+        assert_eq!((code, r.header("Location")), (301, Some("/sub/")));
+        let (code, r) = fetch(a.get(&server.url("/listed/")));
+        assert_eq!(code, 200);
+        let html = String::from_utf8(body(r)).unwrap();
+        assert!(html.contains("&lt;b&gt;&amp;&#39;q&#39;.txt"), "{html}");
+        assert!(!html.contains("<b>"), "{html}");
+        let (code, r) = fetch(a.get(&server.url("/inside")));
+        assert_eq!(code, 200);
+        assert_eq!(body(r), b"sub a\n");
+
+        // Errors a client can ask for.
+        let (code, _) = fetch(a.get(&server.url("/missing")));
+        assert_eq!(code, 404);
+        let (code, r) = fetch(a.post(&server.url("/1k.bin")));
+        assert_eq!((code, r.header("Allow")), (405, Some("GET, HEAD")));
+        let (code, _) = fetch(a.request("BREW", &server.url("/")));
+        assert_eq!(code, 501);
+        let (code, _) = fetch(a.get(&server.url("/fifo")));
+        assert_eq!(
+            code, 403,
+            "{backend}: a FIFO is not served (and does not hang)"
+        );
+        eprintln!("PASS {backend}: statuses");
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn malformed_requests_and_traversal_attempts() {
+    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
+        let dir = site(&format!("malformed-{backend}"));
+        let server = Server::start(backend, &dir, &[]);
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+            (
+                b"DELETE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                405,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n",
+                413,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                501,
+            ),
+            (b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (
+                b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+                400,
+            ),
+            (
+                b"GET /sub%2f..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: x\r\n\r\n",
+                400,
+            ),
+            (b"GET /1k.bin%00.html HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (
+                b"GET /escape HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                404,
+            ),
+            (
+                b"GET /up/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                404,
+            ),
+            (
+                b"GET /proc/self/root/etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                404,
+            ),
+            (
+                b"GET http://x/sub/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                200,
+            ),
+            (b"garbage\r\n\r\n", 400),
+        ];
+        for (request, want) in cases {
+            let got = server.raw(request);
+            assert_eq!(
+                status_of(&got),
+                *want,
+                "{backend}: {:?} got {got:?}",
+                String::from_utf8_lossy(request)
+            );
+            assert!(!got.contains("root:"), "{backend}: served outside the root");
+        }
+        // A request line longer than the head limit: 414; a long header: 431.
+        let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status_of(&server.raw(long_line.as_bytes())), 414);
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
+        assert_eq!(status_of(&server.raw(long_target.as_bytes())), 414);
+        let big_header = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(9000)
+        );
+        assert_eq!(status_of(&server.raw(big_header.as_bytes())), 431);
+        eprintln!("PASS {backend}: malformed and traversal");
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn keep_alive_pipelining_and_close() {
+    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
+        let dir = site(&format!("pipeline-{backend}"));
+        let server = Server::start(backend, &dir, &[]);
+        // Three pipelined requests in one write, the last asking to close: three answers
+        // in order, then the server closes.
+        let got = server.raw(
+            b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+              HEAD /1k.bin HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let a = got.find("sub a\n").expect("first answer");
+        let b = got.find("Content-Length: 1024").expect("second answer");
+        let c = got.find("<h1>home</h1>").expect("third answer");
+        assert!(a < b && b < c, "{backend}: out of order: {got}");
+        assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 3, "{got}");
+        assert!(got.contains("Connection: close"));
+        // HTTP/1.0 closes unless asked to keep alive.
+        let got = server.raw(b"GET /sub/a.txt HTTP/1.0\r\n\r\n");
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("sub a\n"),
+            "{got}"
+        );
+        // A request with a small body: the body is skipped, the next request still parsed.
+        let got = server.raw(
+            b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+              GET /sub/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(got.matches("sub a\n").count(), 2, "{got}");
+        // Keep-alive: two requests on one connection, one at a time.
+        let mut s = server.connect();
+        for _ in 0..2 {
+            s.write_all(b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let mut got = String::new();
+            while !got.ends_with("sub a\n") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed early");
+                got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        eprintln!("PASS {backend}: pipelining");
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn slow_senders_and_idle_connections_are_closed() {
+    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
+        let dir = site(&format!("slow-{backend}"));
+        let server = Server::start(
+            backend,
+            &dir,
+            &["--header-timeout", "0.5", "--idle-timeout", "1"],
+        );
+        // A head that trickles in, a byte at a time, never ends.
+        let mut s = server.connect();
+        let start = Instant::now();
+        let mut closed = false;
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(200)
+        {
+            if s.write_all(&[*b]).is_err() {
+                closed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 16];
+            let r = s.read(&mut buf);
+            s.set_nonblocking(false).unwrap();
+            if matches!(r, Ok(0)) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "{backend}: a slow sender was not closed");
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{backend}: closed too late"
+        );
+        // An idle keep-alive connection is closed after the idle timeout.
+        let mut s = server.connect();
+        let mut buf = [0u8; 16];
+        let start = Instant::now();
+        assert_eq!(s.read(&mut buf).unwrap(), 0);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900),
+            "{backend}: idle closed at {waited:?}"
+        );
+        eprintln!("PASS {backend}: slow sender closed, idle closed after {waited:?}");
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn vanished_clients_leave_nothing_behind() {
+    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
+        let dir = site(&format!("vanish-{backend}"));
+        let server = Server::start(backend, &dir, &[]);
+        let a = agent();
+        let (code, _) = fetch(a.get(&server.url("/sub/a.txt")));
+        assert_eq!(code, 200);
+        drop(a);
+        std::thread::sleep(Duration::from_millis(200));
+        let before = server.fds();
+        for round in 0..40 {
+            let mut s = server.connect();
+            s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = vec![0u8; 1000 + round * 100];
+            s.read_exact(&mut buf).unwrap();
+            // Gone mid-response: a reset if unread data is left.
+            drop(s);
+        }
+        // Every connection's socket and file close once the server notices.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.fds() > before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(server.fds(), before, "{backend}: descriptors leaked");
+        let (code, _) = fetch(agent().get(&server.url("/sub/a.txt")));
+        assert_eq!(code, 200, "{backend}: the server still answers");
+        eprintln!("PASS {backend}: 40 vanished clients, {before} fds before and after");
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn sigterm_finishes_responses_in_progress_and_exits_zero() {
+    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
+        let dir = site(&format!("shutdown-{backend}"));
+        let mut server = Server::start(backend, &dir, &["--grace", "20"]);
+        let idle = server.connect();
+        let mut slow = server.connect();
+        slow.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut first = vec![0u8; 4096];
+        slow.read_exact(&mut first).unwrap();
+        // The download is in progress (the rest waits in socket buffers and the server).
+        let status = std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                let mut rest = Vec::new();
+                std::thread::sleep(Duration::from_millis(300));
+                slow.read_to_end(&mut rest).unwrap();
+                first.extend_from_slice(&rest);
+                first
+            });
+            let status = server.terminate();
+            let all = reader.join().unwrap();
+            let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            assert!(
+                all[body_at..] == pattern(3 << 20)[..],
+                "{backend}: the response in progress was cut ({} body bytes)",
+                all.len() - body_at
+            );
+            status
+        });
+        assert!(status.success(), "{backend}: exit {status:?}");
+        drop(idle);
+        assert!(
+            TcpStream::connect(("127.0.0.1", server.port)).is_err(),
+            "{backend}: still accepting after shutdown"
+        );
+        eprintln!("PASS {backend}: shutdown");
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn out_of_descriptors_backs_off_and_recovers() {
+    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
+        let dir = site(&format!("emfile-{backend}"));
+        let server = Server::start_with(backend, &dir, &[], Some(48));
+        // More connections than descriptors: the excess waits in the backlog.
+        let conns: Vec<TcpStream> = (0..80).map(|_| server.connect()).collect();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            server.child.id() > 0
+                && std::fs::metadata(format!("/proc/{}", server.child.id())).is_ok()
+        );
+        drop(conns);
+        // Once they are gone, new clients are served.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got =
+                server.raw(b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            if got.ends_with("sub a\n") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{backend}: did not recover: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("PASS {backend}: EMFILE survived");
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
