@@ -166,6 +166,12 @@ struct BenchArgs {
     /// bench/tokio-peer/Cargo.toml`; `ONELOOP_TOKIO_PEER` may name the binary).
     #[arg(long, value_parser = ["tokio"])]
     peer: Option<String>,
+    /// `http`: threads of each server (ours, and nginx's workers); the client takes another CPU.
+    #[arg(long, default_value_t = 1)]
+    serve_threads: usize,
+    /// `http`: client connections (keep-alive, one request in flight each).
+    #[arg(long, default_value_t = 64)]
+    http_conns: usize,
 }
 
 /// Where the tokio peer binary is.
@@ -226,6 +232,8 @@ fn bench(args: BenchArgs) -> Result<()> {
         cold: args.cold,
         file_mib: args.file_mib.max(1),
         peer: args.peer.as_ref().map(|_| tokio_peer()).transpose()?,
+        serve_threads: args.serve_threads.clamp(1, 1024),
+        http_conns: args.http_conns.clamp(1, 20_000),
     };
     let kinds = backends(&args.backend)?;
     let total = bench::count(args.workload, &kinds, &params);

@@ -133,6 +133,7 @@ fn session(
         secs,
         cpu_secs: server_cpu.as_secs_f64(),
         p99_us: Some(p99),
+        p50_us: None,
     })
 }
 
@@ -184,6 +185,7 @@ fn peer_session(
         secs,
         cpu_secs: cpu,
         p99_us: Some(p99),
+        p50_us: None,
     })
 }
 

@@ -6,6 +6,7 @@
 //! shared machine speed drifts but cost per op is steadier.
 
 mod echo;
+mod http;
 mod nop;
 mod pipes;
 mod randread;
@@ -30,6 +31,8 @@ pub struct Sample {
     pub cpu_secs: f64,
     /// 99th-percentile latency, where the workload has one.
     pub p99_us: Option<f64>,
+    /// Median latency, where the workload reports it.
+    pub p50_us: Option<f64>,
 }
 
 impl Sample {
@@ -55,6 +58,7 @@ pub fn measure(body: impl FnOnce() -> Result<u64>) -> Result<Sample> {
         secs,
         cpu_secs,
         p99_us: None,
+        p50_us: None,
     })
 }
 
@@ -73,7 +77,11 @@ pub enum Workload {
     Echo,
     /// Network and disk in one loop: each request answered with a 4 KiB file read.
     Mixed,
-    /// Every workload, briefly.
+    /// `oneloop serve` beside nginx (same threads, same client on the ring): 1 KiB, 64 KiB
+    /// and 1 MiB files, 10,000 small files, and with `--cold` ranges of a 1 GiB file.
+    /// Not part of `all` (it needs nginx and writes ~40 MB of files, 1 GiB with `--cold`).
+    Http,
+    /// Every workload but `http`, briefly.
     All,
 }
 
@@ -90,6 +98,10 @@ pub struct Params {
     pub file_mib: u64,
     /// The peer server binary for `echo`/`mixed` baselines (`--peer tokio`).
     pub peer: Option<std::path::PathBuf>,
+    /// `http`: server threads (ours and nginx's workers).
+    pub serve_threads: usize,
+    /// `http`: client connections.
+    pub http_conns: usize,
 }
 
 /// Runs `workload` on each of `backends`, calling `done` after each measurement.
@@ -113,8 +125,14 @@ pub fn run(
             Workload::Randread => &Workload::Randread,
             Workload::Echo => &Workload::Echo,
             Workload::Mixed => &Workload::Mixed,
+            Workload::Http => &Workload::Http,
             Workload::All => unreachable!(),
         }),
+    };
+    let site = if list.contains(&Workload::Http) {
+        Some(http::Site::create(p.cold)?)
+    } else {
+        None
     };
     for &w in list {
         for &kind in backends {
@@ -142,6 +160,10 @@ pub fn run(
                         done(echo::run(kind, conns, echo::Serve::FileRead, p)?);
                     }
                 }
+                Workload::Http => {
+                    let site = site.as_ref().expect("made above");
+                    http::run(kind, p, site, &mut done)?;
+                }
                 Workload::All => unreachable!(),
             }
         }
@@ -158,6 +180,7 @@ pub fn count(workload: Workload, backends: &[BackendKind], p: &Params) -> usize 
         // uring's rows come twice: against pread, and against a raw io-uring loop.
         Workload::Randread => p.qd.len() * (backends.len() + usize::from(uring)),
         Workload::Echo | Workload::Mixed => p.conns.len() * backends.len(),
+        Workload::Http => http::Load::list(p.cold).len() * backends.len(),
         Workload::All => 0,
     };
     let total = match workload {

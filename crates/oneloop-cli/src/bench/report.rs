@@ -29,6 +29,7 @@ impl Row {
             json!({
                 "ops": s.ops, "secs": s.secs, "rate_per_sec": s.rate(), "cpu_secs": s.cpu_secs,
                 "cpu_secs_per_million_ops": s.cpu_per_mop(), "latency_us_p99": s.p99_us,
+                "latency_us_p50": s.p50_us,
             })
         };
         json!({

@@ -1,0 +1,507 @@
+//! `bench http`: `oneloop serve` beside nginx, under one load generator, in the same run.
+//!
+//! Both servers serve the same directory with the same number of threads (nginx: one worker
+//! per thread, `access_log off`, `sendfile on`; with `--cold`, `aio threads`), pinned to the
+//! first CPUs; the client runs on the last CPU, on a oneloop-rt ring (keep-alive, one request
+//! in flight per connection). Each row: requests/s of each server, the server's CPU seconds
+//! per million requests (all its threads, from `/proc`), and the client's p99 latency. When
+//! the client's own thread is busy more than 95 % of the time, the row says `client-bound`:
+//! the figure is then the client's limit, not the servers'.
+//!
+//! Workloads: one 1 KiB, 64 KiB or 1 MiB file again and again; random GETs over 10,000
+//! distinct 4 KiB files; and with `--cold`, 64 KiB ranges at random offsets of a 1 GiB file
+//! evicted from the page cache before each side.
+
+use std::cell::Cell;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use oneloop::BackendKind;
+use oneloop_rt::net::TcpStream;
+
+use super::{Params, Row, Sample};
+
+/// The install line printed when nginx is missing.
+pub const NGINX_INSTALL: &str = "apt-get install nginx";
+
+/// One kind of load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    File1K,
+    File64K,
+    File1M,
+    Small10K,
+    ColdRanges,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::File1K => "1KiB",
+            Load::File64K => "64KiB",
+            Load::File1M => "1MiB",
+            Load::Small10K => "10k-4KiB",
+            Load::ColdRanges => "cold-64KiB-ranges",
+        }
+    }
+
+    /// The loads a run measures.
+    pub fn list(cold: bool) -> Vec<Load> {
+        let mut loads = vec![Load::File1K, Load::File64K, Load::File1M, Load::Small10K];
+        if cold {
+            loads.push(Load::ColdRanges);
+        }
+        loads
+    }
+}
+
+const SMALL_FILES: usize = 10_000;
+const BIG_FILE: u64 = 1 << 30;
+const RANGE: u64 = 64 * 1024;
+
+/// The served directory, made once per run.
+pub struct Site {
+    dir: PathBuf,
+}
+
+impl Site {
+    pub fn create(cold: bool) -> Result<Site> {
+        let dir = std::env::temp_dir().join(format!("oneloop-bench-http-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("small"))?;
+        let fill = |len: usize| (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+        std::fs::write(dir.join("1k.bin"), fill(1024))?;
+        std::fs::write(dir.join("64k.bin"), fill(64 * 1024))?;
+        std::fs::write(dir.join("1m.bin"), fill(1 << 20))?;
+        let four = fill(4096);
+        for i in 0..SMALL_FILES {
+            std::fs::write(dir.join(format!("small/{i:05}.bin")), &four)?;
+        }
+        if cold {
+            let mut f = std::fs::File::create(dir.join("big.bin"))?;
+            let chunk = fill(1 << 20);
+            for _ in 0..(BIG_FILE >> 20) {
+                f.write_all(&chunk)?;
+            }
+            f.sync_all()?;
+        }
+        Ok(Site { dir })
+    }
+
+    fn evict_big(&self) -> Result<()> {
+        let f = std::fs::File::open(self.dir.join("big.bin"))?;
+        oneloop::sockets::advise_dontneed(std::os::fd::AsRawFd::as_raw_fd(&f))?;
+        Ok(())
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A server process, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// nginx's prefix directory (config, pid, temp paths).
+    scratch: Option<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM first (std's kill is SIGKILL), so nginx removes its pid file and sockets.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// CPUs `0..threads` as a `taskset` list (the client takes the last CPU).
+fn server_cpus(threads: usize) -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let last = threads.min(cpus.saturating_sub(1).max(1)) - 1;
+    format!("0-{last}")
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts `oneloop serve` (this binary) on `kind`.
+fn start_ours(site: &Site, kind: BackendKind, threads: usize) -> Result<Server> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = if have("taskset") {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(server_cpus(threads)).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let mut child = cmd
+        .arg("serve")
+        .arg(&site.dir)
+        .args(["--listen", "127.0.0.1:0", "--backend", kind.name()])
+        .args(["--threads", &threads.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting oneloop serve")?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut banner = Vec::new();
+    let mut byte = [0u8; 1];
+    while banner.last() != Some(&b'\n') {
+        if std::io::Read::read(&mut out, &mut byte)? == 0 {
+            bail!("oneloop serve exited: {}", String::from_utf8_lossy(&banner));
+        }
+        banner.push(byte[0]);
+    }
+    let banner = String::from_utf8_lossy(&banner);
+    let addr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("no address in {banner:?}"))?;
+    Ok(Server {
+        child,
+        addr,
+        scratch: None,
+    })
+}
+
+/// Starts nginx on `site` with `threads` workers (`aio threads` if `cold`).
+fn start_nginx(site: &Site, threads: usize, cold: bool) -> Result<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let scratch =
+        std::env::temp_dir().join(format!("oneloop-bench-nginx-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let master = if threads > 1 { "on" } else { "off" };
+    let aio = if cold { "aio threads;" } else { "" };
+    let conf = format!(
+        "daemon off;\nmaster_process {master};\nworker_processes {threads};\n\
+         pid {s}/nginx.pid;\nerror_log {s}/error.log warn;\n\
+         events {{ worker_connections 16384; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  tcp_nodelay on;\n\
+           keepalive_requests 100000000;\n  keepalive_timeout 60s;\n\
+           client_body_temp_path {s}/body;\n  proxy_temp_path {s}/proxy;\n\
+           fastcgi_temp_path {s}/fastcgi;\n  uwsgi_temp_path {s}/uwsgi;\n  scgi_temp_path {s}/scgi;\n\
+           types {{ application/octet-stream bin; }}\n\
+           server {{\n    listen 127.0.0.1:{port} reuseport;\n    root {root};\n    location / {{ {aio} }}\n  }}\n}}\n",
+        s = scratch.display(),
+        root = site.dir.display(),
+    );
+    let conf_path = scratch.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let mut cmd = if have("taskset") {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(server_cpus(threads)).arg("nginx");
+        c
+    } else {
+        Command::new("nginx")
+    };
+    let child = cmd
+        .arg("-p")
+        .arg(&scratch)
+        .arg("-e")
+        .arg(scratch.join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting nginx")?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut server = Server {
+        child,
+        addr,
+        scratch: Some(scratch),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log =
+                std::fs::read_to_string(conf_path.with_file_name("error.log")).unwrap_or_default();
+            bail!("nginx exited ({status}): {log}");
+        }
+        if Instant::now() > deadline {
+            bail!("nginx did not start listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(server)
+}
+
+/// CPU seconds used so far by process `pid` and its children (nginx's workers).
+fn process_cpu(pid: u32) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let one = |pid: &str| -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0.0;
+        };
+        // Fields after the command name (which may hold spaces): state is field 3.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let (utime, stime) = (
+            f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
+            f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0),
+        );
+        (utime + stime) / ticks
+    };
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    one(&pid.to_string()) + children.split_whitespace().map(one).sum::<f64>()
+}
+
+/// What the client measured against one server.
+struct Measured {
+    requests: u64,
+    secs: f64,
+    p50_us: f64,
+    p99_us: f64,
+    client_busy: f64,
+}
+
+/// The request of a connection's `n`th turn.
+fn request(load: Load, rng: &mut u64) -> Vec<u8> {
+    let mut next = || {
+        // xorshift64: cheap, and the same sequence for both servers.
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let (path, range) = match load {
+        Load::File1K => ("/1k.bin".to_string(), String::new()),
+        Load::File64K => ("/64k.bin".to_string(), String::new()),
+        Load::File1M => ("/1m.bin".to_string(), String::new()),
+        Load::Small10K => (
+            format!("/small/{:05}.bin", next() % SMALL_FILES as u64),
+            String::new(),
+        ),
+        Load::ColdRanges => {
+            let start = (next() % (BIG_FILE / RANGE)) * RANGE;
+            (
+                "/big.bin".to_string(),
+                format!("Range: bytes={start}-{}\r\n", start + RANGE - 1),
+            )
+        }
+    };
+    format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{range}\r\n").into_bytes()
+}
+
+/// Runs the load against `addr` for `duration` on this thread's own ring.
+fn drive(addr: SocketAddr, load: Load, conns: usize, duration: Duration) -> Result<Measured> {
+    let cpu0 = oneloop::probe::thread_cpu_time()?;
+    let kind = [BackendKind::Uring, BackendKind::Epoll]
+        .into_iter()
+        .find(|&k| {
+            oneloop::Ring::builder()
+                .backend(k)
+                .entries(8)
+                .build()
+                .is_ok()
+        })
+        .unwrap_or(BackendKind::Auto);
+    let rt = oneloop_rt::Runtime::builder().backend(kind).build();
+    let start = Instant::now();
+    let (requests, mut latencies) = rt.block_on(async move {
+        let end = Rc::new(Cell::new(false));
+        let mut tasks = Vec::new();
+        for i in 0..conns {
+            let end = Rc::clone(&end);
+            tasks.push(oneloop_rt::spawn(async move {
+                connection(addr, load, i as u64, end).await
+            }));
+        }
+        oneloop_rt::time::sleep(duration).await;
+        end.set(true);
+        let mut requests = 0;
+        let mut latencies = Vec::new();
+        for t in tasks {
+            let (n, mut l) = t.await?;
+            requests += n;
+            latencies.append(&mut l);
+        }
+        Ok::<_, anyhow::Error>((requests, latencies))
+    })??;
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = (oneloop::probe::thread_cpu_time()? - cpu0).as_secs_f64();
+    latencies.sort_unstable();
+    let at = |q: usize| {
+        latencies
+            .get(latencies.len().saturating_sub(1) * q / 100)
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    Ok(Measured {
+        requests,
+        secs: secs.min(duration.as_secs_f64() + 0.5),
+        p50_us: at(50),
+        p99_us: at(99),
+        client_busy: cpu / secs.max(1e-9),
+    })
+}
+
+/// One keep-alive connection: a request, its whole response, again, until `end`.
+async fn connection(
+    addr: SocketAddr,
+    load: Load,
+    seed: u64,
+    end: Rc<Cell<bool>>,
+) -> Result<(u64, Vec<u32>)> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut rng = 0x9e37_79b9_7f4a_7c15 ^ (seed + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut latencies = Vec::with_capacity(1 << 14);
+    let mut done = 0u64;
+    while !end.get() {
+        let sent = Instant::now();
+        let (res, _) = stream.write_all(request(load, &mut rng)).await;
+        res?;
+        // The head, then as many body bytes as it announces.
+        buf.clear();
+        let (head_len, body_len, status) = loop {
+            let (res, back) = stream.read(buf).await;
+            buf = back;
+            if res? == 0 {
+                bail!("the server closed the connection");
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(n) = resp.parse(&buf)? {
+                let len = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| {
+                        std::str::from_utf8(h.value)
+                            .ok()?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .context("no Content-Length")?;
+                break (n, len, resp.code.unwrap_or(0));
+            }
+            if buf.len() == buf.capacity() {
+                bail!("response head too large");
+            }
+        };
+        if !(200..300).contains(&status) {
+            bail!("status {status}");
+        }
+        let mut left = body_len.saturating_sub(buf.len() - head_len);
+        while left > 0 {
+            buf.clear();
+            let (res, back) = stream.read(buf).await;
+            buf = back;
+            match res? {
+                0 => bail!("the server closed mid-body"),
+                n => left = left.saturating_sub(n),
+            }
+        }
+        latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        done += 1;
+    }
+    Ok((done, latencies))
+}
+
+fn sample(m: &Measured, server_cpu: f64) -> Sample {
+    Sample {
+        ops: m.requests,
+        secs: m.secs,
+        cpu_secs: server_cpu,
+        p99_us: Some(m.p99_us),
+        p50_us: Some(m.p50_us),
+    }
+}
+
+/// Measures one server under one load: a short warm-up, then `duration`.
+fn measure_one(
+    server: &Server,
+    load: Load,
+    conns: usize,
+    duration: Duration,
+    site: &Site,
+) -> Result<(Measured, f64)> {
+    if load == Load::ColdRanges {
+        site.evict_big()?;
+    } else {
+        drive(server.addr, load, conns.min(16), Duration::from_millis(200))?;
+    }
+    let cpu0 = process_cpu(server.child.id());
+    let m = drive(server.addr, load, conns, duration)?;
+    Ok((m, process_cpu(server.child.id()) - cpu0))
+}
+
+/// Runs every load on `kind` beside nginx (or says why nginx is skipped).
+pub fn run(kind: BackendKind, p: &Params, site: &Site, mut done: impl FnMut(Row)) -> Result<()> {
+    if !have("nginx") {
+        println!("SKIP http {kind}: nginx is not installed ({NGINX_INSTALL}); no baseline, no row");
+        return Ok(());
+    }
+    let threads = p.serve_threads;
+    let ours = start_ours(site, kind, threads)?;
+    let nginx = start_nginx(site, threads, false)?;
+    let nginx_cold = if p.cold {
+        Some(start_nginx(site, threads, true)?)
+    } else {
+        None
+    };
+    for load in Load::list(p.cold) {
+        let conns = p.http_conns;
+        let (m_ours, cpu_ours) = measure_one(&ours, load, conns, p.duration, site)?;
+        let base = if load == Load::ColdRanges {
+            nginx_cold.as_ref().expect("started with --cold")
+        } else {
+            &nginx
+        };
+        let (m_base, cpu_base) = measure_one(base, load, conns, p.duration, site)?;
+        let busy = m_ours.client_busy.max(m_base.client_busy);
+        let mut params = format!("{} c{conns} t{threads}", load.name());
+        if busy > 0.95 {
+            params.push_str(" client-bound");
+        }
+        done(Row {
+            workload: "http",
+            params,
+            backend: kind.name(),
+            unit: "requests",
+            ours: sample(&m_ours, cpu_ours),
+            baseline_name: if load == Load::ColdRanges {
+                "nginx aio threads"
+            } else {
+                "nginx"
+            },
+            baseline: sample(&m_base, cpu_base),
+        });
+    }
+    Ok(())
+}
