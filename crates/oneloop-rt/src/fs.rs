@@ -41,6 +41,7 @@ pub struct OpenOptions {
     mode: u32,
     custom_flags: i32,
     resolve: u64,
+    register: bool,
 }
 
 impl Default for OpenOptions {
@@ -62,6 +63,7 @@ impl OpenOptions {
             mode: 0o644,
             custom_flags: 0,
             resolve: 0,
+            register: true,
         }
     }
     /// Open for reading.
@@ -110,6 +112,15 @@ impl OpenOptions {
     /// `..`, an absolute path or a symlink) or `libc::RESOLVE_NO_MAGICLINKS`.
     pub fn resolve(&mut self, flags: u64) -> &mut Self {
         self.resolve = flags;
+        self
+    }
+
+    /// Whether the opened file is registered with the ring (default on; see
+    /// [`oneloop::Ring::register_fd`]). On io_uring a registered file skips the kernel's file
+    /// look-up on each op but costs two system calls over its life (into the fixed-file table
+    /// and out): turn it off for files opened for one or two ops, as a web server's are.
+    pub fn register(&mut self, on: bool) -> &mut Self {
+        self.register = on;
         self
     }
 
@@ -180,7 +191,17 @@ impl OpenOptions {
             .resolve(self.resolve);
         match run(op).await {
             Ok(mut c) => match c.result() {
-                Ok(_) => Ok(File::from(c.take_fd().expect("OpenAt hands over the file"))),
+                Ok(_) => {
+                    let fd = c.take_fd().expect("OpenAt hands over the file");
+                    Ok(if self.register {
+                        File::from(fd)
+                    } else {
+                        File {
+                            fd: Some(fd),
+                            reg: Registration(None),
+                        }
+                    })
+                }
                 Err(e) => Err(clone_error(e)),
             },
             Err((e, _)) => Err(e),

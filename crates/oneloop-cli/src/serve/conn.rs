@@ -30,6 +30,9 @@ use super::http::{self, Parsed, Range, Request, Status};
 /// with it; larger ones go out in chunks of [`CHUNK`].
 const SMALL: u64 = 128 * 1024;
 const CHUNK: usize = 256 * 1024;
+/// A body this size or larger goes out with `sendfile` when all of it is in the page cache
+/// (no copy through user space; nothing to wait for on the disk).
+const SENDFILE_MIN: u64 = 16 * 1024;
 /// Pipelined answers are gathered up to this size before a send.
 const BATCH: usize = 64 * 1024;
 /// How long a connection closed after an error reads and drops what still comes.
@@ -49,6 +52,8 @@ pub struct Thread {
     pub root: Arc<OwnedFd>,
     pub limits: Limits,
     pub log: bool,
+    /// The ring is io_uring (whose reads honour a file's `O_NONBLOCK`).
+    pub uring: bool,
     /// Shutdown has begun: answer what is asked, then close.
     pub stopping: Cell<bool>,
     /// Connections open on this thread.
@@ -60,11 +65,12 @@ pub struct Thread {
 }
 
 impl Thread {
-    pub fn new(root: Arc<OwnedFd>, limits: Limits, log: bool) -> Thread {
+    pub fn new(root: Arc<OwnedFd>, limits: Limits, log: bool, uring: bool) -> Thread {
         Thread {
             root,
             limits,
             log,
+            uring,
             stopping: Cell::new(false),
             conns: Cell::new(0),
             busy: Cell::new(0),
@@ -95,6 +101,10 @@ struct Closed;
 /// Serves one connection until it closes, fails or times out.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, t: Rc<Thread>) {
     let _open = Counted::new(&t.conns);
+    // Non-blocking, so a `sendfile` never holds the thread (the ring's ops do not mind).
+    if rustix::fs::fcntl_setfl(&stream, rustix::fs::OFlags::NONBLOCK).is_err() {
+        return;
+    }
     let mut conn = Conn {
         stream,
         peer,
@@ -260,7 +270,8 @@ impl Conn<'_> {
             Err(status) => return Ok(self.refuse(req, status, keep)),
         };
         let root = Arc::clone(&self.t.root);
-        let (file, meta) = match files::open_beneath(root.as_fd(), &target.rel).await {
+        let (file, meta) = match files::open_beneath(root.as_fd(), &target.rel, self.t.uring).await
+        {
             Ok(found) => found,
             Err(status) => return Ok(self.refuse(req, status, keep)),
         };
@@ -278,7 +289,7 @@ impl Conn<'_> {
             self.log(method, &req.path, Status::MovedPermanently, 0);
             return Ok(keep);
         }
-        match files::open_beneath(file.as_fd(), "index.html").await {
+        match files::open_beneath(file.as_fd(), "index.html", self.t.uring).await {
             Ok((index, meta)) if meta.kind == Kind::File => {
                 return self.send_file(req, &index, meta, "index.html", keep).await;
             }
@@ -385,6 +396,11 @@ impl Conn<'_> {
         if req.head || count == 0 {
             return Ok(keep);
         }
+        if count >= SENDFILE_MIN && super::sys::cached(file.as_fd(), start, count) {
+            self.flush().await?;
+            self.sendfile(file, start, count).await?;
+            return Ok(keep);
+        }
         if count <= SMALL {
             let out = self.out.take().expect("the response buffer is home");
             let out = read_exactly(file, out, start, count as usize).await;
@@ -405,6 +421,33 @@ impl Conn<'_> {
         chunk.clear();
         self.t.chunks.borrow_mut().push(chunk);
         Ok(keep)
+    }
+}
+
+impl Conn<'_> {
+    /// Sends `count` bytes of `file` at `start` with `sendfile` (the socket is non-blocking:
+    /// when its buffer is full, wait on the ring until it is writable, within the send
+    /// timeout). Pages evicted meanwhile make a call wait for the disk: the cache was checked
+    /// just before, so that is rare and short.
+    async fn sendfile(&self, file: &File, start: u64, count: u64) -> Result<(), Closed> {
+        let mut offset = start;
+        let end = start + count;
+        while offset < end {
+            let want = ((end - offset) as usize).min(1 << 20);
+            match rustix::fs::sendfile(&self.stream, file, Some(&mut offset), want) {
+                Ok(0) => return Err(Closed), // the file shrank
+                Ok(_) => {}
+                Err(rustix::io::Errno::AGAIN) => {
+                    timeout(self.t.limits.send_timeout, self.stream.writable())
+                        .await
+                        .map_err(|_| Closed)?
+                        .map_err(|_| Closed)?;
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return Err(Closed),
+            }
+        }
+        Ok(())
     }
 }
 

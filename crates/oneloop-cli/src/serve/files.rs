@@ -13,7 +13,7 @@
 //! Only regular files and directories are served; anything else under the root (a FIFO, a
 //! device, a socket) is 403. Opens are non-blocking (`O_NONBLOCK`), so a FIFO never holds the
 //! loop or a worker waiting for a writer; a regular file then drops the flag again where the
-//! backend's reads would honour it (io_uring).
+//! backend's reads would honour it (io_uring; `clear_nonblock`).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -118,21 +118,28 @@ pub fn meta(fd: BorrowedFd<'_>) -> io::Result<Meta> {
 }
 
 /// Opens `rel` beneath `dir` on the ring (fence 2 of the module doc).
-pub async fn open_beneath(dir: BorrowedFd<'_>, rel: &str) -> Result<(File, Meta), Status> {
+pub async fn open_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &str,
+    clear_nonblock: bool,
+) -> Result<(File, Meta), Status> {
     let mut options = OpenOptions::new();
     options
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
+        .register(false)
         .resolve(libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS);
     let file = options.open_at(dir, rel).await.map_err(open_error)?;
     let meta = meta(file.as_fd()).map_err(|_| Status::Internal)?;
     match meta.kind {
-        Kind::File => {
-            // io_uring returns EAGAIN rather than wait for the disk on an O_NONBLOCK file.
-            let flags = rustix::fs::fcntl_getfl(&file).map_err(|_| Status::Internal)?;
-            rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+        Kind::File if clear_nonblock => {
+            // io_uring returns EAGAIN rather than wait for the disk on an O_NONBLOCK file
+            // (epoll's and aio's reads ignore the flag on regular files). No other status
+            // flag was asked for, so all are cleared.
+            rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty())
                 .map_err(|_| Status::Internal)?;
         }
+        Kind::File => {}
         Kind::Dir => {}
         Kind::Other => return Err(Status::Forbidden),
     }

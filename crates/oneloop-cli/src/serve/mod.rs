@@ -54,6 +54,7 @@ struct Shared {
     listeners: Mutex<Vec<Option<std::net::TcpListener>>>,
     signals: OwnedFd,
     config: Config,
+    backend: BackendKind,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -90,6 +91,7 @@ pub fn run(config: Config) -> Result<()> {
         listeners: Mutex::new(listeners),
         signals,
         config: config.clone(),
+        backend,
     });
     let rt = oneloop_rt::Runtime::builder()
         .backend(backend)
@@ -116,6 +118,7 @@ async fn thread_main(index: usize, shared: &Shared) -> std::io::Result<()> {
         Arc::clone(&shared.root),
         config.limits,
         config.log,
+        shared.backend == BackendKind::Uring,
     ));
     let acceptor = oneloop_rt::spawn(accept_loop(listener, Rc::clone(&t), config.max_conns));
     oneloop_rt::poll::readable(&shared.signals.as_fd()).await?;

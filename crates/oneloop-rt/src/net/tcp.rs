@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, Recv, Send};
 
@@ -164,6 +164,14 @@ impl TcpStream {
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
         self.inner.as_raw_fd()
+    }
+}
+
+/// For calls the ring has no op for (`setsockopt`, `sendfile`, ...). Leave the descriptor
+/// open: the stream closes it, after cancelling its ops.
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
     }
 }
 
