@@ -397,6 +397,7 @@ impl Conn<'_> {
             return Ok(keep);
         }
         if count >= SENDFILE_MIN && super::sys::cached(file.as_fd(), start, count) {
+            self.send_head_more();
             self.flush().await?;
             self.sendfile(file, start, count).await?;
             return Ok(keep);
@@ -425,6 +426,17 @@ impl Conn<'_> {
 }
 
 impl Conn<'_> {
+    /// Sends what is gathered (the head of a `sendfile` body) at once with `MSG_MORE`, so it
+    /// leaves in one segment with the body's start; what the socket does not take now goes
+    /// through the ring as usual.
+    fn send_head_more(&mut self) {
+        let flags = rustix::net::SendFlags::MORE | rustix::net::SendFlags::DONTWAIT;
+        let out = self.out.as_mut().expect("the response buffer is home");
+        if let Ok(n) = rustix::net::send(&self.stream, out, flags) {
+            out.drain(..n);
+        }
+    }
+
     /// Sends `count` bytes of `file` at `start` with `sendfile` (the socket is non-blocking:
     /// when its buffer is full, wait on the ring until it is writable, within the send
     /// timeout). Pages evicted meanwhile make a call wait for the disk: the cache was checked
