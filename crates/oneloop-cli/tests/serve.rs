@@ -575,3 +575,53 @@ fn out_of_descriptors_backs_off_and_recovers() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn the_connection_cap_holds_new_clients_in_the_backlog() {
+    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
+        let dir = site(&format!("cap-{backend}"));
+        let server = Server::start(backend, &dir, &["--max-conns", "2"]);
+        let ask = |s: &mut TcpStream| {
+            s.write_all(b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let mut got = String::new();
+            while !got.ends_with("sub a\n") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed early");
+                got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        };
+        let mut first = server.connect();
+        let mut second = server.connect();
+        ask(&mut first);
+        ask(&mut second);
+        // A third client is connected by the kernel but not taken while two are open.
+        let mut third = server.connect();
+        third
+            .write_all(b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            third.read(&mut buf).is_err(),
+            "{backend}: served past the cap"
+        );
+        // One leaves: the third is served.
+        drop(first);
+        third
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let n = third.read(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "{backend}"
+        );
+        drop(second);
+        eprintln!("PASS {backend}: connection cap");
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

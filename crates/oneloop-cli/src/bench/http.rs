@@ -6,11 +6,14 @@
 //! in flight per connection). Each row: requests/s of each server, the server's CPU seconds
 //! per million requests (all its threads, from `/proc`), and the client's p99 latency. When
 //! the client's own thread is busy more than 95 % of the time, the row says `client-bound`:
-//! the figure is then the client's limit, not the servers'.
+//! the figure is then the client's limit, not the servers'. Each side's time is taken in four
+//! alternating rounds, so that the shared machine's drift falls on both alike.
 //!
 //! Workloads: one 1 KiB, 64 KiB or 1 MiB file again and again; random GETs over 10,000
 //! distinct 4 KiB files; and with `--cold`, 64 KiB ranges at random offsets of a 1 GiB file
-//! evicted from the page cache before each side.
+//! evicted from the page cache before each side. (Over a run the random reads bring much of
+//! the file back into the cache, the same for both servers: the row measures a cache that
+//! starts cold and warms, not a disk that never hits.)
 
 use std::cell::Cell;
 use std::io::Write as _;
@@ -46,7 +49,7 @@ impl Load {
             Load::File64K => "64KiB",
             Load::File1M => "1MiB",
             Load::Small10K => "10k-4KiB",
-            Load::ColdRanges => "cold-64KiB-ranges",
+            Load::ColdRanges => "cold-ranges",
         }
     }
 
@@ -61,6 +64,8 @@ impl Load {
 }
 
 const SMALL_FILES: usize = 10_000;
+/// Each side's time is split into this many rounds, taken in turn (ours, nginx, ours, ...).
+const ROUNDS: u32 = 4;
 const BIG_FILE: u64 = 1 << 30;
 const RANGE: u64 = 64 * 1024;
 
@@ -279,12 +284,47 @@ fn process_cpu(pid: u32) -> f64 {
 }
 
 /// What the client measured against one server.
+#[derive(Default)]
 struct Measured {
     requests: u64,
     secs: f64,
-    p50_us: f64,
-    p99_us: f64,
-    client_busy: f64,
+    /// Every request's latency, µs.
+    latencies: Vec<u32>,
+    /// CPU seconds of the client's thread.
+    client_cpu: f64,
+    /// CPU seconds of the server (all its threads).
+    server_cpu: f64,
+}
+
+impl Measured {
+    fn add(&mut self, mut other: Measured) {
+        self.requests += other.requests;
+        self.secs += other.secs;
+        self.latencies.append(&mut other.latencies);
+        self.client_cpu += other.client_cpu;
+        self.server_cpu += other.server_cpu;
+    }
+
+    fn client_busy(&self) -> f64 {
+        self.client_cpu / self.secs.max(1e-9)
+    }
+
+    fn sample(mut self) -> Sample {
+        self.latencies.sort_unstable();
+        let at = |q: usize| {
+            self.latencies
+                .get(self.latencies.len().saturating_sub(1) * q / 100)
+                .copied()
+                .unwrap_or(0) as f64
+        };
+        Sample {
+            ops: self.requests,
+            secs: self.secs,
+            cpu_secs: self.server_cpu,
+            p99_us: Some(at(99)),
+            p50_us: Some(at(50)),
+        }
+    }
 }
 
 /// The request of a connection's `n`th turn.
@@ -330,7 +370,7 @@ fn drive(addr: SocketAddr, load: Load, conns: usize, duration: Duration) -> Resu
         .unwrap_or(BackendKind::Auto);
     let rt = oneloop_rt::Runtime::builder().backend(kind).build();
     let start = Instant::now();
-    let (requests, mut latencies) = rt.block_on(async move {
+    let (requests, latencies) = rt.block_on(async move {
         let end = Rc::new(Cell::new(false));
         let mut tasks = Vec::new();
         for i in 0..conns {
@@ -352,19 +392,12 @@ fn drive(addr: SocketAddr, load: Load, conns: usize, duration: Duration) -> Resu
     })??;
     let secs = start.elapsed().as_secs_f64();
     let cpu = (oneloop::probe::thread_cpu_time()? - cpu0).as_secs_f64();
-    latencies.sort_unstable();
-    let at = |q: usize| {
-        latencies
-            .get(latencies.len().saturating_sub(1) * q / 100)
-            .copied()
-            .unwrap_or(0) as f64
-    };
     Ok(Measured {
         requests,
         secs: secs.min(duration.as_secs_f64() + 0.5),
-        p50_us: at(50),
-        p99_us: at(99),
-        client_busy: cpu / secs.max(1e-9),
+        latencies,
+        client_cpu: cpu,
+        server_cpu: 0.0,
     })
 }
 
@@ -433,16 +466,6 @@ async fn connection(
     Ok((done, latencies))
 }
 
-fn sample(m: &Measured, server_cpu: f64) -> Sample {
-    Sample {
-        ops: m.requests,
-        secs: m.secs,
-        cpu_secs: server_cpu,
-        p99_us: Some(m.p99_us),
-        p50_us: Some(m.p50_us),
-    }
-}
-
 /// Measures one server under one load: a short warm-up, then `duration`.
 fn measure_one(
     server: &Server,
@@ -450,15 +473,16 @@ fn measure_one(
     conns: usize,
     duration: Duration,
     site: &Site,
-) -> Result<(Measured, f64)> {
+) -> Result<Measured> {
     if load == Load::ColdRanges {
         site.evict_big()?;
     } else {
-        drive(server.addr, load, conns.min(16), Duration::from_millis(200))?;
+        drive(server.addr, load, conns.min(16), Duration::from_millis(100))?;
     }
     let cpu0 = process_cpu(server.child.id());
-    let m = drive(server.addr, load, conns, duration)?;
-    Ok((m, process_cpu(server.child.id()) - cpu0))
+    let mut m = drive(server.addr, load, conns, duration)?;
+    m.server_cpu = process_cpu(server.child.id()) - cpu0;
+    Ok(m)
 }
 
 /// Runs every load on `kind` beside nginx (or says why nginx is skipped).
@@ -477,14 +501,19 @@ pub fn run(kind: BackendKind, p: &Params, site: &Site, mut done: impl FnMut(Row)
     };
     for load in Load::list(p.cold) {
         let conns = p.http_conns;
-        let (m_ours, cpu_ours) = measure_one(&ours, load, conns, p.duration, site)?;
         let base = if load == Load::ColdRanges {
             nginx_cold.as_ref().expect("started with --cold")
         } else {
             &nginx
         };
-        let (m_base, cpu_base) = measure_one(base, load, conns, p.duration, site)?;
-        let busy = m_ours.client_busy.max(m_base.client_busy);
+        // Alternating rounds, so a drift of the shared machine falls on both sides alike.
+        let round = p.duration / ROUNDS;
+        let (mut m_ours, mut m_base) = (Measured::default(), Measured::default());
+        for _ in 0..ROUNDS {
+            m_ours.add(measure_one(&ours, load, conns, round, site)?);
+            m_base.add(measure_one(base, load, conns, round, site)?);
+        }
+        let busy = m_ours.client_busy().max(m_base.client_busy());
         let mut params = format!("{} c{conns} t{threads}", load.name());
         if busy > 0.95 {
             params.push_str(" client-bound");
@@ -494,13 +523,13 @@ pub fn run(kind: BackendKind, p: &Params, site: &Site, mut done: impl FnMut(Row)
             params,
             backend: kind.name(),
             unit: "requests",
-            ours: sample(&m_ours, cpu_ours),
+            ours: m_ours.sample(),
             baseline_name: if load == Load::ColdRanges {
                 "nginx aio threads"
             } else {
                 "nginx"
             },
-            baseline: sample(&m_base, cpu_base),
+            baseline: m_base.sample(),
         });
     }
     Ok(())

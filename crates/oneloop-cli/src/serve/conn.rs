@@ -98,9 +98,27 @@ impl Drop for Counted<'_> {
 /// Why a connection ends early.
 struct Closed;
 
+/// One open connection, counted in its thread's `conns` from its accept to its end.
+pub struct Open(Rc<Thread>);
+
+impl Open {
+    /// Counts a connection just accepted (before its task first runs, so that the accept
+    /// loop sees the cap at once).
+    pub fn new(t: &Rc<Thread>) -> Open {
+        t.conns.set(t.conns.get() + 1);
+        Open(Rc::clone(t))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.conns.set(self.0.conns.get() - 1);
+    }
+}
+
 /// Serves one connection until it closes, fails or times out.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, t: Rc<Thread>) {
-    let _open = Counted::new(&t.conns);
+pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
+    let t = Rc::clone(&open.0);
     // Non-blocking, so a `sendfile` never holds the thread (the ring's ops do not mind).
     if rustix::fs::fcntl_setfl(&stream, rustix::fs::OFlags::NONBLOCK).is_err() {
         return;
@@ -289,7 +307,14 @@ impl Conn<'_> {
             self.log(method, &req.path, Status::MovedPermanently, 0);
             return Ok(keep);
         }
-        match files::open_beneath(file.as_fd(), "index.html", self.t.uring).await {
+        // The index resolves beneath the root, as the directory did (a symlink to a sibling
+        // directory's page is fine; one out of the root is not).
+        let index = if target.rel == "." {
+            "index.html".to_string()
+        } else {
+            format!("{}/index.html", target.rel)
+        };
+        match files::open_beneath(root.as_fd(), &index, self.t.uring).await {
             Ok((index, meta)) if meta.kind == Kind::File => {
                 return self.send_file(req, &index, meta, "index.html", keep).await;
             }

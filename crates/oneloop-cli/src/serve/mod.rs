@@ -151,7 +151,8 @@ async fn accept_loop(listener: TcpListener, t: Rc<conn::Thread>, max_conns: usiz
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                drop(oneloop_rt::spawn(conn::serve(stream, peer, Rc::clone(&t))));
+                let open = conn::Open::new(&t);
+                drop(oneloop_rt::spawn(conn::serve(stream, peer, open)));
             }
             Err(e)
                 if matches!(
