@@ -179,6 +179,7 @@ struct RingBuilderConfig {
     backend: Option<BackendKind>,
     entries: Option<u32>,
     in_flight_max: Option<usize>,
+    pool_threads: Option<usize>,
 }
 
 impl Builder {
@@ -195,6 +196,13 @@ impl Builder {
     /// The most ops in flight per ring (see [`RingBuilder::in_flight_max`]).
     pub fn in_flight_max(mut self, max: usize) -> Self {
         self.ring.in_flight_max = Some(max);
+        self
+    }
+    /// The most threads each ring's blocking pool may run (see
+    /// [`RingBuilder::pool_threads`]; epoll and aio only): how many reads of cold files can
+    /// wait for the disk at once.
+    pub fn pool_threads(mut self, threads: usize) -> Self {
+        self.ring.pool_threads = Some(threads);
         self
     }
     /// How many executor threads [`Runtime::run`] starts (default: one per CPU).
@@ -222,6 +230,9 @@ impl Builder {
         }
         if let Some(m) = self.ring.in_flight_max {
             b = b.in_flight_max(m);
+        }
+        if let Some(t) = self.ring.pool_threads {
+            b = b.pool_threads(t);
         }
         b
     }

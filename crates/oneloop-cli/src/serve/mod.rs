@@ -46,6 +46,8 @@ pub struct Config {
     pub max_conns: usize,
     pub grace: Duration,
     pub pin: bool,
+    /// Blocking-pool threads per ring (epoll, aio): cold reads waiting on the disk at once.
+    pub pool_threads: usize,
 }
 
 /// What every thread gets.
@@ -97,6 +99,7 @@ pub fn run(config: Config) -> Result<()> {
         .backend(backend)
         .threads(threads)
         .pin_to_cores(config.pin)
+        .pool_threads(config.pool_threads)
         .build();
     let outcomes = rt.run(move |i| {
         let shared = Arc::clone(&shared);
