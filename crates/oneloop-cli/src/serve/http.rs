@@ -452,7 +452,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((r.path.as_str(), r.keep_alive, len), ("/a%20b", true, 37));
+        assert_eq!((r.path.as_str(), r.keep_alive, len), ("/a%20b", true, 36));
         assert!(matches!(
             parse(b"GET / HTTP/1.1\r\nHo", false),
             Parsed::Partial
