@@ -1,5 +1,6 @@
-//! `futures_io::AsyncRead`/`AsyncWrite` for ring sockets, so ecosystem crates written against
-//! those traits run on oneloop-rt.
+//! `futures_io::AsyncRead`/`AsyncWrite` for ring sockets — and, with the `tokio` and `hyper`
+//! features, tokio's I/O traits and hyper's `rt::Read`/`rt::Write` — so ecosystem crates
+//! written against those traits run on oneloop-rt.
 //!
 //! The traits lend a buffer for one call; the ring needs one it owns until the op's final
 //! completion. So the adapter keeps its own buffers: a read lands in the adapter's buffer
@@ -75,6 +76,51 @@ impl<S: AsRawFd> AsyncStream<S> {
     }
 }
 
+impl<S: AsRawFd> AsyncStream<S> {
+    /// Bytes read and not yet handed out, reading more (up to `want`, at least 1) when there
+    /// are none; empty at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<&[u8]>> {
+        if self.read_pos == self.read_buf.len() {
+            let op = self.read.get_or_insert_with(|| {
+                self.read_pos = 0;
+                let mut buf = std::mem::take(&mut self.read_buf);
+                buf.clear();
+                buf.reserve(want.clamp(1, CHUNK));
+                Submit::new(Recv::new(self.inner.as_raw_fd(), buf))
+            });
+            let done = std::task::ready!(Pin::new(op).poll(cx));
+            self.read = None;
+            let (res, buf) = with_buf::<Vec<u8>>(done);
+            self.read_buf = buf;
+            self.read_pos = 0;
+            res?;
+        }
+        Poll::Ready(Ok(&self.read_buf[self.read_pos..]))
+    }
+
+    /// Marks `n` bytes from [`poll_fill`](Self::poll_fill) as handed out.
+    fn consume(&mut self, n: usize) {
+        self.read_pos += n;
+    }
+
+    /// Starts a write of (up to a chunk of) `data` if none is in flight, and polls it.
+    fn poll_write_some(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if self.write.is_none() {
+            let mut buf = self.spare.take().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(&data[..data.len().min(CHUNK)]);
+            self.write = Some(Submit::new(Send::new(self.inner.as_raw_fd(), buf)));
+        }
+        self.poll_write_op(cx)
+    }
+
+    /// Finishes the write in flight, then shuts the write side (the peer reads end of stream).
+    fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_write_op(cx))?;
+        Poll::Ready(crate::net::shutdown_write(self.inner.as_raw_fd()))
+    }
+}
+
 impl<S: AsRawFd + Unpin> futures_io::AsyncRead for AsyncStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -82,24 +128,10 @@ impl<S: AsRawFd + Unpin> futures_io::AsyncRead for AsyncStream<S> {
         out: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.read_pos == this.read_buf.len() {
-            let op = this.read.get_or_insert_with(|| {
-                this.read_pos = 0;
-                let mut buf = std::mem::take(&mut this.read_buf);
-                buf.clear();
-                buf.reserve(out.len().clamp(1, CHUNK));
-                Submit::new(Recv::new(this.inner.as_raw_fd(), buf))
-            });
-            let done = std::task::ready!(Pin::new(op).poll(cx));
-            this.read = None;
-            let (res, buf) = with_buf::<Vec<u8>>(done);
-            this.read_buf = buf;
-            this.read_pos = 0;
-            res?;
-        }
-        let n = out.len().min(this.read_buf.len() - this.read_pos);
-        out[..n].copy_from_slice(&this.read_buf[this.read_pos..this.read_pos + n]);
-        this.read_pos += n;
+        let ready = std::task::ready!(this.poll_fill(cx, out.len()))?;
+        let n = out.len().min(ready.len());
+        out[..n].copy_from_slice(&ready[..n]);
+        this.consume(n);
         Poll::Ready(Ok(n))
     }
 }
@@ -110,14 +142,7 @@ impl<S: AsRawFd + Unpin> futures_io::AsyncWrite for AsyncStream<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.write.is_none() {
-            let mut buf = this.spare.take().unwrap_or_default();
-            buf.clear();
-            buf.extend_from_slice(&data[..data.len().min(CHUNK)]);
-            this.write = Some(Submit::new(Send::new(this.inner.as_raw_fd(), buf)));
-        }
-        this.poll_write_op(cx)
+        self.poll_write_some(cx, data)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -125,9 +150,81 @@ impl<S: AsRawFd + Unpin> futures_io::AsyncWrite for AsyncStream<S> {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_write_op(cx))?;
-        // SHUT_WR through the descriptor: the peer sees end of stream.
-        let fd = self.inner.as_raw_fd();
-        Poll::Ready(crate::net::shutdown_write(fd))
+        self.poll_shutdown_write(cx)
+    }
+}
+
+/// With the `tokio` feature: the same adapter as `tokio::io::AsyncRead + AsyncWrite`, so
+/// `tokio-util` codecs and other crates written against tokio's I/O traits run on oneloop-rt
+/// (no tokio runtime is involved).
+#[cfg(feature = "tokio")]
+impl<S: AsRawFd + Unpin> tokio::io::AsyncRead for AsyncStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let ready = std::task::ready!(this.poll_fill(cx, out.remaining()))?;
+        let n = out.remaining().min(ready.len());
+        out.put_slice(&ready[..n]);
+        this.consume(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<S: AsRawFd + Unpin> tokio::io::AsyncWrite for AsyncStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_some(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_write_op(cx).map_ok(drop)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_shutdown_write(cx)
+    }
+}
+
+/// With the `hyper` feature: the adapter as `hyper::rt::Read + Write`, so hyper's HTTP/1
+/// client and server connections run over ring sockets.
+#[cfg(feature = "hyper")]
+impl<S: AsRawFd + Unpin> hyper::rt::Read for AsyncStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut out: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let ready = std::task::ready!(this.poll_fill(cx, out.remaining()))?;
+        let n = out.remaining().min(ready.len());
+        out.put_slice(&ready[..n]);
+        this.consume(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(feature = "hyper")]
+impl<S: AsRawFd + Unpin> hyper::rt::Write for AsyncStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_some(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_write_op(cx).map_ok(drop)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_shutdown_write(cx)
     }
 }

@@ -33,6 +33,8 @@
 pub mod epoll;
 mod executor;
 pub mod fs;
+#[cfg(feature = "hyper")]
+pub mod hyper_rt;
 pub mod io;
 pub mod net;
 mod op;
