@@ -30,19 +30,24 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod blocking;
 pub mod epoll;
 mod executor;
 pub mod fs;
 #[cfg(feature = "hyper")]
 pub mod hyper_rt;
 pub mod io;
+mod join_set;
 pub mod net;
 mod op;
 pub mod poll;
+pub mod signal;
 mod table;
 pub mod time;
 
+pub use blocking::{spawn_blocking, BlockingHandle};
 pub use executor::{block_on, spawn, Builder, JoinHandle, Runtime};
+pub use join_set::JoinSet;
 
 /// The README's examples (the Ring's and the runtime's), compiled and run as doctests so they
 /// stay true.

@@ -51,6 +51,23 @@ pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
     crate::sys::posix::set_nonblocking(fd)
 }
 
+/// Blocks `signals` in the calling thread (and in threads it starts afterwards) and returns
+/// a non-blocking, close-on-exec `signalfd` that is readable while one of them is pending:
+/// signals as a descriptor any ring can poll. Call it before starting other threads, or they
+/// may take the signals first.
+///
+/// # Errors
+/// `EINVAL` for a number that is not a signal (or SIGKILL/SIGSTOP, which cannot be blocked).
+///
+/// # Examples
+/// ```
+/// let fd = oneloop::sockets::signal_fd(&[libc::SIGUSR2]).unwrap();
+/// # drop(fd);
+/// ```
+pub fn signal_fd(signals: &[i32]) -> io::Result<OwnedFd> {
+    crate::sys::posix::signal_fd(signals)
+}
+
 /// `posix_fadvise(fd, 0, 0, DONTNEED)` then `RANDOM`: drops a file's clean pages from the page
 /// cache and turns off readahead (for cold-cache measurements).
 pub fn advise_dontneed(fd: std::os::fd::RawFd) -> io::Result<()> {

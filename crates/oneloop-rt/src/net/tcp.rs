@@ -161,6 +161,89 @@ impl TcpStream {
     }
 }
 
+impl TcpStream {
+    /// Splits the stream into a read half and a write half that two tasks can own (tasks of
+    /// this thread: the halves share the stream through an `Rc`). The socket closes when both
+    /// halves are dropped. (Every method takes `&self`, so an `Rc<TcpStream>` works too.)
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop_rt::net::{TcpListener, TcpStream};
+    ///
+    /// oneloop_rt::block_on(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0")?;
+    ///     let addr = listener.local_addr()?;
+    ///     let client = oneloop_rt::spawn(async move {
+    ///         let s = TcpStream::connect(addr).await?;
+    ///         let (res, _) = s.write_all(b"ping".to_vec()).await;
+    ///         res
+    ///     });
+    ///     let (stream, _) = listener.accept().await?;
+    ///     let (reader, writer) = stream.into_split();
+    ///     let echo = oneloop_rt::spawn(async move {
+    ///         let (res, buf) = reader.read(Vec::with_capacity(16)).await;
+    ///         res.map(|_| buf)
+    ///     });
+    ///     let got = echo.await?;
+    ///     let (res, _) = writer.write_all(got.clone()).await;
+    ///     res?;
+    ///     client.await?;
+    ///     assert_eq!(got, b"ping");
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let shared = std::rc::Rc::new(self);
+        (
+            OwnedReadHalf(std::rc::Rc::clone(&shared)),
+            OwnedWriteHalf(shared),
+        )
+    }
+}
+
+/// The read half of a [`TcpStream`] (see [`TcpStream::into_split`]).
+#[derive(Debug)]
+pub struct OwnedReadHalf(std::rc::Rc<TcpStream>);
+
+/// The write half of a [`TcpStream`] (see [`TcpStream::into_split`]).
+#[derive(Debug)]
+pub struct OwnedWriteHalf(std::rc::Rc<TcpStream>);
+
+impl OwnedReadHalf {
+    /// [`TcpStream::read`].
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.0.read(buf).await
+    }
+    /// [`TcpStream::readable`].
+    pub async fn readable(&self) -> io::Result<PollMask> {
+        self.0.readable().await
+    }
+    /// The stream both halves share.
+    pub fn stream(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl OwnedWriteHalf {
+    /// [`TcpStream::write`].
+    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.0.write(buf).await
+    }
+    /// [`TcpStream::write_all`].
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.0.write_all(buf).await
+    }
+    /// Shuts the write side: the peer reads end of stream (the read half reads on).
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.0.shutdown(Shutdown::Write)
+    }
+    /// The stream both halves share.
+    pub fn stream(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
         self.inner.as_raw_fd()

@@ -344,6 +344,32 @@ pub(crate) fn fd_kind(fd: RawFd) -> io::Result<FdKind> {
     })
 }
 
+/// Blocks `signals` in the calling thread and opens a non-blocking `signalfd` for them.
+pub(crate) fn signal_fd(signals: &[i32]) -> io::Result<OwnedFd> {
+    // SAFETY: `set` is plain old data, initialised by `sigemptyset` before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset for the duration of each call.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &signal in signals {
+        if matches!(signal, libc::SIGKILL | libc::SIGSTOP) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: as above; a bad number is reported, not undefined.
+        if unsafe { libc::sigaddset(&mut set, signal) } != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+    }
+    // SAFETY: `set` is valid; a null old-mask pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    // SAFETY (syscall!): `set` outlives the call.
+    let fd = syscall!(signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
+    // SAFETY: `signalfd` just returned this new descriptor.
+    Ok(unsafe { owned_fd(fd) })
+}
+
 /// Blocks every signal in the calling thread (pool workers: signals go to the ring's thread).
 pub(crate) fn block_signals() {
     // SAFETY: `set` is a valid sigset filled by `sigfillset`; the old mask is not wanted.

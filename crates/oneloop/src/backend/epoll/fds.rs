@@ -18,7 +18,9 @@
 //! cache knows is not ready waits without trying. On a TCP socket a short receive (fewer
 //! bytes than asked, without `MSG_PEEK`) or a short send clears its bit too: the receive
 //! queue was empty, or the send buffer full, at that instant (as tokio does; the exception is
-//! a receive that stops at TCP's urgent mark, see the README's limits). Unix stream sockets
+//! a receive that stops at TCP's urgent mark, see the README's limits) — until the peer
+//! closes its side: data and FIN may arrive before one event, and after it no edge comes, so
+//! from the first RDHUP/HUP/ERR a short receive leaves the bit set. Unix stream sockets
 //! are left out: their receives also stop where passed descriptors or credentials change. A
 //! stale "ready" bit costs one attempt; a bit is cleared only on such evidence.
 #![forbid(unsafe_code)]
@@ -58,6 +60,10 @@ struct Entry {
     ready: u32,
     /// A pinned fd that is a TCP socket (short transfers clear the cache).
     tcp: bool,
+    /// The peer closed its side, or the socket failed (an RDHUP, HUP or ERR was seen): from
+    /// then on a receive never waits (it returns what is left, then 0), so a short one says
+    /// nothing — and no edge would come to end a wait.
+    closed: bool,
 }
 
 const IN: u32 = libc::EPOLLIN as u32;
@@ -196,6 +202,7 @@ impl Fds {
                 entry.pinned = true;
                 entry.ready = IN | OUT;
                 entry.tcp = sio::is_tcp_socket(fd);
+                entry.closed = false;
                 Ok(())
             }
             Err(e) => {
@@ -214,7 +221,7 @@ impl Fds {
     /// TCP socket that direction is not ready now.
     pub fn short_transfer(&mut self, fd: RawFd, direction: u32) {
         if let Some(entry) = self.get_mut(fd) {
-            if entry.pinned && entry.tcp {
+            if entry.pinned && entry.tcp && !(direction == IN && entry.closed) {
                 entry.ready &= !direction;
             }
         }
@@ -258,6 +265,7 @@ impl Fds {
             .map(|e| {
                 // An error or hang-up is news for both directions: the next attempt returns it.
                 e.ready |= if events & UNMASKED != 0 {
+                    e.closed = true;
                     events | IN | OUT
                 } else {
                     events

@@ -1,0 +1,173 @@
+//! The runtime pieces users reach for, on every backend: split streams used by two tasks,
+//! signals as a stream, `spawn_blocking`, `JoinSet`, and `select`/`join` from the `futures`
+//! crates (a losing branch is dropped, which cancels its op).
+//!
+//! The signal test raises signals to its own thread only (thread-directed), so the test
+//! harness's other threads never see them.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::{self, Either};
+use futures_util::StreamExt;
+use oneloop_rt::net::{TcpListener, TcpStream};
+use oneloop_rt::time::sleep;
+
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connect = oneloop_rt::spawn(async move { TcpStream::connect(addr).await });
+    let (server, _) = listener.accept().await.unwrap();
+    (server, connect.await.unwrap())
+}
+
+#[test]
+fn split_halves_serve_two_tasks() {
+    common::on_every_backend("into_split", |_| async {
+        let (server, client) = pair().await;
+        let (reader, writer) = server.into_split();
+        // One task reads and counts; the other writes a greeting, then shuts its side.
+        let counter = oneloop_rt::spawn(async move {
+            let mut total = 0;
+            loop {
+                let (res, _) = reader.read(Vec::with_capacity(4096)).await;
+                match res.unwrap() {
+                    0 => return total,
+                    n => total += n,
+                }
+            }
+        });
+        let greeter = oneloop_rt::spawn(async move {
+            let (res, _) = writer.write_all(b"hello".to_vec()).await;
+            res.unwrap();
+            writer.shutdown().unwrap();
+        });
+        let (res, _) = client.write_all(vec![7u8; 100_000]).await;
+        res.unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        greeter.await;
+        let mut got = Vec::new();
+        loop {
+            let (res, buf) = client.read(Vec::with_capacity(64)).await;
+            if res.unwrap() == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got, b"hello");
+        assert_eq!(counter.await, 100_000);
+    });
+}
+
+#[test]
+fn signals_arrive_as_a_stream() {
+    common::on_every_backend("signals", |_| {
+        let mut signals =
+            oneloop_rt::signal::Signals::new(&[libc::SIGUSR1, libc::SIGUSR2]).unwrap();
+        async move {
+            // SAFETY: raising signals this thread blocks only makes them pending here.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2);
+            }
+            assert_eq!(signals.next().await.unwrap().unwrap(), libc::SIGUSR2);
+            // Nothing pending: the wait is on the ring, and a later signal ends it.
+            let waiter = async { signals.recv().await.unwrap() };
+            let raiser = async {
+                sleep(Duration::from_millis(20)).await;
+                // SAFETY: as above.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::pthread_kill(libc::pthread_self(), libc::SIGUSR1);
+                }
+            };
+            let (got, ()) = future::join(waiter, raiser).await;
+            assert_eq!(got, libc::SIGUSR1);
+        }
+    });
+}
+
+#[test]
+fn spawn_blocking_runs_off_the_loop_and_returns() {
+    common::on_every_backend("spawn_blocking", |_| async {
+        let loop_thread = std::thread::current().id();
+        let start = Instant::now();
+        // Two 100 ms sleeps at once, and the loop's own timer meanwhile.
+        let a = oneloop_rt::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            std::thread::current().id()
+        });
+        let b = oneloop_rt::spawn_blocking(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            6 * 7
+        });
+        let ticked = async {
+            sleep(Duration::from_millis(10)).await;
+            start.elapsed()
+        };
+        let (worker, answer, ticked) = future::join3(a, b, ticked).await;
+        assert_ne!(worker, loop_thread, "ran on the loop's thread");
+        assert_eq!(answer, 42);
+        assert!(
+            ticked < Duration::from_millis(90),
+            "the loop was held: {ticked:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(190),
+            "the jobs ran one by one"
+        );
+        // A panic in the job comes back to the awaiting task.
+        use futures_util::FutureExt;
+        let job = oneloop_rt::spawn_blocking(|| -> u8 { panic!("in the pool") });
+        let caught = std::panic::AssertUnwindSafe(job).catch_unwind().await;
+        assert!(caught.is_err(), "the panic was lost");
+    });
+}
+
+#[test]
+fn join_set_takes_outputs_as_they_finish_and_aborts_on_drop() {
+    common::on_every_backend("JoinSet", |_| async {
+        let (server, client) = pair().await;
+        let server = std::rc::Rc::new(server);
+        let mut set = oneloop_rt::JoinSet::new();
+        let reader = std::rc::Rc::clone(&server);
+        // A task blocked on a read that never gets data: aborted when the set is dropped.
+        set.spawn(async move {
+            let (res, _) = reader.read(Vec::with_capacity(8)).await;
+            res.map(|_| "read").unwrap_or("error")
+        });
+        set.spawn(async {
+            sleep(Duration::from_millis(5)).await;
+            "slept"
+        });
+        assert_eq!(set.join_next().await, Some("slept"));
+        assert_eq!(set.len(), 1);
+        drop(set);
+        // The aborted read was cancelled: bytes sent now reach a new read.
+        let (res, _) = client.write_all(b"late".to_vec()).await;
+        res.unwrap();
+        let (res, buf) = server.read(Vec::with_capacity(8)).await;
+        assert_eq!((res.unwrap(), buf.as_slice()), (4, &b"late"[..]));
+    });
+}
+
+#[test]
+fn select_drops_the_loser_and_cancels_its_op() {
+    common::on_every_backend("futures select", |_| async {
+        let (server, client) = pair().await;
+        // Boxed, so that dropping the loser drops the future itself (a `pin!`ned one would
+        // live on, its read still in flight, until the end of the scope).
+        let read = Box::pin(server.read(Vec::with_capacity(16)));
+        let timer = Box::pin(sleep(Duration::from_millis(20)));
+        match future::select(read, timer).await {
+            Either::Left(_) => panic!("nothing was sent"),
+            Either::Right(((), read)) => drop(read), // the read is cancelled here
+        }
+        let (res, _) = client.write_all(b"after".to_vec()).await;
+        res.unwrap();
+        let (res, buf) = server.read(Vec::with_capacity(16)).await;
+        assert_eq!((res.unwrap(), buf.as_slice()), (5, &b"after"[..]));
+    });
+}
