@@ -101,6 +101,48 @@ thread_local! {
     static HOME: Cell<usize> = const { Cell::new(0) };
     /// What is left of the running task's [`OP_BUDGET`].
     static OPS_LEFT: Cell<u32> = const { Cell::new(OP_BUDGET) };
+    /// Tasks spawned on this thread's executor so far.
+    static SPAWNED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A snapshot of this thread's runtime: its backend, its ring's counters (ops by kind, pool
+/// jobs, cancels) and its tasks — plain numbers, cheap to take, for an application to export.
+#[derive(Clone, Copy, Debug)]
+pub struct Stats {
+    /// The backend of this thread's ring.
+    pub backend: BackendKind,
+    /// The ring's counters.
+    pub ring: oneloop::Stats,
+    /// Ops in flight on the ring now.
+    pub in_flight: usize,
+    /// Tasks spawned on this executor since it started.
+    pub tasks_spawned: u64,
+}
+
+/// This thread's runtime counters; `None` outside [`block_on`] (or while the ring is busy,
+/// which it never is between polls).
+///
+/// # Examples
+/// ```
+/// oneloop_rt::block_on(async {
+///     oneloop_rt::time::sleep(std::time::Duration::from_millis(1)).await;
+///     let stats = oneloop_rt::stats().unwrap();
+///     let timeouts = stats.ring.submitted[oneloop::Op::NAMES.iter().position(|n| *n == "Timeout").unwrap()];
+///     assert!(timeouts >= 1);
+///     println!("{:?}: {} ops, {} cancels", stats.backend, stats.ring.submitted.iter().sum::<u64>(), stats.ring.cancels);
+/// });
+/// ```
+pub fn stats() -> Option<Stats> {
+    try_with_context(|ctx| {
+        let ring = ctx.ring.try_borrow().ok()?;
+        Some(Stats {
+            backend: ring.backend(),
+            ring: ring.stats(),
+            in_flight: ring.in_flight(),
+            tasks_spawned: SPAWNED.get(),
+        })
+    })
+    .flatten()
 }
 
 /// Whether the running task may still take an op's completion at its first poll (when not,
@@ -287,6 +329,8 @@ impl Runtime {
             *c = Some(Rc::clone(&ctx));
         });
         HOME.set(Arc::as_ptr(&ctx.shared) as usize);
+        SPAWNED.set(0);
+        tracing::debug!(backend = %ctx.ring.borrow().backend(), "oneloop-rt: executor started");
         let _teardown = Teardown(Rc::clone(&ctx));
         let main = Arc::new(MainWake {
             woken: AtomicBool::new(true),
@@ -388,6 +432,7 @@ impl Drop for Teardown {
         drop(entries);
         drain();
         HOME.set(0);
+        tracing::debug!(tasks = SPAWNED.get(), "oneloop-rt: executor stopped");
         CURRENT.with(|c| c.borrow_mut().take());
     }
 }
@@ -423,6 +468,7 @@ where
     F::Output: 'static,
 {
     let shared = with_context(|ctx| Arc::clone(&ctx.shared));
+    SPAWNED.set(SPAWNED.get() + 1);
     let (runnable, task) = async_task::spawn_local(future, move |r| shared.schedule(r));
     runnable.schedule();
     JoinHandle { task: Some(task) }

@@ -179,7 +179,22 @@ impl WakeFd {
     }
 }
 
-/// Counters a ring keeps about itself.
+/// Counters a ring keeps about itself: a cheap snapshot (plain integers, no locks) for an
+/// application to export.
+///
+/// # Examples
+/// ```
+/// use oneloop::{Nop, Op, Ring};
+///
+/// let mut ring = Ring::new()?;
+/// ring.submit(Nop, 0)?;
+/// let stats = ring.stats();
+/// assert_eq!(stats.submitted[Op::from(Nop).kind()], 1);
+/// for (name, n) in stats.by_kind() {
+///     println!("{name}: {n}");
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Ops handed to the blocking pool (epoll and aio backends; always 0 on uring).
@@ -187,6 +202,21 @@ pub struct Stats {
     /// AIO requests the kernel accepted (aio backend only): polls, reads, writes, fsyncs, and
     /// the backend's own polls of its eventfds and epoll fd.
     pub aio_requests: u64,
+    /// Ops accepted by `submit`, by kind (index with [`Op::kind`](crate::Op::kind)).
+    pub submitted: [u64; 15],
+    /// Cancel requests made (`cancel`, `cancel_nowait`, and each op `cancel_fd`/`cancel_all`
+    /// reached).
+    pub cancels: u64,
+}
+
+impl Stats {
+    /// `(name, ops submitted)` for every op kind.
+    pub fn by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        crate::Op::NAMES
+            .iter()
+            .copied()
+            .zip(self.submitted.iter().copied())
+    }
 }
 
 /// A refused submission: why, and the op with its buffers, untouched.

@@ -157,6 +157,11 @@ pub struct Submission {
 }
 
 impl Submission {
+    /// The op's kind (see [`Op::kind`]).
+    pub(crate) fn op_kind(&self) -> usize {
+        self.op.kind()
+    }
+
     /// Ends the op with `TimedOut` if it has not completed by `deadline`.
     ///
     /// Exactly one final completion results either way: the op's own, or `TimedOut`. On a
@@ -240,6 +245,48 @@ impl Op {
             Op::Send(o) => Some(o.fd),
             Op::Close(o) => Some(o.fd.as_raw_fd()),
             Op::OpenAt(o) => Some(o.dirfd),
+        }
+    }
+
+    /// Every op's name, in the order of [`kind`](Self::kind).
+    pub const NAMES: [&'static str; 15] = [
+        "Nop",
+        "Read",
+        "Write",
+        "Readv",
+        "Writev",
+        "Fsync",
+        "Poll",
+        "EpollWait",
+        "Timeout",
+        "Accept",
+        "Connect",
+        "Recv",
+        "Send",
+        "Close",
+        "OpenAt",
+    ];
+
+    /// The op's kind as an index into [`NAMES`](Self::NAMES) (and [`Stats::submitted`]).
+    ///
+    /// [`Stats::submitted`]: crate::Stats::submitted
+    pub fn kind(&self) -> usize {
+        match self {
+            Op::Nop(_) => 0,
+            Op::Read(_) => 1,
+            Op::Write(_) => 2,
+            Op::Readv(_) => 3,
+            Op::Writev(_) => 4,
+            Op::Fsync(_) => 5,
+            Op::Poll(_) => 6,
+            Op::EpollWait(_) => 7,
+            Op::Timeout(_) => 8,
+            Op::Accept(_) => 9,
+            Op::Connect(_) => 10,
+            Op::Recv(_) => 11,
+            Op::Send(_) => 12,
+            Op::Close(_) => 13,
+            Op::OpenAt(_) => 14,
         }
     }
 

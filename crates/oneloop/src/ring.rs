@@ -202,6 +202,8 @@ impl Waker {
 /// ```
 pub struct Ring {
     driver: Driver,
+    /// The counters the ring keeps itself (the backend adds its own in `stats`).
+    counts: Stats,
     completions: VecDeque<Completion>,
     kind: BackendKind,
     skipped: Vec<Skipped>,
@@ -243,6 +245,7 @@ impl Ring {
         let completions = VecDeque::with_capacity(config.in_flight_max.min(65_536) * 2);
         Ring {
             driver,
+            counts: Stats::default(),
             completions,
             kind,
             skipped,
@@ -281,8 +284,11 @@ impl Ring {
         op: impl Into<Submission>,
         user_data: u64,
     ) -> Result<OpId, SubmitError> {
-        self.driver
-            .submit(op.into(), user_data, &mut self.completions)
+        let sub = op.into();
+        let kind = sub.op_kind();
+        let id = self.driver.submit(sub, user_data, &mut self.completions)?;
+        self.counts.submitted[kind] += 1;
+        Ok(id)
     }
 
     /// Asks for an op to end early; see [`CancelOutcome`] for what each answer promises.
@@ -290,6 +296,7 @@ impl Ring {
     /// # Errors
     /// Only if the kernel refuses the cancel request itself (the ring is then broken).
     pub fn cancel(&mut self, id: OpId) -> io::Result<CancelOutcome> {
+        self.counts.cancels += 1;
         match self.driver.cancel(id, &mut self.completions)? {
             // Finished, but its final completion is still waiting here to be taken.
             CancelOutcome::NotFound if self.completions.iter().any(|c| c.id == id && !c.more) => {
@@ -323,6 +330,7 @@ impl Ring {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn cancel_nowait(&mut self, id: OpId) -> io::Result<()> {
+        self.counts.cancels += 1;
         self.driver.cancel_nowait(id, &mut self.completions)
     }
 
@@ -401,7 +409,9 @@ impl Ring {
     /// # Errors
     /// As [`cancel`](Self::cancel).
     pub fn cancel_fd(&mut self, fd: RawFd) -> io::Result<CancelCount> {
-        self.driver.cancel_where(Some(fd), &mut self.completions)
+        let count = self.driver.cancel_where(Some(fd), &mut self.completions)?;
+        self.counts.cancels += (count.cancelled + count.too_late) as u64;
+        Ok(count)
     }
 
     /// Cancels every op in flight.
@@ -409,7 +419,9 @@ impl Ring {
     /// # Errors
     /// As [`cancel`](Self::cancel).
     pub fn cancel_all(&mut self) -> io::Result<CancelCount> {
-        self.driver.cancel_where(None, &mut self.completions)
+        let count = self.driver.cancel_where(None, &mut self.completions)?;
+        self.counts.cancels += (count.cancelled + count.too_late) as u64;
+        Ok(count)
     }
 
     /// Sends queued ops to the kernel and waits until at least `min_complete` completions are
@@ -448,7 +460,10 @@ impl Ring {
 
     /// Counters about this ring's work so far.
     pub fn stats(&self) -> Stats {
-        self.driver.stats()
+        let mut stats = self.driver.stats();
+        stats.submitted = self.counts.submitted;
+        stats.cancels = self.counts.cancels;
+        stats
     }
 
     /// A handle that wakes this ring's `wait` from another thread.

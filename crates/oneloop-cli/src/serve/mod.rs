@@ -72,7 +72,8 @@ pub fn run(config: Config) -> Result<()> {
         .build()
         .context("no usable backend")?
         .backend();
-    let signals = sys::block_and_open_signalfd().context("cannot set up signal handling")?;
+    let signals = oneloop::sockets::signal_fd(&[libc::SIGINT, libc::SIGTERM])
+        .context("cannot set up signal handling")?;
     let threads = config.threads.max(1);
     let first = oneloop::sockets::tcp_listener_reuse_port(&config.listen, 1024)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
