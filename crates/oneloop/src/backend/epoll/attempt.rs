@@ -192,8 +192,9 @@ pub(super) fn again(op: &mut Op, first_time: bool) -> Next {
 
 /// The inline try of an `OpenAt`: the look-up from the kernel's caches only
 /// (`RESOLVE_CACHED`, else `EAGAIN`), and the open itself non-blocking, so that neither waits
-/// for the disk nor for a FIFO's other end. Only a regular file or directory is kept (its
-/// `O_NONBLOCK` cleared unless asked for); anything else — a look-up that would block, a
+/// for the disk nor for a FIFO's other end. An open that asked for `O_NONBLOCK` is kept as
+/// it is (no `fstat`: it is what the pool would open). Otherwise only a regular file or
+/// directory is kept (its `O_NONBLOCK` cleared); anything else — a look-up that would block, a
 /// creating open (which the kernel never does from the caches), a FIFO or device, an error
 /// the non-blocking open may have caused — is opened as asked on the pool. (A FIFO or device
 /// found this way was opened non-blocking once and closed before the pool opens it.) Errors of
@@ -202,6 +203,8 @@ fn open_cached(o: &crate::op::OpenAt) -> Next {
     let flags = o.flags | libc::O_NONBLOCK;
     let resolve = o.resolve | RESOLVE_CACHED;
     match retry(|| sio::openat2(o.dirfd, &o.path, flags, o.effective_mode(), resolve)) {
+        // Asked for non-blocking: whatever it opened is what the pool would have opened.
+        Ok(fd) if o.flags & libc::O_NONBLOCK != 0 => Next::Done(fd.into_raw_fd()),
         Ok(fd) => match sio::fd_kind(fd.as_raw_fd()) {
             Ok(FdKind::File) => {
                 if o.flags & libc::O_NONBLOCK == 0 {
