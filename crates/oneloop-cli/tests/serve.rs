@@ -263,6 +263,9 @@ fn every_status_with_a_real_client() {
         // Directories: redirect to the slash, index.html, or an escaped listing.
         let (code, r) = fetch(a.get(&server.url("/sub")));
         assert_eq!((code, r.header("Location")), (301, Some("/sub/")));
+        // The redirect is built from the checked path: `//sub` stays on this host.
+        let got = server.raw(b"GET //sub HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(got.contains("\r\nLocation: /sub/\r\n"), "{backend}: {got}");
         let (code, r) = fetch(a.get(&server.url("/listed/")));
         assert_eq!(code, 200);
         let html = String::from_utf8(body(r)).unwrap();

@@ -297,8 +297,9 @@ impl Conn<'_> {
             return self.send_file(req, &file, meta, &target.rel, keep).await;
         }
         if !target.trailing_slash {
-            // A directory's own URL ends in `/`, so its relative links resolve.
-            let location = format!("{}/", req.path);
+            // A directory's own URL ends in `/`, so its relative links resolve. Built from the
+            // checked path (never the raw one: `//host` would redirect off-site).
+            let location = files::url_of_dir(&target.rel);
             let out = self.out_mut();
             http::start_head(out, Status::MovedPermanently);
             http::header(out, "Location", &location);

@@ -200,6 +200,19 @@ pub fn listing(dir: &File, url_path: &str) -> io::Result<String> {
     Ok(html)
 }
 
+/// The URL path of directory `rel` (a [`Target::rel`]), with its trailing `/`, each segment
+/// percent-encoded: always one leading `/`, so it never names another host.
+pub fn url_of_dir(rel: &str) -> String {
+    let mut url = String::from("/");
+    if rel != "." {
+        for segment in rel.split('/') {
+            url.extend(percent_encoding::utf8_percent_encode(segment, HREF));
+            url.push('/');
+        }
+    }
+    url
+}
+
 /// What a name in an `href` must have encoded.
 const HREF: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
@@ -250,6 +263,17 @@ mod tests {
         assert_eq!(t("relative"), Err(Status::BadRequest));
         assert!(target("/dir/").unwrap().trailing_slash);
         assert!(!target("/dir").unwrap().trailing_slash);
+    }
+
+    #[test]
+    fn directory_urls_stay_on_this_host() {
+        assert_eq!(url_of_dir("."), "/");
+        assert_eq!(url_of_dir("a b/c"), "/a%20b/c/");
+        // `//evil.example` normalises to the segment `evil.example`: one leading slash.
+        assert_eq!(
+            url_of_dir(&target("//evil.example").unwrap().rel),
+            "/evil.example/"
+        );
     }
 
     #[test]
