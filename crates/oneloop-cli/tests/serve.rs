@@ -35,6 +35,7 @@ fn site(tag: &str) -> PathBuf {
     std::fs::write(dir.join("style.css"), "body{}").unwrap();
     std::fs::write(dir.join("sub/a.txt"), "sub a\n").unwrap();
     std::fs::write(dir.join("listed/<b>&'q'.txt"), "x").unwrap();
+    std::fs::write(dir.join("listed/javascript:alert(1)"), "x").unwrap();
     std::os::unix::fs::symlink("sub/a.txt", dir.join("inside")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.join("escape")).unwrap();
     std::os::unix::fs::symlink("../../../../../../etc", dir.join("up")).unwrap();
@@ -270,6 +271,9 @@ fn every_status_with_a_real_client() {
         assert_eq!(code, 200);
         let html = String::from_utf8(body(r)).unwrap();
         assert!(html.contains("&lt;b&gt;&amp;&#39;q&#39;.txt"), "{html}");
+        // No name can become a script link.
+        assert!(!html.contains("href=\"javascript:"), "{html}");
+        assert!(html.contains("href=\"./javascript%3Aalert(1)\""), "{html}");
         assert!(!html.contains("<b>"), "{html}");
         let (code, r) = fetch(a.get(&server.url("/inside")));
         assert_eq!(code, 200);
@@ -352,6 +356,18 @@ fn malformed_requests_and_traversal_attempts() {
             );
             assert!(!got.contains("root:"), "{backend}: served outside the root");
         }
+        // A refused HEAD gets the status and headers, no body.
+        let got = server.raw(b"HEAD / HTTP/1.1\r\n\r\n");
+        assert_eq!(status_of(&got), 400);
+        assert!(
+            got.ends_with("\r\n\r\n"),
+            "{backend}: a body after a refused HEAD: {got:?}"
+        );
+        // Conflicting lengths are refused, not guessed at (and the next request is not eaten).
+        let got = server.raw(
+            b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(status_of(&got), 400, "{backend}: {got:?}");
         // A request line longer than the head limit: 414; a long header: 431.
         let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
         assert_eq!(status_of(&server.raw(long_line.as_bytes())), 414);

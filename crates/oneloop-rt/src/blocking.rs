@@ -44,7 +44,10 @@ impl Pool {
     fn push(&'static self, job: Job) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.jobs.push_back(job);
-        if state.idle > 0 {
+        // An idle thread counts as idle until it has the lock again: compare with the jobs
+        // waiting, or two jobs pushed in a row would both go to one woken thread (and one
+        // waiting on the other would deadlock).
+        if state.idle >= state.jobs.len() {
             self.work.notify_one();
         } else if state.threads < MAX_THREADS {
             state.threads += 1;

@@ -127,6 +127,9 @@ impl<S: AsRawFd + Unpin> futures_io::AsyncRead for AsyncStream<S> {
         cx: &mut Context<'_>,
         out: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        if out.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         let this = &mut *self;
         let ready = std::task::ready!(this.poll_fill(cx, out.len()))?;
         let n = out.len().min(ready.len());
@@ -164,6 +167,9 @@ impl<S: AsRawFd + Unpin> tokio::io::AsyncRead for AsyncStream<S> {
         cx: &mut Context<'_>,
         out: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         let this = &mut *self;
         let ready = std::task::ready!(this.poll_fill(cx, out.remaining()))?;
         let n = out.remaining().min(ready.len());
@@ -201,6 +207,9 @@ impl<S: AsRawFd + Unpin> hyper::rt::Read for AsyncStream<S> {
         cx: &mut Context<'_>,
         mut out: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         let this = &mut *self;
         let ready = std::task::ready!(this.poll_fill(cx, out.remaining()))?;
         let n = out.remaining().min(ready.len());

@@ -29,8 +29,9 @@ use oneloop::PollMask;
 
 /// Pending signals, one item per delivery (the signal's number).
 pub struct Signals {
-    fd: File,
+    // Declared first, so dropped first: the poll is cancelled before the fd closes.
     wait: Option<Pin<Box<dyn Future<Output = io::Result<PollMask>>>>>,
+    fd: File,
 }
 
 impl std::fmt::Debug for Signals {
@@ -46,8 +47,8 @@ impl Signals {
     /// `EINVAL` for a number that is not a blockable signal.
     pub fn new(signals: &[i32]) -> io::Result<Signals> {
         Ok(Signals {
-            fd: File::from(oneloop::sockets::signal_fd(signals)?),
             wait: None,
+            fd: File::from(oneloop::sockets::signal_fd(signals)?),
         })
     }
 

@@ -171,3 +171,21 @@ fn select_drops_the_loser_and_cancels_its_op() {
         assert_eq!((res.unwrap(), buf.as_slice()), (5, &b"after"[..]));
     });
 }
+
+/// Two jobs pushed in a row each get a thread, even when one idle thread was about to take
+/// the first: here the first waits for the second, which would deadlock on one thread.
+#[test]
+fn spawn_blocking_gives_each_pending_job_a_thread() {
+    common::on_every_backend("spawn_blocking threads", |_| async {
+        // Leave one pool thread idle.
+        oneloop_rt::spawn_blocking(|| ()).await;
+        let (tx, rx) = std::sync::mpsc::channel::<u8>();
+        let a = oneloop_rt::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        let b = oneloop_rt::spawn_blocking(move || tx.send(1).is_ok());
+        let (received, sent) = future::join(a, b).await;
+        assert!(
+            sent && received,
+            "the waiting job never heard from the other"
+        );
+    });
+}

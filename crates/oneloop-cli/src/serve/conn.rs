@@ -157,7 +157,7 @@ impl Conn<'_> {
                         let keep = self.respond(&req).await?;
                         if !keep {
                             self.flush().await?;
-                            return self.linger(inbuf.is_empty()).await;
+                            return self.linger().await;
                         }
                         if self.pending() < BATCH {
                             continue;
@@ -168,9 +168,10 @@ impl Conn<'_> {
                     Parsed::Refuse(status) => {
                         let _busy = busy.get_or_insert_with(|| Counted::new(&self.t.busy));
                         self.log("-", "-", status, 0);
-                        http::error_response(self.out_mut(), status, false, false, false);
+                        let head_only = inbuf.starts_with(b"HEAD ");
+                        http::error_response(self.out_mut(), status, false, false, head_only);
                         self.flush().await?;
-                        return self.linger(false).await;
+                        return self.linger().await;
                     }
                     Parsed::Partial => {}
                 }
@@ -178,6 +179,10 @@ impl Conn<'_> {
             // Nothing more to answer from the buffer: send what is gathered, then read.
             self.flush().await?;
             busy = None;
+            // An idle connection keeps a small buffer, whatever its last answer needed.
+            if let Some(out) = self.out.as_mut().filter(|o| o.capacity() > 64 * 1024) {
+                out.shrink_to(16 * 1024);
+            }
             if self.t.stopping.get() && inbuf.is_empty() {
                 return Ok(());
             }
@@ -256,13 +261,11 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Closes after a final answer: shuts the write side, and (`drain`) reads and drops what
-    /// the client still sends for a moment, so the answer is not lost to a reset.
-    async fn linger(&mut self, nothing_unread: bool) -> Result<(), Closed> {
+    /// Closes after a final answer: shuts the write side, then reads and drops what the client
+    /// still sends (until it closes, or for a moment), so that unread input — in our buffer or
+    /// still in the kernel's — never turns the close into a reset that discards the answer.
+    async fn linger(&mut self) -> Result<(), Closed> {
         let _ = self.stream.shutdown(Shutdown::Write);
-        if nothing_unread {
-            return Ok(());
-        }
         let deadline = Instant::now() + LINGER;
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());

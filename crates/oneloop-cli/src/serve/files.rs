@@ -84,14 +84,19 @@ pub enum Kind {
 }
 
 impl Meta {
-    /// `"<mtime seconds hex>-<size hex>"`: changes when the file does.
+    /// `"<mtime seconds hex>.<nanoseconds hex>-<size hex>"`: changes when the file does, even
+    /// twice in a second at the same size.
     pub fn etag(&self) -> String {
-        let secs = self
+        let t = self
             .mtime
             .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        format!("\"{secs:x}-{:x}\"", self.len)
+            .unwrap_or(Duration::ZERO);
+        format!(
+            "\"{:x}.{:x}-{:x}\"",
+            t.as_secs(),
+            t.subsec_nanos(),
+            self.len
+        )
     }
 }
 
@@ -190,9 +195,10 @@ pub fn listing(dir: &File, url_path: &str) -> io::Result<String> {
         .map(|d| (d, "/"))
         .chain(files.iter().map(|f| (f, "")))
     {
+        // `./` first, so no name (`javascript:...`) can be read as a URL scheme.
         let href = percent_encoding::utf8_percent_encode(name, HREF).to_string();
         html.push_str(&format!(
-            "<li><a href=\"{href}{slash}\">{}{slash}</a></li>\n",
+            "<li><a href=\"./{href}{slash}\">{}{slash}</a></li>\n",
             escape(name)
         ));
     }
@@ -227,6 +233,7 @@ const HREF: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'}')
     .add(b'\'')
     .add(b'&')
+    .add(b':')
     .add(b'\\');
 
 /// HTML-escapes text.

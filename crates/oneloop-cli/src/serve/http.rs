@@ -8,8 +8,8 @@
 //! * a body announced by `Transfer-Encoding`: 501; by `Content-Length` over the body limit: 413
 //!   (smaller bodies are read and dropped, so the connection stays in step).
 //!
-//! Every error answer but 405 closes the connection: after a head we could not read, the
-//! stream's framing is unknown.
+//! Every refusal closes the connection (after a head we could not act on, the stream's
+//! framing is not to be trusted); a refused HEAD gets no body.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -178,6 +178,7 @@ pub fn parse(buf: &[u8], full: bool) -> Parsed {
         body: 0,
     };
     let mut host = false;
+    let mut content_length: Option<u64> = None;
     for h in req.headers.iter() {
         let value = || std::str::from_utf8(h.value).ok().map(str::trim);
         let name = h.name;
@@ -202,12 +203,16 @@ pub fn parse(buf: &[u8], full: bool) -> Parsed {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Parsed::Refuse(Status::NotImplemented);
         } else if name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = value().and_then(|v| v.parse::<u64>().ok()) else {
+            // Digits only (no sign, no list), and every copy the same: anything else could
+            // frame the stream differently from a proxy in front.
+            let digits = value().filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+            let Some(n) = digits.and_then(|v| v.parse::<u64>().ok()) else {
                 return Parsed::Refuse(Status::BadRequest);
             };
-            if request.body != 0 && request.body != n {
+            if content_length.is_some_and(|seen| seen != n) {
                 return Parsed::Refuse(Status::BadRequest);
             }
+            content_length = Some(n);
             request.body = n;
         }
     }
@@ -478,6 +483,15 @@ mod tests {
         assert_eq!(
             refused(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n"),
             Status::PayloadTooLarge
+        );
+        // Framing that a proxy might read otherwise: conflicting copies, a sign.
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n"),
+            Status::BadRequest
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n"),
+            Status::BadRequest
         );
         let Parsed::Request(r, _) = parse(b"GET / HTTP/1.0\r\n\r\n", false) else {
             panic!()
