@@ -85,7 +85,10 @@ fn the_stated_rust_version_builds_the_crates() {
 #[test]
 fn the_libraries_package() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::temp_dir().join("oneloop-package-target");
+    // A target directory of this run's own: cargo caches what it unpacks from the packaging
+    // registry by that registry's path, and an older package of the same version would be
+    // built instead of this one.
+    let target = std::env::temp_dir().join(format!("oneloop-package-{}", std::process::id()));
     let out = Command::new(env!("CARGO"))
         .args([
             "package",
@@ -104,6 +107,7 @@ fn the_libraries_package() {
         eprintln!("SKIP package: the crates.io index is not reachable");
         return;
     }
+    let _ = std::fs::remove_dir_all(&target);
     assert!(out.status.success(), "cargo package: {stderr}");
     assert!(stderr.contains("Verifying oneloop-rt"), "{stderr}");
     eprintln!("PASS package: oneloop and oneloop-rt package and build from their sources");

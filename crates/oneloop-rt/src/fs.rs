@@ -15,6 +15,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use oneloop::{Close, Fsync, IoBuf, IoBufMut, OpenAt, Read, Readv, Write, Writev};
 
@@ -108,7 +109,7 @@ impl OpenOptions {
     }
 
     /// `openat2` `RESOLVE_*` flags for the path's resolution, e.g. `libc::RESOLVE_BENEATH`
-    /// (with [`open_at`](Self::open_at): refuse any path that leaves the directory, through
+    /// (with [`open_in`](Self::open_in): refuse any path that leaves the directory, through
     /// `..`, an absolute path or a symlink) or `libc::RESOLVE_NO_MAGICLINKS`.
     pub fn resolve(&mut self, flags: u64) -> &mut Self {
         self.resolve = flags;
@@ -161,18 +162,21 @@ impl OpenOptions {
 
     /// Opens `path` relative to the directory `dir` through the ring (`openat2`), with the
     /// [`resolve`](Self::resolve) flags: the way a server opens files under a root it serves.
+    /// The op holds its own reference to `dir`, so dropping the future and closing the
+    /// directory cannot redirect an open still in flight to another directory.
     ///
     /// # Examples
     /// ```
     /// use oneloop_rt::fs::OpenOptions;
-    /// use std::os::fd::AsFd;
+    /// use std::os::fd::OwnedFd;
+    /// use std::sync::Arc;
     ///
     /// oneloop_rt::block_on(async {
-    ///     let root = std::fs::File::open("/etc")?;
+    ///     let root = Arc::new(OwnedFd::from(std::fs::File::open("/etc")?));
     ///     let mut beneath = OpenOptions::new();
     ///     beneath.read(true).resolve(libc::RESOLVE_BENEATH);
     ///     // `..` may not leave the directory: the kernel answers EXDEV.
-    ///     let err = beneath.open_at(root.as_fd(), "../etc/hostname").await.unwrap_err();
+    ///     let err = beneath.open_in(&root, "../etc/hostname").await.unwrap_err();
     ///     assert_eq!(err.raw_os_error(), Some(libc::EXDEV));
     ///     Ok::<(), std::io::Error>(())
     /// })?;
@@ -181,14 +185,22 @@ impl OpenOptions {
     ///
     /// # Cancellation
     /// If the future is dropped while the open is in flight, a file it opens anyway is closed.
-    pub async fn open_at(&self, dir: BorrowedFd<'_>, path: impl AsRef<Path>) -> io::Result<File> {
-        self.open_raw(dir.as_raw_fd(), path.as_ref()).await
+    pub async fn open_in(&self, dir: &Arc<OwnedFd>, path: impl AsRef<Path>) -> io::Result<File> {
+        let op = OpenAt::in_dir(
+            Arc::clone(dir),
+            path.as_ref().as_os_str().as_bytes(),
+            self.flags()?,
+        )?;
+        self.run_open(op).await
     }
 
     async fn open_raw(&self, dirfd: RawFd, path: &Path) -> io::Result<File> {
-        let op = OpenAt::new(dirfd, path.as_os_str().as_bytes(), self.flags()?)?
-            .mode(self.mode)
-            .resolve(self.resolve);
+        let op = OpenAt::new(dirfd, path.as_os_str().as_bytes(), self.flags()?)?;
+        self.run_open(op).await
+    }
+
+    async fn run_open(&self, op: OpenAt) -> io::Result<File> {
+        let op = op.mode(self.mode).resolve(self.resolve);
         match run(op).await {
             Ok(mut c) => match c.result() {
                 Ok(_) => {

@@ -761,6 +761,8 @@ pub struct OpenAt {
     pub(crate) flags: i32,
     pub(crate) mode: u32,
     pub(crate) resolve: u64,
+    /// The directory `dirfd` names, kept open by the op itself ([`OpenAt::in_dir`]).
+    dir: Option<std::sync::Arc<OwnedFd>>,
 }
 
 impl OpenAt {
@@ -778,7 +780,24 @@ impl OpenAt {
             flags: flags | libc::O_CLOEXEC,
             mode: 0o644,
             resolve: 0,
+            dir: None,
         })
+    }
+
+    /// Opens `path` relative to the directory `dir`, which the op keeps open until its final
+    /// completion: a caller that gives up on the op (and closes its own handle) can never
+    /// make the open land in another directory that took the descriptor's number.
+    ///
+    /// # Errors
+    /// `InvalidInput` if `path` contains a NUL byte.
+    pub fn in_dir(
+        dir: std::sync::Arc<OwnedFd>,
+        path: impl Into<Vec<u8>>,
+        flags: i32,
+    ) -> std::io::Result<OpenAt> {
+        let mut op = OpenAt::new(std::os::fd::AsRawFd::as_raw_fd(&*dir), path, flags)?;
+        op.dir = Some(dir);
+        Ok(op)
     }
     /// The mode for a created file (default `0o644`; ignored unless `O_CREAT` or `O_TMPFILE`).
     pub fn mode(mut self, mode: u32) -> OpenAt {

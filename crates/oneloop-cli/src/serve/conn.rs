@@ -291,8 +291,7 @@ impl Conn<'_> {
             Err(status) => return Ok(self.refuse(req, status, keep)),
         };
         let root = Arc::clone(&self.t.root);
-        let (file, meta) = match files::open_beneath(root.as_fd(), &target.rel, self.t.uring).await
-        {
+        let (file, meta) = match files::open_beneath(&root, &target.rel, self.t.uring).await {
             Ok(found) => found,
             Err(status) => return Ok(self.refuse(req, status, keep)),
         };
@@ -318,7 +317,7 @@ impl Conn<'_> {
         } else {
             format!("{}/index.html", target.rel)
         };
-        match files::open_beneath(root.as_fd(), &index, self.t.uring).await {
+        match files::open_beneath(&root, &index, self.t.uring).await {
             Ok((index, meta)) if meta.kind == Kind::File => {
                 return self.send_file(req, &index, meta, "index.html", keep).await;
             }

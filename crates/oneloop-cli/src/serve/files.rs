@@ -16,7 +16,8 @@
 //! backend's reads would honour it (io_uring; `clear_nonblock`).
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oneloop_rt::fs::{File, OpenOptions};
@@ -124,7 +125,7 @@ pub fn meta(fd: BorrowedFd<'_>) -> io::Result<Meta> {
 
 /// Opens `rel` beneath `dir` on the ring (fence 2 of the module doc).
 pub async fn open_beneath(
-    dir: BorrowedFd<'_>,
+    dir: &Arc<OwnedFd>,
     rel: &str,
     clear_nonblock: bool,
 ) -> Result<(File, Meta), Status> {
@@ -134,7 +135,7 @@ pub async fn open_beneath(
         .custom_flags(libc::O_NONBLOCK)
         .register(false)
         .resolve(libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS);
-    let file = options.open_at(dir, rel).await.map_err(open_error)?;
+    let file = options.open_in(dir, rel).await.map_err(open_error)?;
     let meta = meta(file.as_fd()).map_err(|_| Status::Internal)?;
     match meta.kind {
         Kind::File if clear_nonblock => {
