@@ -19,7 +19,7 @@ use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::thread;
@@ -89,6 +89,15 @@ pub(crate) struct Context {
     pub(crate) ring: RefCell<Ring>,
     pub(crate) ops: RefCell<OpTable>,
     shared: Arc<Shared>,
+    /// This executor among all of the process's (op futures remember it with their slot: a
+    /// future that outlives its executor must not touch a later one's table).
+    pub(crate) id: u64,
+}
+
+/// A number for each executor the process starts.
+fn next_executor_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 thread_local! {
@@ -319,6 +328,7 @@ impl Runtime {
             ring: RefCell::new(ring),
             ops: RefCell::new(OpTable::default()),
             shared,
+            id: next_executor_id(),
         });
         CURRENT.with(|c| {
             let mut c = c.borrow_mut();

@@ -21,7 +21,8 @@ use crate::table::Entry;
 /// `Err` with the op, so its buffers are never lost.
 pub(crate) struct Submit {
     op: Option<Op>,
-    slot: Option<usize>,
+    /// The op table slot, and the executor whose table it is.
+    slot: Option<(usize, u64)>,
 }
 
 impl Submit {
@@ -40,7 +41,11 @@ impl Future for Submit {
         let this = &mut *self;
         with_context(|ctx| {
             let mut ops = ctx.ops.borrow_mut();
-            if let Some(index) = this.slot {
+            if let Some((index, executor)) = this.slot {
+                assert_eq!(
+                    executor, ctx.id,
+                    "oneloop-rt: an op future polled under another runtime than the one it started on"
+                );
                 return match std::mem::replace(&mut ops.entries[index], Entry::Free { next: None })
                 {
                     Entry::Done(c) => {
@@ -75,7 +80,7 @@ impl Future for Submit {
                             id,
                             waker: Some(cx.waker().clone()),
                         };
-                        this.slot = Some(index);
+                        this.slot = Some((index, ctx.id));
                         Poll::Pending
                     }
                 },
@@ -97,16 +102,21 @@ impl Future for Submit {
 
 impl Drop for Submit {
     fn drop(&mut self) {
-        if let Some(index) = self.slot {
-            orphan(index);
+        if let Some((index, executor)) = self.slot {
+            orphan(index, executor);
         }
     }
 }
 
-/// A future gave up on slot `index`: cancel its op (the final completion, when it comes, is
-/// dropped), or drop at once what already arrived.
-fn orphan(index: usize) {
+/// A future gave up on slot `index` of executor `executor`'s table: cancel its op (the final
+/// completion, when it comes, is dropped), or drop at once what already arrived. Nothing to do
+/// if that executor is gone (its ring cancelled and drained the op when it shut down) and
+/// another runs here now.
+fn orphan(index: usize, executor: u64) {
     try_with_context(|ctx| {
+        if ctx.id != executor {
+            return;
+        }
         let Ok(mut ops) = ctx.ops.try_borrow_mut() else {
             return;
         };
@@ -136,7 +146,8 @@ fn orphan(index: usize) {
 /// Submits a multishot `op` and yields each completion, the final one last.
 pub(crate) struct Multishot {
     op: Option<Op>,
-    slot: Option<usize>,
+    /// As [`Submit`]'s.
+    slot: Option<(usize, u64)>,
     finished: bool,
 }
 
@@ -159,7 +170,7 @@ impl Multishot {
         }
         with_context(|ctx| {
             let mut ops = ctx.ops.borrow_mut();
-            let Some(index) = self.slot else {
+            let Some((index, executor)) = self.slot else {
                 let op = self.op.take().expect("not yet submitted");
                 let index = ops.alloc();
                 return match ctx
@@ -175,7 +186,7 @@ impl Multishot {
                             queue: VecDeque::new(),
                             ended: false,
                         };
-                        self.slot = Some(index);
+                        self.slot = Some((index, ctx.id));
                         Poll::Pending
                     }
                     Err(refused) => {
@@ -188,6 +199,10 @@ impl Multishot {
                     }
                 };
             };
+            assert_eq!(
+                executor, ctx.id,
+                "oneloop-rt: a stream polled under another runtime than the one it started on"
+            );
             let Entry::Stream { waker, queue, .. } = &mut ops.entries[index] else {
                 unreachable!("a stream's slot is a Stream")
             };
@@ -211,8 +226,8 @@ impl Multishot {
 
 impl Drop for Multishot {
     fn drop(&mut self) {
-        if let Some(index) = self.slot {
-            orphan(index);
+        if let Some((index, executor)) = self.slot {
+            orphan(index, executor);
         }
     }
 }

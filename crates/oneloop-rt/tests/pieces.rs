@@ -189,3 +189,74 @@ fn spawn_blocking_gives_each_pending_job_a_thread() {
         );
     });
 }
+
+/// An op future that outlives its runtime (taken out of `block_on` still pending) and is
+/// dropped under a later runtime on the same thread leaves that runtime's ops alone.
+#[test]
+fn a_future_from_an_ended_runtime_does_not_touch_the_next() {
+    use std::future::Future;
+    use std::pin::Pin;
+    let forced = oneloop::BackendKind::from_env().unwrap();
+    for kind in oneloop::BackendKind::ALL {
+        if matches!(forced, Some(f) if f != kind && f != oneloop::BackendKind::Auto) {
+            continue;
+        }
+        if oneloop::Ring::builder()
+            .backend(kind)
+            .entries(4)
+            .build()
+            .is_err()
+        {
+            eprintln!("SKIP {kind}: backend unavailable");
+            continue;
+        }
+        let rt = oneloop_rt::Runtime::builder().backend(kind).build();
+        // Runtime 1: start a read that never completes, and take its future out.
+        type Pending = Pin<Box<dyn Future<Output = ()>>>;
+        let (stale, _peer): (Pending, _) = rt
+            .block_on(async {
+                let (stream, peer) = oneloop_rt::net::UnixStream::pair().unwrap();
+                let mut read: Pending = Box::pin(async move {
+                    let _ = stream.read(Vec::with_capacity(8)).await;
+                });
+                std::future::poll_fn(|cx| {
+                    assert!(read.as_mut().poll(cx).is_pending());
+                    std::task::Poll::Ready(())
+                })
+                .await;
+                (read, peer)
+            })
+            .unwrap();
+        // Runtime 2: a read in the same table slot; dropping the stale future meanwhile
+        // must not cancel it.
+        let got = rt
+            .block_on(async move {
+                let (stream, b_peer) = oneloop_rt::net::UnixStream::pair().unwrap();
+                let read = oneloop_rt::spawn(async move {
+                    let (res, buf) = stream.read(Vec::with_capacity(8)).await;
+                    res.map(|n| buf[..n].to_vec())
+                });
+                // Let the read task submit (into slot 0, where the stale one was) without
+                // an op of our own: yield once.
+                let mut yielded = false;
+                std::future::poll_fn(|cx| {
+                    if yielded {
+                        return std::task::Poll::Ready(());
+                    }
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                })
+                .await;
+                drop(stale);
+                let (res, _) = b_peer.write_all(b"ok".to_vec()).await;
+                res.unwrap();
+                oneloop_rt::time::timeout(Duration::from_secs(10), read).await
+            })
+            .unwrap();
+        let got =
+            got.unwrap_or_else(|_| panic!("{kind}: the read was cancelled by a stale future"));
+        assert_eq!(got.unwrap(), b"ok", "{kind}");
+        eprintln!("PASS {kind}: a stale future left the next runtime alone");
+    }
+}
