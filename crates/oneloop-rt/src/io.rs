@@ -98,6 +98,25 @@ impl<S: AsRawFd> AsyncStream<S> {
         Poll::Ready(Ok(&self.read_buf[self.read_pos..]))
     }
 
+    /// Hands up to `room` ready bytes (reading first if none are) to `put`, once; for the
+    /// traits whose read buffers are not plain slices (tokio's, hyper's).
+    #[cfg(any(feature = "tokio", feature = "hyper"))]
+    fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+        put: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<()>> {
+        if room == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let ready = std::task::ready!(self.poll_fill(cx, room))?;
+        let n = room.min(ready.len());
+        put(&ready[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(()))
+    }
+
     /// Marks `n` bytes from [`poll_fill`](Self::poll_fill) as handed out.
     fn consume(&mut self, n: usize) {
         self.read_pos += n;
@@ -167,15 +186,8 @@ impl<S: AsRawFd + Unpin> tokio::io::AsyncRead for AsyncStream<S> {
         cx: &mut Context<'_>,
         out: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if out.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        let this = &mut *self;
-        let ready = std::task::ready!(this.poll_fill(cx, out.remaining()))?;
-        let n = out.remaining().min(ready.len());
-        out.put_slice(&ready[..n]);
-        this.consume(n);
-        Poll::Ready(Ok(()))
+        let room = out.remaining();
+        self.poll_read_with(cx, room, |bytes| out.put_slice(bytes))
     }
 }
 
@@ -207,15 +219,8 @@ impl<S: AsRawFd + Unpin> hyper::rt::Read for AsyncStream<S> {
         cx: &mut Context<'_>,
         mut out: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        if out.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        let this = &mut *self;
-        let ready = std::task::ready!(this.poll_fill(cx, out.remaining()))?;
-        let n = out.remaining().min(ready.len());
-        out.put_slice(&ready[..n]);
-        this.consume(n);
-        Poll::Ready(Ok(()))
+        let room = out.remaining();
+        self.poll_read_with(cx, room, |bytes| out.put_slice(bytes))
     }
 }
 
