@@ -52,6 +52,29 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
+/// Runs `body` on each usable backend with a fresh served directory (see [`site`]), removed
+/// afterwards; the body's server stops when it returns.
+fn on_every_backend(tag: &str, body: impl Fn(&str, &Path)) {
+    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
+        let dir = site(&format!("{tag}-{backend}"));
+        body(backend, &dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Asks for `/sub/a.txt` on a kept-alive connection and reads until its body has come.
+fn ask_sub(s: &mut TcpStream) {
+    s.write_all(b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut got = String::new();
+    while !got.ends_with("sub a\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
 struct Server {
     child: Child,
     port: u16,
@@ -197,9 +220,8 @@ fn status_of(raw: &str) -> u16 {
 
 #[test]
 fn every_status_with_a_real_client() {
-    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
-        let dir = site(&format!("statuses-{backend}"));
-        let server = Server::start(backend, &dir, &[]);
+    on_every_backend("statuses", |backend, dir| {
+        let server = Server::start(backend, dir, &[]);
         let a = agent();
 
         let (code, r) = fetch(a.get(&server.url("/")));
@@ -292,16 +314,13 @@ fn every_status_with_a_real_client() {
             "{backend}: a FIFO is not served (and does not hang)"
         );
         eprintln!("PASS {backend}: statuses");
-        drop(server);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    });
 }
 
 #[test]
 fn malformed_requests_and_traversal_attempts() {
-    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
-        let dir = site(&format!("malformed-{backend}"));
-        let server = Server::start(backend, &dir, &[]);
+    on_every_backend("malformed", |backend, dir| {
+        let server = Server::start(backend, dir, &[]);
         let cases: &[(&[u8], u16)] = &[
             (b"GET / HTTP/1.1\r\n\r\n", 400),
             (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
@@ -379,16 +398,13 @@ fn malformed_requests_and_traversal_attempts() {
         );
         assert_eq!(status_of(&server.raw(big_header.as_bytes())), 431);
         eprintln!("PASS {backend}: malformed and traversal");
-        drop(server);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    });
 }
 
 #[test]
 fn keep_alive_pipelining_and_close() {
-    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
-        let dir = site(&format!("pipeline-{backend}"));
-        let server = Server::start(backend, &dir, &[]);
+    on_every_backend("pipeline", |backend, dir| {
+        let server = Server::start(backend, dir, &[]);
         // Three pipelined requests in one write, the last asking to close: three answers
         // in order, then the server closes.
         let got = server.raw(
@@ -417,29 +433,18 @@ fn keep_alive_pipelining_and_close() {
         // Keep-alive: two requests on one connection, one at a time.
         let mut s = server.connect();
         for _ in 0..2 {
-            s.write_all(b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let mut buf = [0u8; 4096];
-            let mut got = String::new();
-            while !got.ends_with("sub a\n") {
-                let n = s.read(&mut buf).unwrap();
-                assert!(n > 0, "closed early");
-                got.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
+            ask_sub(&mut s);
         }
         eprintln!("PASS {backend}: pipelining");
-        drop(server);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    });
 }
 
 #[test]
 fn slow_senders_and_idle_connections_are_closed() {
-    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
-        let dir = site(&format!("slow-{backend}"));
+    on_every_backend("slow", |backend, dir| {
         let server = Server::start(
             backend,
-            &dir,
+            dir,
             &["--header-timeout", "0.5", "--idle-timeout", "1"],
         );
         // A head that trickles in, a byte at a time, never ends.
@@ -481,16 +486,13 @@ fn slow_senders_and_idle_connections_are_closed() {
             "{backend}: idle closed at {waited:?}"
         );
         eprintln!("PASS {backend}: slow sender closed, idle closed after {waited:?}");
-        drop(server);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    });
 }
 
 #[test]
 fn vanished_clients_leave_nothing_behind() {
-    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
-        let dir = site(&format!("vanish-{backend}"));
-        let server = Server::start(backend, &dir, &[]);
+    on_every_backend("vanish", |backend, dir| {
+        let server = Server::start(backend, dir, &[]);
         let a = agent();
         let (code, _) = fetch(a.get(&server.url("/sub/a.txt")));
         assert_eq!(code, 200);
@@ -515,16 +517,13 @@ fn vanished_clients_leave_nothing_behind() {
         let (code, _) = fetch(agent().get(&server.url("/sub/a.txt")));
         assert_eq!(code, 200, "{backend}: the server still answers");
         eprintln!("PASS {backend}: 40 vanished clients, {before} fds before and after");
-        drop(server);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    });
 }
 
 #[test]
 fn sigterm_finishes_responses_in_progress_and_exits_zero() {
-    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
-        let dir = site(&format!("shutdown-{backend}"));
-        let mut server = Server::start(backend, &dir, &["--grace", "20"]);
+    on_every_backend("shutdown", |backend, dir| {
+        let mut server = Server::start(backend, dir, &["--grace", "20"]);
         let idle = server.connect();
         let mut slow = server.connect();
         slow.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -557,16 +556,13 @@ fn sigterm_finishes_responses_in_progress_and_exits_zero() {
             "{backend}: still accepting after shutdown"
         );
         eprintln!("PASS {backend}: shutdown");
-        drop(server);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    });
 }
 
 #[test]
 fn out_of_descriptors_backs_off_and_recovers() {
-    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
-        let dir = site(&format!("emfile-{backend}"));
-        let server = Server::start_with(backend, &dir, &[], Some(48));
+    on_every_backend("emfile", |backend, dir| {
+        let server = Server::start_with(backend, dir, &[], Some(48));
         // More connections than descriptors: the excess waits in the backlog.
         let conns: Vec<TcpStream> = (0..80).map(|_| server.connect()).collect();
         std::thread::sleep(Duration::from_millis(500));
@@ -590,31 +586,17 @@ fn out_of_descriptors_backs_off_and_recovers() {
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("PASS {backend}: EMFILE survived");
-        drop(server);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    });
 }
 
 #[test]
 fn the_connection_cap_holds_new_clients_in_the_backlog() {
-    for backend in BACKENDS.into_iter().filter(|b| usable(b)) {
-        let dir = site(&format!("cap-{backend}"));
-        let server = Server::start(backend, &dir, &["--max-conns", "2"]);
-        let ask = |s: &mut TcpStream| {
-            s.write_all(b"GET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let mut buf = [0u8; 4096];
-            let mut got = String::new();
-            while !got.ends_with("sub a\n") {
-                let n = s.read(&mut buf).unwrap();
-                assert!(n > 0, "closed early");
-                got.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        };
+    on_every_backend("cap", |backend, dir| {
+        let server = Server::start(backend, dir, &["--max-conns", "2"]);
         let mut first = server.connect();
         let mut second = server.connect();
-        ask(&mut first);
-        ask(&mut second);
+        ask_sub(&mut first);
+        ask_sub(&mut second);
         // A third client is connected by the kernel but not taken while two are open.
         let mut third = server.connect();
         third
@@ -640,7 +622,5 @@ fn the_connection_cap_holds_new_clients_in_the_backlog() {
         );
         drop(second);
         eprintln!("PASS {backend}: connection cap");
-        drop(server);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    });
 }
