@@ -76,6 +76,12 @@ fn drop_waits_for_pool_jobs_and_stops_the_pool() {
                 ring.submit(open, i).unwrap();
             }
             ring.wait(1, Some(Duration::from_millis(1))).unwrap();
+            // A pool thread names itself once it runs: on a loaded machine that can take a
+            // moment after the job was handed over.
+            let start = std::time::Instant::now();
+            while pool_threads() == 0 && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             assert!(
                 pool_threads() > 0,
                 "{kind}: the opens did not reach the pool"

@@ -34,16 +34,29 @@ const CHILD: &str = "ONELOOP_EXHAUSTION_CHILD";
 /// Runs `body` in a child process (this test binary, filtered to the test `name`); the parent
 /// passes if the child exits 0, and shows what the child printed either way.
 fn in_child(name: &str, body: fn()) {
+    run_child(name, body, false);
+}
+
+/// As [`in_child`], for a case about `Auto`'s choice: `ONELOOP_BACKEND` (which overrides
+/// `Auto`, and which a run of the suite on one backend sets) is cleared in the child.
+fn in_child_auto(name: &str, body: fn()) {
+    run_child(name, body, true);
+}
+
+fn run_child(name: &str, body: fn(), clear_backend: bool) {
     if std::env::var(CHILD).as_deref() == Ok(name) {
         body();
         return;
     }
     let _one = ONE_CHILD.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, name)
-        .output()
-        .expect("start the child");
+        .env(CHILD, name);
+    if clear_backend {
+        child.env_remove("ONELOOP_BACKEND");
+    }
+    let out = child.output().expect("start the child");
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         eprintln!("  [{name}] {line}");
@@ -59,7 +72,13 @@ fn backends() -> Vec<BackendKind> {
     let forced = BackendKind::from_env().expect("ONELOOP_BACKEND");
     BackendKind::ALL
         .into_iter()
-        .filter(|&k| !matches!(forced, Some(f) if f != k && f != BackendKind::Auto))
+        .filter(|&k| match forced {
+            Some(f) if f != k && f != BackendKind::Auto => {
+                eprintln!("SKIP {k}: ONELOOP_BACKEND={f}");
+                false
+            }
+            _ => true,
+        })
         .filter(|&k| match Ring::builder().backend(k).entries(8).build() {
             Ok(_) => true,
             Err(e) => {
@@ -173,7 +192,7 @@ fn memlock_too_small_for_uring() {
 
 #[test]
 fn aio_max_nr_used_up() {
-    in_child("aio_max_nr_used_up", || {
+    in_child_auto("aio_max_nr_used_up", || {
         if !backends().contains(&BackendKind::Aio) {
             return;
         }
@@ -243,7 +262,7 @@ fn aio_max_nr_used_up() {
 
 #[test]
 fn setup_failures_fall_back() {
-    in_child("setup_failures_fall_back", || {
+    in_child_auto("setup_failures_fall_back", || {
         let _plan = Plan::new(1).rate(Fault::SetupFails, 1_000_000).install();
         let mut ring = Ring::new().expect("epoll is never injected");
         assert_eq!(ring.backend(), BackendKind::Epoll);

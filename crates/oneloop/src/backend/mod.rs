@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub(crate) mod aio;
+mod by_fd;
 pub(crate) mod epoll;
 mod timers;
 pub(crate) mod uring;

@@ -92,15 +92,11 @@ pub(crate) fn epoll_wait_now(epfd: RawFd, events: &mut [libc::epoll_event]) -> i
 /// if it is not open. Emulated `EpollWait`s check this at submission, as io_uring's native
 /// `EPOLL_WAIT` does, so a wrong descriptor fails at once instead of waiting on it.
 ///
-/// One `epoll_ctl(fd, EPOLL_CTL_DEL, probe)` where `probe` is a private eventfd that no epoll
-/// set holds: an epoll instance answers `ENOENT`, anything else `EINVAL` (or `EBADF`).
-/// Where the probe cannot be made (no descriptors left), the check is skipped.
-pub(crate) fn epoll_check(fd: RawFd) -> io::Result<()> {
-    static PROBE: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
-    let Some(probe) = PROBE.get_or_init(|| eventfd().ok()) else {
-        return Ok(());
-    };
-    let probe = std::os::fd::AsRawFd::as_raw_fd(probe);
+/// One `epoll_ctl(fd, EPOLL_CTL_DEL, probe)` where `probe` is the ring's own wake eventfd,
+/// which no epoll set a caller owns can hold (it never leaves the ring): an epoll instance
+/// answers `ENOENT`, anything else `EINVAL` (or `EBADF`). The ring's own epoll instance
+/// (epoll backend), which does hold it, is refused by the caller before this is asked.
+pub(crate) fn epoll_check(fd: RawFd, probe: RawFd) -> io::Result<()> {
     // SAFETY (syscall!): `EPOLL_CTL_DEL` reads no event (null is allowed since Linux 2.6.9).
     match syscall!(epoll_ctl(
         fd,
@@ -110,8 +106,8 @@ pub(crate) fn epoll_check(fd: RawFd) -> io::Result<()> {
     )) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         Err(e) => Err(e),
-        // The probe was in `fd`'s set (a caller put our private fd there): it is an epoll
-        // instance all the same.
+        // The probe was in `fd`'s set: only a set of the ring's own holds it, and that set is
+        // an epoll instance all the same.
         Ok(_) => Ok(()),
     }
 }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use self::attempt::{Blocking, Next};
 use self::fds::{Fds, Waiter, UNMASKED};
 use super::aio::RequestKey;
+use super::by_fd::ByFd;
 use super::timers::{Fire, TimerSeq, Timers};
 use crate::common::{Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{finish, CancelCount, CancelOutcome, Completion, OpId};
@@ -98,6 +99,8 @@ pub(crate) struct Epoll {
     inline_ops: u64,
     /// Scratch list for `cancel_where`, kept to reuse.
     cancel_scratch: Vec<Key>,
+    /// The live slots of each descriptor, for `cancel_where`.
+    by_fd: ByFd,
 }
 
 impl Epoll {
@@ -160,6 +163,7 @@ impl Epoll {
             engine: None,
             inline_ops: 0,
             cancel_scratch: Vec::with_capacity(64),
+            by_fd: ByFd::default(),
         })
     }
 
@@ -230,6 +234,7 @@ impl Epoll {
             nowait: false,
             too_late: false,
         };
+        let fd = slot.fd;
         let key = match self.slots.insert(slot) {
             Ok(key) => key,
             Err(slot) => {
@@ -237,6 +242,7 @@ impl Epoll {
                 return Err(SubmitError::full(self.slots.capacity(), op));
             }
         };
+        self.by_fd.add(fd, key);
         if let Some(d) = deadline {
             let seq = self.timers.arm(
                 d.instant(now.unwrap_or_else(Instant::now)),
@@ -340,8 +346,8 @@ impl Epoll {
         if self.engine.is_some() && self.start_aio(key, out) {
             return;
         }
-        let op = self.slot(key).op.as_mut().expect("a fresh op");
-        let next = match op {
+        let op = self.slots.get_mut(key).and_then(|s| s.op.as_mut());
+        let next = match op.expect("a fresh op") {
             Op::Timeout(t) => {
                 let at = t.when.instant(now.unwrap_or_else(Instant::now));
                 let seq = self.timers.arm(at, key, Fire::Timeout);
@@ -349,7 +355,7 @@ impl Epoll {
                 return;
             }
             Op::Poll(p) => Next::Wait(p.mask.bits()),
-            Op::EpollWait(o) => match crate::sys::epoll_check(o.epfd) {
+            Op::EpollWait(o) => match epoll_check(&self.epfd, &self.wake, o.epfd) {
                 Ok(()) => Next::Wait(libc::EPOLLIN as u32),
                 Err(e) => Next::Done(-e.raw_os_error().unwrap_or(libc::EINVAL)),
             },
@@ -435,6 +441,7 @@ impl Epoll {
         let Some(mut slot) = self.slots.remove(key) else {
             return;
         };
+        self.by_fd.remove(slot.fd, key);
         self.forget(key, &slot);
         let op = slot.op.take().expect("completing a slot that holds its op");
         // SAFETY: every caller passes what this slot's op did: its attempt's or its AIO
@@ -531,12 +538,11 @@ impl Epoll {
         // A reused list: a cancel by fd at every socket's close allocates nothing.
         let mut targets = std::mem::take(&mut self.cancel_scratch);
         targets.clear();
-        targets.extend(
-            self.slots
-                .iter()
-                .filter(|(_, s)| fd.is_none() || s.fd == fd)
-                .map(|(k, _)| k),
-        );
+        // Only `fd`'s own slots are looked at (see `by_fd.rs`).
+        match fd {
+            Some(fd) => targets.extend_from_slice(self.by_fd.keys(fd)),
+            None => targets.extend(self.slots.iter().map(|(key, _)| key)),
+        }
         let mut count = CancelCount::default();
         for &key in &targets {
             match self.end_early(key, -libc::ECANCELED, out) {
@@ -791,6 +797,16 @@ impl Epoll {
             self.pool.detach();
         }
     }
+}
+
+/// Whether `epfd` is an epoll instance a caller may wait on: not the ring's own `own` (whose
+/// events are the ring's), and an epoll instance (see `sys::epoll_check`, probing with the
+/// ring's wake eventfd).
+fn epoll_check(own: &OwnedFd, wake: &WakeFd, epfd: RawFd) -> io::Result<()> {
+    if epfd == own.as_raw_fd() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    crate::sys::epoll_check(epfd, wake.raw())
 }
 
 /// How long dropping a ring waits for pool jobs that are already running.

@@ -126,6 +126,10 @@ impl Epoll {
     /// Makes slot `key`'s fresh op an AIO request if this backend does it that way;
     /// `false` sends it down the epoll path instead.
     pub(super) fn start_aio(&mut self, key: Key, out: &mut VecDeque<Completion>) -> bool {
+        let checked = match self.slots.get(key).and_then(|s| s.op.as_ref()) {
+            Some(Op::EpollWait(o)) => super::epoll_check(&self.epfd, &self.wake, o.epfd),
+            _ => Ok(()),
+        };
         let engine = &mut self.engine.as_mut().expect("aio").engine;
         let slot = self.slots.get_mut(key).expect("a live slot");
         let owner = Owner::Slot(key);
@@ -133,7 +137,7 @@ impl Epoll {
             Op::Poll(p) if !p.multishot && !sio::is_signalfd(p.fd) => {
                 (engine.poll(owner, p.fd, p.mask.bits()), false)
             }
-            Op::EpollWait(o) => match crate::sys::epoll_check(o.epfd) {
+            Op::EpollWait(o) => match checked {
                 Ok(()) => (engine.poll(owner, o.epfd, POLLIN), false),
                 Err(e) => (Err(e), false),
             },

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use self::files::Files;
 use self::inflight::{InFlight, Slot};
 use self::lower::Lowered;
+use super::by_fd::ByFd;
 use super::timers::{Fire, Timers};
 use crate::common::{Settings, SubmitError, WakeFd};
 use crate::completion::{finish, raw_result, CancelCount, CancelOutcome, Completion, OpId};
@@ -79,6 +80,8 @@ pub(crate) struct Uring {
     timers: Timers,
     /// Scratch lists for `cancel_where` (ops to cancel in the kernel, timers), kept to reuse.
     cancel_scratch: (Vec<Key>, Vec<Key>),
+    /// The live slots of each descriptor, for `cancel_where`.
+    by_fd: ByFd,
     /// Descriptors in the fixed-file table (`Ring::register_fd`).
     files: Files,
     broken: Option<String>,
@@ -122,6 +125,7 @@ impl Uring {
             rearms: Vec::with_capacity(64),
             timers: Timers::new(),
             cancel_scratch: (Vec::with_capacity(64), Vec::with_capacity(64)),
+            by_fd: ByFd::default(),
             files,
             broken: None,
             setup,
@@ -182,14 +186,16 @@ impl Uring {
         // An emulated EpollWait (a poll of its fd) first checks that the fd is an epoll
         // instance, as the native op would.
         let refused = if let (Op::EpollWait(o), false) = (&slot.op, self.native_epoll_wait) {
-            crate::sys::epoll_check(o.epfd).err()
+            crate::sys::epoll_check(o.epfd, self.wake.raw()).err()
         } else {
             None
         };
+        let fd = slot.op.fd();
         let key = match self.table.slots.insert(slot) {
             Ok(key) => key,
             Err(slot) => return Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
         };
+        self.by_fd.add(fd, key);
         if let Some(e) = refused {
             // As the native EPOLL_WAIT would: the op ends at once with the error.
             let slot = self.table.slots.get_mut(key).expect("slot just inserted");
@@ -199,6 +205,7 @@ impl Uring {
         }
         if let Err(e) = self.arm(key, now, out) {
             let slot = self.table.slots.remove(key).expect("slot just inserted");
+            self.by_fd.remove(fd, key);
             return Err(SubmitError::new(e, slot.op));
         }
         Ok(OpId(key.pack()))
@@ -441,7 +448,7 @@ impl Uring {
     /// Delivers slot `key`'s final completion if the kernel is done with it.
     fn try_finish(&mut self, key: Key, out: &mut VecDeque<Completion>) {
         match self.table.slots.get(key) {
-            Some(slot) if !slot.kernel_holds() => {}
+            Some(slot) if !slot.kernel_holds() => self.by_fd.remove(slot.op.fd(), key),
             _ => return,
         }
         // The op is taken out in place; the rest of the slot is dropped where it is.
@@ -608,18 +615,24 @@ impl Uring {
         let (mut targets, mut timers) = std::mem::take(&mut self.cancel_scratch);
         targets.clear();
         timers.clear();
-        for (key, slot) in self.table.slots.iter() {
-            if fd.is_some() && slot.op.fd() != fd {
-                continue;
-            }
+        // Only `fd`'s own slots are looked at (see `by_fd.rs`).
+        match fd {
+            Some(fd) => targets.extend_from_slice(self.by_fd.keys(fd)),
+            None => targets.extend(self.table.slots.iter().map(|(key, _)| key)),
+        }
+        let slots = &self.table.slots;
+        targets.retain(|&key| {
+            let slot = slots.get(key).expect("listed slots are live");
             if slot.main_res.is_some() || slot.cancel_answered || slot.discarded {
                 count.too_late += 1;
+                false
             } else if slot.timer.is_some() {
                 timers.push(key);
+                false
             } else {
-                targets.push(key);
+                true
             }
-        }
+        });
         for &key in &timers {
             if self.cancel_timer(key, out) {
                 count.cancelled += 1;
@@ -852,6 +865,9 @@ impl Uring {
             );
         }
         for key in held {
+            if let Some(slot) = self.table.slots.get(key) {
+                self.by_fd.remove(slot.op.fd(), key);
+            }
             std::mem::forget(self.table.slots.remove(key));
         }
     }
