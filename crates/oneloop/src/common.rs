@@ -203,7 +203,7 @@ pub struct Stats {
     /// the backend's own polls of its eventfds and epoll fd.
     pub aio_requests: u64,
     /// Ops accepted by `submit`, by kind (index with [`Op::kind`](crate::Op::kind)).
-    pub submitted: [u64; 15],
+    pub submitted: [u64; Op::COUNT],
     /// Cancel requests made (`cancel`, `cancel_nowait`, and each op `cancel_fd`/`cancel_all`
     /// reached).
     pub cancels: u64,

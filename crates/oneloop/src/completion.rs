@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use crate::buf::Buf;
-use crate::op::{EpollEvents, Op, PollMask};
+use crate::op::{EpollEvents, Op, Output, PollMask};
 
 /// An accepted submission's identity: a slot and its generation.
 ///
@@ -62,22 +62,6 @@ impl CancelCount {
     pub fn total(self) -> usize {
         self.cancelled + self.too_late
     }
-}
-
-/// What an op hands back with its final completion.
-#[derive(Debug, Default)]
-pub enum Output {
-    /// Nothing (polls, timeouts, nops, fsync, connect, close).
-    #[default]
-    None,
-    /// The op's buffer (`Read`, `Write`, `Recv`, `Send`).
-    Buf(Buf),
-    /// The op's buffers (`Readv`, `Writev`).
-    Bufs(Vec<Buf>),
-    /// The events an `EpollWait` returned.
-    Events(EpollEvents),
-    /// A new descriptor (`Accept`, `OpenAt`), or the descriptor of a cancelled `Close`.
-    Fd(OwnedFd),
 }
 
 /// One result from the ring.
@@ -207,97 +191,84 @@ pub(crate) fn raw_result(res: i32) -> io::Result<u32> {
     }
 }
 
-/// Ends an op: maps its raw result and hands back what it owned, updated by that result.
-///
-/// # Safety
-/// `res` must be what the kernel (or a pool thread) reported for exactly this op, as the
-/// backend lowered it: a count `>= 0` is the bytes written into the op's read buffers, and
-/// for `Accept`/`OpenAt` a new descriptor nobody else owns (the output closes it on drop).
-/// A negative `res` (an errno) is always sound.
-#[allow(unsafe_code)]
-pub(crate) unsafe fn finish(op: Op, res: i32) -> (io::Result<u32>, Output) {
-    let result = raw_result(res);
-    let n = *result.as_ref().unwrap_or(&0) as usize;
-    let ok = result.is_ok();
-    let output = match op {
-        Op::Nop(_) | Op::Fsync(_) | Op::Poll(_) | Op::Timeout(_) | Op::Connect(_) => Output::None,
-        Op::Read(mut o) => {
-            if ok {
-                // SAFETY: the caller's contract: the kernel wrote `n` bytes there.
-                unsafe { o.buf.filled(n) };
-            }
-            Output::Buf(o.buf)
-        }
-        Op::Recv(mut o) => {
-            if ok {
-                // SAFETY: as for `Read`.
-                unsafe { o.buf.filled(n) };
-            }
-            Output::Buf(o.buf)
-        }
-        Op::Write(o) => Output::Buf(o.buf),
-        Op::Send(o) => Output::Buf(o.buf),
-        Op::Readv(mut o) => {
-            if ok {
-                // SAFETY: as for `Read`, across the buffers in order.
-                unsafe { distribute(&mut o.bufs, n) };
-            }
-            Output::Bufs(o.bufs)
-        }
-        Op::Writev(o) => Output::Bufs(o.bufs),
-        Op::EpollWait(mut o) => {
-            o.events.len = if ok { n.min(o.events.capacity()) } else { 0 };
-            Output::Events(o.events)
-        }
-        Op::Accept(_) | Op::OpenAt(_) => {
-            if ok {
-                // SAFETY: the caller's contract: a new descriptor nobody else owns.
-                Output::Fd(unsafe { crate::sys::owned_fd(n as i32) })
-            } else {
-                Output::None
-            }
-        }
-        Op::Close(o) => {
-            if res == -libc::ECANCELED {
-                // Never ran: the descriptor is still open and still the caller's.
-                Output::Fd(o.fd)
-            } else {
-                // Linux releases the descriptor even when close reports an error.
-                let _ = std::os::fd::IntoRawFd::into_raw_fd(o.fd);
-                Output::None
-            }
-        }
-    };
-    (result, output)
+/// A raw result vouched for: what the kernel, a pool thread or a non-blocking attempt reported
+/// for exactly one op, as its backend made the request. Making one is the single `unsafe`
+/// step of ending an op (each backend's in-flight table does it, once per op); using it is
+/// safe, and consumes it, so a read's buffer is grown once and a new descriptor wrapped once.
+#[derive(Debug)]
+pub(crate) struct Done {
+    res: i32,
 }
 
-impl Op {
-    /// What the op owns (its buffers, event array or descriptor), as a completion would hand it
-    /// back, for an op that never ran (a refused submission): buffers untouched, a `Close`'s
-    /// descriptor.
+impl Done {
+    /// Vouches for `res`.
+    ///
+    /// # Safety
+    /// `res` must be what the kernel (or a pool thread, or the backend's own non-blocking
+    /// attempt) reported for exactly the op it will finish, as the backend lowered it: a count
+    /// `>= 0` is the bytes written into the op's read buffers, and for `Accept`/`OpenAt` a new
+    /// descriptor nobody else owns. A negative `res` (an errno) is always sound: use
+    /// [`Done::error`].
     #[allow(unsafe_code)]
-    pub fn into_output(self) -> Output {
-        // SAFETY: an errno: nothing is filled and no descriptor is wrapped.
-        unsafe { finish(self, -libc::ECANCELED) }.1
+    pub(crate) unsafe fn new(res: i32) -> Done {
+        Done { res }
+    }
+
+    /// An op ended with `errno` (nothing filled, no descriptor).
+    pub(crate) fn error(errno: i32) -> Done {
+        Done {
+            res: -errno.abs().max(1),
+        }
+    }
+
+    /// The raw result (`>= 0`, or `-errno`).
+    pub(crate) fn raw(&self) -> i32 {
+        self.res
+    }
+
+    /// The count, if the op succeeded.
+    pub(crate) fn count(&self) -> Option<usize> {
+        usize::try_from(self.res).ok()
+    }
+
+    /// Grows a read's buffer by the bytes the kernel wrote (nothing on an error).
+    #[allow(unsafe_code)]
+    pub(crate) fn fill(self, buf: &mut Buf) {
+        if let Some(n) = self.count() {
+            // SAFETY: `new`'s contract: the kernel wrote `n` bytes into this op's buffer.
+            unsafe { buf.filled(n) };
+        }
+    }
+
+    /// Grows each buffer of a vectored read by its share of the bytes, in order.
+    #[allow(unsafe_code)]
+    pub(crate) fn fill_in_order(self, bufs: &mut [Buf]) {
+        let mut n = self.count().unwrap_or(0);
+        for buf in bufs {
+            if n == 0 {
+                break;
+            }
+            let take = buf.room().min(n);
+            // SAFETY: `new`'s contract: the kernel wrote `n` bytes across the buffers' read
+            // targets, in order; this is this buffer's share.
+            unsafe { buf.filled(take) };
+            n -= take;
+        }
+    }
+
+    /// The new descriptor an `Accept` or `OpenAt` produced, if it succeeded.
+    #[allow(unsafe_code)]
+    pub(crate) fn into_fd(self) -> Option<OwnedFd> {
+        // SAFETY: `new`'s contract: a count from these ops is a new descriptor nobody else
+        // owns; `self` is consumed, so it is wrapped once.
+        self.count()
+            .map(|n| unsafe { crate::sys::owned_fd(n as i32) })
     }
 }
 
-/// Grows each buffer of a vectored read by its share of `n` bytes, in order.
-///
-/// # Safety
-/// The kernel must have written `n` bytes across the buffers' read targets, in order.
-#[allow(unsafe_code)]
-unsafe fn distribute(bufs: &mut [Buf], mut n: usize) {
-    for buf in bufs {
-        if n == 0 {
-            break;
-        }
-        let room = buf.room();
-        let take = room.min(n);
-        // SAFETY: the caller's contract, for this buffer's share.
-        unsafe { buf.filled(take) };
-        n -= take;
-    }
+/// Ends an op: its result as a Rust result, and what it hands back, updated by that result.
+pub(crate) fn finish(op: Op, done: Done) -> (io::Result<u32>, Output) {
+    (raw_result(done.raw()), op.finish(done))
 }
 
 #[cfg(test)]
@@ -330,7 +301,7 @@ mod tests {
         // SAFETY: aligned buffers are zero-initialised: their bytes are initialised whoever
         // wrote them.
         #[allow(unsafe_code)]
-        let (result, output) = unsafe { finish(Op::Readv(op), 4) };
+        let (result, output) = finish(Op::Readv(op), unsafe { Done::new(4) });
         assert_eq!(result.unwrap(), 4);
         let Output::Bufs(bufs) = output else {
             panic!("{output:?}")
@@ -342,9 +313,7 @@ mod tests {
     #[test]
     fn a_cancelled_close_gives_the_fd_back() {
         let fd = crate::sys::eventfd().unwrap();
-        // SAFETY: an errno: nothing is filled and no descriptor is wrapped.
-        #[allow(unsafe_code)]
-        let (result, output) = unsafe { finish(Op::Close(Close::new(fd)), -libc::ECANCELED) };
+        let (result, output) = finish(Op::Close(Close::new(fd)), Done::error(libc::ECANCELED));
         assert!(result.is_err());
         assert!(
             matches!(output, Output::Fd(_)),

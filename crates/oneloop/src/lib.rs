@@ -57,9 +57,9 @@ mod sys;
 
 pub use buf::{AlignedBuf, Buf, IoBuf, IoBufMut};
 pub use common::{BackendKind, Stats, SubmitError};
-pub use completion::{CancelCount, CancelOutcome, Completion, OpId, Output};
+pub use completion::{CancelCount, CancelOutcome, Completion, OpId};
 pub use op::{
-    Accept, Close, Connect, Deadline, EpollEvents, EpollWait, Fsync, Nop, Op, OpenAt, Poll,
+    Accept, Close, Connect, Deadline, EpollEvents, EpollWait, Fsync, Nop, Op, OpenAt, Output, Poll,
     PollMask, Read, Readv, Recv, Send, Submission, Timeout, Write, Writev, CURRENT_POSITION,
 };
 pub use ring::{Ring, RingBuilder, Skipped, Waker};

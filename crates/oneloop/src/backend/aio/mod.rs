@@ -22,7 +22,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
-use crate::buf::Buf;
 use crate::fault::{self, Fault};
 use crate::slab::{Key, Slab};
 
@@ -120,7 +119,9 @@ impl Engine {
         self.ring.is_some()
     }
 
-    fn prep(
+    /// Queues `iocb` for `owner` (an op's request, as the op made it: `op/`'s `AioPlan`);
+    /// `iovecs`, for a vectored request, are kept with it until its event.
+    pub fn queue(
         &mut self,
         owner: Owner,
         iocb: Iocb,
@@ -148,7 +149,7 @@ impl Engine {
         Ok(key)
     }
 
-    /// Queues `IOCB_CMD_POLL` of `fd` for `events` (poll bits).
+    /// Queues `IOCB_CMD_POLL` of `fd` for `events` (poll bits): the backend's own polls.
     pub fn poll(&mut self, owner: Owner, fd: i32, events: u32) -> io::Result<RequestKey> {
         let iocb = Iocb {
             aio_lio_opcode: aio::IOCB_CMD_POLL,
@@ -156,92 +157,7 @@ impl Engine {
             aio_buf: u64::from(events),
             ..Iocb::default()
         };
-        self.prep(owner, iocb, Vec::new())
-    }
-
-    /// Queues a read into `buf`'s read target (`RWF_NOWAIT` if `nowait`).
-    pub fn read(
-        &mut self,
-        owner: Owner,
-        fd: i32,
-        buf: &mut Buf,
-        offset: u64,
-        nowait: bool,
-    ) -> io::Result<RequestKey> {
-        let (ptr, len) = buf.read_target();
-        let iocb = rw_iocb(
-            aio::IOCB_CMD_PREAD,
-            fd,
-            ptr as u64,
-            len as u64,
-            offset,
-            nowait,
-        );
-        self.prep(owner, iocb, Vec::new())
-    }
-
-    /// Queues a write of `buf`'s bytes (`RWF_NOWAIT` if `nowait`).
-    pub fn write(
-        &mut self,
-        owner: Owner,
-        fd: i32,
-        buf: &Buf,
-        offset: u64,
-        nowait: bool,
-    ) -> io::Result<RequestKey> {
-        let (ptr, len) = buf.write_source();
-        let iocb = rw_iocb(
-            aio::IOCB_CMD_PWRITE,
-            fd,
-            ptr as u64,
-            len as u64,
-            offset,
-            nowait,
-        );
-        self.prep(owner, iocb, Vec::new())
-    }
-
-    /// Queues a vectored read into `bufs`.
-    pub fn readv(
-        &mut self,
-        owner: Owner,
-        fd: i32,
-        bufs: &mut [Buf],
-        offset: u64,
-        nowait: bool,
-    ) -> io::Result<RequestKey> {
-        let iovecs = bufs.iter_mut().map(Buf::read_iovec).collect();
-        let iocb = rw_iocb(aio::IOCB_CMD_PREADV, fd, 0, 0, offset, nowait);
-        self.prep(owner, iocb, iovecs)
-    }
-
-    /// Queues a vectored write of `bufs`.
-    pub fn writev(
-        &mut self,
-        owner: Owner,
-        fd: i32,
-        bufs: &[Buf],
-        offset: u64,
-        nowait: bool,
-    ) -> io::Result<RequestKey> {
-        let iovecs = bufs.iter().map(Buf::write_iovec).collect();
-        let iocb = rw_iocb(aio::IOCB_CMD_PWRITEV, fd, 0, 0, offset, nowait);
-        self.prep(owner, iocb, iovecs)
-    }
-
-    /// Queues `IOCB_CMD_FSYNC` (or `FDSYNC`).
-    pub fn fsync(&mut self, owner: Owner, fd: i32, data_only: bool) -> io::Result<RequestKey> {
-        let opcode = if data_only {
-            aio::IOCB_CMD_FDSYNC
-        } else {
-            aio::IOCB_CMD_FSYNC
-        };
-        let iocb = Iocb {
-            aio_lio_opcode: opcode,
-            aio_fildes: fd as u32,
-            ..Iocb::default()
-        };
-        self.prep(owner, iocb, Vec::new())
+        self.queue(owner, iocb, Vec::new())
     }
 
     /// Submits queued requests. Stops early (leaving the rest queued) when the kernel has no
@@ -372,18 +288,6 @@ impl Drop for Engine {
         if let Err(e) = aio::io_destroy(self.ctx) {
             tracing::error!(error = %e, "io_destroy failed");
         }
-    }
-}
-
-fn rw_iocb(opcode: u16, fd: i32, buf: u64, len: u64, offset: u64, nowait: bool) -> Iocb {
-    Iocb {
-        aio_lio_opcode: opcode,
-        aio_fildes: fd as u32,
-        aio_buf: buf,
-        aio_nbytes: len,
-        aio_offset: offset as i64,
-        aio_rw_flags: if nowait { libc::RWF_NOWAIT } else { 0 },
-        ..Iocb::default()
     }
 }
 

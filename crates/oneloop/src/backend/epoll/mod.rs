@@ -16,8 +16,8 @@
 //! * The wake eventfd and the pool's eventfd sit in the epoll set, edge-triggered.
 #![deny(unsafe_code)]
 
-mod attempt;
 mod fds;
+mod inflight;
 mod with_aio;
 
 use std::collections::VecDeque;
@@ -26,15 +26,16 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use self::attempt::{Blocking, Next};
-use self::fds::{Fds, Waiter, UNMASKED};
+use self::fds::{Fds, Waiter};
+use self::inflight::{complete, Blocking};
 use super::aio::RequestKey;
 use super::by_fd::ByFd;
 use super::timers::{Fire, TimerSeq, Timers};
 use crate::common::{Settings, Stats, SubmitError, WakeFd};
-use crate::completion::{finish, CancelCount, CancelOutcome, Completion, OpId};
+use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
 use crate::fault::{self, Fault};
-use crate::op::{Op, Submission};
+use crate::op::plan::{Next, ReadyCx};
+use crate::op::{Op, Submission, UNMASKED};
 use crate::pool::{Job, Pool};
 use crate::slab::{Key, Slab};
 use crate::sys::posix as sio;
@@ -209,10 +210,7 @@ impl Epoll {
         if let Some(Next::Done(res)) = first {
             self.inline_ops += 1;
             let id = OpId(INLINE_ID | (self.inline_ops & (INLINE_ID - 1)));
-            // SAFETY: `res` is this op's own attempt, just made on its buffers (`attempt.rs`);
-            // an accepted socket's descriptor was released only to be wrapped here.
-            #[allow(unsafe_code)]
-            let (result, output) = unsafe { finish(op, res) };
+            let (result, output) = complete(op, res);
             out.push_back(Completion {
                 id,
                 user_data,
@@ -260,26 +258,7 @@ impl Epoll {
 
     /// The direction `op` would wait for if its fd is pinned and known not ready for it.
     fn known_blocked(&mut self, op: &Op) -> Option<u32> {
-        // Listed in full, so a new op must say whether it takes the shortcut.
-        let (fd, interest) = match op {
-            Op::Recv(o) => (o.fd, libc::EPOLLIN as u32),
-            Op::Accept(o) => (o.fd, libc::EPOLLIN as u32),
-            Op::Send(o) => (o.fd, libc::EPOLLOUT as u32),
-            // Reads and writes may be files (the pool's), polls report readiness themselves,
-            // and the rest never wait on a socket's direction.
-            Op::Nop(_)
-            | Op::Read(_)
-            | Op::Write(_)
-            | Op::Readv(_)
-            | Op::Writev(_)
-            | Op::Fsync(_)
-            | Op::Poll(_)
-            | Op::EpollWait(_)
-            | Op::Timeout(_)
-            | Op::Connect(_)
-            | Op::Close(_)
-            | Op::OpenAt(_) => return None,
-        };
+        let (fd, interest) = op.ready_direction()?;
         self.apply_unregistered();
         self.fds.known_blocked(fd, interest).then_some(interest)
     }
@@ -297,7 +276,7 @@ impl Epoll {
                 self.fds.short_transfer(fd, direction);
                 Next::Done(res)
             }
-            Next::Done(_) | Next::Wait(_) | Next::Arm(_) | Next::Pool => next,
+            Next::Done(_) | Next::Wait(_) | Next::Arm(_) | Next::Pool | Next::Timer(_) => next,
         }
     }
 
@@ -315,25 +294,16 @@ impl Epoll {
     /// The first non-blocking attempt for ops that often finish at once (`None`: not such an
     /// op here). On aio, file I/O at an offset is an AIO request instead.
     fn try_inline(&mut self, op: &mut Op) -> Option<Next> {
-        match op {
-            Op::Nop(_) | Op::Recv(_) | Op::Send(_) | Op::OpenAt(_) => Some(attempt::first(op)),
-            Op::Read(o) if self.engine.is_none() || o.offset == crate::op::CURRENT_POSITION => {
-                Some(attempt::first(op))
-            }
-            Op::Write(o) if self.engine.is_none() || o.offset == crate::op::CURRENT_POSITION => {
-                Some(attempt::first(op))
-            }
-            Op::Read(_)
-            | Op::Write(_)
-            | Op::Readv(_)
-            | Op::Writev(_)
-            | Op::Fsync(_)
-            | Op::Poll(_)
-            | Op::EpollWait(_)
-            | Op::Timeout(_)
-            | Op::Accept(_)
-            | Op::Connect(_)
-            | Op::Close(_) => None,
+        let cx = self.ready_cx();
+        op.ready_inline(self.engine.is_some())
+            .then(|| op.ready_first(&cx))
+    }
+
+    /// What an op's first decision may use.
+    fn ready_cx(&self) -> ReadyCx {
+        ReadyCx {
+            own_epfd: Some(self.epfd.as_raw_fd()),
+            probe: self.wake.raw(),
         }
     }
 
@@ -346,20 +316,16 @@ impl Epoll {
         if self.engine.is_some() && self.start_aio(key, out) {
             return;
         }
-        let op = self.slots.get_mut(key).and_then(|s| s.op.as_mut());
-        let next = match op.expect("a fresh op") {
-            Op::Timeout(t) => {
-                let at = t.when.instant(now.unwrap_or_else(Instant::now));
+        let cx = self.ready_cx();
+        let op = self.slot(key).op.as_mut().expect("a fresh op");
+        let next = match op.ready_first(&cx) {
+            Next::Timer(when) => {
+                let at = when.instant(now.unwrap_or_else(Instant::now));
                 let seq = self.timers.arm(at, key, Fire::Timeout);
                 self.slot(key).state = State::Timer(seq);
                 return;
             }
-            Op::Poll(p) => Next::Wait(p.mask.bits()),
-            Op::EpollWait(o) => match epoll_check(&self.epfd, &self.wake, o.epfd) {
-                Ok(()) => Next::Wait(libc::EPOLLIN as u32),
-                Err(e) => Next::Done(-e.raw_os_error().unwrap_or(libc::EINVAL)),
-            },
-            op => attempt::first(op),
+            next => next,
         };
         self.follow(key, next, out);
     }
@@ -371,6 +337,7 @@ impl Epoll {
             Next::Wait(interest) => self.arm_fd(key, interest, true, out),
             Next::Arm(interest) => self.arm_fd(key, interest, false, out),
             Next::Pool => self.offload(key, out),
+            Next::Timer(_) => unreachable!("a timer is armed at the start"),
         }
     }
 
@@ -444,11 +411,8 @@ impl Epoll {
         self.by_fd.remove(slot.fd, key);
         self.forget(key, &slot);
         let op = slot.op.take().expect("completing a slot that holds its op");
-        // SAFETY: every caller passes what this slot's op did: its attempt's or its AIO
-        // event's result, its pool job's, or an errno the driver decided (-ECANCELED,
-        // -ETIME, ...).
-        #[allow(unsafe_code)]
-        let (result, output) = unsafe { finish(op, res) };
+        // Every caller passes what this slot's op did, or an errno (see `inflight.rs`).
+        let (result, output) = complete(op, res);
         out.push_back(Completion {
             id: OpId(key.pack()),
             user_data: slot.user_data,
@@ -620,7 +584,7 @@ impl Epoll {
             self.complete(key, got as i32, out);
             return false;
         }
-        match attempt::again(op, false) {
+        match op.ready_again(false) {
             Next::Wait(bits) => {
                 *blocked |= bits;
                 true
@@ -636,7 +600,7 @@ impl Epoll {
                 self.complete(key, res, out);
                 false
             }
-            Next::Pool => unreachable!("a readiness op never moves to the pool"),
+            Next::Pool | Next::Timer(_) => unreachable!("a readiness op stays on readiness"),
         }
     }
 
@@ -660,9 +624,7 @@ impl Epoll {
                 self.complete(key, res, out);
             } else {
                 // Its slot is gone: drop the work; its buffers are freed, its fd closed.
-                // SAFETY: `res` is this job's own result on this op.
-                #[allow(unsafe_code)]
-                drop(unsafe { finish(work.op, res) });
+                drop(complete(work.op, res));
             }
             self.pool.recycle(job);
         }
@@ -797,16 +759,6 @@ impl Epoll {
             self.pool.detach();
         }
     }
-}
-
-/// Whether `epfd` is an epoll instance a caller may wait on: not the ring's own `own` (whose
-/// events are the ring's), and an epoll instance (see `sys::epoll_check`, probing with the
-/// ring's wake eventfd).
-fn epoll_check(own: &OwnedFd, wake: &WakeFd, epfd: RawFd) -> io::Result<()> {
-    if epfd == own.as_raw_fd() {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    crate::sys::epoll_check(epfd, wake.raw())
 }
 
 /// How long dropping a ring waits for pool jobs that are already running.

@@ -21,14 +21,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fds::UNMASKED;
 use super::{Epoll, State};
 use crate::backend::aio::{Cancel, Engine, Owner, RequestKey};
 use crate::common::{Settings, WakeFd};
 use crate::completion::{CancelOutcome, Completion};
-use crate::op::{Op, CURRENT_POSITION};
+use crate::op::plan::{AioNext, AioStart};
+use crate::op::Op;
 use crate::slab::Key;
-use crate::sys::posix::{self as sio, FdKind};
 
 const POLLIN: u32 = libc::POLLIN as u32;
 
@@ -126,51 +125,29 @@ impl Epoll {
     /// Makes slot `key`'s fresh op an AIO request if this backend does it that way;
     /// `false` sends it down the epoll path instead.
     pub(super) fn start_aio(&mut self, key: Key, out: &mut VecDeque<Completion>) -> bool {
-        let checked = match self.slots.get(key).and_then(|s| s.op.as_ref()) {
-            Some(Op::EpollWait(o)) => super::epoll_check(&self.epfd, &self.wake, o.epfd),
-            _ => Ok(()),
+        self.request(key, true, out)
+    }
+
+    /// Makes slot `key`'s op an AIO request (`nowait`: file I/O may carry `RWF_NOWAIT`);
+    /// `false` if the op takes the readiness path.
+    fn request(&mut self, key: Key, nowait: bool, out: &mut VecDeque<Completion>) -> bool {
+        let cx = self.ready_cx();
+        let slot = self.slots.get_mut(key).expect("a live slot");
+        let op = slot.op.as_mut().expect("an op not on the pool");
+        let (iocb, iovecs, nowait) = match op.aio_start(&cx, nowait) {
+            AioStart::Request {
+                iocb,
+                iovecs,
+                nowait,
+            } => (iocb, iovecs, nowait),
+            AioStart::Ready => return false,
+            AioStart::Done(res) => {
+                self.complete(key, res, out);
+                return true;
+            }
         };
         let engine = &mut self.engine.as_mut().expect("aio").engine;
-        let slot = self.slots.get_mut(key).expect("a live slot");
-        let owner = Owner::Slot(key);
-        let (request, nowait) = match slot.op.as_mut().expect("a fresh op") {
-            Op::Poll(p) if !p.multishot && !sio::is_signalfd(p.fd) => {
-                (engine.poll(owner, p.fd, p.mask.bits()), false)
-            }
-            Op::EpollWait(o) => match checked {
-                Ok(()) => (engine.poll(owner, o.epfd, POLLIN), false),
-                Err(e) => (Err(e), false),
-            },
-            Op::Read(o) if o.offset != CURRENT_POSITION => {
-                (engine.read(owner, o.fd, &mut o.buf, o.offset, true), true)
-            }
-            Op::Write(o) if o.offset != CURRENT_POSITION => {
-                (engine.write(owner, o.fd, &o.buf, o.offset, true), true)
-            }
-            Op::Readv(o) if o.offset != CURRENT_POSITION => {
-                (engine.readv(owner, o.fd, &mut o.bufs, o.offset, true), true)
-            }
-            Op::Writev(o) if o.offset != CURRENT_POSITION => {
-                (engine.writev(owner, o.fd, &o.bufs, o.offset, true), true)
-            }
-            Op::Fsync(o) => (engine.fsync(owner, o.fd, o.data_only), false),
-            // Multishot polls, polls of a signalfd (an AIO poll never sees its signals), file
-            // I/O at the current position, sockets and the rest take the epoll path.
-            Op::Poll(_)
-            | Op::Read(_)
-            | Op::Write(_)
-            | Op::Readv(_)
-            | Op::Writev(_)
-            | Op::Nop(_)
-            | Op::Timeout(_)
-            | Op::Accept(_)
-            | Op::Connect(_)
-            | Op::Recv(_)
-            | Op::Send(_)
-            | Op::Close(_)
-            | Op::OpenAt(_) => return false,
-        };
-        match request {
+        match engine.queue(Owner::Slot(key), iocb, iovecs) {
             Ok(request) => {
                 slot.state = State::Iocb(request);
                 slot.nowait = nowait;
@@ -247,118 +224,16 @@ impl Epoll {
         }
         let res = res.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
         let nowait = slot.nowait;
-        match slot.op.as_mut().expect("an AIO op holds its op") {
-            // A poll's event carries its mask; 0 only when cancelled (by us, or by the kernel
-            // when the file's wait queue goes away).
-            Op::Poll(_) if res == 0 => self.complete(key, -libc::ECANCELED, out),
-            // A poll completed by the wakeup itself carries the waker's whole mask (RDNORM,
-            // WRNORM, ...): report only what was asked, plus what is always reported.
-            Op::Poll(p) if res > 0 => {
-                let mask = res as u32 & (p.mask.bits() | UNMASKED);
-                self.complete(key, mask as i32, out)
-            }
-            Op::EpollWait(o) if res > 0 => {
-                match crate::sys::epoll_wait_now(o.epfd, &mut o.events.raw) {
-                    Ok(0) => self.repoll(key, out),
-                    Ok(n) => self.complete(key, n as i32, out),
-                    Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EIO), out),
+        let op = slot.op.as_mut().expect("an AIO op holds its op");
+        match op.aio_event(res, nowait) {
+            AioNext::Done(res) => self.complete(key, res, out),
+            AioNext::Again { nowait } => {
+                if !self.request(key, nowait, out) {
+                    unreachable!("an AIO op stays one")
                 }
             }
-            Op::Fsync(_) if res == -libc::EINVAL => self.offload(key, out),
-            // EAGAIN: it would block; EOPNOTSUPP: this file cannot say (buffered writes on
-            // ext4, say). Either way, not an answer to give the caller.
-            Op::Read(_) | Op::Write(_) | Op::Readv(_) | Op::Writev(_)
-                if nowait && (res == -libc::EAGAIN || res == -libc::EOPNOTSUPP) =>
-            {
-                self.would_block(key, out)
-            }
-            _ => self.complete(key, res, out),
-        }
-    }
-
-    /// An emulated `EpollWait` found nothing: poll the epoll fd again.
-    fn repoll(&mut self, key: Key, out: &mut VecDeque<Completion>) {
-        let slot = self.slots.get_mut(key).expect("live");
-        let Some(Op::EpollWait(o)) = &slot.op else {
-            unreachable!("repoll is for EpollWait")
-        };
-        match self
-            .engine
-            .as_mut()
-            .expect("aio")
-            .engine
-            .poll(Owner::Slot(key), o.epfd, POLLIN)
-        {
-            Ok(request) => slot.state = State::Iocb(request),
-            Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EBUSY), out),
-        }
-    }
-
-    /// A `RWF_NOWAIT` request would have blocked: direct I/O goes again without the flag, a
-    /// buffered file goes to the pool, a pipe or socket waits for readiness.
-    fn would_block(&mut self, key: Key, out: &mut VecDeque<Completion>) {
-        let op = self
-            .slots
-            .get(key)
-            .and_then(|s| s.op.as_ref())
-            .expect("live op");
-        let fd = op.fd().expect("file ops have an fd");
-        let readiness = match op {
-            Op::Read(_) => Some(libc::EPOLLIN as u32),
-            Op::Write(_) => Some(libc::EPOLLOUT as u32),
-            // Vectored I/O has no readiness path: the pool does it.
-            Op::Readv(_) | Op::Writev(_) => None,
-            other @ (Op::Nop(_)
-            | Op::Fsync(_)
-            | Op::Poll(_)
-            | Op::EpollWait(_)
-            | Op::Timeout(_)
-            | Op::Accept(_)
-            | Op::Connect(_)
-            | Op::Recv(_)
-            | Op::Send(_)
-            | Op::Close(_)
-            | Op::OpenAt(_)) => unreachable!("{} is not a NOWAIT file op", other.name()),
-        };
-        match (sio::fd_kind(fd), readiness) {
-            // The EAGAIN (or EOPNOTSUPP) was seen in the kernel, perhaps before an edge this
-            // loop has consumed since: the registration must report current readiness.
-            (Ok(FdKind::Pollable), Some(bits)) => self.arm_fd(key, bits, false, out),
-            (Ok(FdKind::Pollable), None) => self.offload(key, out),
-            (Ok(_), _) if sio::is_direct(fd).unwrap_or(false) => self.resubmit_blocking(key, out),
-            (Ok(_), _) => self.offload(key, out),
-            (Err(e), _) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EIO), out),
-        }
-    }
-
-    /// Submits a direct-I/O request again, this time allowed to wait in the kernel.
-    fn resubmit_blocking(&mut self, key: Key, out: &mut VecDeque<Completion>) {
-        let engine = &mut self.engine.as_mut().expect("aio").engine;
-        let slot = self.slots.get_mut(key).expect("live");
-        let owner = Owner::Slot(key);
-        let request = match slot.op.as_mut().expect("op") {
-            Op::Read(o) => engine.read(owner, o.fd, &mut o.buf, o.offset, false),
-            Op::Write(o) => engine.write(owner, o.fd, &o.buf, o.offset, false),
-            Op::Readv(o) => engine.readv(owner, o.fd, &mut o.bufs, o.offset, false),
-            Op::Writev(o) => engine.writev(owner, o.fd, &o.bufs, o.offset, false),
-            other @ (Op::Nop(_)
-            | Op::Fsync(_)
-            | Op::Poll(_)
-            | Op::EpollWait(_)
-            | Op::Timeout(_)
-            | Op::Accept(_)
-            | Op::Connect(_)
-            | Op::Recv(_)
-            | Op::Send(_)
-            | Op::Close(_)
-            | Op::OpenAt(_)) => unreachable!("{} is not file I/O", other.name()),
-        };
-        match request {
-            Ok(request) => {
-                slot.state = State::Iocb(request);
-                slot.nowait = false;
-            }
-            Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EBUSY), out),
+            AioNext::Arm(bits) => self.arm_fd(key, bits, false, out),
+            AioNext::Pool => self.offload(key, out),
         }
     }
 

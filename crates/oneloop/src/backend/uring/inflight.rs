@@ -12,14 +12,15 @@
 #![allow(unsafe_code)]
 
 use io_uring::squeue::Entry;
-use io_uring::types::{OpenHow, Timespec};
+use io_uring::types::Timespec;
 use io_uring::IoUring;
 use std::time::Instant;
 
 use crate::backend::timers::TimerSeq;
-use crate::op::Op;
+use crate::completion::{finish, Done};
+use crate::op::plan::UringScratch;
+use crate::op::{Op, Output};
 use crate::slab::Slab;
-use crate::sys::RawSockAddr;
 
 /// Kernel-visible scratch an op may need besides its buffers.
 pub(super) struct Aux {
@@ -27,30 +28,7 @@ pub(super) struct Aux {
     pub link_ts: Timespec,
     /// What only some ops need, boxed so that every slot stays small (slots are moved on
     /// insert and remove): iovecs, a socket address, an `open_how`.
-    pub extra: Option<Box<Extra>>,
-}
-
-/// Scratch for vectored I/O, `Connect` and `OpenAt` (heap: stable while the slot lives).
-pub(super) struct Extra {
-    /// Iovecs for `Readv`/`Writev`.
-    pub iovecs: Vec<libc::iovec>,
-    /// `Connect`'s address.
-    pub addr: RawSockAddr,
-    /// `OpenAt`'s `open_how`.
-    pub how: OpenHow,
-}
-
-impl Aux {
-    /// The boxed scratch, made on first use.
-    pub fn extra(&mut self) -> &mut Extra {
-        self.extra.get_or_insert_with(|| {
-            Box::new(Extra {
-                iovecs: Vec::new(),
-                addr: RawSockAddr::empty(),
-                how: OpenHow::new(),
-            })
-        })
-    }
+    pub scratch: Option<Box<UringScratch>>,
 }
 
 /// One op in flight and what the kernel has said about it so far.
@@ -94,7 +72,7 @@ impl Slot {
             deadline,
             aux: Aux {
                 link_ts: Timespec::new(),
-                extra: None,
+                scratch: None,
             },
             timer: None,
             main_res: None,
@@ -152,4 +130,15 @@ impl InFlight {
         // teardown, never freed).
         unsafe { sq.push_multiple(entries) }.is_ok()
     }
+}
+
+/// Ends slot's `op` with `res`: the result as a Rust result and what the op hands back.
+///
+/// The driver calls this only with the op's own main CQE result (the kernel's, for the SQE
+/// `lower.rs` built from this slot) or an errno it decided (`-ECANCELED`, `-ETIME`, a refused
+/// `EpollWait`'s error), once the slot is finished (`try_finish` in `mod.rs`), so `res`
+/// vouches for what the kernel wrote into the op's buffers.
+pub(super) fn complete(op: Op, res: i32) -> (std::io::Result<u32>, Output) {
+    // SAFETY: as above: `res` is this op's own result or an errno.
+    finish(op, unsafe { Done::new(res) })
 }

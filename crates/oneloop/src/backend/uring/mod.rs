@@ -36,12 +36,12 @@ use std::time::{Duration, Instant};
 
 use self::files::Files;
 use self::inflight::{InFlight, Slot};
-use self::lower::Lowered;
 use super::by_fd::ByFd;
 use super::timers::{Fire, Timers};
 use crate::common::{Settings, SubmitError, WakeFd};
-use crate::completion::{finish, raw_result, CancelCount, CancelOutcome, Completion, OpId};
+use crate::completion::{raw_result, CancelCount, CancelOutcome, Completion, OpId};
 use crate::fault::{self, Fault};
+use crate::op::plan::Lowered;
 use crate::op::{Op, Submission};
 use crate::slab::{Key, Slab};
 
@@ -464,10 +464,7 @@ impl Uring {
                 (op, res, slot.user_data)
             })
             .expect("checked live");
-        // SAFETY: `res` is this op's main CQE result (the kernel's, for the SQE lowered from
-        // this slot), or an errno the driver decided.
-        #[allow(unsafe_code)]
-        let (result, output) = unsafe { finish(op, res) };
+        let (result, output) = inflight::complete(op, res);
         out.push_back(Completion {
             id: OpId(key.pack()),
             user_data,
@@ -933,26 +930,17 @@ pub(crate) fn probe_opcodes() -> io::Result<Vec<(&'static str, bool)>> {
     let ring = IoUring::new(2).map_err(describe_setup_error)?;
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe)?;
-    let ops: [(&str, u8); 18] = [
-        ("NOP", opcode::Nop::CODE),
-        ("READ", opcode::Read::CODE),
-        ("WRITE", opcode::Write::CODE),
-        ("READV", opcode::Readv::CODE),
-        ("WRITEV", opcode::Writev::CODE),
-        ("FSYNC", opcode::Fsync::CODE),
-        ("POLL_ADD", opcode::PollAdd::CODE),
-        ("POLL_REMOVE", opcode::PollRemove::CODE),
-        ("EPOLL_WAIT", opcode::EpollWait::CODE),
-        ("TIMEOUT", opcode::Timeout::CODE),
+    // The driver's own requests, then every op's.
+    let own: &[(&str, u8)] = &[
         ("LINK_TIMEOUT", opcode::LinkTimeout::CODE),
         ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
-        ("ACCEPT", opcode::Accept::CODE),
-        ("CONNECT", opcode::Connect::CODE),
-        ("RECV", opcode::Recv::CODE),
-        ("SEND", opcode::Send::CODE),
-        ("CLOSE", opcode::Close::CODE),
-        ("OPENAT2", opcode::OpenAt2::CODE),
     ];
+    let mut ops: Vec<(&str, u8)> = own.to_vec();
+    for &(name, code) in Op::URING_OPCODES.iter().copied().flatten() {
+        if !ops.iter().any(|&(n, _)| n == name) {
+            ops.push((name, code));
+        }
+    }
     Ok(ops
         .iter()
         .map(|&(name, code)| (name, probe.is_supported(code)))

@@ -1,0 +1,325 @@
+//! The closed set of operations, each declared once.
+//!
+//! Each op names the syscall or opcode it stands for. Ops own what the kernel may touch
+//! (buffers, event arrays, paths, addresses); the ring keeps them until the final completion
+//! and returns the buffers there. Any op may carry a [deadline](Submission::deadline).
+//!
+//! An op (or a family of ops) lives in one file — `file.rs`, `net.rs`, `fs.rs`, `poll.rs`,
+//! `time.rs` — with its struct, its builder, its docs and one impl of each backend's trait
+//! (see `plan.rs`): its io_uring request, its readiness plan (done now / wait for which
+//! readiness / hand to the pool), its AIO request, and what it hands back. No trait has a
+//! default method, so the compiler names every backend an op lacks.
+//!
+//! # Adding an op
+//! 1. Write its struct, docs and the four impls (`OpBase`, `UringPlan`, `ReadyPlan`,
+//!    `AioPlan`) in its family's file, or in a file of its own (one `mod` line here).
+//! 2. Add its name to the `ops!` list below: the [`Op`] variant, [`Op::NAMES`], [`Op::COUNT`],
+//!    its kind, the dispatch to each backend, `From<_> for Op`, `.deadline(..)` and the
+//!    probe's opcode list all come from that one line.
+//! 3. Re-export it from `lib.rs` if users name it there.
+#![forbid(unsafe_code)]
+
+mod file;
+mod fs;
+mod net;
+pub(crate) mod plan;
+mod poll;
+mod time;
+
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+pub use self::file::{Fsync, Read, Readv, Write, Writev};
+pub use self::fs::{Close, OpenAt};
+pub use self::net::{Accept, Connect, Recv, Send};
+pub(crate) use self::poll::UNMASKED;
+pub use self::poll::{EpollEvents, EpollWait, Poll, PollMask};
+pub use self::time::{Nop, Timeout};
+
+use self::plan::{
+    AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
+};
+use crate::buf::Buf;
+use crate::completion::Done;
+
+/// Offset meaning "the file's current position" (for pipes, sockets and other streams).
+pub const CURRENT_POSITION: u64 = u64::MAX;
+
+/// When an op (or a [`Timeout`]) gives up: a delay from submission, or an instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// This long after `submit`.
+    After(Duration),
+    /// At this instant (`CLOCK_MONOTONIC`).
+    At(Instant),
+}
+
+impl Deadline {
+    /// The instant this deadline falls on, for an op submitted at `now`.
+    ///
+    /// A delay too long for an `Instant` (`Duration::MAX`, say) falls a century from `now`:
+    /// in practice never, and still cancellable.
+    pub fn instant(self, now: Instant) -> Instant {
+        match self {
+            Deadline::After(d) => now.checked_add(d).unwrap_or(now + Deadline::FAR),
+            Deadline::At(at) => at,
+        }
+    }
+
+    /// How far away "never" is: what a delay that overflows an `Instant` is clamped to.
+    pub(crate) const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
+}
+
+impl From<Duration> for Deadline {
+    fn from(d: Duration) -> Deadline {
+        Deadline::After(d)
+    }
+}
+impl From<Instant> for Deadline {
+    fn from(at: Instant) -> Deadline {
+        Deadline::At(at)
+    }
+}
+
+/// An op and its optional deadline: what [`Ring::submit`](crate::Ring::submit) takes.
+///
+/// Every op converts into a `Submission`; call `.deadline(..)` on an op to add one.
+#[derive(Debug)]
+pub struct Submission {
+    pub(crate) op: Op,
+    pub(crate) deadline: Option<Deadline>,
+}
+
+impl Submission {
+    /// The op's kind (see [`Op::kind`]).
+    pub(crate) fn op_kind(&self) -> usize {
+        self.op.kind()
+    }
+
+    /// Ends the op with `TimedOut` if it has not completed by `deadline`.
+    ///
+    /// Exactly one final completion results either way: the op's own, or `TimedOut`. On a
+    /// multishot poll the deadline ends the whole stream.
+    ///
+    /// # Backends
+    /// `uring`: a linked timeout (`LINK_TIMEOUT`). `epoll`, `aio`: a timer that cancels the op;
+    /// an op already running on the blocking pool, or an AIO file request (not cancellable),
+    /// cannot be interrupted and ends with its real result.
+    pub fn deadline(mut self, deadline: impl Into<Deadline>) -> Submission {
+        self.deadline = Some(deadline.into());
+        self
+    }
+
+    /// The op, without its deadline.
+    pub fn into_op(self) -> Op {
+        self.op
+    }
+}
+
+impl<T: Into<Op>> From<T> for Submission {
+    fn from(op: T) -> Submission {
+        Submission {
+            op: op.into(),
+            deadline: None,
+        }
+    }
+}
+
+/// What an op hands back with its final completion.
+#[derive(Debug, Default)]
+pub enum Output {
+    /// Nothing (polls, timeouts, nops, fsync, connect, close).
+    #[default]
+    None,
+    /// The op's buffer (`Read`, `Write`, `Recv`, `Send`).
+    Buf(Buf),
+    /// The op's buffers (`Readv`, `Writev`).
+    Bufs(Vec<Buf>),
+    /// The events an `EpollWait` returned.
+    Events(EpollEvents),
+    /// A new descriptor (`Accept`, `OpenAt`), or the descriptor of a cancelled `Close`.
+    Fd(OwnedFd),
+}
+
+/// Declares every op once: the [`Op`] enum and everything that lists the ops.
+macro_rules! ops {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Every operation a ring can run. See each struct for its semantics and errors.
+        #[derive(Debug)]
+        pub enum Op {
+            $($(#[$doc])* $name($name),)*
+        }
+
+        /// Each op's kind: its place in the list.
+        #[derive(Clone, Copy)]
+        enum Kind {
+            $($name,)*
+        }
+
+        impl Op {
+            /// How many kinds of op there are.
+            pub const COUNT: usize = [$(stringify!($name)),*].len();
+
+            /// Every op's name, in the order of [`kind`](Self::kind).
+            pub const NAMES: [&'static str; Op::COUNT] = [$(stringify!($name)),*];
+
+            /// The op's kind as an index into [`NAMES`](Self::NAMES) (and [`Stats::submitted`]).
+            ///
+            /// [`Stats::submitted`]: crate::Stats::submitted
+            pub fn kind(&self) -> usize {
+                match self {
+                    $(Op::$name(_) => Kind::$name as usize,)*
+                }
+            }
+
+            /// The descriptor the op works on, if any (what [`Ring::cancel_fd`](crate::Ring::cancel_fd) matches).
+            pub fn fd(&self) -> Option<RawFd> {
+                match self {
+                    $(Op::$name(o) => OpBase::fd(o),)*
+                }
+            }
+
+            /// Whether the op may complete more than once (a multishot poll).
+            pub fn is_multishot(&self) -> bool {
+                match self {
+                    $(Op::$name(o) => OpBase::is_multishot(o),)*
+                }
+            }
+
+            /// What the op hands back at its final completion.
+            pub(crate) fn finish(self, done: Done) -> Output {
+                match self {
+                    $(Op::$name(o) => OpBase::finish(o, done),)*
+                }
+            }
+
+            /// Every opcode some op may need on io_uring, for `oneloop probe`.
+            pub(crate) const URING_OPCODES: &'static [&'static [(&'static str, u8)]] =
+                &[$(<$name as UringPlan>::OPCODES),*];
+
+            /// See [`UringPlan::opcode`].
+            pub(crate) fn uring_opcode(&self, native_epoll_wait: bool) -> Option<u8> {
+                match self {
+                    $(Op::$name(o) => UringPlan::opcode(o, native_epoll_wait),)*
+                }
+            }
+
+            /// See [`UringPlan::lower`].
+            pub(crate) fn uring_lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
+                match self {
+                    $(Op::$name(o) => UringPlan::lower(o, cx),)*
+                }
+            }
+
+            /// See [`ReadyPlan::direction`].
+            pub(crate) fn ready_direction(&self) -> Option<(RawFd, u32)> {
+                match self {
+                    $(Op::$name(o) => ReadyPlan::direction(o),)*
+                }
+            }
+
+            /// See [`ReadyPlan::tried_inline`].
+            pub(crate) fn ready_inline(&self, aio: bool) -> bool {
+                match self {
+                    $(Op::$name(o) => ReadyPlan::tried_inline(o, aio),)*
+                }
+            }
+
+            /// See [`ReadyPlan::first`].
+            pub(crate) fn ready_first(&mut self, cx: &ReadyCx) -> Next {
+                match self {
+                    $(Op::$name(o) => ReadyPlan::first(o, cx),)*
+                }
+            }
+
+            /// See [`ReadyPlan::again`].
+            pub(crate) fn ready_again(&mut self, first_time: bool) -> Next {
+                match self {
+                    $(Op::$name(o) => ReadyPlan::again(o, first_time),)*
+                }
+            }
+
+            /// See [`ReadyPlan::blocking`].
+            pub(crate) fn blocking(&mut self, produced: &mut Option<OwnedFd>) -> i32 {
+                match self {
+                    $(Op::$name(o) => ReadyPlan::blocking(o, produced),)*
+                }
+            }
+
+            /// See [`AioPlan::aio_start`].
+            pub(crate) fn aio_start(&mut self, cx: &ReadyCx, nowait: bool) -> AioStart {
+                match self {
+                    $(Op::$name(o) => AioPlan::aio_start(o, cx, nowait),)*
+                }
+            }
+
+            /// See [`AioPlan::aio_event`].
+            pub(crate) fn aio_event(&mut self, res: i32, nowait: bool) -> AioNext {
+                match self {
+                    $(Op::$name(o) => AioPlan::aio_event(o, res, nowait),)*
+                }
+            }
+        }
+
+        $(
+            impl From<$name> for Op {
+                fn from(op: $name) -> Op {
+                    Op::$name(op)
+                }
+            }
+            impl $name {
+                /// Adds a deadline: see [`Submission::deadline`].
+                pub fn deadline(self, deadline: impl Into<Deadline>) -> Submission {
+                    Submission::from(self).deadline(deadline)
+                }
+            }
+        )*
+    };
+}
+
+ops! {
+    /// Completes at once with `Ok(0)`.
+    Nop,
+    /// `pread`.
+    Read,
+    /// `pwrite`.
+    Write,
+    /// `preadv`.
+    Readv,
+    /// `pwritev`.
+    Writev,
+    /// `fsync` / `fdatasync`.
+    Fsync,
+    /// Readiness of any descriptor, one-shot or multishot.
+    Poll,
+    /// `epoll_wait` as an op.
+    EpollWait,
+    /// A timer.
+    Timeout,
+    /// `accept4`.
+    Accept,
+    /// `connect`.
+    Connect,
+    /// `recv`.
+    Recv,
+    /// `send`.
+    Send,
+    /// `close`.
+    Close,
+    /// `openat2`.
+    OpenAt,
+}
+
+impl Op {
+    /// The op's name, for messages (`"Read"`, `"EpollWait"`, ...).
+    pub fn name(&self) -> &'static str {
+        Op::NAMES[self.kind()]
+    }
+
+    /// What the op owns (its buffers, event array or descriptor), as a completion would hand
+    /// it back, for an op that never ran (a refused submission): buffers untouched, a
+    /// `Close`'s descriptor.
+    pub fn into_output(self) -> Output {
+        self.finish(Done::error(libc::ECANCELED))
+    }
+}

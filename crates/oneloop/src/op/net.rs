@@ -1,0 +1,370 @@
+//! Socket ops: `Accept`, `Connect`, `Recv`, `Send` — each declared once, with its io_uring
+//! request and its readiness plan (a non-blocking attempt, then readiness). On aio they take
+//! the readiness path (AIO has no socket requests).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+
+use io_uring::opcode;
+
+use super::plan::{
+    clamp_len, done, errno, on_fd, retry, short, AioNext, AioPlan, AioStart, Lowered, Next, OpBase,
+    ReadyCx, ReadyPlan, UringCx, UringPlan, IN, OUT,
+};
+use super::Output;
+use crate::buf::{Buf, IoBuf, IoBufMut};
+use crate::completion::Done;
+use crate::sys::posix as sio;
+use crate::sys::RawSockAddr;
+
+/// Accepts a connection on a listening socket (`accept4(2)`, close-on-exec).
+///
+/// Completes with the new socket's descriptor number and the socket itself as an owned fd in
+/// the completion: dropping the completion closes it, so nothing leaks.
+///
+/// # Backends
+/// `uring`: `ACCEPT`. `epoll`, `aio`: readiness, then `accept4`; the listening socket is
+/// switched to `O_NONBLOCK` (so a connection taken by someone else cannot block the loop).
+#[derive(Debug, Clone, Copy)]
+pub struct Accept {
+    pub(crate) fd: RawFd,
+    pub(crate) flags: i32,
+}
+
+impl Accept {
+    /// Accepts on `fd`; the new socket is close-on-exec.
+    pub fn new(fd: RawFd) -> Accept {
+        Accept {
+            fd,
+            flags: libc::SOCK_CLOEXEC,
+        }
+    }
+    /// Makes the new socket non-blocking too.
+    pub fn nonblocking(mut self) -> Accept {
+        self.flags |= libc::SOCK_NONBLOCK;
+        self
+    }
+}
+
+/// Connects a socket to `addr` (`connect(2)`). Completes with `Ok(0)`.
+///
+/// # Backends
+/// `uring`: `CONNECT`. `epoll`, `aio`: the socket is switched to `O_NONBLOCK`, then
+/// `connect`, writability, and `SO_ERROR`.
+#[derive(Debug, Clone, Copy)]
+pub struct Connect {
+    pub(crate) fd: RawFd,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Connect {
+    /// Connects `fd` to `addr`.
+    pub fn new(fd: RawFd, addr: SocketAddr) -> Connect {
+        Connect { fd, addr }
+    }
+}
+
+/// Receives from a socket into an owned buffer (`recv(2)`); like [`Read`] for where bytes go.
+#[derive(Debug)]
+pub struct Recv {
+    pub(crate) fd: RawFd,
+    pub(crate) buf: Buf,
+    pub(crate) flags: i32,
+}
+
+impl Recv {
+    /// Receives into `buf` from `fd`.
+    pub fn new(fd: RawFd, buf: impl IoBufMut) -> Recv {
+        Recv {
+            fd,
+            buf: buf.into_buf(),
+            flags: 0,
+        }
+    }
+    /// Adds `MSG_*` flags.
+    pub fn flags(mut self, flags: i32) -> Recv {
+        self.flags |= flags;
+        self
+    }
+}
+
+/// Sends an owned buffer's bytes on a socket (`send(2)`, with `MSG_NOSIGNAL`).
+#[derive(Debug)]
+pub struct Send {
+    pub(crate) fd: RawFd,
+    pub(crate) buf: Buf,
+    pub(crate) flags: i32,
+}
+
+impl Send {
+    /// Sends `buf` on `fd`; a closed peer gives `EPIPE`, never `SIGPIPE`.
+    pub fn new(fd: RawFd, buf: impl IoBuf) -> Send {
+        Send {
+            fd,
+            buf: buf.into_buf(),
+            flags: libc::MSG_NOSIGNAL,
+        }
+    }
+    /// Adds `MSG_*` flags.
+    pub fn flags(mut self, flags: i32) -> Send {
+        self.flags |= flags;
+        self
+    }
+}
+
+/// Socket ops on aio: the readiness path.
+macro_rules! readiness_on_aio {
+    () => {
+        fn aio_start(&mut self, _: &ReadyCx, _: bool) -> AioStart {
+            AioStart::Ready
+        }
+        fn aio_event(&mut self, _: i32, _: bool) -> AioNext {
+            unreachable!("not an AIO request")
+        }
+    };
+}
+
+impl OpBase for Accept {
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.fd)
+    }
+    fn is_multishot(&self) -> bool {
+        false
+    }
+    fn finish(self, done: Done) -> Output {
+        done.into_fd().map_or(Output::None, Output::Fd)
+    }
+}
+
+impl UringPlan for Accept {
+    const OPCODES: &'static [(&'static str, u8)] = &[("ACCEPT", opcode::Accept::CODE)];
+    fn opcode(&self, _: bool) -> Option<u8> {
+        Some(opcode::Accept::CODE)
+    }
+    fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
+        let null = std::ptr::null_mut();
+        Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::Accept::new(
+            t,
+            null,
+            null.cast()
+        )
+        .flags(self.flags)
+        .build()))
+    }
+}
+
+impl ReadyPlan for Accept {
+    fn direction(&self) -> Option<(RawFd, u32)> {
+        Some((self.fd, IN))
+    }
+    fn tried_inline(&self, _: bool) -> bool {
+        false
+    }
+    fn first(&mut self, _: &ReadyCx) -> Next {
+        self.again(true)
+    }
+    fn again(&mut self, first_time: bool) -> Next {
+        // Non-blocking, so a connection taken by someone else cannot block the loop.
+        if first_time {
+            if let Err(e) = sio::set_nonblocking(self.fd) {
+                return Next::Done(-errno(&e));
+            }
+        }
+        match retry(|| sio::accept(self.fd, self.flags)) {
+            Ok(fd) => Next::Done(fd.into_raw_fd()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Wait(IN),
+            Err(e) => Next::Done(-errno(&e)),
+        }
+    }
+    fn blocking(&mut self, _: &mut Option<OwnedFd>) -> i32 {
+        unreachable!("Accept never goes to the pool")
+    }
+}
+
+impl AioPlan for Accept {
+    readiness_on_aio!();
+}
+
+impl OpBase for Connect {
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.fd)
+    }
+    fn is_multishot(&self) -> bool {
+        false
+    }
+    fn finish(self, _: Done) -> Output {
+        Output::None
+    }
+}
+
+impl UringPlan for Connect {
+    const OPCODES: &'static [(&'static str, u8)] = &[("CONNECT", opcode::Connect::CODE)];
+    fn opcode(&self, _: bool) -> Option<u8> {
+        Some(opcode::Connect::CODE)
+    }
+    fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
+        let addr = &mut cx.scratch().addr;
+        *addr = RawSockAddr::from_socket_addr(&self.addr);
+        let (ptr, len) = (addr.as_ptr(), addr.len);
+        Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::Connect::new(t, ptr, len).build()))
+    }
+}
+
+impl ReadyPlan for Connect {
+    fn direction(&self) -> Option<(RawFd, u32)> {
+        None
+    }
+    fn tried_inline(&self, _: bool) -> bool {
+        false
+    }
+    fn first(&mut self, _: &ReadyCx) -> Next {
+        if let Err(e) = sio::set_nonblocking(self.fd) {
+            return Next::Done(-errno(&e));
+        }
+        match retry(|| sio::connect(self.fd, &RawSockAddr::from_socket_addr(&self.addr))) {
+            Ok(()) => Next::Done(0),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Next::Wait(OUT),
+            Err(e) => Next::Done(-errno(&e)),
+        }
+    }
+    fn again(&mut self, _: bool) -> Next {
+        match sio::socket_error(self.fd) {
+            // Readiness is a hint: writable without an error may still be connecting.
+            Ok(0) => match sio::is_connected(self.fd) {
+                Ok(true) => Next::Done(0),
+                Ok(false) => Next::Wait(OUT),
+                Err(e) => Next::Done(-errno(&e)),
+            },
+            Ok(err) => Next::Done(-err),
+            Err(e) => Next::Done(-errno(&e)),
+        }
+    }
+    fn blocking(&mut self, _: &mut Option<OwnedFd>) -> i32 {
+        unreachable!("Connect never goes to the pool")
+    }
+}
+
+impl AioPlan for Connect {
+    readiness_on_aio!();
+}
+
+impl OpBase for Recv {
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.fd)
+    }
+    fn is_multishot(&self) -> bool {
+        false
+    }
+    fn finish(mut self, done: Done) -> Output {
+        done.fill(&mut self.buf);
+        Output::Buf(self.buf)
+    }
+}
+
+impl UringPlan for Recv {
+    const OPCODES: &'static [(&'static str, u8)] = &[("RECV", opcode::Recv::CODE)];
+    fn opcode(&self, _: bool) -> Option<u8> {
+        Some(opcode::Recv::CODE)
+    }
+    fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
+        let (ptr, len) = self.buf.read_target();
+        Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::Recv::new(
+            t,
+            ptr,
+            clamp_len(len)
+        )
+        .flags(self.flags)
+        .build()))
+    }
+}
+
+impl ReadyPlan for Recv {
+    fn direction(&self) -> Option<(RawFd, u32)> {
+        Some((self.fd, IN))
+    }
+    fn tried_inline(&self, _: bool) -> bool {
+        true
+    }
+    fn first(&mut self, _: &ReadyCx) -> Next {
+        self.again(true)
+    }
+    fn again(&mut self, _: bool) -> Next {
+        let (fd, flags) = (self.fd, self.flags);
+        match retry(|| sio::recv(fd, &mut self.buf, flags | libc::MSG_DONTWAIT)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Wait(IN),
+            // A peek leaves the bytes queued, and out-of-band or error-queue reads read another
+            // queue: then short says nothing about what is left.
+            Ok((n, asked))
+                if n > 0
+                    && n < asked
+                    && flags & (libc::MSG_PEEK | libc::MSG_OOB | libc::MSG_ERRQUEUE) == 0 =>
+            {
+                short(n, fd, IN)
+            }
+            r => done(r.map(|(n, _)| n)),
+        }
+    }
+    fn blocking(&mut self, _: &mut Option<OwnedFd>) -> i32 {
+        unreachable!("Recv never goes to the pool")
+    }
+}
+
+impl AioPlan for Recv {
+    readiness_on_aio!();
+}
+
+impl OpBase for Send {
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.fd)
+    }
+    fn is_multishot(&self) -> bool {
+        false
+    }
+    fn finish(self, _: Done) -> Output {
+        Output::Buf(self.buf)
+    }
+}
+
+impl UringPlan for Send {
+    const OPCODES: &'static [(&'static str, u8)] = &[("SEND", opcode::Send::CODE)];
+    fn opcode(&self, _: bool) -> Option<u8> {
+        Some(opcode::Send::CODE)
+    }
+    fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
+        let (ptr, len) = self.buf.write_source();
+        Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::Send::new(
+            t,
+            ptr,
+            clamp_len(len)
+        )
+        .flags(self.flags)
+        .build()))
+    }
+}
+
+impl ReadyPlan for Send {
+    fn direction(&self) -> Option<(RawFd, u32)> {
+        Some((self.fd, OUT))
+    }
+    fn tried_inline(&self, _: bool) -> bool {
+        true
+    }
+    fn first(&mut self, _: &ReadyCx) -> Next {
+        self.again(true)
+    }
+    fn again(&mut self, _: bool) -> Next {
+        match retry(|| sio::send(self.fd, &self.buf, self.flags | libc::MSG_DONTWAIT)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Wait(OUT),
+            Ok((n, asked)) if n > 0 && n < asked => short(n, self.fd, OUT),
+            r => done(r.map(|(n, _)| n)),
+        }
+    }
+    fn blocking(&mut self, _: &mut Option<OwnedFd>) -> i32 {
+        unreachable!("Send never goes to the pool")
+    }
+}
+
+impl AioPlan for Send {
+    readiness_on_aio!();
+}

@@ -1,0 +1,269 @@
+//! What an op tells each backend: one trait per backend, none with a default method, so an
+//! op that lacks a backend's impl does not compile (the error names the op and the trait).
+//!
+//! * [`OpBase`]: the descriptor it works on and what it hands back at its final completion.
+//! * [`UringPlan`]: its io_uring request ("lowering") and the opcodes it needs.
+//! * [`ReadyPlan`]: the readiness backends' decision — done now, wait for readiness (which
+//!   direction), or hand to the blocking pool — the non-blocking attempts behind it, and the
+//!   blocking call the pool makes.
+//! * [`AioPlan`]: the Linux AIO request it becomes (or the readiness path), and what the
+//!   request's event means.
+//!
+//! The types here are plain descriptions (an SQE, an `iocb`, a decision); the drivers in
+//! `backend/` act on them. Nothing here imports a backend, so ops and drivers do not import
+//! each other in a circle.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::Instant;
+
+use io_uring::squeue::Entry;
+use io_uring::types::OpenHow;
+
+use super::{Deadline, Output};
+use crate::completion::Done;
+use crate::sys::aio::Iocb;
+use crate::sys::RawSockAddr;
+
+/// What every op declares, whatever the backend.
+pub(crate) trait OpBase {
+    /// The descriptor the op works on (what a cancel by fd matches), if any.
+    fn fd(&self) -> Option<RawFd>;
+    /// Whether the op may complete more than once (`MORE` completions, then a final one).
+    fn is_multishot(&self) -> bool;
+    /// Hands back what the op owned, updated by its result (a read's buffer grown by the
+    /// bytes the kernel wrote, an accepted socket wrapped).
+    fn finish(self, done: Done) -> Output;
+}
+
+/// The op on io_uring.
+pub(crate) trait UringPlan {
+    /// The opcodes this op may need, for `oneloop probe` (name, code).
+    const OPCODES: &'static [(&'static str, u8)];
+    /// The opcode this op needs now (`None`: it never reaches the kernel).
+    fn opcode(&self, native_epoll_wait: bool) -> Option<u8>;
+    /// The request for the kernel, pointing only into what the op owns and into `cx.scratch`.
+    fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered;
+}
+
+/// What a lowering may use.
+pub(crate) struct UringCx<'a> {
+    /// The fixed-file slot of the op's descriptor, if it is registered.
+    pub fixed: Option<u32>,
+    /// Kernel-visible scratch in the op's slot (stable while the slot lives).
+    pub scratch: &'a mut Option<Box<UringScratch>>,
+    /// Whether the kernel has `IORING_OP_EPOLL_WAIT` (and it is not to be emulated).
+    pub native_epoll_wait: bool,
+    /// The clock at submission, for ops that read it.
+    pub now: Option<Instant>,
+}
+
+impl UringCx<'_> {
+    /// The slot's scratch, made on first use.
+    pub fn scratch(&mut self) -> &mut UringScratch {
+        self.scratch.get_or_insert_with(|| {
+            Box::new(UringScratch {
+                iovecs: Vec::new(),
+                addr: RawSockAddr::empty(),
+                how: OpenHow::new(),
+            })
+        })
+    }
+}
+
+/// Scratch the kernel reads for vectored I/O, `Connect` and `OpenAt` (boxed, so every slot
+/// stays small; stable while the slot lives).
+pub(crate) struct UringScratch {
+    /// Iovecs for `Readv`/`Writev`.
+    pub iovecs: Vec<libc::iovec>,
+    /// `Connect`'s address.
+    pub addr: RawSockAddr,
+    /// `OpenAt`'s `open_how`.
+    pub how: OpenHow,
+}
+
+/// What an op becomes on io_uring.
+pub(crate) enum Lowered {
+    /// A request for the kernel (its `user_data` is set by the driver).
+    Sqe(Entry),
+    /// A timer in the ring's own heap, due at this instant: `Timeout` ops never reach the
+    /// kernel (one kernel `TIMEOUT` and one `ASYNC_CANCEL` per timer cost ~10 × more).
+    Timer(Instant),
+}
+
+/// The op on the readiness backends (epoll, and aio's readiness path).
+pub(crate) trait ReadyPlan {
+    /// For an op that moves data in one direction of a socket (receive, accept: `IN`; send:
+    /// `OUT`), that descriptor and direction: a registered fd whose cache knows that
+    /// direction is not ready waits without trying.
+    fn direction(&self) -> Option<(RawFd, u32)>;
+    /// Whether the first attempt is made before the op takes a slot (ops that often finish
+    /// at once: a finished op never takes one). `aio` tells whether the op becomes an AIO
+    /// request (then it is not attempted here).
+    fn tried_inline(&self, aio: bool) -> bool;
+    /// The first decision, at submission.
+    fn first(&mut self, cx: &ReadyCx) -> Next;
+    /// A non-blocking attempt after the fd reported readiness (`first_time`: at submission).
+    fn again(&mut self, first_time: bool) -> Next;
+    /// The blocking call a pool thread makes; a descriptor it opens goes to `produced` (so a
+    /// result nobody collects is closed, never leaked). A raw result: `>= 0` or `-errno`.
+    fn blocking(&mut self, produced: &mut Option<OwnedFd>) -> i32;
+}
+
+/// What the readiness backends lend an op's first decision.
+pub(crate) struct ReadyCx {
+    /// The ring's own epoll instance, if it has one (an `EpollWait` on it is refused).
+    pub own_epfd: Option<RawFd>,
+    /// A descriptor no caller's epoll set holds (the ring's wake eventfd), to tell an epoll
+    /// instance from another file.
+    pub probe: RawFd,
+}
+
+impl ReadyCx {
+    /// Whether `epfd` is an epoll instance a caller may wait on (see `sys::epoll_check`).
+    pub fn epoll_check(&self, epfd: RawFd) -> io::Result<()> {
+        if Some(epfd) == self.own_epfd {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        crate::sys::epoll_check(epfd, self.probe)
+    }
+}
+
+/// What to do with an op next, on the readiness backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Finished with this raw result (`>= 0`, or `-errno`).
+    Done(i32),
+    /// A receive or send finished having moved fewer bytes than asked (`res > 0`): on a TCP
+    /// socket, `direction` (`IN`/`OUT`) of `fd` is not ready now.
+    Short { res: i32, fd: i32, direction: u32 },
+    /// Try again when the fd reports any of these epoll bits; the attempt just saw `EAGAIN`
+    /// (so the next change of state is a new edge).
+    Wait(u32),
+    /// Try again when the fd reports any of these bits; no attempt saw `EAGAIN` (the fd could
+    /// not say, e.g. `EOPNOTSUPP` for `RWF_NOWAIT`), so the registration must report the fd's
+    /// current readiness.
+    Arm(u32),
+    /// Run it on the blocking pool.
+    Pool,
+    /// A timer in the ring's heap (a `Timeout` op).
+    Timer(Deadline),
+}
+
+/// The op on the aio backend.
+pub(crate) trait AioPlan {
+    /// The AIO request the op becomes now, or [`AioStart::Ready`] for the readiness path.
+    /// `nowait`: a file request may carry `RWF_NOWAIT` (false when it is submitted again
+    /// after `EAGAIN`, allowed to wait in the kernel).
+    fn aio_start(&mut self, cx: &ReadyCx, nowait: bool) -> AioStart;
+    /// What the request's event `res` means; `nowait`: the request carried `RWF_NOWAIT`.
+    fn aio_event(&mut self, res: i32, nowait: bool) -> AioNext;
+}
+
+/// An op's AIO request, or not.
+pub(crate) enum AioStart {
+    /// Submit this `iocb` (its `aio_data` is set by the engine); `iovecs`, if any, are what
+    /// a vectored request points at (owned by the request until its event). `nowait`: it
+    /// carries `RWF_NOWAIT`.
+    Request {
+        iocb: Iocb,
+        iovecs: Vec<libc::iovec>,
+        nowait: bool,
+    },
+    /// Not an AIO request: the readiness path does it.
+    Ready,
+    /// Refused before any request (`-errno`).
+    Done(i32),
+}
+
+/// What an AIO event means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AioNext {
+    /// The op ends with this raw result.
+    Done(i32),
+    /// Submit the op's request again (`nowait` as given): an `EpollWait` that found its set
+    /// empty, direct I/O that would block with `RWF_NOWAIT`.
+    Again { nowait: bool },
+    /// Wait for this readiness on the op's fd (the readiness path), reporting current state.
+    Arm(u32),
+    /// Run it on the blocking pool.
+    Pool,
+}
+
+/// Builds `$build` with `$t` bound to the op's fixed-file slot if its descriptor is
+/// registered (`$cx.fixed`), else to the plain descriptor `$fd` (the opcode builders take
+/// either type).
+macro_rules! on_fd {
+    ($cx:expr, $fd:expr, |$t:ident| $build:expr) => {
+        match $cx.fixed {
+            Some(slot) => {
+                let $t = io_uring::types::Fixed(slot);
+                $build
+            }
+            None => {
+                let $t = io_uring::types::Fd($fd);
+                $build
+            }
+        }
+    };
+}
+pub(crate) use on_fd;
+
+/// An SQE length: the kernel takes 32 bits.
+pub(crate) fn clamp_len(len: usize) -> u32 {
+    len.min(u32::MAX as usize) as u32
+}
+
+/// The readiness bits the attempts speak of.
+pub(crate) const IN: u32 = libc::EPOLLIN as u32;
+pub(crate) const OUT: u32 = libc::EPOLLOUT as u32;
+
+/// An error's errno (`EIO` if it has none).
+pub(crate) fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// A finished attempt's raw result.
+pub(crate) fn done(r: io::Result<usize>) -> Next {
+    Next::Done(raw(r))
+}
+
+/// A count or an error as a raw result (`>= 0`, or `-errno`).
+pub(crate) fn raw(r: io::Result<usize>) -> i32 {
+    match r {
+        Ok(n) => n.min(i32::MAX as usize) as i32,
+        Err(e) => -errno(&e),
+    }
+}
+
+/// A receive or send that moved `n` bytes, fewer than asked.
+pub(crate) fn short(n: usize, fd: i32, direction: u32) -> Next {
+    Next::Short {
+        res: n.min(i32::MAX as usize) as i32,
+        fd,
+        direction,
+    }
+}
+
+/// Runs `f` again while it fails with `EINTR`.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// For a non-blocking attempt that said "not now" (`eagain`) or could not say: wait on a
+/// pollable fd, else offload.
+pub(crate) fn would_block(fd: i32, bits: u32, eagain: bool) -> Next {
+    use crate::sys::posix::{fd_kind, FdKind};
+    match fd_kind(fd) {
+        Ok(FdKind::Pollable) if eagain => Next::Wait(bits),
+        Ok(FdKind::Pollable) => Next::Arm(bits),
+        Ok(FdKind::File | FdKind::Block) => Next::Pool,
+        Err(e) => Next::Done(-errno(&e)),
+    }
+}
