@@ -8,6 +8,7 @@
 pub(crate) mod aio;
 mod by_fd;
 pub(crate) mod epoll;
+mod ready;
 mod timers;
 pub(crate) mod uring;
 
@@ -43,8 +44,19 @@ impl std::hash::Hasher for FdHasher {
 /// One backend's driver.
 pub(crate) enum Driver {
     Uring(Box<uring::Uring>),
-    /// The epoll backend, or the aio backend (the same core with an AIO engine beneath).
-    Epoll(Box<epoll::Epoll>),
+    Aio(Box<ready::Ready<aio::Aio>>),
+    Epoll(Box<ready::Ready<epoll::Epoll>>),
+}
+
+/// Calls `$call` on whichever driver `$driver` is.
+macro_rules! each {
+    ($driver:expr, |$d:ident| $call:expr) => {
+        match $driver {
+            Driver::Uring($d) => $call,
+            Driver::Aio($d) => $call,
+            Driver::Epoll($d) => $call,
+        }
+    };
 }
 
 /// Opens `kind` (not `Auto`) per `config`.
@@ -58,7 +70,7 @@ pub(crate) fn open(kind: BackendKind, config: &Settings, wake: &Arc<WakeFd>) -> 
             config,
             Arc::clone(wake),
         )?))),
-        BackendKind::Aio => Ok(Driver::Epoll(Box::new(epoll::Epoll::open_aio(
+        BackendKind::Aio => Ok(Driver::Aio(Box::new(aio::Aio::open(
             config,
             Arc::clone(wake),
         )?))),
@@ -73,10 +85,7 @@ impl Driver {
         user_data: u64,
         out: &mut VecDeque<Completion>,
     ) -> Result<OpId, SubmitError> {
-        match self {
-            Driver::Uring(d) => d.submit(sub, user_data, out),
-            Driver::Epoll(d) => d.submit(sub, user_data, out),
-        }
+        each!(self, |d| d.submit(sub, user_data, out))
     }
 
     pub fn cancel(
@@ -84,32 +93,19 @@ impl Driver {
         id: OpId,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<CancelOutcome> {
-        match self {
-            Driver::Uring(d) => d.cancel(id, out),
-            Driver::Epoll(d) => d.cancel(id, out),
-        }
+        each!(self, |d| d.cancel(id, out))
     }
 
     pub fn cancel_nowait(&mut self, id: OpId, out: &mut VecDeque<Completion>) -> io::Result<()> {
-        match self {
-            Driver::Uring(d) => d.cancel_nowait(id, out),
-            // Cancels here never wait for the kernel: the answer is simply not needed.
-            Driver::Epoll(d) => d.cancel(id, out).map(drop),
-        }
+        each!(self, |d| d.cancel_nowait(id, out))
     }
 
     pub fn register_fd(&mut self, fd: RawFd) -> io::Result<()> {
-        match self {
-            Driver::Uring(d) => d.register_fd(fd),
-            Driver::Epoll(d) => d.pin(fd),
-        }
+        each!(self, |d| d.register_fd(fd))
     }
 
     pub fn unregister_fd(&mut self, fd: RawFd) {
-        match self {
-            Driver::Uring(d) => d.unregister_fd(fd),
-            Driver::Epoll(d) => d.unpin(fd),
-        }
+        each!(self, |d| d.unregister_fd(fd))
     }
 
     pub fn cancel_where(
@@ -117,10 +113,7 @@ impl Driver {
         fd: Option<RawFd>,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<CancelCount> {
-        match self {
-            Driver::Uring(d) => d.cancel_where(fd, out),
-            Driver::Epoll(d) => d.cancel_where(fd, out),
-        }
+        each!(self, |d| d.cancel_where(fd, out))
     }
 
     pub fn wait(
@@ -129,37 +122,22 @@ impl Driver {
         timeout: Option<Duration>,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
-        match self {
-            Driver::Uring(d) => d.wait(min_complete, timeout, out),
-            Driver::Epoll(d) => d.wait(min_complete, timeout, out),
-        }
+        each!(self, |d| d.wait(min_complete, timeout, out))
     }
 
     pub fn in_flight(&self) -> usize {
-        match self {
-            Driver::Uring(d) => d.in_flight(),
-            Driver::Epoll(d) => d.in_flight(),
-        }
+        each!(self, |d| d.in_flight())
     }
 
     pub fn describe(&self) -> String {
-        match self {
-            Driver::Uring(d) => d.describe(),
-            Driver::Epoll(d) => d.describe(),
-        }
+        each!(self, |d| d.describe())
     }
 
     pub fn stats(&self) -> Stats {
-        match self {
-            Driver::Uring(_) => Stats::default(),
-            Driver::Epoll(d) => d.stats(),
-        }
+        each!(self, |d| d.stats())
     }
 
     pub fn shutdown(&mut self, out: &mut VecDeque<Completion>) {
-        match self {
-            Driver::Uring(d) => d.shutdown(out),
-            Driver::Epoll(d) => d.shutdown(out),
-        }
+        each!(self, |d| d.shutdown(out))
     }
 }

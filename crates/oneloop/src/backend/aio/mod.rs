@@ -1,316 +1,354 @@
-//! The AIO engine behind the `aio` backend: Linux AIO requests (`IOCB_CMD_POLL`, reads,
-//! writes, fsyncs) submitted in batches and reaped from one `io_getevents` loop.
+//! The `aio` backend: the readiness core (`backend/ready`) with a Linux AIO context
+//! beneath it (`engine.rs`), waiting in `io_getevents`.
 //!
-//! Where it sits: the `aio` backend is the readiness core of `backend/epoll` (slots, timers, the
-//! blocking pool, an internal epoll set for multishot polls and socket readiness) with this
-//! engine underneath: one-shot polls, `EpollWait`, file I/O and the wake and pool eventfds are
-//! AIO requests, the internal epoll fd is itself watched by one `IOCB_CMD_POLL`, and the thread
-//! blocks in `io_getevents` — the 2006 seed's `IOCB_CMD_EPOLL_WAIT`, realised with today's
-//! kernels.
+//! Where it sits: [`Ring`](crate::Ring) → `backend::Driver::Aio` → `Ready<Aio>` → this →
+//! `io_submit`/`io_getevents` — the 2006 seed's `IOCB_CMD_EPOLL_WAIT`, realised with today's
+//! kernels: the core's epoll set is itself watched by one `IOCB_CMD_POLL`.
 //!
-//! The quirks hidden here:
-//! * `io_submit` may accept only a prefix: the rest is submitted again; `EAGAIN` (no free
-//!   event slots) leaves the rest queued until completions are reaped; an error on the first
-//!   iocb fails that request alone.
-//! * `io_cancel` success is `-EINPROGRESS` and the event still arrives (a cancelled poll with
-//!   `res == 0`); `-EINVAL` means not cancellable (file I/O) or already completed.
-//! * Completions are read from the ring the kernel maps into user space when its layout is
-//!   the known one (no system call when events are there), else with `io_getevents`.
+//! * One-shot `Poll` and `EpollWait` are `IOCB_CMD_POLL`s (a cancelled poll's event has
+//!   `res == 0`: reported as the cancel's result).
+//! * `Read`/`Write`/`Readv`/`Writev` at an offset go to AIO with `RWF_NOWAIT`, because buffered
+//!   AIO would block inside `io_submit`: a page-cache hit completes in the kernel at once; on
+//!   `EAGAIN` an `O_DIRECT` file is submitted again without it, a buffered file goes to the
+//!   blocking pool, and a pipe or socket waits for readiness.
+//! * `Fsync` is `IOCB_CMD_FSYNC`/`FDSYNC`; where the filesystem refuses it (`EINVAL`), the pool
+//!   does it.
+//! * Multishot polls and socket readiness use the core's epoll set (edge-triggered, as on
+//!   the epoll backend), whose fd is watched by one `IOCB_CMD_POLL`, re-armed after each event:
+//!   no busy-spin on data nobody consumes.
+//! * The wake and pool eventfds are watched by their own `IOCB_CMD_POLL`s.
+//!
+//! Which op becomes which request is each op's own (`op/`'s `AioPlan`).
 #![deny(unsafe_code)]
+
+mod engine;
 
 use std::collections::VecDeque;
 use std::io;
-use std::time::Duration;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::fault::{self, Fault};
-use crate::slab::{Key, Slab};
+use self::engine::{Cancel, Engine, Owner, RequestKey};
+use super::ready::{Beneath, Ready, State};
+use crate::common::{Settings, WakeFd};
+use crate::completion::{CancelOutcome, Completion};
+use crate::op::plan::{AioNext, AioStart};
+use crate::op::Op;
+use crate::slab::Key;
 
-/// The engine's request table (its keys are not op-slot keys).
-pub(crate) enum Requests {}
+const POLLIN: u32 = libc::POLLIN as u32;
 
-/// A key of the engine's request table.
-pub(crate) type RequestKey = Key<Requests>;
-use crate::sys::aio::{self, AioContext, IoEvent, Iocb, UserRing};
+/// How long a wait lasts at most while requests wait to be submitted (after `EAGAIN`).
+const RESUBMIT_AFTER: Duration = Duration::from_millis(1);
 
-/// Who an AIO request belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Owner {
-    /// An op's slot in the driver.
-    Slot(Key),
-    /// The wake eventfd's poll.
-    Wake,
-    /// The pool eventfd's poll.
-    Pool,
-    /// The internal epoll fd's poll.
-    Epfd,
+/// How long opening the backend waits to see `IOCB_CMD_POLL` work.
+const PROBE_TIME: Duration = Duration::from_secs(1);
+
+/// What the aio backend has beneath the readiness core: the AIO context and the events
+/// reaped from it, waiting to be handled.
+pub(crate) struct Aio {
+    /// `None` once closed (at the ring's drop).
+    engine: Option<Engine>,
+    events: Vec<(Owner, i64)>,
+    nr_events: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Built, waiting to be submitted.
-    Queued,
-    /// Accepted by the kernel.
-    Submitted,
+/// An op's AIO request, kept in its slot.
+pub(crate) struct AioRequest {
+    key: RequestKey,
+    /// Whether it was submitted with `RWF_NOWAIT` (an `EAGAIN` then means "would block", not
+    /// an error).
+    nowait: bool,
+    /// Set when a cancel or deadline has started cancelling it: the result to report when its
+    /// event arrives.
+    ended_by: Option<i32>,
 }
 
-struct Request {
-    iocb: Iocb,
-    /// The iovec array of a vectored request (read by the kernel at submission).
-    iovecs: Vec<libc::iovec>,
-    owner: Owner,
-    phase: Phase,
+/// The AIO context's size: four events per submission-batch entry, at most the in-flight cap.
+/// AIO events count against the system-wide `aio-max-nr`, so rings stay modest by default.
+fn nr_events(config: &Settings) -> u32 {
+    let wanted = (config.entries as usize).saturating_mul(4).max(64);
+    wanted
+        .min(config.in_flight_max.max(64))
+        .min(u32::MAX as usize) as u32
 }
 
-/// What a cancel achieved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Cancel {
-    /// Never submitted: removed; no event will come.
-    Dequeued,
-    /// The kernel is cancelling it; its event will come (`res == 0` for a poll).
-    Started,
-    /// Not cancellable or already completed: its real event will come (or has come).
-    TooLate,
-}
-
-/// An AIO context and the requests in it.
-pub(crate) struct Engine {
-    ctx: AioContext,
-    ring: Option<UserRing>,
-    /// # Invariant
-    /// A request stays here (its `Iocb` at a fixed address) from `prep` until its event is
-    /// reaped or it is dequeued before submission.
-    requests: Slab<Request, Requests>,
-    queued: VecDeque<RequestKey>,
-    batch: Vec<*mut Iocb>,
-    events: Vec<IoEvent>,
-    /// Requests accepted by `io_submit` so far.
-    pub submitted: u64,
-}
-
-impl Engine {
-    /// A context with room for `nr_events` completions; `requests_max` bounds what may be
-    /// queued or in flight.
-    pub fn open(nr_events: u32, requests_max: usize) -> io::Result<Engine> {
-        let setup = if fault::hit(Fault::SetupFails) {
-            Err(io::Error::from_raw_os_error(libc::EAGAIN))
-        } else {
-            aio::io_setup(nr_events)
-        };
-        let ctx = setup
-            .map_err(|e| io::Error::new(e.kind(), aio::describe_setup_error(&e, nr_events)))?;
-        Ok(Engine {
-            ctx,
-            ring: inflight::user_ring(ctx),
-            requests: Slab::with_capacity(requests_max),
-            queued: VecDeque::new(),
-            batch: Vec::with_capacity(256),
+impl Aio {
+    /// Opens the aio backend: the readiness core, then the AIO context beneath it (see
+    /// [`Aio::engine`]).
+    pub fn open(config: &Settings, wake: Arc<WakeFd>) -> io::Result<Ready<Aio>> {
+        let beneath = Aio {
+            engine: None,
             events: Vec::with_capacity(256),
-            submitted: 0,
-        })
-    }
-
-    /// Whether requests are waiting to be submitted.
-    pub fn has_queued(&self) -> bool {
-        !self.queued.is_empty()
-    }
-
-    /// Whether completions are read from the mapped ring (no system call when present).
-    pub fn reaps_in_user_space(&self) -> bool {
-        self.ring.is_some()
-    }
-
-    /// Queues `iocb` for `owner` (an op's request, as the op made it: `op/`'s `AioPlan`);
-    /// `iovecs`, for a vectored request, are kept with it until its event.
-    pub fn queue(
-        &mut self,
-        owner: Owner,
-        iocb: Iocb,
-        iovecs: Vec<libc::iovec>,
-    ) -> io::Result<RequestKey> {
-        let request = Request {
-            iocb,
-            iovecs,
-            owner,
-            phase: Phase::Queued,
+            nr_events: nr_events(config),
         };
-        let key = self.requests.insert(request).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::ResourceBusy,
-                "too many AIO requests in flight",
-            )
-        })?;
-        let request = self.requests.get_mut(key).expect("just inserted");
-        request.iocb.aio_data = key.pack();
-        if !request.iovecs.is_empty() {
-            request.iocb.aio_buf = request.iovecs.as_ptr() as u64;
-            request.iocb.aio_nbytes = request.iovecs.len() as u64;
-        }
-        self.queued.push_back(key);
-        Ok(key)
+        let mut ready = Ready::open(config, wake, beneath)?;
+        let engine = Aio::engine(config, &ready.wake, &ready.pool_fd, &ready.epfd)?;
+        ready.beneath.engine = Some(engine);
+        Ok(ready)
     }
 
-    /// Queues `IOCB_CMD_POLL` of `fd` for `events` (poll bits): the backend's own polls.
-    pub fn poll(&mut self, owner: Owner, fd: i32, events: u32) -> io::Result<RequestKey> {
-        let iocb = Iocb {
-            aio_lio_opcode: aio::IOCB_CMD_POLL,
-            aio_fildes: fd as u32,
-            aio_buf: u64::from(events),
-            ..Iocb::default()
+    /// Sets up the context, proves `IOCB_CMD_POLL` works (poll the wake eventfd, write it, get
+    /// the event), then arms the polls of the wake eventfd, the pool eventfd and the epoll fd.
+    fn engine(
+        config: &Settings,
+        wake: &Arc<WakeFd>,
+        pool_fd: &Arc<OwnedFd>,
+        epfd: &OwnedFd,
+    ) -> io::Result<Engine> {
+        let mut engine = Engine::open(nr_events(config), config.in_flight_max + 8)?;
+        let mut events = Vec::with_capacity(4);
+        engine.poll(Owner::Wake, wake.raw(), POLLIN)?;
+        // A busy queue (EAGAIN) leaves the poll queued: retry for up to a second.
+        let start = Instant::now();
+        while engine.has_queued() && events.is_empty() && start.elapsed() < PROBE_TIME {
+            engine.flush(&mut events)?;
+        }
+        if let Some((_, res)) = events.first() {
+            let e = io::Error::from_raw_os_error(-*res as i32);
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("IOCB_CMD_POLL refused ({e}): kernel older than 4.19"),
+            ));
+        }
+        crate::sys::eventfd_write(wake.raw())?;
+        // An interrupted wait returns with nothing: wait again, up to a second in all.
+        while !engine.has_queued() && events.is_empty() && start.elapsed() < PROBE_TIME {
+            engine.reap(Some(Duration::from_millis(100)), &mut events)?;
+        }
+        if !events
+            .iter()
+            .any(|&(owner, res)| owner == Owner::Wake && res & i64::from(POLLIN) != 0)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "IOCB_CMD_POLL gave no event for a written eventfd",
+            ));
+        }
+        crate::sys::eventfd_reset(wake.raw())?;
+        engine.poll(Owner::Wake, wake.raw(), POLLIN)?;
+        engine.poll(Owner::Pool, pool_fd.as_raw_fd(), POLLIN)?;
+        engine.poll(Owner::Epfd, epfd.as_raw_fd(), POLLIN)?;
+        Ok(engine)
+    }
+
+    /// The open context (it is closed only at the ring's drop, after the last use).
+    fn context(&mut self) -> &mut Engine {
+        self.engine
+            .as_mut()
+            .expect("the AIO context is open until the drop")
+    }
+}
+
+impl Beneath for Aio {
+    type Request = AioRequest;
+    const REQUESTS: bool = true;
+
+    fn describe(ready: &Ready<Aio>) -> String {
+        let reaped = match &ready.beneath.engine {
+            Some(engine) if engine.reaps_in_user_space() => "from the mapped ring",
+            _ => "with io_getevents",
         };
-        self.queue(owner, iocb, Vec::new())
+        format!(
+            "aio (IOCB_CMD_POLL, {}-event context, completions reaped {reaped}, internal epoll for multishot polls and sockets, blocking pool of up to {} threads)",
+            ready.beneath.nr_events,
+            ready.pool_threads().0,
+        )
     }
 
-    /// Submits queued requests. Stops early (leaving the rest queued) when the kernel has no
-    /// free event slots; a request the kernel refuses outright comes back in `failed` with its
-    /// error, as if it had completed.
-    pub fn flush(&mut self, failed: &mut Vec<(Owner, i64)>) -> io::Result<()> {
-        while !self.queued.is_empty() {
-            self.batch.clear();
-            for &key in self.queued.iter().take(self.batch.capacity()) {
-                let request = self
-                    .requests
-                    .get_mut(key)
-                    .expect("queued requests are live");
-                self.batch.push(std::ptr::addr_of_mut!(request.iocb));
+    fn requests(&self) -> u64 {
+        self.engine.as_ref().map_or(0, |e| e.submitted)
+    }
+
+    fn start(ready: &mut Ready<Aio>, key: Key, out: &mut VecDeque<Completion>) -> bool {
+        ready.request(key, true, out)
+    }
+
+    fn end_early(
+        ready: &mut Ready<Aio>,
+        key: Key,
+        res: i32,
+        out: &mut VecDeque<Completion>,
+    ) -> CancelOutcome {
+        ready.end_request_early(key, res, out)
+    }
+
+    fn wait_once(
+        ready: &mut Ready<Aio>,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        ready.aio_once(timeout, out)
+    }
+
+    fn close(&mut self) {
+        // io_destroy waits until the kernel is done with every request.
+        drop(self.engine.take());
+    }
+}
+
+impl Ready<Aio> {
+    /// Makes slot `key`'s op an AIO request (`nowait`: file I/O may carry `RWF_NOWAIT`);
+    /// `false` if the op takes the readiness path.
+    fn request(&mut self, key: Key, nowait: bool, out: &mut VecDeque<Completion>) -> bool {
+        let cx = self.ready_cx();
+        let slot = self.slots.get_mut(key).expect("a live slot");
+        let op = slot.op.as_mut().expect("an op not on the pool");
+        let (iocb, iovecs, nowait) = match op.aio_start(&cx, nowait) {
+            AioStart::Request {
+                iocb,
+                iovecs,
+                nowait,
+            } => (iocb, iovecs, nowait),
+            AioStart::Ready => return false,
+            AioStart::Done(res) => {
+                self.complete(key, res, out);
+                return true;
             }
-            match self.submit_batch() {
-                Ok(n) => {
-                    for _ in 0..n {
-                        let key = self.queued.pop_front().expect("submitted from the queue");
-                        self.requests.get_mut(key).expect("live").phase = Phase::Submitted;
-                    }
-                    self.submitted += n as u64;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {
-                    return Ok(())
-                }
-                Err(e) => {
-                    // The first request is refused; the rest were not looked at.
-                    let key = self.queued.pop_front().expect("non-empty");
-                    let request = self.requests.remove(key).expect("live");
-                    failed.push((
-                        request.owner,
-                        -i64::from(e.raw_os_error().unwrap_or(libc::EIO)),
-                    ));
-                }
+        };
+        match self.beneath.context().queue(Owner::Slot(key), iocb, iovecs) {
+            Ok(request) => {
+                slot.state = State::Request(AioRequest {
+                    key: request,
+                    nowait,
+                    ended_by: None,
+                });
             }
+            Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EBUSY), out),
         }
-        Ok(())
+        true
     }
 
-    /// `io_submit` of the batch (or, injected, of a prefix of it, or refused with `EAGAIN`).
-    fn submit_batch(&mut self) -> io::Result<usize> {
-        if fault::hit(Fault::SubmitBusy) {
-            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
-        }
-        let mut len = self.batch.len();
-        if len > 1 && fault::hit(Fault::SubmitPartial) {
-            len = 1 + fault::below(len as u64 - 1) as usize;
-        }
-        inflight::submit(self.ctx, &self.batch[..len])
-    }
-
-    /// Collects completions into `out`: from the mapped ring if any are there, else by
-    /// waiting in `io_getevents` for at least one (up to `timeout`; `Some(ZERO)` never blocks).
-    /// An interrupted wait returns with nothing.
-    pub fn reap(
+    /// Submits what is queued, collects events (waiting up to `timeout`), and handles them.
+    fn aio_once(
         &mut self,
         timeout: Option<Duration>,
-        out: &mut Vec<(Owner, i64)>,
+        out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
-        self.events.clear();
-        // Injected: take at most one event this turn.
-        let room = if fault::hit(Fault::ReapOne) {
-            1
-        } else {
-            self.events.capacity()
-        };
-        if let Some(ring) = &mut self.ring {
-            ring.reap(&mut self.events, room);
+        let aio = &mut self.beneath;
+        let mut events = std::mem::take(&mut aio.events);
+        let engine = aio.engine.as_mut().expect("the AIO context is open");
+        let result = engine.flush(&mut events).and_then(|()| {
+            let timeout = if !events.is_empty() {
+                // A refused submission is an event already: do not block then.
+                Some(Duration::ZERO)
+            } else if engine.has_queued() {
+                // io_submit said EAGAIN: requests wait their turn (the wake poll among them,
+                // maybe), and nothing may be in flight to end the wait: retry soon.
+                Some(timeout.map_or(RESUBMIT_AFTER, |t| t.min(RESUBMIT_AFTER)))
+            } else {
+                timeout
+            };
+            engine.reap(timeout, &mut events)
+        });
+        for (owner, res) in events.drain(..) {
+            self.on_aio(owner, res, out);
         }
-        if self.events.is_empty() && timeout != Some(Duration::ZERO) || self.ring.is_none() {
-            let min = if timeout == Some(Duration::ZERO) {
-                0
-            } else {
-                1
-            };
-            self.events.resize(room, IoEvent::default());
-            let waited = if min > 0 && fault::hit(Fault::WaitInterrupted) {
-                Err(io::Error::from_raw_os_error(libc::EINTR))
-            } else {
-                aio::io_getevents(self.ctx, min, &mut self.events, timeout)
-            };
-            let got = match waited {
-                Ok(n) => n,
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,
-                Err(e) => return Err(e),
-            };
-            self.events.truncate(got);
-        }
-        for event in &self.events {
-            let key = RequestKey::unpack(event.data);
-            if let Some(request) = self.requests.remove(key) {
-                out.push((request.owner, event.res));
-            } else {
-                tracing::error!(?key, "AIO event for an unknown request");
+        self.beneath.events = events;
+        result
+    }
+
+    fn on_aio(&mut self, owner: Owner, res: i64, out: &mut VecDeque<Completion>) {
+        let fd = match owner {
+            Owner::Slot(key) => return self.on_request(key, res, out),
+            Owner::Wake => {
+                self.wake.absorb();
+                self.woken = true;
+                self.wake.raw()
             }
-        }
-        Ok(())
-    }
-
-    /// Cancels request `key`.
-    pub fn cancel(&mut self, key: RequestKey) -> Cancel {
-        let Some(request) = self.requests.get(key) else {
-            return Cancel::TooLate;
-        };
-        match request.phase {
-            Phase::Queued => {
-                self.queued.retain(|k| *k != key);
-                self.requests.remove(key);
-                Cancel::Dequeued
+            Owner::Pool => {
+                self.on_pool(out);
+                self.pool_fd.as_raw_fd()
             }
-            Phase::Submitted => match aio::io_cancel(self.ctx, std::ptr::addr_of!(request.iocb)) {
-                Ok(()) => Cancel::Started,
-                Err(_) => Cancel::TooLate,
-            },
+            Owner::Epfd => {
+                if let Err(e) = self.epoll_once(Some(Duration::ZERO), out) {
+                    tracing::error!(error = %e, "epoll_wait on the internal set failed");
+                }
+                self.epfd.as_raw_fd()
+            }
+        };
+        if res < 0 {
+            tracing::error!(?owner, res, "an internal AIO poll failed");
+        }
+        if let Err(e) = self.beneath.context().poll(owner, fd, POLLIN) {
+            tracing::error!(?owner, error = %e, "cannot re-arm an internal AIO poll");
         }
     }
-}
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.ring = None;
-        // Waits for every request still in flight (polls are cancelled): after this the kernel
-        // touches none of the memory the requests named.
-        if let Err(e) = aio::io_destroy(self.ctx) {
-            tracing::error!(error = %e, "io_destroy failed");
+    /// An op's AIO request has ended with `res`.
+    fn on_request(&mut self, key: Key, res: i64, out: &mut VecDeque<Completion>) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            tracing::error!(?key, "AIO event for a finished op");
+            return;
+        };
+        let State::Request(request) = std::mem::replace(&mut slot.state, State::Starting) else {
+            tracing::error!(?key, "AIO event for an op without a request");
+            return;
+        };
+        if let Some(ended_by) = request.ended_by {
+            return self.complete(key, ended_by, out);
+        }
+        let res = res.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+        let nowait = request.nowait;
+        let op = slot.op.as_mut().expect("an AIO op holds its op");
+        match op.aio_event(res, nowait) {
+            AioNext::Done(res) => self.complete(key, res, out),
+            AioNext::Again { nowait } => {
+                if !self.request(key, nowait, out) {
+                    unreachable!("an AIO op stays one")
+                }
+            }
+            AioNext::Arm(bits) => self.arm_fd(key, bits, false, out),
+            AioNext::Pool => self.offload(key, out),
         }
     }
-}
 
-/// Where memory is handed to the kernel.
-#[allow(unsafe_code)]
-mod inflight {
-    use super::*;
-
-    /// `io_submit` of `batch`.
+    /// Ends an op whose AIO request is queued or in flight.
     ///
-    /// Every pointer in `batch` is the `iocb` of a request in `Engine::requests` (see its
-    /// invariant), so it stays put until its event is reaped. The buffers and iovecs an iocb
-    /// names are owned by that request (iovecs) or by the op of a driver slot that stays in
-    /// the `Iocb` state — op untouched — until the event arrives; and the engine is destroyed
-    /// (`io_destroy`, which waits for every request) before any of that memory is freed.
-    pub(super) fn submit(ctx: AioContext, batch: &[*mut Iocb]) -> io::Result<usize> {
-        // SAFETY: see above.
-        unsafe { aio::io_submit(ctx, batch) }
+    /// Once a cancel has answered, the op's end is decided: a later cancel (or deadline) finds
+    /// `ended_by` set, or the request done, and answers `TooLate`.
+    ///
+    /// An `EpollWait` whose poll has already fired (`io_cancel` answers `EINVAL`) has not yet
+    /// taken any event from its epoll set, so the cancel still wins: it ends `ECANCELED` when
+    /// the poll's event arrives, without collecting events. Answering `TooLate` there would
+    /// promise a result that may never come: if the set turned out empty by then, the op would
+    /// poll again and wait on.
+    fn end_request_early(
+        &mut self,
+        key: Key,
+        res: i32,
+        out: &mut VecDeque<Completion>,
+    ) -> CancelOutcome {
+        let State::Request(request) = &self.slot(key).state else {
+            unreachable!("ended here only with a request in flight")
+        };
+        if request.ended_by.is_some() {
+            return CancelOutcome::TooLate;
+        }
+        let request_key = request.key;
+        match self.beneath.context().cancel(request_key) {
+            Cancel::Dequeued => {
+                self.slot(key).state = State::Starting;
+                self.complete(key, res, out);
+                CancelOutcome::Cancelled
+            }
+            Cancel::Started => {
+                self.end_by(key, res);
+                CancelOutcome::Cancelled
+            }
+            Cancel::TooLate if matches!(self.slot(key).op, Some(Op::EpollWait(_))) => {
+                self.end_by(key, res);
+                CancelOutcome::Cancelled
+            }
+            Cancel::TooLate => CancelOutcome::TooLate,
+        }
     }
 
-    /// The mapped completion ring of `ctx`.
-    pub(super) fn user_ring(ctx: AioContext) -> Option<UserRing> {
-        // SAFETY: `ctx` was just created; `Engine` drops the ring before destroying it.
-        unsafe { UserRing::new(ctx) }
+    /// Records that slot `key`'s request ends with `res` when its event arrives.
+    fn end_by(&mut self, key: Key, res: i32) {
+        if let State::Request(request) = &mut self.slot(key).state {
+            request.ended_by = Some(res);
+        }
     }
 }

@@ -1,765 +1,85 @@
-//! The `epoll` backend: readiness for descriptors, a timer heap for time, a blocking pool for
-//! the disk — the backend that works wherever io_uring is disabled.
+//! The `epoll` backend: the readiness core (`backend/ready`) with nothing beneath it —
+//! readiness from an epoll set, time from the timer heap, the disk from the blocking pool.
+//! The backend that works wherever io_uring is disabled.
 //!
-//! Where it sits: [`Ring`](crate::Ring) → `backend::Driver::Epoll` → this → `epoll_pwait2`,
-//! non-blocking syscalls, and the [pool](crate::pool).
-//!
-//! * Each op is decided at submission (`attempt.rs`): done now (a page-cache read with
-//!   `RWF_NOWAIT`, a `Close`, a `Nop`), waiting for readiness (a registration in `fds.rs`), a
-//!   timer (`timers.rs`), or a pool job. Completions produced at submission are queued at once.
-//! * A slot lives from `submit` to its final completion; while a pool job runs, the job owns
-//!   the op (and its buffers) and the slot keeps the job.
-//! * Cancel is user-space and synchronous: a waiter or timer is removed and ends `ECANCELED`;
-//!   a pool job that has not started is reclaimed; one that is running reports `TooLate` and
-//!   its real result arrives.
-//! * A deadline is a timer that cancels its op internally; the op then ends `TimedOut`.
-//! * The wake eventfd and the pool's eventfd sit in the epoll set, edge-triggered.
-#![deny(unsafe_code)]
-
-mod fds;
-mod inflight;
-mod with_aio;
+//! Where it sits: [`Ring`](crate::Ring) → `backend::Driver::Epoll` → `Ready<Epoll>` →
+//! `epoll_pwait2`, non-blocking syscalls and the [pool](crate::pool). The wake eventfd and
+//! the pool's eventfd sit in the core's epoll set, edge-triggered.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use self::fds::{Fds, Waiter};
-use self::inflight::{complete, Blocking};
-use super::aio::RequestKey;
-use super::by_fd::ByFd;
-use super::timers::{Fire, TimerSeq, Timers};
-use crate::common::{Settings, Stats, SubmitError, WakeFd};
-use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
-use crate::fault::{self, Fault};
-use crate::op::plan::{Next, ReadyCx};
-use crate::op::{Op, Submission, UNMASKED};
-use crate::pool::{Job, Pool};
-use crate::slab::{Key, Slab};
+use super::ready::{Beneath, Ready, State, DATA_POOL, DATA_WAKE};
+use crate::common::{Settings, WakeFd};
+use crate::completion::{CancelOutcome, Completion};
+use crate::slab::Key;
 use crate::sys::posix as sio;
 
-/// The top bit marks the id of an op that finished at submission and never took a slot
-/// (slot ids use the low 56 bits only).
-const INLINE_ID: u64 = 1 << 63;
-
-const DATA_WAKE: u64 = 1;
-const DATA_POOL: u64 = 2;
-
-/// Where an op is while in flight.
-enum State {
-    /// Being decided at submission (or a spent timer).
-    Starting,
-    /// Waiting for readiness on `fd`.
-    Fd(RawFd),
-    /// A `Timeout` op's timer.
-    Timer(TimerSeq),
-    /// On the blocking pool; the job owns the op.
-    Pool(Arc<Job<Blocking>>),
-    /// An AIO request (aio backend); the slot keeps the op, whose memory the request names,
-    /// until the request's event arrives.
-    Iocb(RequestKey),
-}
-
-struct Slot {
-    /// The op; `None` while a pool job holds it.
-    op: Option<Op>,
-    user_data: u64,
-    /// The descriptor the op works on (for `cancel_fd`), kept while the pool holds the op.
-    fd: Option<RawFd>,
-    state: State,
-    deadline: Option<TimerSeq>,
-    /// Set when a cancel or deadline has started cancelling an AIO request: the result to
-    /// report when its event arrives.
-    ended_by: Option<i32>,
-    /// Whether the AIO request was submitted with `RWF_NOWAIT` (an `EAGAIN` then means
-    /// "would block", not an error).
-    nowait: bool,
-    /// A cancel answered `TooLate`: the op's end is decided, even if it moves on (an AIO
-    /// request that would block goes to the pool, where it could be cancelled again).
-    too_late: bool,
-}
-
-/// The epoll driver.
-pub(crate) struct Epoll {
-    epfd: OwnedFd,
-    slots: Slab<Slot>,
-    fds: Fds,
-    timers: Timers,
-    pool: Pool<Blocking>,
-    pool_fd: Arc<OwnedFd>,
-    wake: Arc<WakeFd>,
-    woken: bool,
-    events: Vec<libc::epoll_event>,
-    done_jobs: Vec<Arc<Job<Blocking>>>,
-    stats: Stats,
-    /// The aio backend's engine; `None` on the epoll backend.
-    engine: Option<with_aio::Aio>,
-    /// Ops finished at submission so far (their ids count up from here).
-    inline_ops: u64,
-    /// Scratch list for `cancel_where`, kept to reuse.
-    cancel_scratch: Vec<Key>,
-    /// The live slots of each descriptor, for `cancel_where`.
-    by_fd: ByFd,
-}
+/// What the epoll backend has beneath the readiness core: nothing.
+pub(crate) struct Epoll;
 
 impl Epoll {
-    /// Opens the epoll backend: the epoll instance, the pool's eventfd, both eventfds in the set.
-    pub fn open(config: &Settings, wake: Arc<WakeFd>) -> io::Result<Epoll> {
-        let mut driver = Epoll::core(config, wake)?;
+    /// Opens the epoll backend: the core's epoll set with the wake and pool eventfds in it.
+    pub fn open(config: &Settings, wake: Arc<WakeFd>) -> io::Result<Ready<Epoll>> {
+        let ready = Ready::open(config, wake, Epoll)?;
         let et_in = (libc::EPOLLIN | libc::EPOLLET) as u32;
-        let epfd = driver.epfd.as_raw_fd();
+        let epfd = ready.epfd.as_raw_fd();
         sio::epoll_ctl(
             epfd,
             libc::EPOLL_CTL_ADD,
-            driver.wake.raw(),
+            ready.wake.raw(),
             et_in,
             DATA_WAKE,
         )?;
-        sio::epoll_ctl(
-            epfd,
-            libc::EPOLL_CTL_ADD,
-            driver.pool_fd.as_raw_fd(),
-            et_in,
-            DATA_POOL,
-        )?;
-        driver.events.shrink_to_fit();
-        Ok(driver)
-    }
-
-    /// Opens the aio backend: the same core, with AIO requests and `io_getevents` underneath.
-    pub fn open_aio(config: &Settings, wake: Arc<WakeFd>) -> io::Result<Epoll> {
-        let mut driver = Epoll::core(config, wake)?;
-        driver.engine = Some(with_aio::Aio::open(
-            config,
-            &driver.wake,
-            &driver.pool_fd,
-            &driver.epfd,
-        )?);
-        Ok(driver)
-    }
-
-    fn core(config: &Settings, wake: Arc<WakeFd>) -> io::Result<Epoll> {
-        let epfd = crate::sys::epoll_create()?;
-        let pool_fd = Arc::new(crate::sys::eventfd()?);
-        let notify_fd = Arc::clone(&pool_fd);
-        let notify = Box::new(move || {
-            if let Err(e) = crate::sys::eventfd_write(notify_fd.as_raw_fd()) {
-                tracing::error!(error = %e, "pool notify failed");
-            }
-        });
-        Ok(Epoll {
-            epfd,
-            slots: Slab::with_capacity(config.in_flight_max),
-            fds: Fds::default(),
-            timers: Timers::new(),
-            pool: Pool::new(config.pool_threads, notify, sio::block_signals),
-            pool_fd,
-            wake,
-            woken: false,
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
-            done_jobs: Vec::with_capacity(64),
-            stats: Stats::default(),
-            engine: None,
-            inline_ops: 0,
-            cancel_scratch: Vec::with_capacity(64),
-            by_fd: ByFd::default(),
-        })
-    }
-
-    pub fn describe(&self) -> String {
-        if let Some(aio) = &self.engine {
-            return aio.describe(self.pool.threads_max());
-        }
-        format!(
-            "epoll (edge-triggered, timer heap, blocking pool of up to {} threads, {} running)",
-            self.pool.threads_max(),
-            self.pool.threads()
-        )
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn stats(&self) -> Stats {
-        let mut stats = self.stats;
-        stats.aio_requests = self.engine.as_ref().map_or(0, |aio| aio.submitted());
-        stats
-    }
-
-    pub fn submit(
-        &mut self,
-        sub: Submission,
-        user_data: u64,
-        out: &mut VecDeque<Completion>,
-    ) -> Result<OpId, SubmitError> {
-        let Submission { mut op, deadline } = sub;
-        // The cap holds for every op, including those that would finish at once.
-        if self.slots.len() == self.slots.capacity() {
-            return Err(SubmitError::full(self.slots.capacity(), op));
-        }
-        // Ops that may finish right here are tried first; finished, they never take a slot.
-        // On a pinned fd whose cache says "not ready", a receive or send waits without trying.
-        let first = match self.known_blocked(&op) {
-            Some(interest) => Some(Next::Wait(interest)),
-            None => self.try_inline(&mut op),
-        };
-        let first = first.map(|next| self.note_short(next));
-        if let Some(Next::Done(res)) = first {
-            self.inline_ops += 1;
-            let id = OpId(INLINE_ID | (self.inline_ops & (INLINE_ID - 1)));
-            let (result, output) = complete(op, res);
-            out.push_back(Completion {
-                id,
-                user_data,
-                result,
-                more: false,
-                output,
-            });
-            return Ok(id);
-        }
-        // The clock is read only for ops that need it (a timer, a deadline).
-        let now = (deadline.is_some() || matches!(op, Op::Timeout(_))).then(Instant::now);
-        let slot = Slot {
-            fd: op.fd(),
-            op: Some(op),
-            user_data,
-            state: State::Starting,
-            deadline: None,
-            ended_by: None,
-            nowait: false,
-            too_late: false,
-        };
-        let fd = slot.fd;
-        let key = match self.slots.insert(slot) {
-            Ok(key) => key,
-            Err(slot) => {
-                let op = slot.op.expect("not yet started");
-                return Err(SubmitError::full(self.slots.capacity(), op));
-            }
-        };
-        self.by_fd.add(fd, key);
-        if let Some(d) = deadline {
-            let seq = self.timers.arm(
-                d.instant(now.unwrap_or_else(Instant::now)),
-                key,
-                Fire::Deadline,
-            );
-            self.slot(key).deadline = Some(seq);
-        }
-        match first {
-            Some(next) => self.follow(key, next, out),
-            None => self.start(key, now, out),
-        }
-        Ok(OpId(key.pack()))
-    }
-
-    /// The direction `op` would wait for if its fd is pinned and known not ready for it.
-    fn known_blocked(&mut self, op: &Op) -> Option<u32> {
-        let (fd, interest) = op.ready_direction()?;
-        self.apply_unregistered();
-        self.fds.known_blocked(fd, interest).then_some(interest)
-    }
-
-    /// Applies unregistrations posted through a `Waker` before a registration is trusted.
-    fn apply_unregistered(&mut self) {
-        let fds = &mut self.fds;
-        self.wake.take_unregistered(|fd| fds.unpin(fd));
-    }
-
-    /// Records a short receive or send in the readiness cache (see `fds.rs`); it is `Done`.
-    fn note_short(&mut self, next: Next) -> Next {
-        match next {
-            Next::Short { res, fd, direction } => {
-                self.fds.short_transfer(fd, direction);
-                Next::Done(res)
-            }
-            Next::Done(_) | Next::Wait(_) | Next::Arm(_) | Next::Pool | Next::Timer(_) => next,
-        }
-    }
-
-    /// Pins `fd` (see `fds.rs`): one registration until `unpin`, no re-registration per wait.
-    pub fn pin(&mut self, fd: RawFd) -> io::Result<()> {
-        self.apply_unregistered();
-        self.fds.pin(&self.epfd, fd)
-    }
-
-    /// Ends `fd`'s pinning before it is closed.
-    pub fn unpin(&mut self, fd: RawFd) {
-        self.fds.unpin(fd);
-    }
-
-    /// The first non-blocking attempt for ops that often finish at once (`None`: not such an
-    /// op here). On aio, file I/O at an offset is an AIO request instead.
-    fn try_inline(&mut self, op: &mut Op) -> Option<Next> {
-        let cx = self.ready_cx();
-        op.ready_inline(self.engine.is_some())
-            .then(|| op.ready_first(&cx))
-    }
-
-    /// What an op's first decision may use.
-    fn ready_cx(&self) -> ReadyCx {
-        ReadyCx {
-            own_epfd: Some(self.epfd.as_raw_fd()),
-            probe: self.wake.raw(),
-        }
-    }
-
-    fn slot(&mut self, key: Key) -> &mut Slot {
-        self.slots.get_mut(key).expect("a live slot")
-    }
-
-    /// Decides what slot `key`'s fresh op does first, and does it.
-    fn start(&mut self, key: Key, now: Option<Instant>, out: &mut VecDeque<Completion>) {
-        if self.engine.is_some() && self.start_aio(key, out) {
-            return;
-        }
-        let cx = self.ready_cx();
-        let op = self.slot(key).op.as_mut().expect("a fresh op");
-        let next = match op.ready_first(&cx) {
-            Next::Timer(when) => {
-                let at = when.instant(now.unwrap_or_else(Instant::now));
-                let seq = self.timers.arm(at, key, Fire::Timeout);
-                self.slot(key).state = State::Timer(seq);
-                return;
-            }
-            next => next,
-        };
-        self.follow(key, next, out);
-    }
-
-    /// Acts on a decision for slot `key`.
-    fn follow(&mut self, key: Key, next: Next, out: &mut VecDeque<Completion>) {
-        match self.note_short(next) {
-            Next::Done(res) | Next::Short { res, .. } => self.complete(key, res, out),
-            Next::Wait(interest) => self.arm_fd(key, interest, true, out),
-            Next::Arm(interest) => self.arm_fd(key, interest, false, out),
-            Next::Pool => self.offload(key, out),
-            Next::Timer(_) => unreachable!("a timer is armed at the start"),
-        }
-    }
-
-    /// Makes slot `key` wait for `interest` on its fd; `after_eagain` if its own attempt just
-    /// saw `EAGAIN` (then a registered fd needs no re-registration to report what comes next).
-    fn arm_fd(
-        &mut self,
-        key: Key,
-        interest: u32,
-        after_eagain: bool,
-        out: &mut VecDeque<Completion>,
-    ) {
-        self.apply_unregistered();
-        let slot = self.slots.get_mut(key).expect("a live slot");
-        let op = slot.op.as_ref().expect("op present");
-        let fd = op.fd().expect("readiness ops have an fd");
-        let is_poll = matches!(op, Op::Poll(_));
-        let waiter = Waiter { key, interest };
-        // Polls and EpollWaits made no attempt, and some attempts could not say: only a
-        // (re-)registration reports the fd's current readiness then.
-        let registered = if !after_eagain || is_poll || matches!(op, Op::EpollWait(_)) {
-            self.fds.add(&self.epfd, fd, waiter)
-        } else {
-            self.fds.add_blocked(&self.epfd, fd, waiter)
-        };
-        match registered {
-            Ok(()) => slot.state = State::Fd(fd),
-            // epoll refuses regular files and directories: they are always ready.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_poll => {
-                let ready = interest & (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-                let res = if ready == 0 {
-                    -libc::EINVAL
-                } else {
-                    ready as i32
-                };
-                self.complete(key, res, out);
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                self.complete(key, -libc::EINVAL, out)
-            }
-            Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EIO), out),
-        }
-    }
-
-    fn offload(&mut self, key: Key, out: &mut VecDeque<Completion>) {
-        let op = self.slot(key).op.take().expect("op present");
-        let work = Blocking {
-            key,
-            op,
-            produced: None,
-        };
-        match self.pool.submit(work) {
-            Ok(job) => {
-                self.stats.pool_jobs += 1;
-                self.slot(key).state = State::Pool(job);
-            }
-            Err((e, work)) => {
-                tracing::error!(error = %e, "cannot start a pool thread");
-                self.slot(key).op = Some(work.op);
-                self.complete(key, -e.raw_os_error().unwrap_or(libc::EAGAIN), out);
-            }
-        }
-    }
-
-    /// Ends slot `key` with `res`: removes it, disarms its timers and waiter, hands back its
-    /// op's output.
-    fn complete(&mut self, key: Key, res: i32, out: &mut VecDeque<Completion>) {
-        let Some(mut slot) = self.slots.remove(key) else {
-            return;
-        };
-        self.by_fd.remove(slot.fd, key);
-        self.forget(key, &slot);
-        let op = slot.op.take().expect("completing a slot that holds its op");
-        // Every caller passes what this slot's op did, or an errno (see `inflight.rs`).
-        let (result, output) = complete(op, res);
-        out.push_back(Completion {
-            id: OpId(key.pack()),
-            user_data: slot.user_data,
-            result,
-            more: false,
-            output,
-        });
-    }
-
-    /// Drops what refers to a removed slot: its timers (lazily) and its fd waiter.
-    fn forget(&mut self, key: Key, slot: &Slot) {
-        let timer = match slot.state {
-            State::Timer(seq) => Some(seq),
-            _ => None,
-        };
-        for _ in slot.deadline.iter().chain(timer.iter()) {
-            let slots = &self.slots;
-            self.timers.disarm(|k, seq| {
-                slots.get(k).is_some_and(|s| {
-                    s.deadline == Some(seq) || matches!(s.state, State::Timer(t) if t == seq)
-                })
-            });
-        }
-        if let State::Fd(fd) = slot.state {
-            self.fds.remove(fd, key);
-        }
-    }
-
-    /// Ends slot `key` early with `res` (`-ECANCELED` for a cancel, `-ETIME` for a deadline)
-    /// if nobody else owns it by now.
-    fn end_early(&mut self, key: Key, res: i32, out: &mut VecDeque<Completion>) -> CancelOutcome {
-        let outcome = self.try_end_early(key, res, out);
-        if outcome == CancelOutcome::TooLate && res == -libc::ECANCELED {
-            if let Some(slot) = self.slots.get_mut(key) {
-                slot.too_late = true;
-            }
-        }
-        outcome
-    }
-
-    fn try_end_early(
-        &mut self,
-        key: Key,
-        res: i32,
-        out: &mut VecDeque<Completion>,
-    ) -> CancelOutcome {
-        let Some(slot) = self.slots.get(key) else {
-            return CancelOutcome::NotFound;
-        };
-        if slot.too_late {
-            return CancelOutcome::TooLate;
-        }
-        match &slot.state {
-            State::Pool(job) => {
-                if !self.pool.cancel(job) {
-                    return CancelOutcome::TooLate;
-                }
-                let job = Arc::clone(job);
-                let (work, _) = job.take().expect("a won cancel ends the job");
-                self.slot(key).op = Some(work.op);
-                self.complete(key, res, out);
-            }
-            State::Iocb(request) => return self.end_iocb_early(key, *request, res, out),
-            State::Fd(_) | State::Timer(_) | State::Starting => self.complete(key, res, out),
-        }
-        CancelOutcome::Cancelled
-    }
-
-    pub fn cancel(
-        &mut self,
-        id: OpId,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelOutcome> {
-        if id.0 & INLINE_ID != 0 {
-            // Finished at submission: its completion was queued then (the ring says TooLate
-            // while it waits there).
-            return Ok(CancelOutcome::NotFound);
-        }
-        Ok(self.end_early(Key::unpack(id.0), -libc::ECANCELED, out))
-    }
-
-    pub fn cancel_where(
-        &mut self,
-        fd: Option<RawFd>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelCount> {
-        // A reused list: a cancel by fd at every socket's close allocates nothing.
-        let mut targets = std::mem::take(&mut self.cancel_scratch);
-        targets.clear();
-        // Only `fd`'s own slots are looked at (see `by_fd.rs`).
-        match fd {
-            Some(fd) => targets.extend_from_slice(self.by_fd.keys(fd)),
-            None => targets.extend(self.slots.iter().map(|(key, _)| key)),
-        }
-        let mut count = CancelCount::default();
-        for &key in &targets {
-            match self.end_early(key, -libc::ECANCELED, out) {
-                CancelOutcome::Cancelled => count.cancelled += 1,
-                _ => count.too_late += 1,
-            }
-        }
-        self.cancel_scratch = targets;
-        Ok(count)
-    }
-
-    /// Fires every timer due at `now`.
-    fn fire_timers(&mut self, now: Instant, out: &mut VecDeque<Completion>) {
-        while let Some((key, seq, fire)) = self.timers.pop_due(now) {
-            let live = self.slots.get(key).is_some_and(|s| match fire {
-                Fire::Timeout => matches!(s.state, State::Timer(t) if t == seq),
-                Fire::Deadline => s.deadline == Some(seq),
-            });
-            if !live {
-                continue;
-            }
-            self.timers.fired();
-            // The timer is spent: forget it before ending the slot, which disarms the rest.
-            match fire {
-                Fire::Timeout => {
-                    self.slot(key).state = State::Starting;
-                    self.complete(key, -libc::ETIME, out);
-                }
-                Fire::Deadline => {
-                    self.slot(key).deadline = None;
-                    self.end_early(key, -libc::ETIME, out);
-                }
-            }
-        }
-    }
-
-    /// Handles readiness `events` on `fd`: every waiter whose interest they meet acts.
-    fn on_fd(&mut self, fd: RawFd, events: u32, out: &mut VecDeque<Completion>) {
-        let mut waiters = self.fds.take(fd, events);
-        let mut blocked = 0;
-        waiters.retain(|w| self.on_ready(w.key, w.interest, events, &mut blocked, out));
-        self.fds.put_back(fd, waiters, blocked);
-    }
-
-    /// One waiter's turn; `true` if it keeps waiting (its attempt saw `EAGAIN`: its interest
-    /// is added to `blocked`).
-    fn on_ready(
-        &mut self,
-        key: Key,
-        interest: u32,
-        events: u32,
-        blocked: &mut u32,
-        out: &mut VecDeque<Completion>,
-    ) -> bool {
-        let Some(slot) = self.slots.get_mut(key) else {
-            return false;
-        };
-        if events & (interest | UNMASKED) == 0 {
-            return true;
-        }
-        let op = slot.op.as_mut().expect("a waiting slot holds its op");
-        if let Op::Poll(p) = op {
-            let got = events & (p.mask.bits() | UNMASKED);
-            if p.multishot {
-                let (id, user_data) = (OpId(key.pack()), slot.user_data);
-                out.push_back(Completion {
-                    id,
-                    user_data,
-                    result: Ok(got),
-                    more: true,
-                    output: Default::default(),
-                });
-                return true;
-            }
-            self.complete(key, got as i32, out);
-            return false;
-        }
-        match op.ready_again(false) {
-            Next::Wait(bits) => {
-                *blocked |= bits;
-                true
-            }
-            // It stays registered as it is; nothing was learnt about its readiness.
-            Next::Arm(_) => true,
-            Next::Short { res, fd, direction } => {
-                self.fds.short_transfer(fd, direction);
-                self.complete(key, res, out);
-                false
-            }
-            Next::Done(res) => {
-                self.complete(key, res, out);
-                false
-            }
-            Next::Pool | Next::Timer(_) => unreachable!("a readiness op stays on readiness"),
-        }
-    }
-
-    /// Takes finished pool jobs and completes their slots.
-    fn on_pool(&mut self, out: &mut VecDeque<Completion>) {
-        let _ = crate::sys::eventfd_reset(self.pool_fd.as_raw_fd());
-        let mut jobs = std::mem::take(&mut self.done_jobs);
-        self.pool.take_done(&mut jobs);
-        for job in jobs.drain(..) {
-            let Some((mut work, res)) = job.take() else {
-                continue;
-            };
-            if let Some(fd) = work.produced.take() {
-                // Ownership moves to the completion, which wraps the number again.
-                let _ = fd.into_raw_fd();
-            }
-            let key = work.key;
-            let ours = matches!(self.slots.get(key), Some(Slot { state: State::Pool(j), .. }) if Arc::ptr_eq(j, &job));
-            if ours {
-                self.slot(key).op = Some(work.op);
-                self.complete(key, res, out);
-            } else {
-                // Its slot is gone: drop the work; its buffers are freed, its fd closed.
-                drop(complete(work.op, res));
-            }
-            self.pool.recycle(job);
-        }
-        self.done_jobs = jobs;
-    }
-
-    /// Waits up to `timeout` for events and dispatches them. `EINTR` is a normal return.
-    fn poll_once(
-        &mut self,
-        timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<()> {
-        if self.engine.is_some() {
-            self.aio_once(timeout, out)
-        } else {
-            self.epoll_once(timeout, out)
-        }
-    }
-
-    /// One `epoll_pwait2` with `timeout`, then dispatch. `EINTR` is a normal return.
-    fn epoll_once(
-        &mut self,
-        timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<()> {
-        let mut events = std::mem::take(&mut self.events);
-        let waited = if timeout != Some(Duration::ZERO) && fault::hit(Fault::WaitInterrupted) {
-            Err(io::Error::from_raw_os_error(libc::EINTR))
-        } else {
-            sio::epoll_wait(&self.epfd, &mut events, timeout)
-        };
-        let mut n = match waited {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => {
-                self.events = events;
-                return Err(e);
-            }
-        };
-        if n < events.len() && fault::hit(Fault::SpuriousReadiness) {
-            // Injected: a registered descriptor reported ready whether it is or not.
-            if let Some(fd) = self.fds.pick(fault::below(u64::MAX)) {
-                let all = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-                events[n] = libc::epoll_event {
-                    events: all,
-                    u64: fds::fd_data(fd),
-                };
-                n += 1;
-            }
-        }
-        for ev in &events[..n] {
-            let (bits, data) = (ev.events, ev.u64);
-            match data {
-                DATA_WAKE => {
-                    self.wake.absorb();
-                    self.woken = true;
-                }
-                DATA_POOL => self.on_pool(out),
-                data => self.on_fd(data as u32 as RawFd, bits, out),
-            }
-        }
-        self.events = events;
-        Ok(())
-    }
-
-    pub fn wait(
-        &mut self,
-        min_complete: usize,
-        timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<()> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            // The clock is read only while a timer is armed.
-            let now = self.timers.next_due().map(|_| Instant::now());
-            if let Some(now) = now {
-                self.fire_timers(now, out);
-            }
-            if out.len() >= min_complete || self.woken {
-                break;
-            }
-            let now = now.unwrap_or_else(Instant::now);
-            let mut limit = deadline.map(|d| d.saturating_duration_since(now));
-            if limit == Some(Duration::ZERO) {
-                break;
-            }
-            if let Some(due) = self.timers.next_due() {
-                let until = due.saturating_duration_since(now);
-                limit = Some(limit.map_or(until, |l| l.min(until)));
-            }
-            self.poll_once(limit, out)?;
-        }
-        self.woken = false;
-        if min_complete == 0 {
-            self.poll_once(Some(Duration::ZERO), out)?;
-            if self.timers.next_due().is_some() {
-                self.fire_timers(Instant::now(), out);
-            }
-        }
-        Ok(())
-    }
-
-    /// Drop: cancel everything; give running pool jobs a moment; then stop the pool.
-    ///
-    /// A pool job still running after [`DROP_GRACE`] (an `openat2` blocked on a FIFO, a slow
-    /// `fsync`) is left to its worker, which keeps the op's buffers alive until the call
-    /// returns and then frees them (and closes any descriptor it produced): nothing the kernel
-    /// may still write is freed, and the drop does not hang.
-    pub fn shutdown(&mut self, out: &mut VecDeque<Completion>) {
-        let _ = self.cancel_where(None, out);
-        let start = Instant::now();
-        while !self.slots.is_empty() && start.elapsed() < DROP_GRACE {
-            // One more than is queued already: the cancels' completions are in `out`, and a
-            // wait for fewer would return at once without looking for the pool's results.
-            if self
-                .wait(out.len() + 1, Some(Duration::from_millis(10)), out)
-                .is_err()
-            {
-                break;
-            }
-        }
-        // The AIO context goes first: io_destroy waits until the kernel is done with every
-        // request, so no memory a request names is freed before that.
-        drop(self.engine.take());
-        if self.slots.is_empty() {
-            self.pool.shutdown();
-        } else {
-            tracing::warn!(
-                running = self.slots.len(),
-                "pool jobs still running at drop: left to their workers"
-            );
-            self.pool.detach();
-        }
+        let pool_fd = ready.pool_fd.as_raw_fd();
+        sio::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, pool_fd, et_in, DATA_POOL)?;
+        Ok(ready)
     }
 }
 
-/// How long dropping a ring waits for pool jobs that are already running.
-const DROP_GRACE: Duration = Duration::from_secs(1);
+impl Beneath for Epoll {
+    type Request = Infallible;
+    const REQUESTS: bool = false;
+
+    fn describe(ready: &Ready<Epoll>) -> String {
+        let (max, running) = ready.pool_threads();
+        format!(
+            "epoll (edge-triggered, timer heap, blocking pool of up to {max} threads, {running} running)"
+        )
+    }
+
+    fn requests(&self) -> u64 {
+        0
+    }
+
+    fn start(_: &mut Ready<Epoll>, _: Key, _: &mut VecDeque<Completion>) -> bool {
+        false
+    }
+
+    fn end_early(
+        ready: &mut Ready<Epoll>,
+        key: Key,
+        _: i32,
+        _: &mut VecDeque<Completion>,
+    ) -> CancelOutcome {
+        match ready.slot(key).state {
+            State::Request(never) => match never {},
+            _ => unreachable!("only requests beneath are ended here"),
+        }
+    }
+
+    fn wait_once(
+        ready: &mut Ready<Epoll>,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        ready.epoll_once(timeout, out)
+    }
+
+    fn close(&mut self) {}
+}

@@ -38,7 +38,7 @@ use self::files::Files;
 use self::inflight::{InFlight, Slot};
 use super::by_fd::ByFd;
 use super::timers::{Fire, Timers};
-use crate::common::{Settings, SubmitError, WakeFd};
+use crate::common::{Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{raw_result, CancelCount, CancelOutcome, Completion, OpId};
 use crate::fault::{self, Fault};
 use crate::op::plan::Lowered;
@@ -149,6 +149,11 @@ impl Uring {
             },
             self.files.describe()
         )
+    }
+
+    /// The backend's own counters: none on io_uring (the ring counts submissions itself).
+    pub fn stats(&self) -> Stats {
+        Stats::default()
     }
 
     pub fn in_flight(&self) -> usize {
