@@ -15,7 +15,7 @@
 //!
 //! [`AlignedBuf`] has a chosen alignment for `O_DIRECT`, whose buffers, lengths and offsets must
 //! be multiples of the device's logical block size (4096 is always safe).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io;
@@ -127,21 +127,6 @@ impl Buf {
         libc::iovec {
             iov_base: ptr.cast_mut().cast(),
             iov_len: len,
-        }
-    }
-
-    /// Records that a read put `n` bytes into [`read_target`](Self::read_target).
-    ///
-    /// # Safety
-    /// The kernel (or a pool thread's system call) must have written `n` bytes at the start
-    /// of the read target.
-    #[allow(unsafe_code)]
-    pub(crate) unsafe fn filled(&mut self, n: usize) {
-        match self {
-            // SAFETY: the caller's contract.
-            Buf::Vec(v) => unsafe { crate::sys::vec_filled(v, n) },
-            Buf::Boxed(_) => {}
-            Buf::Aligned(a) => a.set_len(a.len() + n),
         }
     }
 

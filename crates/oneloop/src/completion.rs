@@ -4,7 +4,7 @@
 //! [`finish`], shared by every backend, so the mapping is written once:
 //! `ECANCELED` stays `ECANCELED` ([`Completion::is_cancelled`]), an expired timer or deadline is
 //! `ETIMEDOUT` (`ErrorKind::TimedOut`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io;
@@ -12,6 +12,7 @@ use std::os::fd::OwnedFd;
 
 use crate::buf::Buf;
 use crate::op::{EpollEvents, Op, Output, PollMask};
+pub(crate) use crate::sys::Done;
 
 /// An accepted submission's identity: a slot and its generation.
 ///
@@ -191,81 +192,6 @@ pub(crate) fn raw_result(res: i32) -> io::Result<u32> {
     }
 }
 
-/// A raw result vouched for: what the kernel, a pool thread or a non-blocking attempt reported
-/// for exactly one op, as its backend made the request. Making one is the single `unsafe`
-/// step of ending an op (each backend's in-flight table does it, once per op); using it is
-/// safe, and consumes it, so a read's buffer is grown once and a new descriptor wrapped once.
-#[derive(Debug)]
-pub(crate) struct Done {
-    res: i32,
-}
-
-impl Done {
-    /// Vouches for `res`.
-    ///
-    /// # Safety
-    /// `res` must be what the kernel (or a pool thread, or the backend's own non-blocking
-    /// attempt) reported for exactly the op it will finish, as the backend lowered it: a count
-    /// `>= 0` is the bytes written into the op's read buffers, and for `Accept`/`OpenAt` a new
-    /// descriptor nobody else owns. A negative `res` (an errno) is always sound: use
-    /// [`Done::error`].
-    #[allow(unsafe_code)]
-    pub(crate) unsafe fn new(res: i32) -> Done {
-        Done { res }
-    }
-
-    /// An op ended with `errno` (nothing filled, no descriptor).
-    pub(crate) fn error(errno: i32) -> Done {
-        Done {
-            res: -errno.abs().max(1),
-        }
-    }
-
-    /// The raw result (`>= 0`, or `-errno`).
-    pub(crate) fn raw(&self) -> i32 {
-        self.res
-    }
-
-    /// The count, if the op succeeded.
-    pub(crate) fn count(&self) -> Option<usize> {
-        usize::try_from(self.res).ok()
-    }
-
-    /// Grows a read's buffer by the bytes the kernel wrote (nothing on an error).
-    #[allow(unsafe_code)]
-    pub(crate) fn fill(self, buf: &mut Buf) {
-        if let Some(n) = self.count() {
-            // SAFETY: `new`'s contract: the kernel wrote `n` bytes into this op's buffer.
-            unsafe { buf.filled(n) };
-        }
-    }
-
-    /// Grows each buffer of a vectored read by its share of the bytes, in order.
-    #[allow(unsafe_code)]
-    pub(crate) fn fill_in_order(self, bufs: &mut [Buf]) {
-        let mut n = self.count().unwrap_or(0);
-        for buf in bufs {
-            if n == 0 {
-                break;
-            }
-            let take = buf.room().min(n);
-            // SAFETY: `new`'s contract: the kernel wrote `n` bytes across the buffers' read
-            // targets, in order; this is this buffer's share.
-            unsafe { buf.filled(take) };
-            n -= take;
-        }
-    }
-
-    /// The new descriptor an `Accept` or `OpenAt` produced, if it succeeded.
-    #[allow(unsafe_code)]
-    pub(crate) fn into_fd(self) -> Option<OwnedFd> {
-        // SAFETY: `new`'s contract: a count from these ops is a new descriptor nobody else
-        // owns; `self` is consumed, so it is wrapped once.
-        self.count()
-            .map(|n| unsafe { crate::sys::owned_fd(n as i32) })
-    }
-}
-
 /// Ends an op: its result as a Rust result, and what it hands back, updated by that result.
 pub(crate) fn finish(op: Op, done: Done) -> (io::Result<u32>, Output) {
     (raw_result(done.raw()), op.finish(done))
@@ -298,10 +224,8 @@ mod tests {
         // Aligned buffers are zero-initialised, so growing their length needs no kernel write.
         let bufs = [2, 3, 4].map(|cap| crate::AlignedBuf::new(cap, 1).unwrap());
         let op = Readv::new(0, bufs.into(), 0);
-        // SAFETY: aligned buffers are zero-initialised: their bytes are initialised whoever
-        // wrote them.
-        #[allow(unsafe_code)]
-        let (result, output) = finish(Op::Readv(op), unsafe { Done::new(4) });
+        // Aligned buffers are zero-initialised: their bytes are initialised whoever wrote them.
+        let (result, output) = finish(Op::Readv(op), Done::zeroed(4));
         assert_eq!(result.unwrap(), 4);
         let Output::Bufs(bufs) = output else {
             panic!("{output:?}")

@@ -2,15 +2,19 @@
 //!
 //! This is one of the two places where `unsafe` code lives (the other is each backend's
 //! in-flight table, which hands memory to the kernel). Functions here whose soundness rests
-//! on their caller are `unsafe fn` with a `# Safety` section (`owned_fd`, `vec_filled`), as
-//! are those built on them (`Buf::filled`, `completion::finish`); each call states why its
-//! contract holds. Each function here turns a raw call into an
+//! on their caller are `unsafe fn` with a `# Safety` section (`owned_fd`, `vec_filled`,
+//! `Done::new`); each call states why its contract holds. [`Done`] is the one bridge to
+//! safe code: made only by the in-flight tables, it lets an op grow its buffers and wrap its
+//! new descriptor. Each function here turns a raw call into an
 //! `io::Result`: `-1` becomes `io::Error::last_os_error()` in exactly one place, [`syscall!`].
 //! Nothing here retries `EINTR`: callers decide, since a wait must recompute its remaining time.
 
 pub(crate) mod aio;
 mod alloc;
+mod done;
 pub(crate) mod posix;
+
+pub(crate) use self::done::Done;
 
 pub(crate) use alloc::AlignedAlloc;
 

@@ -11,10 +11,18 @@
 //! * on teardown, slots the kernel might still hold are leaked, never freed.
 #![allow(unsafe_code)]
 
-use io_uring::squeue::Entry;
+use io_uring::opcode;
+use io_uring::squeue::{self, Flags};
+use io_uring::types::Fd;
 use io_uring::types::Timespec;
 use io_uring::IoUring;
+use std::os::fd::RawFd;
 use std::time::Instant;
+
+use super::files::Files;
+use super::lower;
+use crate::op::plan::Lowered;
+use crate::slab::Key;
 
 use crate::backend::timers::TimerSeq;
 use crate::completion::{finish, Done};
@@ -101,8 +109,7 @@ pub(super) struct InFlight {
 impl InFlight {
     /// Free SQ entries.
     pub fn sq_room(&mut self) -> usize {
-        let sq = self.ring.submission();
-        sq.capacity() - sq.len()
+        sq_room(&mut self.ring)
     }
 
     /// Whether an `io_uring_enter` has work to do: queued SQEs, completion work the kernel
@@ -112,24 +119,98 @@ impl InFlight {
         !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
     }
 
-    /// Pushes `entries` as one unit (a linked chain stays together); `false` if they do not fit.
-    ///
-    /// # Safety
-    /// Every pointer in `entries` must name nothing (cancel, poll, nop, close, accept without
-    /// an address) or memory owned by a live slot of `self.slots` — what `lower.rs` builds
-    /// from that slot: the op's heap buffers and the slot's `Aux` fields (stable slab
-    /// addresses) — and whose `user_data` keeps that slot from being removed until every CQE
-    /// naming it is reaped (the tags of `mod.rs` and `try_finish` see to that).
-    pub unsafe fn push(&mut self, entries: &[Entry]) -> bool {
-        let mut sq = self.ring.submission();
-        if sq.capacity() - sq.len() < entries.len() {
-            return false;
+    /// Lowers slot `key`'s op and pushes its SQE, with its deadline's linked timeout chained
+    /// behind it, if the SQ has room for both (`Armed::Full` otherwise: make room, then ask
+    /// again). A `Timeout` op becomes a timer instead (`Armed::Timer`).
+    pub fn push_op(
+        &mut self,
+        key: Key,
+        files: &Files,
+        native_epoll_wait: bool,
+        now: Option<Instant>,
+        user_data: (u64, u64),
+    ) -> Armed {
+        let slot = self.slots.get_mut(key).expect("arming a live slot");
+        let main = match lower::lower(slot, files, user_data.0, native_epoll_wait, now) {
+            Lowered::Sqe(main) => main,
+            Lowered::Timer(at) => return Armed::Timer(at),
+        };
+        let Some(deadline) = slot.deadline else {
+            // SAFETY: `main` was lowered from slot `key` (its buffers, its `aux`), which lives
+            // until its CQEs are reaped (see the module doc).
+            let pushed = unsafe { push(&mut self.ring, std::slice::from_ref(&main)) };
+            return if pushed { Armed::Pushed } else { Armed::Full };
+        };
+        if sq_room(&mut self.ring) < 2 {
+            return Armed::Full;
         }
-        // SAFETY: by this function's contract every pointer names nothing or memory of a live
-        // slot that outlives the request (slots the kernel may still hold are leaked on
-        // teardown, never freed).
-        unsafe { sq.push_multiple(entries) }.is_ok()
+        slot.aux.link_ts = lower::timespec_until(deadline, now.unwrap_or_else(Instant::now));
+        slot.links_pending += 1;
+        let link = opcode::LinkTimeout::new(&slot.aux.link_ts)
+            .build()
+            .user_data(user_data.1);
+        let chain = [main.flags(Flags::IO_LINK), link];
+        // SAFETY: `main` as above; `link` names the slot's `aux.link_ts`; the slot lives until
+        // both CQEs are reaped (`links_pending`).
+        let pushed = unsafe { push(&mut self.ring, &chain) };
+        assert!(pushed, "SQ room was checked");
+        Armed::Pushed
     }
+
+    /// Pushes an `ASYNC_CANCEL` of the request whose `user_data` is `target`; `false` if the
+    /// SQ is full.
+    pub fn push_cancel(&mut self, target: u64, user_data: u64) -> bool {
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data);
+        // SAFETY: a cancel names no memory (its target is a `user_data` value).
+        unsafe { push(&mut self.ring, &[entry]) }
+    }
+
+    /// Pushes a multishot `POLL_ADD` of `fd` for `POLLIN`; `false` if the SQ is full.
+    pub fn push_poll(&mut self, fd: RawFd, user_data: u64) -> bool {
+        let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data);
+        // SAFETY: a poll names no memory.
+        unsafe { push(&mut self.ring, &[entry]) }
+    }
+}
+
+/// What arming an op did.
+pub(super) enum Armed {
+    /// Its request is queued.
+    Pushed,
+    /// It is a timer due at this instant (the driver arms it in its heap).
+    Timer(Instant),
+    /// The SQ has no room: make room, then arm again.
+    Full,
+}
+
+/// Free SQ entries.
+fn sq_room(ring: &mut IoUring) -> usize {
+    let sq = ring.submission();
+    sq.capacity() - sq.len()
+}
+
+/// Pushes `entries` as one unit (a linked chain stays together); `false` if they do not fit.
+///
+/// # Safety
+/// Every pointer in `entries` must name nothing (cancel, poll, nop, close, accept without
+/// an address) or memory owned by a live slot of `InFlight::slots` — what `lower.rs` builds
+/// from that slot: the op's heap buffers and the slot's `Aux` fields (stable slab
+/// addresses) — and whose `user_data` keeps that slot from being removed until every CQE
+/// naming it is reaped (the tags of `mod.rs` and `try_finish` see to that).
+unsafe fn push(ring: &mut IoUring, entries: &[squeue::Entry]) -> bool {
+    let mut sq = ring.submission();
+    if sq.capacity() - sq.len() < entries.len() {
+        return false;
+    }
+    // SAFETY: by this function's contract every pointer names nothing or memory of a live
+    // slot that outlives the request (slots the kernel may still hold are leaked on
+    // teardown, never freed).
+    unsafe { sq.push_multiple(entries) }.is_ok()
 }
 
 /// Ends slot's `op` with `res`: the result as a Rust result and what the op hands back.
