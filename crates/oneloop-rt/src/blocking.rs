@@ -20,28 +20,28 @@ pub const MAX_THREADS: usize = 64;
 /// How long an idle pool thread waits for work before it leaves.
 pub const IDLE: Duration = Duration::from_secs(10);
 
-type Job = Box<dyn FnOnce() + Send>;
+type BlockingJob = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
-struct Pool {
-    state: Mutex<PoolState>,
+struct BlockingPool {
+    state: Mutex<BlockingState>,
     work: Condvar,
 }
 
 #[derive(Default)]
-struct PoolState {
-    jobs: VecDeque<Job>,
+struct BlockingState {
+    jobs: VecDeque<BlockingJob>,
     threads: usize,
     idle: usize,
 }
 
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(Pool::default)
+fn pool() -> &'static BlockingPool {
+    static POOL: OnceLock<BlockingPool> = OnceLock::new();
+    POOL.get_or_init(BlockingPool::default)
 }
 
-impl Pool {
-    fn push(&'static self, job: Job) {
+impl BlockingPool {
+    fn push(&'static self, job: BlockingJob) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.jobs.push_back(job);
         // An idle thread counts as idle until it has the lock again: compare with the jobs
@@ -85,7 +85,7 @@ impl Pool {
 }
 
 /// Where a job's result meets the task waiting for it.
-struct Slot<T> {
+struct Handoff<T> {
     result: Option<std::thread::Result<T>>,
     waker: Option<Waker>,
 }
@@ -107,7 +107,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let slot = Arc::new(Mutex::new(Slot {
+    let slot = Arc::new(Mutex::new(Handoff {
         result: None,
         waker: None,
     }));
@@ -128,7 +128,7 @@ where
 
 /// The result of a [`spawn_blocking`] job, to await.
 pub struct BlockingHandle<T> {
-    slot: Arc<Mutex<Slot<T>>>,
+    slot: Arc<Mutex<Handoff<T>>>,
 }
 
 impl<T> Future for BlockingHandle<T> {

@@ -38,7 +38,7 @@ const BUDGET: usize = 128;
 pub(crate) const OP_BUDGET: u32 = 32;
 
 /// What wakers on any thread share with the executor: the injection queue.
-struct Shared {
+struct Injector {
     /// Tasks woken on other threads, moved to the local queue at each turn.
     injected: Mutex<VecDeque<Runnable>>,
     /// Whether `injected` may hold tasks (checked without the lock).
@@ -46,7 +46,7 @@ struct Shared {
     ring_waker: oneloop::Waker,
 }
 
-impl Shared {
+impl Injector {
     /// Whether the calling thread runs this executor.
     fn is_home(&self) -> bool {
         HOME.get() == std::ptr::from_ref(self) as usize
@@ -88,7 +88,7 @@ fn local_is_empty() -> bool {
 pub(crate) struct Context {
     pub(crate) ring: RefCell<Ring>,
     pub(crate) ops: RefCell<OpTable>,
-    shared: Arc<Shared>,
+    shared: Arc<Injector>,
     /// This executor among all of the process's (op futures remember it with their slot: a
     /// future that outlives its executor must not touch a later one's table).
     pub(crate) id: u64,
@@ -104,8 +104,8 @@ thread_local! {
     static CURRENT: RefCell<Option<Rc<Context>>> = const { RefCell::new(None) };
     /// The run queue of the executor on this thread; only this thread touches it.
     static LOCAL: RefCell<VecDeque<Runnable>> = const { RefCell::new(VecDeque::new()) };
-    /// The address of the running executor's `Shared` (0: none). A waker compares its own
-    /// `Shared` with it; that `Shared` is alive while the waker is, so no other executor can
+    /// The address of the running executor's `Injector` (0: none). A waker compares its own
+    /// `Injector` with it; that `Injector` is alive while the waker is, so no other executor can
     /// have its address meanwhile.
     static HOME: Cell<usize> = const { Cell::new(0) };
     /// What is left of the running task's [`OP_BUDGET`].
@@ -117,7 +117,7 @@ thread_local! {
 /// A snapshot of this thread's runtime: its backend, its ring's counters (ops by kind, pool
 /// jobs, cancels) and its tasks — plain numbers, cheap to take, for an application to export.
 #[derive(Clone, Copy, Debug)]
-pub struct Stats {
+pub struct RuntimeStats {
     /// The backend of this thread's ring.
     pub backend: BackendKind,
     /// The ring's counters.
@@ -141,10 +141,10 @@ pub struct Stats {
 ///     println!("{:?}: {} ops, {} cancels", stats.backend, stats.ring.submitted.iter().sum::<u64>(), stats.ring.cancels);
 /// });
 /// ```
-pub fn stats() -> Option<Stats> {
+pub fn stats() -> Option<RuntimeStats> {
     try_with_context(|ctx| {
         let ring = ctx.ring.try_borrow().ok()?;
-        Some(Stats {
+        Some(RuntimeStats {
             backend: ring.backend(),
             ring: ring.stats(),
             in_flight: ring.in_flight(),
@@ -202,7 +202,7 @@ impl Context {
 /// Wakes the `block_on` future itself.
 struct MainWake {
     woken: AtomicBool,
-    shared: Arc<Shared>,
+    shared: Arc<Injector>,
 }
 
 impl Wake for MainWake {
@@ -319,7 +319,7 @@ impl Runtime {
     pub fn block_on<F: Future>(&self, future: F) -> io::Result<F::Output> {
         let ring = self.config.ring().build()?;
         let ring_waker = ring.waker();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Injector {
             injected: Mutex::new(VecDeque::new()),
             has_injected: AtomicBool::new(false),
             ring_waker,

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use oneloop::{Completion, Op, Output, Submission};
 
 use crate::executor::{op_budget_left, spend_op_budget, try_with_context, with_context};
-use crate::table::Entry;
+use crate::table::OpRecord;
 
 /// Submits `op` and waits for its final completion; a refused submission comes back as
 /// `Err` with the op, so its buffers are never lost.
@@ -46,15 +46,17 @@ impl Future for Submit {
                     executor, ctx.id,
                     "oneloop-rt: an op future polled under another runtime than the one it started on"
                 );
-                return match std::mem::replace(&mut ops.entries[index], Entry::Free { next: None })
-                {
-                    Entry::Done(c) => {
+                return match std::mem::replace(
+                    &mut ops.entries[index],
+                    OpRecord::Free { next: None },
+                ) {
+                    OpRecord::Done(c) => {
                         ops.release(index);
                         this.slot = None;
                         Poll::Ready(Ok(c))
                     }
-                    Entry::Waiting { id, .. } => {
-                        ops.entries[index] = Entry::Waiting {
+                    OpRecord::Waiting { id, .. } => {
+                        ops.entries[index] = OpRecord::Waiting {
                             id,
                             waker: Some(cx.waker().clone()),
                         };
@@ -76,7 +78,7 @@ impl Future for Submit {
                         Poll::Ready(Ok(c))
                     }
                     None => {
-                        ops.entries[index] = Entry::Waiting {
+                        ops.entries[index] = OpRecord::Waiting {
                             id,
                             waker: Some(cx.waker().clone()),
                         };
@@ -123,9 +125,9 @@ fn orphan(index: usize, executor: u64) {
         let Some(entry) = ops.entries.get_mut(index) else {
             return;
         };
-        match std::mem::replace(entry, Entry::Orphaned) {
-            Entry::Waiting { id, .. }
-            | Entry::Stream {
+        match std::mem::replace(entry, OpRecord::Orphaned) {
+            OpRecord::Waiting { id, .. }
+            | OpRecord::Stream {
                 id, ended: false, ..
             } => match ctx.ring.try_borrow_mut() {
                 // Nobody waits for the answer: on io_uring the request rides in the next
@@ -137,7 +139,7 @@ fn orphan(index: usize, executor: u64) {
                 Err(_) => ops.deferred_cancels.push(id),
             },
             // Already over: drop the completions now (buffers freed, descriptors closed).
-            Entry::Done(_) | Entry::Stream { ended: true, .. } => ops.release(index),
+            OpRecord::Done(_) | OpRecord::Stream { ended: true, .. } => ops.release(index),
             other => *entry = other,
         }
     });
@@ -180,7 +182,7 @@ impl Multishot {
                 {
                     Ok(id) => {
                         let waker = Some(cx.waker().clone());
-                        ops.entries[index] = Entry::Stream {
+                        ops.entries[index] = OpRecord::Stream {
                             id,
                             waker,
                             queue: VecDeque::new(),
@@ -203,7 +205,7 @@ impl Multishot {
                 executor, ctx.id,
                 "oneloop-rt: a stream polled under another runtime than the one it started on"
             );
-            let Entry::Stream { waker, queue, .. } = &mut ops.entries[index] else {
+            let OpRecord::Stream { waker, queue, .. } = &mut ops.entries[index] else {
                 unreachable!("a stream's slot is a Stream")
             };
             match queue.pop_front() {

@@ -8,7 +8,7 @@ use std::task::Waker;
 use oneloop::{Completion, OpId, Ring};
 
 /// One slot of the op table.
-pub(crate) enum Entry {
+pub(crate) enum OpRecord {
     Free {
         next: Option<usize>,
     },
@@ -33,7 +33,7 @@ pub(crate) enum Entry {
 /// Every op this thread's futures have in flight, indexed by the `user_data` they submit with.
 #[derive(Default)]
 pub(crate) struct OpTable {
-    pub(crate) entries: Vec<Entry>,
+    pub(crate) entries: Vec<OpRecord>,
     free: Option<usize>,
     /// Futures waiting for room because the ring's in-flight cap was reached.
     pub(crate) room_waiters: Vec<Waker>,
@@ -45,21 +45,21 @@ impl OpTable {
     pub(crate) fn alloc(&mut self) -> usize {
         match self.free {
             Some(index) => {
-                let Entry::Free { next } = self.entries[index] else {
+                let OpRecord::Free { next } = self.entries[index] else {
                     unreachable!("free list")
                 };
                 self.free = next;
                 index
             }
             None => {
-                self.entries.push(Entry::Free { next: None });
+                self.entries.push(OpRecord::Free { next: None });
                 self.entries.len() - 1
             }
         }
     }
 
     pub(crate) fn release(&mut self, index: usize) {
-        self.entries[index] = Entry::Free { next: self.free };
+        self.entries[index] = OpRecord::Free { next: self.free };
         self.free = Some(index);
     }
 
@@ -70,14 +70,14 @@ impl OpTable {
             return;
         };
         match entry {
-            Entry::Waiting { waker, .. } => {
+            OpRecord::Waiting { waker, .. } => {
                 let waker = waker.take();
-                *entry = Entry::Done(c);
+                *entry = OpRecord::Done(c);
                 if let Some(w) = waker {
                     w.wake();
                 }
             }
-            Entry::Stream {
+            OpRecord::Stream {
                 waker,
                 queue,
                 ended,
@@ -89,13 +89,13 @@ impl OpTable {
                     w.wake();
                 }
             }
-            Entry::Orphaned => {
+            OpRecord::Orphaned => {
                 if !c.is_more() {
                     self.release(index);
                 }
                 // `c` drops here: buffers freed, any descriptor closed.
             }
-            Entry::Free { .. } | Entry::Done(_) => {}
+            OpRecord::Free { .. } | OpRecord::Done(_) => {}
         }
     }
 
@@ -116,7 +116,7 @@ impl OpTable {
     }
 
     /// Empties the table (at executor teardown), handing back what it held.
-    pub(crate) fn take_all(&mut self) -> (Vec<Entry>, Vec<Waker>) {
+    pub(crate) fn take_all(&mut self) -> (Vec<OpRecord>, Vec<Waker>) {
         self.free = None;
         (
             std::mem::take(&mut self.entries),

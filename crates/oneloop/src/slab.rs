@@ -71,7 +71,7 @@ impl<M> std::fmt::Debug for Key<M> {
     }
 }
 
-enum Entry<T> {
+enum Place<T> {
     Occupied {
         generation: u32,
         value: T,
@@ -87,7 +87,7 @@ pub(crate) struct Slab<T, M = Ops> {
     /// # Invariant
     /// `entries.capacity() >= capacity` from construction on and `entries.len() <= capacity`,
     /// so pushing never reallocates: an occupied entry's address is stable until removed.
-    entries: Vec<Entry<T>>,
+    entries: Vec<Place<T>>,
     capacity: usize,
     free_head: Option<u32>,
     len: usize,
@@ -129,13 +129,13 @@ impl<T, M> Slab<T, M> {
         if let Some(index) = self.free_head {
             let entry = &mut self.entries[index as usize];
             let (generation, next_free) = match entry {
-                Entry::Vacant {
+                Place::Vacant {
                     generation,
                     next_free,
                 } => (*generation, *next_free),
-                Entry::Occupied { .. } => unreachable!("free list points at an occupied slot"),
+                Place::Occupied { .. } => unreachable!("free list points at an occupied slot"),
             };
-            *entry = Entry::Occupied { generation, value };
+            *entry = Place::Occupied { generation, value };
             self.free_head = next_free;
             self.len += 1;
             return Ok(Key::new(index, generation));
@@ -145,7 +145,7 @@ impl<T, M> Slab<T, M> {
         }
         let index = self.entries.len() as u32;
         // Within the reserved capacity: no reallocation (see the invariant).
-        self.entries.push(Entry::Occupied {
+        self.entries.push(Place::Occupied {
             generation: 0,
             value,
         });
@@ -156,7 +156,7 @@ impl<T, M> Slab<T, M> {
     /// The value under `key`, if that exact generation is stored.
     pub fn get(&self, key: Key<M>) -> Option<&T> {
         match self.entries.get(key.index as usize)? {
-            Entry::Occupied { generation, value } if *generation == key.generation => Some(value),
+            Place::Occupied { generation, value } if *generation == key.generation => Some(value),
             _ => None,
         }
     }
@@ -164,7 +164,7 @@ impl<T, M> Slab<T, M> {
     /// The value under `key`, writable.
     pub fn get_mut(&mut self, key: Key<M>) -> Option<&mut T> {
         match self.entries.get_mut(key.index as usize)? {
-            Entry::Occupied { generation, value } if *generation == key.generation => Some(value),
+            Place::Occupied { generation, value } if *generation == key.generation => Some(value),
             _ => None,
         }
     }
@@ -173,14 +173,14 @@ impl<T, M> Slab<T, M> {
     pub fn remove(&mut self, key: Key<M>) -> Option<T> {
         let entry = self.entries.get_mut(key.index as usize)?;
         match entry {
-            Entry::Occupied { generation, .. } if *generation == key.generation => {}
+            Place::Occupied { generation, .. } if *generation == key.generation => {}
             _ => return None,
         }
-        let next = Entry::Vacant {
+        let next = Place::Vacant {
             generation: key.generation.wrapping_add(1),
             next_free: self.free_head,
         };
-        let Entry::Occupied { value, .. } = std::mem::replace(entry, next) else {
+        let Place::Occupied { value, .. } = std::mem::replace(entry, next) else {
             unreachable!("checked occupied above")
         };
         self.free_head = Some(key.index);
@@ -194,10 +194,10 @@ impl<T, M> Slab<T, M> {
     pub fn remove_with<R>(&mut self, key: Key<M>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let entry = self.entries.get_mut(key.index as usize)?;
         let taken = match entry {
-            Entry::Occupied { generation, value } if *generation == key.generation => f(value),
+            Place::Occupied { generation, value } if *generation == key.generation => f(value),
             _ => return None,
         };
-        *entry = Entry::Vacant {
+        *entry = Place::Vacant {
             generation: key.generation.wrapping_add(1),
             next_free: self.free_head,
         };
@@ -211,10 +211,10 @@ impl<T, M> Slab<T, M> {
             .iter()
             .enumerate()
             .filter_map(|(i, e)| match e {
-                Entry::Occupied { generation, value } => {
+                Place::Occupied { generation, value } => {
                     Some((Key::new(i as u32, *generation), value))
                 }
-                Entry::Vacant { .. } => None,
+                Place::Vacant { .. } => None,
             })
     }
 }

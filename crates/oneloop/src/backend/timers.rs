@@ -25,7 +25,7 @@ pub(crate) enum Fire {
 pub(crate) type TimerSeq = u64;
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Entry {
+struct Due {
     at: Instant,
     seq: TimerSeq,
     key: (u32, u32),
@@ -34,7 +34,7 @@ struct Entry {
 
 /// The timer heap.
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+    heap: BinaryHeap<Reverse<Due>>,
     next_seq: TimerSeq,
     live: usize,
 }
@@ -52,7 +52,7 @@ impl Timers {
     pub fn arm(&mut self, at: Instant, key: Key, fire: Fire) -> TimerSeq {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Reverse(Entry {
+        self.heap.push(Reverse(Due {
             at,
             seq,
             key: (key.index, key.generation),

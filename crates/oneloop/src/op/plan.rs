@@ -18,7 +18,7 @@ use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Instant;
 
-use io_uring::squeue::Entry;
+use io_uring::squeue;
 use io_uring::types::OpenHow;
 
 use super::{Deadline, Output};
@@ -86,7 +86,7 @@ pub(crate) struct UringScratch {
 /// What an op becomes on io_uring.
 pub(crate) enum Lowered {
     /// A request for the kernel (its `user_data` is set by the driver).
-    Sqe(Entry),
+    Sqe(squeue::Entry),
     /// A timer in the ring's own heap, due at this instant: `Timeout` ops never reach the
     /// kernel (one kernel `TIMEOUT` and one `ASYNC_CANCEL` per timer cost ~10 × more).
     Timer(Instant),

@@ -88,7 +88,7 @@ struct Queue<W> {
     shutdown: bool,
 }
 
-struct Shared<W> {
+struct Workers<W> {
     queue: Mutex<Queue<W>>,
     work_ready: Condvar,
     done: Mutex<Vec<Arc<Job<W>>>>,
@@ -97,7 +97,7 @@ struct Shared<W> {
 
 /// A bounded set of worker threads, spawned on demand.
 pub(crate) struct Pool<W: Work> {
-    shared: Arc<Shared<W>>,
+    shared: Arc<Workers<W>>,
     threads: Vec<thread::JoinHandle<()>>,
     threads_max: usize,
     on_start: fn(),
@@ -113,7 +113,7 @@ impl<W: Work> Pool<W> {
         notify: Box<dyn Fn() + Send + Sync>,
         on_start: fn(),
     ) -> Pool<W> {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Workers {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 idle: 0,
@@ -248,7 +248,7 @@ impl<W: Work> Drop for Pool<W> {
 }
 
 /// A worker: takes jobs until shutdown leaves the queue empty.
-fn worker<W: Work>(shared: &Shared<W>) {
+fn worker<W: Work>(shared: &Workers<W>) {
     while let Some(job) = next_job(shared) {
         if !job.state.try_own() {
             // A cancel owns it: ended already, nothing to run.
@@ -278,12 +278,12 @@ fn worker<W: Work>(shared: &Shared<W>) {
 }
 
 /// Counts the calling worker as no longer running a job.
-fn not_busy<W>(shared: &Shared<W>) {
+fn not_busy<W>(shared: &Workers<W>) {
     lock(&shared.queue).busy -= 1;
 }
 
 /// The next job to run (counted busy until [`not_busy`]).
-fn next_job<W>(shared: &Shared<W>) -> Option<Arc<Job<W>>> {
+fn next_job<W>(shared: &Workers<W>) -> Option<Arc<Job<W>>> {
     let mut queue = lock(&shared.queue);
     loop {
         if let Some(job) = queue.jobs.pop_front() {

@@ -48,7 +48,7 @@ pub(super) struct Waiter {
 }
 
 #[derive(Default)]
-struct Entry {
+struct Registration {
     /// The interest registered with epoll (without `EPOLLET`); `None` when not registered.
     /// (An empty interest is a real registration: a poll with an empty mask still hears
     /// ERR and HUP.)
@@ -79,12 +79,12 @@ const DENSE: usize = 1 << 16;
 /// `sparse`, so a huge descriptor number never sizes the table.
 #[derive(Default)]
 pub(super) struct Fds {
-    dense: Vec<Entry>,
-    sparse: HashMap<RawFd, Entry>,
+    dense: Vec<Registration>,
+    sparse: HashMap<RawFd, Registration>,
 }
 
 impl Fds {
-    fn get(&self, fd: RawFd) -> Option<&Entry> {
+    fn get(&self, fd: RawFd) -> Option<&Registration> {
         match usize::try_from(fd) {
             Ok(i) if i < DENSE => self.dense.get(i),
             Ok(_) => self.sparse.get(&fd),
@@ -92,7 +92,7 @@ impl Fds {
         }
     }
 
-    fn get_mut(&mut self, fd: RawFd) -> Option<&mut Entry> {
+    fn get_mut(&mut self, fd: RawFd) -> Option<&mut Registration> {
         match usize::try_from(fd) {
             Ok(i) if i < DENSE => self.dense.get_mut(i),
             Ok(_) => self.sparse.get_mut(&fd),
@@ -101,11 +101,11 @@ impl Fds {
     }
 
     /// `fd`'s entry, made (empty) if need be; `EBADF` for a negative fd.
-    fn entry(&mut self, fd: RawFd) -> io::Result<&mut Entry> {
+    fn entry(&mut self, fd: RawFd) -> io::Result<&mut Registration> {
         match usize::try_from(fd) {
             Ok(i) if i < DENSE => {
                 if i >= self.dense.len() {
-                    self.dense.resize_with(i + 1, Entry::default);
+                    self.dense.resize_with(i + 1, Registration::default);
                 }
                 Ok(&mut self.dense[i])
             }
@@ -119,7 +119,7 @@ impl Fds {
         match usize::try_from(fd) {
             Ok(i) if i < DENSE => {
                 if let Some(entry) = self.dense.get_mut(i) {
-                    *entry = Entry::default();
+                    *entry = Registration::default();
                 }
             }
             Ok(_) => {

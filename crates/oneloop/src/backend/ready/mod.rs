@@ -19,12 +19,14 @@
 //! * A deadline is a timer that cancels its op internally; the op then ends `TimedOut`.
 #![deny(unsafe_code)]
 
+mod cancel;
+mod events;
 pub(crate) mod fds;
 mod inflight;
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,10 +36,9 @@ use self::inflight::Blocking;
 use super::by_fd::ByFd;
 use super::timers::{Fire, TimerSeq, Timers};
 use crate::common::{Settings, Stats, SubmitError, WakeFd};
-use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
-use crate::fault::{self, Fault};
+use crate::completion::{CancelOutcome, Completion, OpId};
 use crate::op::plan::{Next, ReadyCx};
-use crate::op::{Op, Submission, UNMASKED};
+use crate::op::{Op, Submission};
 use crate::pool::{Job, Pool};
 use crate::slab::{Key, Slab};
 use crate::sys::posix as sio;
@@ -429,247 +430,6 @@ impl<B: Beneath> Ready<B> {
         if let State::Fd(fd) = slot.state {
             self.fds.remove(fd, key);
         }
-    }
-
-    /// Ends slot `key` early with `res` (`-ECANCELED` for a cancel, `-ETIME` for a deadline)
-    /// if nobody else owns it by now.
-    fn end_early(&mut self, key: Key, res: i32, out: &mut VecDeque<Completion>) -> CancelOutcome {
-        let outcome = self.try_end_early(key, res, out);
-        if outcome == CancelOutcome::TooLate && res == -libc::ECANCELED {
-            if let Some(slot) = self.slots.get_mut(key) {
-                slot.too_late = true;
-            }
-        }
-        outcome
-    }
-
-    fn try_end_early(
-        &mut self,
-        key: Key,
-        res: i32,
-        out: &mut VecDeque<Completion>,
-    ) -> CancelOutcome {
-        let Some(slot) = self.slots.get(key) else {
-            return CancelOutcome::NotFound;
-        };
-        if slot.too_late {
-            return CancelOutcome::TooLate;
-        }
-        match &slot.state {
-            State::Pool(job) => {
-                if !self.pool.cancel(job) {
-                    return CancelOutcome::TooLate;
-                }
-                let job = Arc::clone(job);
-                let (work, _) = job.take().expect("a won cancel ends the job");
-                self.slot(key).op = Some(work.op);
-                self.complete(key, res, out);
-            }
-            State::Request(_) => return B::end_early(self, key, res, out),
-            State::Fd(_) | State::Timer(_) | State::Starting => self.complete(key, res, out),
-        }
-        CancelOutcome::Cancelled
-    }
-
-    pub fn cancel(
-        &mut self,
-        id: OpId,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelOutcome> {
-        if id.0 & INLINE_ID != 0 {
-            // Finished at submission: its completion was queued then (the ring says TooLate
-            // while it waits there).
-            return Ok(CancelOutcome::NotFound);
-        }
-        Ok(self.end_early(Key::unpack(id.0), -libc::ECANCELED, out))
-    }
-
-    /// Cancels here never wait for the kernel: the answer is simply not needed.
-    pub fn cancel_nowait(&mut self, id: OpId, out: &mut VecDeque<Completion>) -> io::Result<()> {
-        self.cancel(id, out).map(drop)
-    }
-
-    pub fn cancel_where(
-        &mut self,
-        fd: Option<RawFd>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelCount> {
-        // A reused list: a cancel by fd at every socket's close allocates nothing.
-        let mut targets = std::mem::take(&mut self.cancel_scratch);
-        targets.clear();
-        // Only `fd`'s own slots are looked at (see `by_fd.rs`).
-        match fd {
-            Some(fd) => targets.extend_from_slice(self.by_fd.keys(fd)),
-            None => targets.extend(self.slots.iter().map(|(key, _)| key)),
-        }
-        let mut count = CancelCount::default();
-        for &key in &targets {
-            match self.end_early(key, -libc::ECANCELED, out) {
-                CancelOutcome::Cancelled => count.cancelled += 1,
-                _ => count.too_late += 1,
-            }
-        }
-        self.cancel_scratch = targets;
-        Ok(count)
-    }
-
-    /// Fires every timer due at `now`.
-    fn fire_timers(&mut self, now: Instant, out: &mut VecDeque<Completion>) {
-        while let Some((key, seq, fire)) = self.timers.pop_due(now) {
-            let live = self.slots.get(key).is_some_and(|s| match fire {
-                Fire::Timeout => matches!(s.state, State::Timer(t) if t == seq),
-                Fire::Deadline => s.deadline == Some(seq),
-            });
-            if !live {
-                continue;
-            }
-            self.timers.fired();
-            // The timer is spent: forget it before ending the slot, which disarms the rest.
-            match fire {
-                Fire::Timeout => {
-                    self.slot(key).state = State::Starting;
-                    self.complete(key, -libc::ETIME, out);
-                }
-                Fire::Deadline => {
-                    self.slot(key).deadline = None;
-                    self.end_early(key, -libc::ETIME, out);
-                }
-            }
-        }
-    }
-
-    /// Handles readiness `events` on `fd`: every waiter whose interest they meet acts.
-    fn on_fd(&mut self, fd: RawFd, events: u32, out: &mut VecDeque<Completion>) {
-        let mut waiters = self.fds.take(fd, events);
-        let mut blocked = 0;
-        waiters.retain(|w| self.on_ready(w.key, w.interest, events, &mut blocked, out));
-        self.fds.put_back(fd, waiters, blocked);
-    }
-
-    /// One waiter's turn; `true` if it keeps waiting (its attempt saw `EAGAIN`: its interest
-    /// is added to `blocked`).
-    fn on_ready(
-        &mut self,
-        key: Key,
-        interest: u32,
-        events: u32,
-        blocked: &mut u32,
-        out: &mut VecDeque<Completion>,
-    ) -> bool {
-        let Some(slot) = self.slots.get_mut(key) else {
-            return false;
-        };
-        if events & (interest | UNMASKED) == 0 {
-            return true;
-        }
-        let op = slot.op.as_mut().expect("a waiting slot holds its op");
-        if let Op::Poll(p) = op {
-            let got = events & (p.mask.bits() | UNMASKED);
-            if p.multishot {
-                let (id, user_data) = (OpId(key.pack()), slot.user_data);
-                out.push_back(Completion {
-                    id,
-                    user_data,
-                    result: Ok(got),
-                    more: true,
-                    output: Default::default(),
-                });
-                return true;
-            }
-            self.complete(key, got as i32, out);
-            return false;
-        }
-        match op.ready_again(false) {
-            Next::Wait(bits) => {
-                *blocked |= bits;
-                true
-            }
-            // It stays registered as it is; nothing was learnt about its readiness.
-            Next::Arm(_) => true,
-            Next::Short { res, fd, direction } => {
-                self.fds.short_transfer(fd, direction);
-                self.complete(key, res, out);
-                false
-            }
-            Next::Done(res) => {
-                self.complete(key, res, out);
-                false
-            }
-            Next::Pool | Next::Timer(_) => unreachable!("a readiness op stays on readiness"),
-        }
-    }
-
-    /// Takes finished pool jobs and completes their slots.
-    pub fn on_pool(&mut self, out: &mut VecDeque<Completion>) {
-        let _ = crate::sys::eventfd_reset(self.pool_fd.as_raw_fd());
-        let mut jobs = std::mem::take(&mut self.done_jobs);
-        self.pool.take_done(&mut jobs);
-        for job in jobs.drain(..) {
-            let Some((mut work, res)) = job.take() else {
-                continue;
-            };
-            if let Some(fd) = work.produced.take() {
-                // Ownership moves to the completion, which wraps the number again.
-                let _ = fd.into_raw_fd();
-            }
-            let key = work.key;
-            let ours = matches!(self.slots.get(key), Some(ReadySlot { state: State::Pool(j), .. }) if Arc::ptr_eq(j, &job));
-            if ours {
-                self.slot(key).op = Some(work.op);
-                self.complete(key, res, out);
-            } else {
-                // Its slot is gone: drop the work; its buffers are freed, its fd closed.
-                drop(complete(work.op, res));
-            }
-            self.pool.recycle(job);
-        }
-        self.done_jobs = jobs;
-    }
-
-    /// One `epoll_pwait2` with `timeout`, then dispatch. `EINTR` is a normal return.
-    pub fn epoll_once(
-        &mut self,
-        timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<()> {
-        let mut events = std::mem::take(&mut self.events);
-        let waited = if timeout != Some(Duration::ZERO) && fault::hit(Fault::WaitInterrupted) {
-            Err(io::Error::from_raw_os_error(libc::EINTR))
-        } else {
-            sio::epoll_wait(&self.epfd, &mut events, timeout)
-        };
-        let mut n = match waited {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => {
-                self.events = events;
-                return Err(e);
-            }
-        };
-        if n < events.len() && fault::hit(Fault::SpuriousReadiness) {
-            // Injected: a registered descriptor reported ready whether it is or not.
-            if let Some(fd) = self.fds.pick(fault::below(u64::MAX)) {
-                let all = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-                events[n] = libc::epoll_event {
-                    events: all,
-                    u64: fds::fd_data(fd),
-                };
-                n += 1;
-            }
-        }
-        for ev in &events[..n] {
-            let (bits, data) = (ev.events, ev.u64);
-            match data {
-                DATA_WAKE => {
-                    self.wake.absorb();
-                    self.woken = true;
-                }
-                DATA_POOL => self.on_pool(out),
-                data => self.on_fd(data as u32 as RawFd, bits, out),
-            }
-        }
-        self.events = events;
-        Ok(())
     }
 
     pub fn wait(

@@ -40,7 +40,7 @@ pub(super) struct Aux {
 }
 
 /// One op in flight and what the kernel has said about it so far.
-pub(super) struct Slot {
+pub(super) struct UringSlot {
     pub op: Op,
     pub user_data: u64,
     /// The op's deadline, absolute.
@@ -72,9 +72,9 @@ pub(super) struct Slot {
     pub discarded: bool,
 }
 
-impl Slot {
-    pub fn new(op: Op, user_data: u64, deadline: Option<Instant>) -> Slot {
-        Slot {
+impl UringSlot {
+    pub fn new(op: Op, user_data: u64, deadline: Option<Instant>) -> UringSlot {
+        UringSlot {
             op,
             user_data,
             deadline,
@@ -103,7 +103,7 @@ impl Slot {
 /// The ring and the slots whose memory it may touch.
 pub(super) struct InFlight {
     pub ring: IoUring,
-    pub slots: Slab<Slot>,
+    pub slots: Slab<UringSlot>,
 }
 
 impl InFlight {

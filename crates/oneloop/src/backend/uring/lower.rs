@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::Timespec;
 
 use super::files::Files;
-use super::inflight::Slot;
+use super::inflight::UringSlot;
 use crate::op::plan::{Lowered, UringCx};
 use crate::op::Op;
 
@@ -27,7 +27,7 @@ pub(super) fn timespec(d: Duration) -> Timespec {
 /// `native_epoll_wait` picks `IORING_OP_EPOLL_WAIT`; otherwise an `EpollWait` is a one-shot
 /// `POLL_ADD` on the epoll fd, and the driver calls `epoll_wait(.., 0)` when it fires.
 pub(super) fn lower(
-    slot: &mut Slot,
+    slot: &mut UringSlot,
     files: &Files,
     user_data: u64,
     native_epoll_wait: bool,

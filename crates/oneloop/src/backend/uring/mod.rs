@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::files::Files;
-use self::inflight::{Armed, InFlight, Slot};
+use self::inflight::{Armed, InFlight, UringSlot};
 use super::by_fd::ByFd;
 use super::timers::{Fire, Timers};
 use crate::common::{Stats, SubmitError, WakeFd};
@@ -115,7 +115,7 @@ impl Uring {
         if let (Op::Timeout(t), Some(now)) = (&mut op, now) {
             t.when = crate::op::Deadline::At(t.when.instant(now));
         }
-        let slot = Slot::new(
+        let slot = UringSlot::new(
             op,
             user_data,
             deadline.zip(now).map(|(d, now)| d.instant(now)),

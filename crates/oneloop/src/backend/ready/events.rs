@@ -1,0 +1,180 @@
+//! What the readiness backends do when something happens: a timer is due, a descriptor
+//! reports readiness, the pool finishes jobs, the epoll set has events.
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::fds;
+use super::{complete, Beneath, Ready, ReadySlot, State, DATA_POOL, DATA_WAKE};
+use crate::backend::timers::Fire;
+use crate::completion::{Completion, OpId};
+use crate::fault::{self, Fault};
+use crate::op::plan::Next;
+use crate::op::{Op, UNMASKED};
+use crate::slab::Key;
+use crate::sys::posix as sio;
+
+impl<B: Beneath> Ready<B> {
+    /// Fires every timer due at `now`.
+    pub(super) fn fire_timers(&mut self, now: Instant, out: &mut VecDeque<Completion>) {
+        while let Some((key, seq, fire)) = self.timers.pop_due(now) {
+            let live = self.slots.get(key).is_some_and(|s| match fire {
+                Fire::Timeout => matches!(s.state, State::Timer(t) if t == seq),
+                Fire::Deadline => s.deadline == Some(seq),
+            });
+            if !live {
+                continue;
+            }
+            self.timers.fired();
+            // The timer is spent: forget it before ending the slot, which disarms the rest.
+            match fire {
+                Fire::Timeout => {
+                    self.slot(key).state = State::Starting;
+                    self.complete(key, -libc::ETIME, out);
+                }
+                Fire::Deadline => {
+                    self.slot(key).deadline = None;
+                    self.end_early(key, -libc::ETIME, out);
+                }
+            }
+        }
+    }
+
+    /// Handles readiness `events` on `fd`: every waiter whose interest they meet acts.
+    pub(super) fn on_fd(&mut self, fd: RawFd, events: u32, out: &mut VecDeque<Completion>) {
+        let mut waiters = self.fds.take(fd, events);
+        let mut blocked = 0;
+        waiters.retain(|w| self.on_ready(w.key, w.interest, events, &mut blocked, out));
+        self.fds.put_back(fd, waiters, blocked);
+    }
+
+    /// One waiter's turn; `true` if it keeps waiting (its attempt saw `EAGAIN`: its interest
+    /// is added to `blocked`).
+    pub(super) fn on_ready(
+        &mut self,
+        key: Key,
+        interest: u32,
+        events: u32,
+        blocked: &mut u32,
+        out: &mut VecDeque<Completion>,
+    ) -> bool {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return false;
+        };
+        if events & (interest | UNMASKED) == 0 {
+            return true;
+        }
+        let op = slot.op.as_mut().expect("a waiting slot holds its op");
+        if let Op::Poll(p) = op {
+            let got = events & (p.mask.bits() | UNMASKED);
+            if p.multishot {
+                let (id, user_data) = (OpId(key.pack()), slot.user_data);
+                out.push_back(Completion {
+                    id,
+                    user_data,
+                    result: Ok(got),
+                    more: true,
+                    output: Default::default(),
+                });
+                return true;
+            }
+            self.complete(key, got as i32, out);
+            return false;
+        }
+        match op.ready_again(false) {
+            Next::Wait(bits) => {
+                *blocked |= bits;
+                true
+            }
+            // It stays registered as it is; nothing was learnt about its readiness.
+            Next::Arm(_) => true,
+            Next::Short { res, fd, direction } => {
+                self.fds.short_transfer(fd, direction);
+                self.complete(key, res, out);
+                false
+            }
+            Next::Done(res) => {
+                self.complete(key, res, out);
+                false
+            }
+            Next::Pool | Next::Timer(_) => unreachable!("a readiness op stays on readiness"),
+        }
+    }
+
+    /// Takes finished pool jobs and completes their slots.
+    pub fn on_pool(&mut self, out: &mut VecDeque<Completion>) {
+        let _ = crate::sys::eventfd_reset(self.pool_fd.as_raw_fd());
+        let mut jobs = std::mem::take(&mut self.done_jobs);
+        self.pool.take_done(&mut jobs);
+        for job in jobs.drain(..) {
+            let Some((mut work, res)) = job.take() else {
+                continue;
+            };
+            if let Some(fd) = work.produced.take() {
+                // Ownership moves to the completion, which wraps the number again.
+                let _ = fd.into_raw_fd();
+            }
+            let key = work.key;
+            let ours = matches!(self.slots.get(key), Some(ReadySlot { state: State::Pool(j), .. }) if Arc::ptr_eq(j, &job));
+            if ours {
+                self.slot(key).op = Some(work.op);
+                self.complete(key, res, out);
+            } else {
+                // Its slot is gone: drop the work; its buffers are freed, its fd closed.
+                drop(complete(work.op, res));
+            }
+            self.pool.recycle(job);
+        }
+        self.done_jobs = jobs;
+    }
+
+    /// One `epoll_pwait2` with `timeout`, then dispatch. `EINTR` is a normal return.
+    pub fn epoll_once(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+    ) -> io::Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        let waited = if timeout != Some(Duration::ZERO) && fault::hit(Fault::WaitInterrupted) {
+            Err(io::Error::from_raw_os_error(libc::EINTR))
+        } else {
+            sio::epoll_wait(&self.epfd, &mut events, timeout)
+        };
+        let mut n = match waited {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                self.events = events;
+                return Err(e);
+            }
+        };
+        if n < events.len() && fault::hit(Fault::SpuriousReadiness) {
+            // Injected: a registered descriptor reported ready whether it is or not.
+            if let Some(fd) = self.fds.pick(fault::below(u64::MAX)) {
+                let all = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+                events[n] = libc::epoll_event {
+                    events: all,
+                    u64: fds::fd_data(fd),
+                };
+                n += 1;
+            }
+        }
+        for ev in &events[..n] {
+            let (bits, data) = (ev.events, ev.u64);
+            match data {
+                DATA_WAKE => {
+                    self.wake.absorb();
+                    self.woken = true;
+                }
+                DATA_POOL => self.on_pool(out),
+                data => self.on_fd(data as u32 as RawFd, bits, out),
+            }
+        }
+        self.events = events;
+        Ok(())
+    }
+}
