@@ -299,10 +299,42 @@ impl Ring {
         self.counts.cancels += 1;
         match self.driver.cancel(id, &mut self.completions)? {
             // Finished, but its final completion is still waiting here to be taken.
-            CancelOutcome::NotFound if self.completions.iter().any(|c| c.id == id && !c.more) => {
-                Ok(CancelOutcome::TooLate)
-            }
+            CancelOutcome::NotFound if self.final_ready(id) => Ok(CancelOutcome::TooLate),
             outcome => Ok(outcome),
+        }
+    }
+
+    /// Whether op `id`'s final completion is waiting in the ring, not yet taken.
+    pub(crate) fn final_ready(&self, id: OpId) -> bool {
+        self.completions.iter().any(|c| c.id == id && !c.more)
+    }
+
+    /// Submits `op` and waits for its final completion, which it returns; every other
+    /// completion that arrives meanwhile stays in the ring for the caller. For a request
+    /// answered at once (a poll update, say) or a short one-shot op; a
+    /// multishot op's `MORE` completions stay in the ring too.
+    ///
+    /// # Errors
+    /// The op's refusal (as [`submit`](Self::submit)), or a broken ring (as
+    /// [`wait`](Self::wait)). The op's own result is the completion's.
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{Nop, Ring};
+    ///
+    /// let mut ring = Ring::new()?;
+    /// let done = ring.call(Nop)?;
+    /// assert_eq!(done.result().as_ref().unwrap(), &0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn call(&mut self, op: impl Into<Submission>) -> io::Result<Completion> {
+        let id = self.submit(op, 0)?;
+        loop {
+            let at = self.completions.iter().rposition(|c| c.id == id && !c.more);
+            if let Some(done) = at.and_then(|at| self.completions.remove(at)) {
+                return Ok(done);
+            }
+            self.wait(self.completions.len() + 1, None)?;
         }
     }
 

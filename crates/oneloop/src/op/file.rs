@@ -10,8 +10,8 @@ use io_uring::opcode;
 use io_uring::types::FsyncFlags;
 
 use super::plan::{
-    clamp_len, done, on_fd, raw, retry, would_block, AioNext, AioPlan, AioStart, Lowered, Next,
-    OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN, OUT,
+    clamp_len, done, no_target, on_fd, raw, retry, would_block, AioNext, AioPlan, AioStart,
+    Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN, OUT,
 };
 use super::{Output, CURRENT_POSITION};
 use crate::buf::{Buf, IoBuf, IoBufMut};
@@ -201,6 +201,7 @@ fn aio_file_event(fd: RawFd, res: i32, nowait: bool, readiness: Option<u32>) -> 
 }
 
 impl OpBase for Read {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }
@@ -282,6 +283,7 @@ impl AioPlan for Read {
 }
 
 impl OpBase for Write {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }
@@ -361,6 +363,7 @@ impl AioPlan for Write {
 }
 
 impl OpBase for Readv {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }
@@ -430,6 +433,7 @@ impl AioPlan for Readv {
 }
 
 impl OpBase for Writev {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }
@@ -485,6 +489,7 @@ impl AioPlan for Writev {
 }
 
 impl OpBase for Fsync {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }

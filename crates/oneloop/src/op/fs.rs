@@ -10,8 +10,8 @@ use io_uring::opcode;
 use io_uring::types::{Fd, OpenHow};
 
 use super::plan::{
-    errno, retry, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx,
-    UringPlan,
+    errno, no_target, retry, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan,
+    UringCx, UringPlan,
 };
 use super::Output;
 use crate::completion::Done;
@@ -109,6 +109,7 @@ impl OpenAt {
 }
 
 impl OpBase for Close {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
     }
@@ -169,6 +170,7 @@ impl AioPlan for Close {
 }
 
 impl OpBase for OpenAt {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.dirfd)
     }

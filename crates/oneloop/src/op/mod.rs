@@ -29,12 +29,12 @@ mod time;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-pub use self::file::{Fsync, Read, Readv, Write, Writev};
-pub use self::fs::{Close, OpenAt};
-pub use self::net::{Accept, Connect, Recv, Send};
-pub(crate) use self::poll::UNMASKED;
-pub use self::poll::{EpollEvents, EpollWait, Poll, PollMask};
-pub use self::time::{Nop, Timeout};
+// Every family's public items: a new op (or its answer type) needs no line here.
+pub use self::file::*;
+pub use self::fs::*;
+pub use self::net::*;
+pub use self::poll::*;
+pub use self::time::*;
 
 use self::plan::{
     AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
@@ -196,6 +196,20 @@ macro_rules! ops {
             /// Every opcode some op may need on io_uring, for `oneloop probe`.
             pub(crate) const URING_OPCODES: &'static [&'static [(&'static str, u8)]] =
                 &[$(<$name as UringPlan>::OPCODES),*];
+
+            /// See [`OpBase::target`].
+            pub(crate) fn target(&self) -> Option<crate::completion::OpId> {
+                match self {
+                    $(Op::$name(o) => OpBase::target(o),)*
+                }
+            }
+
+            /// See [`OpBase::apply`].
+            pub(crate) fn apply(&mut self, target: &mut Op) -> i32 {
+                match self {
+                    $(Op::$name(o) => OpBase::apply(o, target),)*
+                }
+            }
 
             /// See [`UringPlan::opcode`].
             pub(crate) fn uring_opcode(&self, native_epoll_wait: bool) -> Option<u8> {

@@ -9,8 +9,8 @@ use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use io_uring::opcode;
 
 use super::plan::{
-    clamp_len, done, errno, on_fd, retry, short, AioNext, AioPlan, AioStart, Lowered, Next, OpBase,
-    ReadyCx, ReadyPlan, UringCx, UringPlan, IN, OUT,
+    clamp_len, done, errno, no_target, on_fd, retry, short, AioNext, AioPlan, AioStart, Lowered,
+    Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN, OUT,
 };
 use super::Output;
 use crate::buf::{Buf, IoBuf, IoBufMut};
@@ -65,7 +65,7 @@ impl Connect {
     }
 }
 
-/// Receives from a socket into an owned buffer (`recv(2)`); like [`Read`] for where bytes go.
+/// Receives from a socket into an owned buffer (`recv(2)`); like [`Read`](super::Read) for where bytes go.
 #[derive(Debug)]
 pub struct Recv {
     pub(crate) fd: RawFd,
@@ -126,6 +126,7 @@ macro_rules! readiness_on_aio {
 }
 
 impl OpBase for Accept {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }
@@ -187,6 +188,7 @@ impl AioPlan for Accept {
 }
 
 impl OpBase for Connect {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }
@@ -250,6 +252,7 @@ impl AioPlan for Connect {
 }
 
 impl OpBase for Recv {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }
@@ -315,6 +318,7 @@ impl AioPlan for Recv {
 }
 
 impl OpBase for Send {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }

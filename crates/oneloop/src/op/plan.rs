@@ -21,8 +21,9 @@ use std::time::Instant;
 use io_uring::squeue;
 use io_uring::types::OpenHow;
 
-use super::{Deadline, Output};
+use super::{Deadline, Op, Output};
 use crate::completion::Done;
+use crate::completion::OpId;
 use crate::sys::aio::Iocb;
 use crate::sys::RawSockAddr;
 
@@ -35,7 +36,27 @@ pub(crate) trait OpBase {
     /// Hands back what the op owned, updated by its result (a read's buffer grown by the
     /// bytes the kernel wrote, an accepted socket wrapped).
     fn finish(self, done: Done) -> Output;
+    /// The op in flight this op acts on, if any (an op that changes another one). Every
+    /// driver then looks the target up first: gone → `-ENOENT`, its end decided →
+    /// `-EALREADY`; else it calls [`apply`](Self::apply) and re-arms the target.
+    fn target(&self) -> Option<OpId>;
+    /// Changes `target` (the live op [`target`](Self::target) names) in user space: `0`, or
+    /// `-errno` (`-EINVAL`: not an op this one can change). Called only for ops with a target.
+    fn apply(&mut self, target: &mut Op) -> i32;
 }
+
+/// `OpBase::target` and `OpBase::apply` for an op that acts on no other op.
+macro_rules! no_target {
+    () => {
+        fn target(&self) -> Option<crate::completion::OpId> {
+            None
+        }
+        fn apply(&mut self, _: &mut crate::op::Op) -> i32 {
+            unreachable!("an op without a target is never applied")
+        }
+    };
+}
+pub(crate) use no_target;
 
 /// The op on io_uring.
 pub(crate) trait UringPlan {

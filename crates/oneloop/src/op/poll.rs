@@ -14,8 +14,8 @@ use io_uring::opcode;
 use io_uring::types::Fd;
 
 use super::plan::{
-    errno, on_fd, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx,
-    UringPlan, IN,
+    errno, no_target, on_fd, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan,
+    UringCx, UringPlan, IN,
 };
 use super::Output;
 use crate::completion::Done;
@@ -269,6 +269,7 @@ impl EpollWait {
 }
 
 impl OpBase for Poll {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd)
     }
@@ -338,6 +339,7 @@ impl AioPlan for Poll {
 }
 
 impl OpBase for EpollWait {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         Some(self.epfd)
     }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use io_uring::opcode;
 
 use super::plan::{
-    AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
+    no_target, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx,
+    UringPlan,
 };
 use super::{Deadline, Output};
 use crate::completion::Done;
@@ -44,6 +45,7 @@ impl Timeout {
 }
 
 impl OpBase for Nop {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         None
     }
@@ -93,6 +95,7 @@ impl AioPlan for Nop {
 }
 
 impl OpBase for Timeout {
+    no_target!();
     fn fd(&self) -> Option<RawFd> {
         None
     }

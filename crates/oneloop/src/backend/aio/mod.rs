@@ -63,6 +63,9 @@ pub(crate) struct AioRequest {
     /// Set when a cancel or deadline has started cancelling it: the result to report when its
     /// event arrives.
     ended_by: Option<i32>,
+    /// Set when its op was changed and the kernel is cancelling the old request: when that
+    /// request's event arrives, the op is requested again instead of ending.
+    restart: bool,
 }
 
 /// The AIO context's size: four events per submission-batch entry, at most the in-flight cap.
@@ -174,6 +177,10 @@ impl Beneath for Aio {
         ready.end_request_early(key, res, out)
     }
 
+    fn restart(ready: &mut Ready<Aio>, key: Key, out: &mut VecDeque<Completion>) -> i32 {
+        ready.restart_request(key, out)
+    }
+
     fn wait_once(
         ready: &mut Ready<Aio>,
         timeout: Option<Duration>,
@@ -213,6 +220,7 @@ impl Ready<Aio> {
                     key: request,
                     nowait,
                     ended_by: None,
+                    restart: false,
                 });
             }
             Err(e) => self.complete(key, -e.raw_os_error().unwrap_or(libc::EBUSY), out),
@@ -289,6 +297,13 @@ impl Ready<Aio> {
         if let Some(ended_by) = request.ended_by {
             return self.complete(key, ended_by, out);
         }
+        // The old request of a changed op, cancelled (a poll's cancel event has `res == 0`).
+        if request.restart && res == 0 {
+            if !self.request(key, true, out) {
+                unreachable!("a changed AIO op stays one")
+            }
+            return;
+        }
         let res = res.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
         let nowait = request.nowait;
         let op = slot.op.as_mut().expect("an AIO op holds its op");
@@ -326,6 +341,12 @@ impl Ready<Aio> {
         if request.ended_by.is_some() {
             return CancelOutcome::TooLate;
         }
+        // Its old request is being cancelled for a restart: end it instead when that event
+        // comes.
+        if request.restart {
+            self.end_by(key, res);
+            return CancelOutcome::Cancelled;
+        }
         let request_key = request.key;
         match self.beneath.context().cancel(request_key) {
             Cancel::Dequeued => {
@@ -342,6 +363,34 @@ impl Ready<Aio> {
                 CancelOutcome::Cancelled
             }
             Cancel::TooLate => CancelOutcome::TooLate,
+        }
+    }
+
+    /// Makes slot `key`'s request again after its op was changed: the old one is dequeued
+    /// (then the new one goes at once) or cancelled (then when its event arrives).
+    fn restart_request(&mut self, key: Key, out: &mut VecDeque<Completion>) -> i32 {
+        let State::Request(request) = &self.slot(key).state else {
+            unreachable!("restarted only with a request in flight")
+        };
+        if request.ended_by.is_some() || request.restart {
+            return -libc::EALREADY;
+        }
+        let request_key = request.key;
+        match self.beneath.context().cancel(request_key) {
+            Cancel::Dequeued => {
+                self.slot(key).state = State::Starting;
+                if !self.request(key, true, out) {
+                    unreachable!("a changed AIO op stays one")
+                }
+                0
+            }
+            Cancel::Started => {
+                if let State::Request(request) = &mut self.slot(key).state {
+                    request.restart = true;
+                }
+                0
+            }
+            Cancel::TooLate => -libc::EALREADY,
         }
     }
 

@@ -73,6 +73,13 @@ impl Beneath for Epoll {
         }
     }
 
+    fn restart(ready: &mut Ready<Epoll>, key: Key, _: &mut VecDeque<Completion>) -> i32 {
+        match ready.slot(key).state {
+            State::Request(never) => match never {},
+            _ => unreachable!("only requests beneath are restarted"),
+        }
+    }
+
     fn wait_once(
         ready: &mut Ready<Epoll>,
         timeout: Option<Duration>,

@@ -70,6 +70,9 @@ pub(crate) trait Beneath: Sized {
         res: i32,
         out: &mut VecDeque<Completion>,
     ) -> CancelOutcome;
+    /// Slot `key`'s op, whose request is beneath, was changed (see `OpBase::apply`): make
+    /// its request again as the op now is. `0`, or `-EALREADY` if the request has ended.
+    fn restart(ready: &mut Ready<Self>, key: Key, out: &mut VecDeque<Completion>) -> i32;
     /// Waits up to `timeout` for events and dispatches them. `EINTR` is a normal return.
     fn wait_once(
         ready: &mut Ready<Self>,
@@ -195,9 +198,11 @@ impl<B: Beneath> Ready<B> {
         }
         // Ops that may finish right here are tried first; finished, they never take a slot.
         // On a pinned fd whose cache says "not ready", a receive or send waits without trying.
-        let first = match self.known_blocked(&op) {
-            Some(interest) => Some(Next::Wait(interest)),
-            None => self.try_inline(&mut op),
+        // An op that changes another is done here too.
+        let first = match (op.target(), self.known_blocked(&op)) {
+            (Some(target), _) => Some(Next::Done(self.apply_to(target, &mut op, out))),
+            (None, Some(interest)) => Some(Next::Wait(interest)),
+            (None, None) => self.try_inline(&mut op),
         };
         let first = first.map(|next| self.note_short(next));
         if let Some(Next::Done(res)) = first {
@@ -245,6 +250,42 @@ impl<B: Beneath> Ready<B> {
             None => self.start(key, now, out),
         }
         Ok(OpId(key.pack()))
+    }
+
+    /// Lets `op` change its live `target` and re-arms the target as it now is: `0`, or
+    /// `-ENOENT` (no such op in flight), `-EALREADY` (its end is decided), what `apply` said.
+    fn apply_to(&mut self, target: OpId, op: &mut Op, out: &mut VecDeque<Completion>) -> i32 {
+        let key = Key::unpack(target.0);
+        let slot = match self.slots.get_mut(key) {
+            Some(slot) if target.0 & INLINE_ID == 0 => slot,
+            _ => return -libc::ENOENT,
+        };
+        // Decided, or on the pool (where only the job holds the op).
+        let (false, Some(target_op)) = (slot.too_late, slot.op.as_mut()) else {
+            return -libc::EALREADY;
+        };
+        let res = op.apply(target_op);
+        if res != 0 {
+            return res;
+        }
+        match slot.state {
+            State::Fd(fd) => {
+                // Registered again with what it now waits for, which reports the fd's current
+                // readiness: a target now ready completes at once.
+                self.fds.remove(fd, key);
+                let cx = self.ready_cx();
+                let next = self
+                    .slot(key)
+                    .op
+                    .as_mut()
+                    .expect("checked")
+                    .ready_first(&cx);
+                self.follow(key, next, out);
+                0
+            }
+            State::Request(_) => B::restart(self, key, out),
+            State::Starting | State::Timer(_) | State::Pool(_) => 0,
+        }
     }
 
     /// The direction `op` would wait for if its fd is pinned and known not ready for it.

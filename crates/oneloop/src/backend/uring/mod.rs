@@ -48,6 +48,8 @@ use crate::slab::Key;
 
 const TAG_SHIFT: u32 = 56;
 const TAG_MAIN: u64 = 0;
+// A main request's `user_data` is its `OpId`: ops that name another op to the kernel rely on it.
+const _: () = assert!(TAG_MAIN == 0);
 const TAG_LINK: u64 = 1;
 const TAG_CANCEL: u64 = 2;
 const TAG_WAKE: u64 = 3;
@@ -122,10 +124,11 @@ impl Uring {
         );
         // An emulated EpollWait (a poll of its fd) first checks that the fd is an epoll
         // instance, as the native op would.
-        let refused = if let (Op::EpollWait(o), false) = (&slot.op, self.native_epoll_wait) {
-            crate::sys::epoll_check(o.epfd, self.wake.raw()).err()
-        } else {
-            None
+        let refused = match (&slot.op, self.native_epoll_wait) {
+            (Op::EpollWait(o), false) => crate::sys::epoll_check(o.epfd, self.wake.raw())
+                .err()
+                .map(|e| -e.raw_os_error().unwrap_or(libc::EINVAL)),
+            _ => None,
         };
         let fd = slot.op.fd();
         let key = match self.table.slots.insert(slot) {
@@ -133,10 +136,10 @@ impl Uring {
             Err(slot) => return Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
         };
         self.by_fd.add(fd, key);
-        if let Some(e) = refused {
-            // As the native EPOLL_WAIT would: the op ends at once with the error.
+        if let Some(res) = refused.or_else(|| self.apply_target(key)) {
+            // As the kernel would: the op ends at once with the error.
             let slot = self.table.slots.get_mut(key).expect("slot just inserted");
-            slot.main_res = Some(-e.raw_os_error().unwrap_or(libc::EINVAL));
+            slot.main_res = Some(res);
             self.try_finish(key, out);
             return Ok(OpId(key.pack()));
         }
@@ -146,6 +149,25 @@ impl Uring {
             return Err(SubmitError::new(e, slot.op));
         }
         Ok(OpId(key.pack()))
+    }
+
+    /// For an op that changes another (see `OpBase::target`): lets it change its live target
+    /// in user space first (the kernel then changes the request). `Some(-errno)` ends the op
+    /// at once: `-ENOENT` (no such op in flight), `-EALREADY` (its end is decided), or what
+    /// `apply` said. A main request's `user_data` is its `OpId` (`TAG_MAIN` is 0), which is
+    /// how the op names its target to the kernel.
+    fn apply_target(&mut self, key: Key) -> Option<i32> {
+        let target = self.table.slots.get(key)?.op.target()?;
+        let target = Key::unpack(target.0);
+        let slot = self.table.slots.get_mut(key)?;
+        let mut op = std::mem::replace(&mut slot.op, Op::Nop(crate::op::Nop));
+        let res = match self.table.slots.get_mut(target) {
+            None => -libc::ENOENT,
+            Some(t) if t.main_res.is_some() || t.cancel_answered || t.discarded => -libc::EALREADY,
+            Some(t) => op.apply(&mut t.op),
+        };
+        self.table.slots.get_mut(key)?.op = op;
+        (res != 0).then_some(res)
     }
 
     fn check_supported(&self, op: &Op) -> io::Result<()> {
