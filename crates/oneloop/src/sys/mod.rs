@@ -237,3 +237,59 @@ pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
     // SAFETY: `epoll_create1` just returned this new descriptor.
     Ok(unsafe { owned_fd(fd) })
 }
+
+/// An io_uring SQE with its `len` and op-flags fields set: what the io-uring crate's builders
+/// leave out for some requests — `POLL_REMOVE` with `IORING_POLL_UPDATE_EVENTS` takes its
+/// update flags in `len` and the new mask in `poll32_events` (the op-flags union), and the
+/// crate's `PollRemove` sets neither.
+///
+/// The kernel's layout (`include/uapi/linux/io_uring.h`): `len` is the `u32` at byte 24,
+/// the op-flags union the `u32` at byte 28.
+pub(crate) fn sqe_with_len_and_flags(
+    entry: io_uring::squeue::Entry,
+    len: u32,
+    op_flags: u32,
+) -> io_uring::squeue::Entry {
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe`
+    // (transmute checks the size), plain integers whatever the bytes: every bit pattern is a
+    // valid value both ways.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    raw[24..28].copy_from_slice(&len.to_ne_bytes());
+    raw[28..32].copy_from_slice(&op_flags.to_ne_bytes());
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<[u8; 64], io_uring::squeue::Entry>(raw) }
+}
+
+#[cfg(test)]
+mod sqe_tests {
+    #[test]
+    fn len_and_flags_land_where_the_kernel_reads_them() {
+        let entry = io_uring::opcode::PollRemove::new(0x1234)
+            .build()
+            .user_data(7);
+        let entry = super::sqe_with_len_and_flags(entry, 0b11, 0x45);
+        // SAFETY: as in `sqe_with_len_and_flags`.
+        let raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+        assert_eq!(raw[0], io_uring::opcode::PollRemove::CODE);
+        assert_eq!(
+            u64::from_ne_bytes(raw[16..24].try_into().unwrap()),
+            0x1234,
+            "addr"
+        );
+        assert_eq!(
+            u32::from_ne_bytes(raw[24..28].try_into().unwrap()),
+            0b11,
+            "len"
+        );
+        assert_eq!(
+            u32::from_ne_bytes(raw[28..32].try_into().unwrap()),
+            0x45,
+            "op flags"
+        );
+        assert_eq!(
+            u64::from_ne_bytes(raw[32..40].try_into().unwrap()),
+            7,
+            "user_data"
+        );
+    }
+}
