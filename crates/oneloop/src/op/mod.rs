@@ -306,6 +306,8 @@ ops! {
     Fsync,
     /// Readiness of any descriptor, one-shot or multishot.
     Poll,
+    /// A pending poll's mask changed.
+    PollUpdate,
     /// `epoll_wait` as an op.
     EpollWait,
     /// A timer.

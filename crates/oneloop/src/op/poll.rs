@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::io;
 use std::ops::{BitAnd, BitOr, BitOrAssign};
 use std::os::fd::{OwnedFd, RawFd};
 
@@ -17,8 +18,9 @@ use super::plan::{
     errno, no_target, on_fd, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan,
     UringCx, UringPlan, IN,
 };
-use super::Output;
+use super::{Op, Output};
 use crate::completion::Done;
+use crate::completion::OpId;
 use crate::sys::aio::{self as aio_abi, Iocb};
 use crate::sys::posix as sio;
 
@@ -425,5 +427,160 @@ impl AioPlan for EpollWait {
             0 => AioNext::Again { nowait: false },
             res => AioNext::Done(res),
         }
+    }
+}
+
+/// Changes what a pending [`Poll`] waits for: `POLL_REMOVE` with `IORING_POLL_UPDATE_EVENTS`
+/// as an op. [`Ring::update_poll`](crate::Ring::update_poll) does it and waits for the answer.
+///
+/// Completes with `Ok(0)` once the poll waits for `mask`: a one-shot poll that is ready for
+/// it completes at once, a multishot poll keeps its id and its `MORE` stream. `ENOENT`: no
+/// poll with that id is in flight (never was, or it finished); `EALREADY`: the poll is
+/// completing, and its own result stands; `EINVAL`: the id names an op that is not a poll.
+/// Either way the target's contract is unchanged: exactly one final completion.
+///
+/// # Backends
+/// `uring`: `POLL_REMOVE` with `IORING_POLL_UPDATE_EVENTS` (the kernel re-checks readiness
+/// with the new mask). `epoll`: the poll's interest changes and its fd is registered again
+/// (`EPOLL_CTL_MOD`, which reports current readiness). `aio`: a one-shot poll's
+/// `IOCB_CMD_POLL` is cancelled and submitted again with the new mask; a multishot poll
+/// (in the backend's epoll set) is changed as on epoll. On epoll and aio the update is
+/// answered inside `submit`.
+///
+/// # Examples
+/// ```
+/// use oneloop::{Poll, PollMask, PollUpdate, Ring};
+/// use std::os::fd::AsRawFd;
+///
+/// let mut ring = Ring::new()?;
+/// let (rd, wr) = std::io::pipe()?;
+/// // The write end is writable at once, but the poll waits for IN: nothing comes.
+/// let id = ring.submit(Poll::new(wr.as_raw_fd(), PollMask::IN), 1)?;
+/// ring.submit(PollUpdate::new(id, PollMask::OUT), 2)?;
+/// let mut seen = Vec::new();
+/// while seen.len() < 2 {
+///     ring.wait(1, None)?;
+///     seen.extend(ring.completions().map(|c| (c.user_data(), c.result().is_ok())));
+/// }
+/// seen.sort();
+/// assert_eq!(seen, [(1, true), (2, true)]);   // the update, then the poll fired
+/// # drop(rd);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct PollUpdate {
+    target: OpId,
+    mask: PollMask,
+    /// Whether the target is multishot (learnt when applied; the kernel needs to be told).
+    multishot: bool,
+}
+
+impl PollUpdate {
+    /// Makes the poll `target` wait for `mask` instead.
+    pub fn new(target: OpId, mask: PollMask) -> PollUpdate {
+        PollUpdate {
+            target,
+            mask,
+            multishot: false,
+        }
+    }
+}
+
+/// What [`Ring::update_poll`](crate::Ring::update_poll) achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// The poll now waits for the new mask.
+    Updated,
+    /// The poll had already completed, or is completing: its real result stands.
+    TooLate,
+    /// No poll with this id is known (never existed, or its final completion was taken).
+    NotFound,
+}
+
+impl crate::Ring {
+    /// Makes the pending poll `id` wait for `mask` instead (see [`PollUpdate`]), and says
+    /// whether it did.
+    ///
+    /// # Errors
+    /// `EINVAL` if `id` names an op that is not a poll; a broken ring.
+    pub fn update_poll(&mut self, id: OpId, mask: PollMask) -> io::Result<UpdateOutcome> {
+        let done = self.call(PollUpdate::new(id, mask))?;
+        match done.result().as_ref().map_err(io::Error::raw_os_error) {
+            Ok(_) => Ok(UpdateOutcome::Updated),
+            Err(Some(libc::EALREADY)) => Ok(UpdateOutcome::TooLate),
+            // Finished, but its final completion is still waiting to be taken.
+            Err(Some(libc::ENOENT)) if self.final_ready(id) => Ok(UpdateOutcome::TooLate),
+            Err(Some(libc::ENOENT)) => Ok(UpdateOutcome::NotFound),
+            Err(_) => Err(done.into_parts().0.expect_err("an error")),
+        }
+    }
+}
+
+impl OpBase for PollUpdate {
+    fn fd(&self) -> Option<RawFd> {
+        None
+    }
+    fn is_multishot(&self) -> bool {
+        false
+    }
+    fn finish(self, _: Done) -> Output {
+        Output::None
+    }
+    fn target(&self) -> Option<OpId> {
+        Some(self.target)
+    }
+    fn apply(&mut self, target: &mut Op) -> i32 {
+        match target {
+            Op::Poll(poll) => {
+                poll.mask = self.mask;
+                self.multishot = poll.multishot;
+                0
+            }
+            _ => -libc::EINVAL,
+        }
+    }
+}
+
+impl UringPlan for PollUpdate {
+    const OPCODES: &'static [(&'static str, u8)] = &[("POLL_REMOVE", opcode::PollRemove::CODE)];
+    fn opcode(&self, _: bool) -> Option<u8> {
+        Some(opcode::PollRemove::CODE)
+    }
+    /// The target's request is named by its `user_data`, which is its id on this backend.
+    /// Without `IORING_POLL_ADD_MULTI` an update would make a multishot poll one-shot.
+    fn lower(&mut self, _: &mut UringCx<'_>) -> Lowered {
+        const UPDATE_EVENTS: u32 = 1 << 1;
+        const ADD_MULTI: u32 = 1;
+        let flags = UPDATE_EVENTS | if self.multishot { ADD_MULTI } else { 0 };
+        let entry = opcode::PollRemove::new(self.target.as_u64()).build();
+        let entry = crate::sys::sqe_with_len_and_flags(entry, flags, self.mask.bits());
+        Lowered::Sqe(entry)
+    }
+}
+
+impl ReadyPlan for PollUpdate {
+    fn direction(&self) -> Option<(RawFd, u32)> {
+        None
+    }
+    fn tried_inline(&self, _: bool) -> bool {
+        true
+    }
+    fn first(&mut self, _: &ReadyCx) -> Next {
+        unreachable!("the core applies an op with a target itself")
+    }
+    fn again(&mut self, _: bool) -> Next {
+        unreachable!("the core applies an op with a target itself")
+    }
+    fn blocking(&mut self, _: &mut Option<OwnedFd>) -> i32 {
+        unreachable!("the core applies an op with a target itself")
+    }
+}
+
+impl AioPlan for PollUpdate {
+    fn aio_start(&mut self, _: &ReadyCx, _: bool) -> AioStart {
+        unreachable!("the core applies an op with a target itself")
+    }
+    fn aio_event(&mut self, _: i32, _: bool) -> AioNext {
+        unreachable!("the core applies an op with a target itself")
     }
 }

@@ -15,6 +15,7 @@ mod cases_ops;
 mod cases_poll;
 mod cases_queue;
 mod cases_timeout;
+mod cases_update;
 mod harness;
 
 #[global_allocator]
@@ -70,6 +71,11 @@ macro_rules! all_cases {
             cases_input::b1_duration_max,
             cases_input::b2_poll_empty_mask_then_normal,
             cases_input::b3_epoll_wait_not_an_epoll_fd,
+            // Wave 3: PollUpdate
+            cases_update::c29_update_one_shot_to_ready,
+            cases_update::c29_update_as_an_op,
+            cases_update::c29_update_multishot_keeps_stream,
+            cases_update::c29_update_too_late_unknown_not_a_poll,
         }
     };
 }
