@@ -10,8 +10,9 @@ use io_uring::opcode;
 use io_uring::types::FsyncFlags;
 
 use super::plan::{
-    clamp_len, done, no_target, on_fd, raw, retry, would_block, AioNext, AioPlan, AioStart,
-    Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN, OUT,
+    clamp_len, done, no_target, on_fd, one_request, pool_is_final, raw, retry, would_block,
+    AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN,
+    OUT,
 };
 use super::{Output, CURRENT_POSITION};
 use crate::buf::{Buf, IoBuf, IoBufMut};
@@ -215,6 +216,7 @@ impl OpBase for Read {
 }
 
 impl UringPlan for Read {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("READ", opcode::Read::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Read::CODE)
@@ -232,6 +234,7 @@ impl UringPlan for Read {
 }
 
 impl ReadyPlan for Read {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }
@@ -296,6 +299,7 @@ impl OpBase for Write {
 }
 
 impl UringPlan for Write {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("WRITE", opcode::Write::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Write::CODE)
@@ -313,6 +317,7 @@ impl UringPlan for Write {
 }
 
 impl ReadyPlan for Write {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }
@@ -377,6 +382,7 @@ impl OpBase for Readv {
 }
 
 impl UringPlan for Readv {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("READV", opcode::Readv::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Readv::CODE)
@@ -411,6 +417,7 @@ macro_rules! pool_only {
 }
 
 impl ReadyPlan for Readv {
+    pool_is_final!();
     pool_only!();
     fn blocking(&mut self, _: &mut Option<OwnedFd>) -> i32 {
         raw(retry(|| {
@@ -446,6 +453,7 @@ impl OpBase for Writev {
 }
 
 impl UringPlan for Writev {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("WRITEV", opcode::Writev::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Writev::CODE)
@@ -462,6 +470,7 @@ impl UringPlan for Writev {
 }
 
 impl ReadyPlan for Writev {
+    pool_is_final!();
     pool_only!();
     fn blocking(&mut self, _: &mut Option<OwnedFd>) -> i32 {
         raw(retry(|| sio::writev_at(self.fd, &self.bufs, self.offset)))
@@ -502,6 +511,7 @@ impl OpBase for Fsync {
 }
 
 impl UringPlan for Fsync {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("FSYNC", opcode::Fsync::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Fsync::CODE)
@@ -519,6 +529,7 @@ impl UringPlan for Fsync {
 }
 
 impl ReadyPlan for Fsync {
+    pool_is_final!();
     pool_only!();
     fn blocking(&mut self, _: &mut Option<OwnedFd>) -> i32 {
         raw(retry(|| sio::fsync(self.fd, self.data_only)).map(|()| 0))

@@ -10,8 +10,8 @@ use io_uring::opcode;
 use io_uring::types::{Fd, OpenHow};
 
 use super::plan::{
-    errno, no_target, retry, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan,
-    UringCx, UringPlan,
+    errno, no_target, one_request, pool_is_final, retry, AioNext, AioPlan, AioStart, Lowered, Next,
+    OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
 };
 use super::Output;
 use crate::completion::Done;
@@ -129,6 +129,7 @@ impl OpBase for Close {
 }
 
 impl UringPlan for Close {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("CLOSE", opcode::Close::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Close::CODE)
@@ -140,6 +141,7 @@ impl UringPlan for Close {
 }
 
 impl ReadyPlan for Close {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }
@@ -183,6 +185,7 @@ impl OpBase for OpenAt {
 }
 
 impl UringPlan for OpenAt {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("OPENAT2", opcode::OpenAt2::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::OpenAt2::CODE)
@@ -199,6 +202,7 @@ impl UringPlan for OpenAt {
 }
 
 impl ReadyPlan for OpenAt {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }

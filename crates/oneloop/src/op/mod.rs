@@ -225,6 +225,20 @@ macro_rules! ops {
                 }
             }
 
+            /// See [`UringPlan::step`].
+            pub(crate) fn uring_step(&mut self, res: i32, stop: bool) -> crate::op::plan::Step {
+                match self {
+                    $(Op::$name(o) => UringPlan::step(o, res, stop),)*
+                }
+            }
+
+            /// See [`ReadyPlan::after_pool`].
+            pub(crate) fn after_pool(&mut self, res: i32) -> Next {
+                match self {
+                    $(Op::$name(o) => ReadyPlan::after_pool(o, res),)*
+                }
+            }
+
             /// See [`ReadyPlan::direction`].
             pub(crate) fn ready_direction(&self) -> Option<(RawFd, u32)> {
                 match self {

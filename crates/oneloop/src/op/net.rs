@@ -9,8 +9,8 @@ use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use io_uring::opcode;
 
 use super::plan::{
-    clamp_len, done, errno, no_target, on_fd, retry, short, AioNext, AioPlan, AioStart, Lowered,
-    Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN, OUT,
+    clamp_len, done, errno, no_target, on_fd, one_request, pool_is_final, retry, short, AioNext,
+    AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN, OUT,
 };
 use super::Output;
 use crate::buf::{Buf, IoBuf, IoBufMut};
@@ -139,6 +139,7 @@ impl OpBase for Accept {
 }
 
 impl UringPlan for Accept {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("ACCEPT", opcode::Accept::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Accept::CODE)
@@ -156,6 +157,7 @@ impl UringPlan for Accept {
 }
 
 impl ReadyPlan for Accept {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         Some((self.fd, IN))
     }
@@ -201,6 +203,7 @@ impl OpBase for Connect {
 }
 
 impl UringPlan for Connect {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("CONNECT", opcode::Connect::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Connect::CODE)
@@ -214,6 +217,7 @@ impl UringPlan for Connect {
 }
 
 impl ReadyPlan for Connect {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }
@@ -266,6 +270,7 @@ impl OpBase for Recv {
 }
 
 impl UringPlan for Recv {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("RECV", opcode::Recv::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Recv::CODE)
@@ -283,6 +288,7 @@ impl UringPlan for Recv {
 }
 
 impl ReadyPlan for Recv {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         Some((self.fd, IN))
     }
@@ -331,6 +337,7 @@ impl OpBase for Send {
 }
 
 impl UringPlan for Send {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("SEND", opcode::Send::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Send::CODE)
@@ -348,6 +355,7 @@ impl UringPlan for Send {
 }
 
 impl ReadyPlan for Send {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         Some((self.fd, OUT))
     }

@@ -66,7 +66,30 @@ pub(crate) trait UringPlan {
     fn opcode(&self, native_epoll_wait: bool) -> Option<u8>;
     /// The request for the kernel, pointing only into what the op owns and into `cx.scratch`.
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered;
+    /// The op's request ended with `res` (its last CQE): is the op done, or does it make
+    /// another request (an op of several steps)? `stop`: a cancel or deadline is under way —
+    /// the op must end now, with what it achieved so far or `-ECANCELED`.
+    fn step(&mut self, res: i32, stop: bool) -> Step;
 }
+
+/// After an op's request ended, on io_uring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The op ends with this raw result.
+    Done(i32),
+    /// Lower the op again and submit its next request.
+    Again,
+}
+
+/// `UringPlan::step` for an op of one request: its result is the op's.
+macro_rules! one_request {
+    () => {
+        fn step(&mut self, res: i32, _: bool) -> crate::op::plan::Step {
+            crate::op::plan::Step::Done(res)
+        }
+    };
+}
+pub(crate) use one_request;
 
 /// What a lowering may use.
 pub(crate) struct UringCx<'a> {
@@ -111,6 +134,8 @@ pub(crate) enum Lowered {
     /// A timer in the ring's own heap, due at this instant: `Timeout` ops never reach the
     /// kernel (one kernel `TIMEOUT` and one `ASYNC_CANCEL` per timer cost ~10 × more).
     Timer(Instant),
+    /// Ended before any request, with this raw result (`-errno`: what it needed failed).
+    Done(i32),
 }
 
 /// The op on the readiness backends (epoll, and aio's readiness path).
@@ -130,7 +155,20 @@ pub(crate) trait ReadyPlan {
     /// The blocking call a pool thread makes; a descriptor it opens goes to `produced` (so a
     /// result nobody collects is closed, never leaked). A raw result: `>= 0` or `-errno`.
     fn blocking(&mut self, produced: &mut Option<OwnedFd>) -> i32;
+    /// What follows the pool's `res`: `Next::Done(res)` for most ops; an op of several steps
+    /// may wait for readiness again.
+    fn after_pool(&mut self, res: i32) -> Next;
 }
+
+/// `ReadyPlan::after_pool` for an op the pool finishes.
+macro_rules! pool_is_final {
+    () => {
+        fn after_pool(&mut self, res: i32) -> crate::op::plan::Next {
+            crate::op::plan::Next::Done(res)
+        }
+    };
+}
+pub(crate) use pool_is_final;
 
 /// What the readiness backends lend an op's first decision.
 pub(crate) struct ReadyCx {

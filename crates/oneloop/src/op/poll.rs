@@ -15,8 +15,8 @@ use io_uring::opcode;
 use io_uring::types::Fd;
 
 use super::plan::{
-    errno, no_target, on_fd, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan,
-    UringCx, UringPlan, IN,
+    errno, no_target, on_fd, one_request, pool_is_final, AioNext, AioPlan, AioStart, Lowered, Next,
+    OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN,
 };
 use super::{Op, Output};
 use crate::completion::Done;
@@ -284,6 +284,7 @@ impl OpBase for Poll {
 }
 
 impl UringPlan for Poll {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("POLL_ADD", opcode::PollAdd::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::PollAdd::CODE)
@@ -299,6 +300,7 @@ impl UringPlan for Poll {
 }
 
 impl ReadyPlan for Poll {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }
@@ -355,6 +357,7 @@ impl OpBase for EpollWait {
 }
 
 impl UringPlan for EpollWait {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("EPOLL_WAIT", opcode::EpollWait::CODE)];
     fn opcode(&self, native_epoll_wait: bool) -> Option<u8> {
         Some(if native_epoll_wait {
@@ -388,6 +391,7 @@ impl EpollWait {
 }
 
 impl ReadyPlan for EpollWait {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }
@@ -542,6 +546,7 @@ impl OpBase for PollUpdate {
 }
 
 impl UringPlan for PollUpdate {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("POLL_REMOVE", opcode::PollRemove::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::PollRemove::CODE)
@@ -559,6 +564,7 @@ impl UringPlan for PollUpdate {
 }
 
 impl ReadyPlan for PollUpdate {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use io_uring::opcode;
 
 use super::plan::{
-    no_target, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx,
-    UringPlan,
+    no_target, one_request, pool_is_final, AioNext, AioPlan, AioStart, Lowered, Next, OpBase,
+    ReadyCx, ReadyPlan, UringCx, UringPlan,
 };
 use super::{Deadline, Output};
 use crate::completion::Done;
@@ -58,6 +58,7 @@ impl OpBase for Nop {
 }
 
 impl UringPlan for Nop {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("NOP", opcode::Nop::CODE)];
     fn opcode(&self, _: bool) -> Option<u8> {
         Some(opcode::Nop::CODE)
@@ -68,6 +69,7 @@ impl UringPlan for Nop {
 }
 
 impl ReadyPlan for Nop {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }
@@ -108,6 +110,7 @@ impl OpBase for Timeout {
 }
 
 impl UringPlan for Timeout {
+    one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[];
     fn opcode(&self, _: bool) -> Option<u8> {
         None
@@ -118,6 +121,7 @@ impl UringPlan for Timeout {
 }
 
 impl ReadyPlan for Timeout {
+    pool_is_final!();
     fn direction(&self) -> Option<(RawFd, u32)> {
         None
     }

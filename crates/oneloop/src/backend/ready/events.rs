@@ -121,8 +121,12 @@ impl<B: Beneath> Ready<B> {
             let key = work.key;
             let ours = matches!(self.slots.get(key), Some(ReadySlot { state: State::Pool(j), .. }) if Arc::ptr_eq(j, &job));
             if ours {
-                self.slot(key).op = Some(work.op);
-                self.complete(key, res, out);
+                let slot = self.slot(key);
+                slot.state = State::Starting;
+                let op = slot.op.insert(work.op);
+                // Most ops end here; one of several steps may go on (see `after_pool`).
+                let next = op.after_pool(res);
+                self.follow(key, next, out);
             } else {
                 // Its slot is gone: drop the work; its buffers are freed, its fd closed.
                 drop(complete(work.op, res));

@@ -363,7 +363,7 @@ impl<B: Beneath> Ready<B> {
     }
 
     /// Acts on a decision for slot `key`.
-    fn follow(&mut self, key: Key, next: Next, out: &mut VecDeque<Completion>) {
+    pub(super) fn follow(&mut self, key: Key, next: Next, out: &mut VecDeque<Completion>) {
         match self.note_short(next) {
             Next::Done(res) | Next::Short { res, .. } => self.complete(key, res, out),
             Next::Wait(interest) => self.arm_fd(key, interest, true, out),

@@ -135,11 +135,12 @@ impl Uring {
             Some(slot) if slot.main_res.is_some() || slot.cancel_answered || slot.discarded => {
                 return Ok(())
             }
-            // An emulated EpollWait between its poll and its re-arm: no request to cancel.
+            // An op between two of its requests (an emulated EpollWait between its poll and
+            // its re-arm, say): no request to cancel.
             Some(slot) if slot.rearm_pending => {
                 slot.rearm_pending = false;
                 slot.user_cancelled = true;
-                slot.main_res = Some(-libc::ECANCELED);
+                slot.main_res = Some(slot.stopped());
                 self.try_finish(key, out);
                 return Ok(());
             }
@@ -165,7 +166,7 @@ impl Uring {
             if slot.discarded && slot.rearm_pending {
                 slot.rearm_pending = false;
                 slot.user_cancelled = true;
-                slot.main_res = Some(-libc::ECANCELED);
+                slot.main_res = Some(slot.stopped());
                 self.try_finish(key, out);
             }
         }
@@ -220,13 +221,13 @@ impl Uring {
         match res {
             0 => Ok(CancelOutcome::Cancelled),
             _ if res == -libc::ENOENT || res == -libc::EALREADY => {
-                // An emulated EpollWait between its poll and its re-arm is held by no one but
-                // us: end it here.
+                // An op between two of its requests (an emulated EpollWait between its poll
+                // and its re-arm, say) is held by no one but us: end it here.
                 if let Some(slot) = self.table.slots.get_mut(key) {
                     if slot.rearm_pending {
                         slot.rearm_pending = false;
                         slot.user_cancelled = true;
-                        slot.main_res = Some(-libc::ECANCELED);
+                        slot.main_res = Some(slot.stopped());
                         self.try_finish(key, out);
                         return Ok(CancelOutcome::Cancelled);
                     }

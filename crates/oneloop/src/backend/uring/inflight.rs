@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::files::Files;
 use super::lower;
-use crate::op::plan::Lowered;
+use crate::op::plan::{Lowered, Step};
 use crate::slab::Key;
 
 use crate::backend::timers::TimerSeq;
@@ -94,6 +94,15 @@ impl UringSlot {
         }
     }
 
+    /// What the op ends with when it is stopped between two of its requests (cancelled, with
+    /// none in the kernel): what it achieved so far, or `-ECANCELED`.
+    pub fn stopped(&mut self) -> i32 {
+        match self.op.uring_step(-libc::ECANCELED, true) {
+            Step::Done(res) => res,
+            Step::Again => -libc::ECANCELED,
+        }
+    }
+
     /// Whether the kernel may still post a CQE naming this slot.
     pub fn kernel_holds(&self) -> bool {
         self.main_res.is_none() || self.links_pending > 0 || self.cancels_pending > 0
@@ -134,6 +143,7 @@ impl InFlight {
         let main = match lower::lower(slot, files, user_data.0, native_epoll_wait, now) {
             Lowered::Sqe(main) => main,
             Lowered::Timer(at) => return Armed::Timer(at),
+            Lowered::Done(res) => return Armed::Done(res),
         };
         let Some(deadline) = slot.deadline else {
             // SAFETY: `main` was lowered from slot `key` (its buffers, its `aux`), which lives
@@ -186,6 +196,8 @@ pub(super) enum Armed {
     Timer(Instant),
     /// The SQ has no room: make room, then arm again.
     Full,
+    /// It ended before any request, with this raw result.
+    Done(i32),
 }
 
 /// Free SQ entries.

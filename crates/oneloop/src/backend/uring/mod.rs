@@ -43,6 +43,7 @@ use super::timers::{Fire, Timers};
 use crate::common::{Stats, SubmitError, WakeFd};
 use crate::completion::{raw_result, Completion, OpId};
 use crate::fault::{self, Fault};
+use crate::op::plan::Step;
 use crate::op::{Op, Submission};
 use crate::slab::Key;
 
@@ -216,6 +217,13 @@ impl Uring {
                     break;
                 }
                 Armed::Full => self.ensure_sq_room(room, out)?,
+                Armed::Done(res) => {
+                    let slot = self.table.slots.get_mut(key).expect("arming a live slot");
+                    slot.rearm_pending = false;
+                    slot.main_res = Some(res);
+                    self.try_finish(key, out);
+                    return Ok(());
+                }
             }
         }
         self.table.slots.get_mut(key).expect("armed").rearm_pending = false;
@@ -373,8 +381,24 @@ impl Uring {
                 Err(e) => res = -e.raw_os_error().unwrap_or(libc::EIO),
             }
         }
-        slot.main_res = Some(res);
-        self.try_finish(key, out);
+        // A cancel or deadline under way stops an op of several requests where it is.
+        let stop = slot.discarded
+            || slot.cancels_pending > 0
+            || slot.cancel_answered
+            || slot.user_cancelled
+            || slot.link_fired;
+        match slot.op.uring_step(res, stop) {
+            Step::Done(res) => {
+                slot.main_res = Some(res);
+                self.try_finish(key, out);
+            }
+            // Its next request, once this reap is over (held by no request until then, as
+            // an emulated EpollWait between its poll and its re-arm).
+            Step::Again => {
+                slot.rearm_pending = true;
+                self.rearms.push(key);
+            }
+        }
     }
 
     /// Delivers slot `key`'s final completion if the kernel is done with it.
