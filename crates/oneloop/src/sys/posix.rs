@@ -484,3 +484,95 @@ pub(crate) fn fadvise(fd: RawFd, advice: i32) -> io::Result<()> {
         err => Err(io::Error::from_raw_os_error(err)),
     }
 }
+
+/// `sendfile(sock, file, offset, count)`: up to `count` bytes of `file` at `offset` to `sock`,
+/// without a copy through user space; how many went.
+pub(crate) fn sendfile(sock: RawFd, file: RawFd, offset: u64, count: usize) -> io::Result<usize> {
+    let mut offset = offset as libc::off_t;
+    // SAFETY (syscall!): `offset` is a writable `off_t` that outlives the call.
+    syscall!(sendfile(sock, file, &mut offset, count)).map(|n| n as usize)
+}
+
+/// `cachestat(2)` (Linux 6.5): whether every page of `len` bytes at `offset` of `fd` is in
+/// the page cache now. `false` when the kernel cannot say (older kernels, other files).
+pub(crate) fn cached(fd: RawFd, offset: u64, len: u64) -> bool {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct CacheStat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    if len == 0 {
+        return true;
+    }
+    let range = Range { off: offset, len };
+    let mut stat = CacheStat::default();
+    // SAFETY (syscall!): `range` and `stat` are the kernel's `cachestat_range` and `cachestat`,
+    // alive for the call; it reads one and writes the other.
+    let rc = syscall!(syscall(
+        SYS_CACHESTAT,
+        fd,
+        &range as *const Range,
+        &mut stat as *mut CacheStat,
+        0u32
+    ));
+    let page = 4096;
+    let pages = (offset.saturating_add(len)).div_ceil(page) - offset / page;
+    rc.is_ok() && stat.nr_cache >= pages
+}
+
+/// A pipe (close-on-exec), its capacity raised toward `want` bytes where the system lets it
+/// (`F_SETPIPE_SZ`, up to `pipe-max-size`): (read end, write end, capacity).
+pub(crate) fn pipe_for(want: usize) -> io::Result<(OwnedFd, OwnedFd, usize)> {
+    let mut fds = [-1; 2];
+    // SAFETY (syscall!): `fds` has room for the two descriptors.
+    syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+    // SAFETY: `pipe2` just made both descriptors; nothing else owns them.
+    let (rd, wr) = unsafe { (owned_fd(fds[0]), owned_fd(fds[1])) };
+    let want = want.clamp(4096, 1 << 20) as libc::c_int;
+    // SAFETY (syscall!): no pointers. Refused (over `pipe-max-size`): the default stays.
+    let _ = syscall!(fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, want));
+    // SAFETY (syscall!): no pointers.
+    let capacity = syscall!(fcntl(wr.as_raw_fd(), libc::F_GETPIPE_SZ))?;
+    Ok((rd, wr, capacity as usize))
+}
+
+#[cfg(test)]
+mod sendfile_tests {
+    use std::io::{Read as _, Write as _};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn sendfile_pipe_and_cachestat() {
+        let path = std::env::temp_dir().join(format!("oneloop-sendfile-{}", std::process::id()));
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&[7; 10_000])
+            .unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // Just written: its pages are cached (where the kernel can say at all).
+        let _ = super::cached(file.as_raw_fd(), 0, 10_000);
+        assert!(
+            super::cached(file.as_raw_fd(), 0, 0),
+            "an empty range is cached"
+        );
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let sent = super::sendfile(b.as_raw_fd(), file.as_raw_fd(), 100, 50).unwrap();
+        assert_eq!(sent, 50);
+        let mut got = [0; 50];
+        a.read_exact(&mut got).unwrap();
+        assert_eq!(got, [7; 50]);
+        let (_rd, _wr, capacity) = super::pipe_for(256 * 1024).unwrap();
+        assert!(capacity >= 4096, "{capacity}");
+        std::fs::remove_file(path).unwrap();
+    }
+}
