@@ -101,7 +101,12 @@ impl<B: Beneath> Ready<B> {
                 self.complete(key, res, out);
                 false
             }
-            Next::Pool | Next::Timer(_) => unreachable!("a readiness op stays on readiness"),
+            // Ready now, but the rest would block on the disk (an uncached file range).
+            Next::Pool => {
+                self.offload(key, out);
+                false
+            }
+            Next::Timer(_) => unreachable!("a timer is armed at the start"),
         }
     }
 
