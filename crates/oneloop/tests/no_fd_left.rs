@@ -1,13 +1,13 @@
 //! A library leaves no descriptor behind once its rings are dropped: every backend, with an
 //! emulated `EpollWait` (whose check that its fd is an epoll instance needs a probe
-//! descriptor), and a native one where the kernel has it. One test in its own binary: the
-//! count is process-wide.
+//! descriptor), and a native one where the kernel has it; a `SendFile` cancelled mid-way
+//! (its pipe, on io_uring). One test in its own binary: the count is process-wide.
 #![allow(missing_docs)]
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use oneloop::{BackendKind, EpollEvents, EpollWait, Ring};
+use oneloop::{BackendKind, EpollEvents, EpollWait, Ring, SendFile};
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -50,6 +50,8 @@ fn dropped_rings_leave_no_descriptor() {
             ring.wait(1, Some(Duration::from_secs(5))).unwrap();
             let c = ring.next_completion().expect("refused at once");
             assert!(c.result().is_err(), "{kind}: {c:?}");
+            // A SendFile cancelled while its socket is full: its pipe (io_uring) goes with it.
+            send_file_cancelled(&mut ring);
             drop(ring);
             assert_eq!(
                 fd_count(),
@@ -58,4 +60,25 @@ fn dropped_rings_leave_no_descriptor() {
             );
         }
     }
+}
+
+fn send_file_cancelled(ring: &mut Ring) {
+    use std::io::Write as _;
+    let path = std::env::temp_dir().join(format!("oneloop-no-fd-{}", std::process::id()));
+    std::fs::write(&path, vec![1u8; 4 << 20]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut sock = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (_peer, _) = listener.accept().unwrap();
+    sock.set_nonblocking(true).unwrap();
+    while sock.write(&[0; 65536]).is_ok_and(|n| n > 0) {}
+    let op = SendFile::new(sock.as_raw_fd(), file.as_raw_fd(), 0, 4 << 20);
+    let id = ring.submit(op, 3).unwrap();
+    ring.wait(1, Some(Duration::from_millis(20))).unwrap();
+    let _ = ring.cancel(id).unwrap();
+    while ring.in_flight() > 0 {
+        ring.wait(1, Some(Duration::from_secs(5))).unwrap();
+    }
+    drop(ring.completions());
+    std::fs::remove_file(path).unwrap();
 }

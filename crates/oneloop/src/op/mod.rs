@@ -334,6 +334,8 @@ ops! {
     Recv,
     /// `send`.
     Send,
+    /// `sendfile`.
+    SendFile,
     /// `close`.
     Close,
     /// `openat2`.

@@ -14,6 +14,7 @@ mod cases_input;
 mod cases_ops;
 mod cases_poll;
 mod cases_queue;
+mod cases_sendfile;
 mod cases_timeout;
 mod cases_update;
 mod harness;
@@ -76,6 +77,9 @@ macro_rules! all_cases {
             cases_update::c29_update_as_an_op,
             cases_update::c29_update_multishot_keeps_stream,
             cases_update::c29_update_too_late_unknown_not_a_poll,
+            // Wave 3: SendFile
+            cases_sendfile::c30_sendfile_cached_and_uncached,
+            cases_sendfile::c30_sendfile_stalled_peer_and_cancel,
         }
     };
 }
