@@ -14,7 +14,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +30,9 @@ use super::http::{self, Parsed, Range, Request, Status};
 /// with it; larger ones go out in chunks of [`CHUNK`].
 const SMALL: u64 = 128 * 1024;
 const CHUNK: usize = 256 * 1024;
-/// A body this size or larger goes out with `sendfile` when all of it is in the page cache
-/// (no copy through user space; nothing to wait for on the disk).
+/// A body this size or larger goes out with the ring's `SendFile` (no copy through user space;
+/// on epoll and aio a range not in the page cache is read on the pool, on io_uring by the
+/// kernel's workers).
 const SENDFILE_MIN: u64 = 16 * 1024;
 /// Pipelined answers are gathered up to this size before a send.
 const BATCH: usize = 64 * 1024;
@@ -119,7 +120,9 @@ impl Drop for Open {
 /// Serves one connection until it closes, fails or times out.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
     let t = Rc::clone(&open.0);
-    // Non-blocking, so a `sendfile` never holds the thread (the ring's ops do not mind).
+    // Non-blocking: a `SendFile` to a full socket then waits on the ring (io_uring would
+    // otherwise hold a kernel worker in a blocking splice), and the head's `MSG_MORE` send
+    // never blocks.
     if rustix::fs::fcntl_setfl(&stream, rustix::fs::OFlags::NONBLOCK).is_err() {
         return;
     }
@@ -424,7 +427,7 @@ impl Conn<'_> {
         if req.head || count == 0 {
             return Ok(keep);
         }
-        if count >= SENDFILE_MIN && super::sys::cached(file.as_fd(), start, count) {
+        if count >= SENDFILE_MIN {
             self.send_head_more();
             self.flush().await?;
             self.sendfile(file, start, count).await?;
@@ -465,26 +468,22 @@ impl Conn<'_> {
         }
     }
 
-    /// Sends `count` bytes of `file` at `start` with `sendfile` (the socket is non-blocking:
-    /// when its buffer is full, wait on the ring until it is writable, within the send
-    /// timeout). Pages evicted meanwhile make a call wait for the disk: the cache was checked
-    /// just before, so that is rare and short.
+    /// Sends `count` bytes of `file` at `start` through the ring's `SendFile`, each op
+    /// within the send timeout (an op may send less than asked: the rest follows).
     async fn sendfile(&self, file: &File, start: u64, count: u64) -> Result<(), Closed> {
         let mut offset = start;
         let end = start + count;
         while offset < end {
             let want = ((end - offset) as usize).min(1 << 20);
-            match rustix::fs::sendfile(&self.stream, file, Some(&mut offset), want) {
-                Ok(0) => return Err(Closed), // the file shrank
-                Ok(_) => {}
-                Err(rustix::io::Errno::AGAIN) => {
-                    timeout(self.t.limits.send_timeout, self.stream.writable())
-                        .await
-                        .map_err(|_| Closed)?
-                        .map_err(|_| Closed)?;
-                }
-                Err(rustix::io::Errno::INTR) => {}
-                Err(_) => return Err(Closed),
+            let sent = timeout(
+                self.t.limits.send_timeout,
+                self.stream.send_file(file, offset, want),
+            )
+            .await
+            .map_err(|_| Closed)?;
+            match sent {
+                Ok(0) | Err(_) => return Err(Closed), // the file shrank, or the peer went
+                Ok(n) => offset += n as u64,
             }
         }
         Ok(())

@@ -18,7 +18,6 @@
 mod conn;
 mod files;
 pub mod http;
-mod sys;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};

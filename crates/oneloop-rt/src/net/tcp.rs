@@ -5,7 +5,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, Recv, Send};
+use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, Recv, Send, SendFile};
 
 use super::{write_all, Registration};
 use crate::fs::cancel_ops_on;
@@ -127,6 +127,38 @@ impl TcpStream {
     /// completion, then is freed.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         write_all(self.inner.as_raw_fd(), buf).await
+    }
+
+    /// Sends up to `len` bytes of `file`, from `offset`, without copying them through user
+    /// space (see [`oneloop::SendFile`]); may send fewer (send the rest with another call);
+    /// 0 at the end of the file.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op, which ends with what it sent so far; the op keeps
+    /// its own duplicate of `file` until then, so `file` may be closed at once.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # oneloop_rt::block_on(async {
+    /// use oneloop_rt::fs::File;
+    /// use oneloop_rt::net::TcpStream;
+    ///
+    /// let stream = TcpStream::connect("127.0.0.1:8080".parse().unwrap()).await?;
+    /// let file = File::open("/etc/hostname").await?;
+    /// let sent = stream.send_file(&file, 0, 4096).await?;
+    /// println!("{sent} bytes");
+    /// # Ok::<(), std::io::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn send_file(
+        &self,
+        file: &crate::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
+        let file = file.as_fd().try_clone_to_owned()?;
+        let op = SendFile::owning(self.inner.as_raw_fd(), file, offset, len);
+        plain(run(op).await).map(|n| n as usize)
     }
 
     /// Shuts down the read side, the write side, or both.

@@ -441,6 +441,8 @@ pub struct SendFile {
     splice: Option<Box<Splice>>,
     /// The socket was switched to `O_NONBLOCK` (readiness backends).
     nonblocking: bool,
+    /// The file, when the op keeps it open itself ([`SendFile::owning`]).
+    owned: Option<OwnedFd>,
 }
 
 /// A `SendFile` on io_uring: the pipe the bytes pass through, and how far they got.
@@ -467,7 +469,18 @@ impl SendFile {
             len,
             splice: None,
             nonblocking: false,
+            owned: None,
         }
+    }
+
+    /// As [`new`](Self::new), with the op owning `file` until its final completion (then
+    /// closing it): a caller that gives up on the op and closes its own handle can never
+    /// have the op read another file that took the descriptor's number. Give it a duplicate
+    /// (`try_clone`) to keep your own.
+    pub fn owning(sock: RawFd, file: OwnedFd, offset: u64, len: usize) -> SendFile {
+        let mut op = SendFile::new(sock, file.as_raw_fd(), offset, len);
+        op.owned = Some(file);
+        op
     }
 
     /// One `sendfile` if the range is cached (else the pool's), on the non-blocking socket.
