@@ -561,7 +561,17 @@ impl UringPlan for SendFile {
         let sent = splice.sent.min(i32::MAX as usize) as i32;
         // Ended early: with what reached the socket, if anything did.
         let end = |res: i32| Step::Done(if sent > 0 { sent } else { res });
+        // A kernel worker's splice interrupted (a cancel's signal: `EINTR`, or the kernel's
+        // internal `ERESTARTSYS`, which io_uring passes on for splice) is not a result.
+        const ERESTARTSYS: i32 = 512;
         match (splice.phase, res) {
+            (_, ..0) if res == -libc::EINTR || res == -ERESTARTSYS => {
+                if stop {
+                    end(-libc::ECANCELED)
+                } else {
+                    Step::Again
+                }
+            }
             (_, ..0) if res == -libc::EAGAIN && splice.phase == Phase::ToSock && !stop => {
                 splice.phase = Phase::Writable;
                 Step::Again

@@ -335,8 +335,13 @@ impl AioPlan for Poll {
             // away).
             0 => AioNext::Done(-libc::ECANCELED),
             // A poll completed by the wakeup itself carries the waker's whole mask (RDNORM,
-            // WRNORM, ...): report only what was asked, plus what is always reported.
-            res if res > 0 => AioNext::Done((res as u32 & (self.mask.bits() | UNMASKED)) as i32),
+            // WRNORM, ...): report only what was asked, plus what is always reported. Nothing
+            // of it left: the poll fired for a mask it no longer has (a `PollUpdate` raced
+            // it), so it polls again.
+            res if res > 0 => match res as u32 & (self.mask.bits() | UNMASKED) {
+                0 => AioNext::Again { nowait: false },
+                mask => AioNext::Done(mask as i32),
+            },
             res => AioNext::Done(res),
         }
     }

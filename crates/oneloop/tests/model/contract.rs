@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Instant;
 
-use oneloop::{CancelCount, CancelOutcome, Completion, OpId, Output};
+use oneloop::{CancelCount, CancelOutcome, Completion, OpId, Output, UpdateOutcome};
 
 use crate::world::{pattern, FILE_LEN};
 
@@ -38,6 +38,7 @@ pub enum Kind {
     Send { len: usize },
     Close,
     OpenAt,
+    SendFile { offset: usize, len: usize },
 }
 
 impl Kind {
@@ -65,6 +66,7 @@ impl Kind {
                 | Kind::Writev { .. }
                 | Kind::Fsync
                 | Kind::OpenAt
+                | Kind::SendFile { .. }
         )
     }
 }
@@ -118,6 +120,8 @@ pub struct Tally {
     pub short_transfers: u64,
     pub pool_refusals: u64,
     pub rings_dropped: u64,
+    /// `PollUpdate`s of live ops.
+    pub updates: u64,
 }
 
 pub struct Model {
@@ -401,6 +405,11 @@ impl Model {
                 )
             }
             Kind::Timeout { .. } => Err("a Timeout ended with success".into()),
+            Kind::SendFile { offset, len } => {
+                let want = (*len).min(FILE_LEN - offset);
+                self.short(res, want);
+                expect((1..=want).contains(&res), "sendfile length")
+            }
         }
     }
 
@@ -442,6 +451,33 @@ impl Model {
     }
 
     /// Checks the answer to `cancel(id)` of an op whose final completion was taken.
+    /// Checks a `PollUpdate` of the live op `id` to `mask`: a poll is `Updated` (its mask now
+    /// includes `mask`: completions reaped before the update may still carry the old one) or
+    /// `TooLate`; any other op `EINVAL`, or `TooLate` when it is finishing. Never `NotFound`.
+    pub fn update_live(&mut self, id: OpId, answer: std::io::Result<UpdateOutcome>, mask: u32) {
+        self.tally.updates += 1;
+        let Some(live) = self.live.get_mut(&id) else {
+            return self.violation(format!("update of {id:?}, which is not live"));
+        };
+        let kind = format!("{:?}", live.kind);
+        match (&mut live.kind, answer) {
+            (Kind::Poll { mask: m, .. }, Ok(UpdateOutcome::Updated)) => *m |= mask,
+            (_, Ok(UpdateOutcome::TooLate)) => {}
+            (Kind::Poll { .. }, Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.violation(format!("update of a poll ({kind}) said EINVAL"))
+            }
+            (_, Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            (_, other) => self.violation(format!("update of live {kind}: {other:?}")),
+        }
+    }
+
+    /// Checks a `PollUpdate` of an op whose final completion was taken: `NotFound`.
+    pub fn update_stale(&mut self, answer: std::io::Result<UpdateOutcome>) {
+        if !matches!(answer, Ok(UpdateOutcome::NotFound)) {
+            self.violation(format!("update of a finished op: {answer:?}"));
+        }
+    }
+
     pub fn cancel_stale(&mut self, answer: CancelOutcome) {
         self.tally.stale_cancels += 1;
         if answer != CancelOutcome::NotFound {

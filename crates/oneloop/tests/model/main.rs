@@ -1,6 +1,7 @@
 //! The randomized model test: random sequences of every op kind (with and without deadlines,
 //! one-shot and multishot, on registered and plain descriptors), cancels by id (answered, and
-//! `cancel_nowait`), by stale id, by fd and of all, waits with timeouts, wakes from another
+//! `cancel_nowait`), by stale id, by fd and of all, `PollUpdate`s of live and finished ops
+//! (a `SendFile` among the ops), waits with timeouts, wakes from another
 //! thread, writes and reads on the other ends, and rings dropped mid-flight — each answer and
 //! completion checked against the reference model of the contract (`contract.rs`); at the end
 //! of a run, the process's descriptors and the op buffers still alive are back to where they
@@ -241,9 +242,10 @@ fn run(kind: BackendKind, faults: bool) {
     }
     let t = &model.tally;
     note(&format!(
-        "{name}: {} ops in {:.1?} ({} MORE, {} cancelled, {} too late, {} timed out, {} short, {} stale cancels, {} nowait cancels, {} group cancels, {} pool refusals, {} rings dropped), {} violations",
+        "{name}: {} ops in {:.1?} ({} MORE, {} cancelled, {} too late, {} timed out, {} short, {} stale cancels, {} nowait cancels, {} group cancels, {} poll updates, {} pool refusals, {} rings dropped), {} violations",
         t.submitted, started.elapsed(), t.mores, t.cancelled, t.too_late, t.timed_out, t.short_transfers,
-        t.stale_cancels, t.nowait_cancels, t.group_cancels, t.pool_refusals, t.rings_dropped, violations.len()
+        t.stale_cancels, t.nowait_cancels, t.group_cancels, t.updates, t.pool_refusals, t.rings_dropped,
+        violations.len()
     ));
     if let Some(hits) = &hits {
         note(&format!("{name}: faults injected {hits:?}"));
@@ -401,7 +403,7 @@ impl Run {
     fn poke(&mut self) {
         let pipes = self.world.pipes.len() as u64;
         let sockets = self.world.sockets.len() as u64;
-        let result = match self.rng.below(6) {
+        let result = match self.rng.below(7) {
             0 | 1 => {
                 let (i, n) = (
                     self.rng.below(pipes) as usize,
@@ -420,6 +422,9 @@ impl Run {
                 Ok(())
             }
             4 => self.world.drain_socket(self.rng.below(sockets) as usize),
+            5 => self
+                .world
+                .drain_socket_back(self.rng.below(sockets) as usize),
             _ => {
                 if self.world.backlog > 16 {
                     self.world.accept_all();
@@ -436,7 +441,8 @@ impl Run {
 
     fn cancel(&mut self) {
         let pick = self.rng.next();
-        match self.rng.below(10) {
+        match self.rng.below(12) {
+            10 | 11 => self.update(pick),
             0 | 1 => {
                 // As a dropped future asks: no answer, the op ends as it will.
                 let Some(id) = self.model.pick_live(pick) else {
@@ -486,6 +492,29 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// A `PollUpdate` of a live op (a poll: `Updated` or `TooLate`; anything else: `EINVAL`
+    /// or `TooLate`) or of a finished one (`NotFound`).
+    fn update(&mut self, pick: u64) {
+        let mask = match self.rng.below(3) {
+            0 => PollMask::IN,
+            1 => PollMask::OUT,
+            _ => PollMask::IN | PollMask::OUT,
+        };
+        if self.rng.chance(200) {
+            self.take();
+            if let Some(id) = self.model.pick_finished(pick) {
+                let answer = self.ring().update_poll(id, mask);
+                self.model.update_stale(answer);
+            }
+            return;
+        }
+        let Some(id) = self.model.pick_live(pick) else {
+            return;
+        };
+        let answer = self.ring().update_poll(id, mask);
+        self.model.update_live(id, answer, mask.bits());
     }
 
     fn pick_fd(&self, pick: u64) -> i32 {
@@ -638,9 +667,13 @@ impl Run {
                 let op = Connect::new(fd, self.world.listen_addr);
                 (op.into(), Kind::Connect, Some(fd), Some(socket))
             }
-            82..=88 => {
+            82..=86 => {
                 let op = Recv::new(sa, Vec::with_capacity(n));
                 (op.into(), Kind::Recv { len: n }, Some(sa), None)
+            }
+            87..=88 => {
+                let op = SendFile::new(sa, rfd, offset as u64, n);
+                (op.into(), Kind::SendFile { offset, len: n }, Some(sa), None)
             }
             89..=93 => {
                 let len = 1 + self.rng.below(512) as usize;

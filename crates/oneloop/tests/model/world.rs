@@ -184,6 +184,19 @@ impl World {
         }
     }
 
+    /// Takes what waits at `b` of pair `i` (what `SendFile`s sent from `a`): bytes of the file.
+    pub fn drain_socket_back(&mut self, i: usize) -> Result<(), String> {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match (&self.sockets[i].1).read(&mut buf) {
+                Ok(0) => return Err(format!("socket {i}: EOF at b")),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(format!("socket {i} at b: {e}")),
+            }
+        }
+    }
+
     /// Connects to the listener from the test (loopback: completes at once while the backlog
     /// has room; the caller keeps it short).
     pub fn connect(&mut self) {

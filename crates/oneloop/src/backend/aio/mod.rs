@@ -177,8 +177,13 @@ impl Beneath for Aio {
         ready.end_request_early(key, res, out)
     }
 
-    fn restart(ready: &mut Ready<Aio>, key: Key, out: &mut VecDeque<Completion>) -> i32 {
-        ready.restart_request(key, out)
+    fn restart(
+        ready: &mut Ready<Aio>,
+        key: Key,
+        apply: &mut dyn FnMut(&mut Op) -> i32,
+        out: &mut VecDeque<Completion>,
+    ) -> i32 {
+        ready.restart_request(key, apply, out)
     }
 
     fn wait_once(
@@ -366,9 +371,15 @@ impl Ready<Aio> {
         }
     }
 
-    /// Makes slot `key`'s request again after its op was changed: the old one is dequeued
-    /// (then the new one goes at once) or cancelled (then when its event arrives).
-    fn restart_request(&mut self, key: Key, out: &mut VecDeque<Completion>) -> i32 {
+    /// Takes slot `key`'s request back so that `apply` may change its op, then makes it
+    /// again: at once if it was still queued, else when the cancelled request's event comes.
+    /// A request the kernel has finished (`io_cancel` too late) is left as it is: `-EALREADY`.
+    fn restart_request(
+        &mut self,
+        key: Key,
+        apply: &mut dyn FnMut(&mut Op) -> i32,
+        out: &mut VecDeque<Completion>,
+    ) -> i32 {
         let State::Request(request) = &self.slot(key).state else {
             unreachable!("restarted only with a request in flight")
         };
@@ -376,22 +387,27 @@ impl Ready<Aio> {
             return -libc::EALREADY;
         }
         let request_key = request.key;
-        match self.beneath.context().cancel(request_key) {
+        let cancel = self.beneath.context().cancel(request_key);
+        if cancel == Cancel::TooLate {
+            return -libc::EALREADY;
+        }
+        // The old request will not complete the op now: change the op, then request it again
+        // (a change it refuses leaves it as it was, requested again all the same).
+        let res = apply(self.slot(key).op.as_mut().expect("an AIO op holds its op"));
+        match cancel {
             Cancel::Dequeued => {
                 self.slot(key).state = State::Starting;
                 if !self.request(key, true, out) {
-                    unreachable!("a changed AIO op stays one")
+                    unreachable!("an AIO op stays one")
                 }
-                0
             }
-            Cancel::Started => {
+            _ => {
                 if let State::Request(request) = &mut self.slot(key).state {
                     request.restart = true;
                 }
-                0
             }
-            Cancel::TooLate => -libc::EALREADY,
         }
+        res
     }
 
     /// Records that slot `key`'s request ends with `res` when its event arrives.

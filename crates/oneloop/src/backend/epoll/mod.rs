@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::ready::{Beneath, Ready, State, DATA_POOL, DATA_WAKE};
 use crate::common::{Settings, WakeFd};
 use crate::completion::{CancelOutcome, Completion};
+use crate::op::Op;
 use crate::slab::Key;
 use crate::sys::posix as sio;
 
@@ -73,7 +74,12 @@ impl Beneath for Epoll {
         }
     }
 
-    fn restart(ready: &mut Ready<Epoll>, key: Key, _: &mut VecDeque<Completion>) -> i32 {
+    fn restart(
+        ready: &mut Ready<Epoll>,
+        key: Key,
+        _: &mut dyn FnMut(&mut Op) -> i32,
+        _: &mut VecDeque<Completion>,
+    ) -> i32 {
         match ready.slot(key).state {
             State::Request(never) => match never {},
             _ => unreachable!("only requests beneath are restarted"),

@@ -70,9 +70,16 @@ pub(crate) trait Beneath: Sized {
         res: i32,
         out: &mut VecDeque<Completion>,
     ) -> CancelOutcome;
-    /// Slot `key`'s op, whose request is beneath, was changed (see `OpBase::apply`): make
-    /// its request again as the op now is. `0`, or `-EALREADY` if the request has ended.
-    fn restart(ready: &mut Ready<Self>, key: Key, out: &mut VecDeque<Completion>) -> i32;
+    /// Slot `key`'s op has a request beneath, and another op changes it (see
+    /// `OpBase::apply`): takes the request back — or answers `-EALREADY`, changing nothing,
+    /// if it has ended — then `apply`s the change and makes the request again as the op now
+    /// is (at once, or when the old request's event comes). `apply`'s answer, or `-EALREADY`.
+    fn restart(
+        ready: &mut Ready<Self>,
+        key: Key,
+        apply: &mut dyn FnMut(&mut Op) -> i32,
+        out: &mut VecDeque<Completion>,
+    ) -> i32;
     /// Waits up to `timeout` for events and dispatches them. `EINTR` is a normal return.
     fn wait_once(
         ready: &mut Ready<Self>,
@@ -261,31 +268,28 @@ impl<B: Beneath> Ready<B> {
             _ => return -libc::ENOENT,
         };
         // Decided, or on the pool (where only the job holds the op).
-        let (false, Some(target_op)) = (slot.too_late, slot.op.as_mut()) else {
+        if slot.too_late || slot.op.is_none() {
             return -libc::EALREADY;
-        };
-        let res = op.apply(target_op);
+        }
+        // A request beneath is taken back first: if it is too late for that, the target is
+        // left as it was.
+        if let State::Request(_) = slot.state {
+            return B::restart(self, key, &mut |target| op.apply(target), out);
+        }
+        let res = op.apply(slot.op.as_mut().expect("checked"));
         if res != 0 {
             return res;
         }
-        match slot.state {
-            State::Fd(fd) => {
-                // Registered again with what it now waits for, which reports the fd's current
-                // readiness: a target now ready completes at once.
-                self.fds.remove(fd, key);
-                let cx = self.ready_cx();
-                let next = self
-                    .slot(key)
-                    .op
-                    .as_mut()
-                    .expect("checked")
-                    .ready_first(&cx);
-                self.follow(key, next, out);
-                0
-            }
-            State::Request(_) => B::restart(self, key, out),
-            State::Starting | State::Timer(_) | State::Pool(_) => 0,
+        if let State::Fd(fd) = slot.state {
+            // Registered again with what it now waits for, which reports the fd's current
+            // readiness: a target now ready completes at once.
+            self.fds.remove(fd, key);
+            let cx = self.ready_cx();
+            let next = self.slot(key).op.as_mut().expect("checked");
+            let next = next.ready_first(&cx);
+            self.follow(key, next, out);
         }
+        0
     }
 
     /// The direction `op` would wait for if its fd is pinned and known not ready for it.

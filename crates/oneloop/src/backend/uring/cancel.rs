@@ -255,15 +255,24 @@ impl Uring {
         let id = OpId(key.pack());
         loop {
             match self.table.slots.get_mut(key) {
+                // Between two of its requests (its last one ended while we waited): no
+                // request of it is in the kernel, and it is wanted no more: it ends here.
+                Some(slot) if slot.main_res.is_none() && slot.rearm_pending => {
+                    slot.rearm_pending = false;
+                    slot.main_res = Some(slot.stopped());
+                    continue;
+                }
                 Some(slot) if slot.main_res.is_none() => {}
                 Some(slot) => {
                     let cancelled = slot.main_res == Some(-libc::ECANCELED);
                     slot.user_cancelled |= cancelled;
-                    return Ok(if cancelled {
+                    let outcome = if cancelled {
                         CancelOutcome::Cancelled
                     } else {
                         CancelOutcome::TooLate
-                    });
+                    };
+                    self.try_finish(key, out);
+                    return Ok(outcome);
                 }
                 None => {
                     let last = out.iter().rev().find(|c| c.id == id && !c.more);

@@ -381,6 +381,18 @@ impl Uring {
                 Err(e) => res = -e.raw_os_error().unwrap_or(libc::EIO),
             }
         }
+        // An op that acts on another: the kernel did not find the target's request, but the
+        // target was live at submission and still is — it is completing (its wakeup came, its
+        // completion is on its way): too late, not unknown.
+        if res == -libc::ENOENT {
+            let target = slot.op.target().map(|t| Key::unpack(t.0));
+            if target.is_some_and(|t| self.table.slots.get(t).is_some()) {
+                res = -libc::EALREADY;
+            }
+        }
+        let Some(slot) = self.table.slots.get_mut(key) else {
+            return;
+        };
         // A cancel or deadline under way stops an op of several requests where it is.
         let stop = slot.discarded
             || slot.cancels_pending > 0
