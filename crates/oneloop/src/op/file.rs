@@ -10,9 +10,9 @@ use io_uring::opcode;
 use io_uring::types::FsyncFlags;
 
 use super::plan::{
-    clamp_len, done, no_target, on_fd, one_request, pool_is_final, raw, retry, would_block,
-    AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN,
-    OUT,
+    clamp_len, done, no_target, on_fd, one_request, one_shot_on, pool_is_final, raw, retry,
+    would_block, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx,
+    UringPlan, IN, OUT,
 };
 use super::{Output, CURRENT_POSITION};
 use crate::buf::{Buf, IoBuf, IoBufMut};
@@ -203,12 +203,7 @@ fn aio_file_event(fd: RawFd, res: i32, nowait: bool, readiness: Option<u32>) -> 
 
 impl OpBase for Read {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(fd);
     fn finish(mut self, done: Done) -> Output {
         done.fill(&mut self.buf);
         Output::Buf(self.buf)
@@ -287,12 +282,7 @@ impl AioPlan for Read {
 
 impl OpBase for Write {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(fd);
     fn finish(self, _: Done) -> Output {
         Output::Buf(self.buf)
     }
@@ -369,12 +359,7 @@ impl AioPlan for Write {
 
 impl OpBase for Readv {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(fd);
     fn finish(mut self, done: Done) -> Output {
         done.fill_in_order(&mut self.bufs);
         Output::Bufs(self.bufs)
@@ -441,12 +426,7 @@ impl AioPlan for Readv {
 
 impl OpBase for Writev {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(fd);
     fn finish(self, _: Done) -> Output {
         Output::Bufs(self.bufs)
     }
@@ -499,12 +479,7 @@ impl AioPlan for Writev {
 
 impl OpBase for Fsync {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(fd);
     fn finish(self, _: Done) -> Output {
         Output::None
     }

@@ -10,8 +10,8 @@ use io_uring::opcode;
 use io_uring::types::{Fd, OpenHow};
 
 use super::plan::{
-    errno, no_target, one_request, pool_is_final, retry, AioNext, AioPlan, AioStart, Lowered, Next,
-    OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
+    aio_takes_readiness, errno, no_target, one_request, one_shot_on, pool_is_final, retry, AioNext,
+    AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
 };
 use super::Output;
 use crate::completion::Done;
@@ -163,22 +163,12 @@ impl ReadyPlan for Close {
 }
 
 impl AioPlan for Close {
-    fn aio_start(&mut self, _: &ReadyCx, _: bool) -> AioStart {
-        AioStart::Ready
-    }
-    fn aio_event(&mut self, _: i32, _: bool) -> AioNext {
-        unreachable!("not an AIO request")
-    }
+    aio_takes_readiness!();
 }
 
 impl OpBase for OpenAt {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.dirfd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(dirfd);
     fn finish(self, done: Done) -> Output {
         done.into_fd().map_or(Output::None, Output::Fd)
     }
@@ -237,12 +227,7 @@ impl ReadyPlan for OpenAt {
 }
 
 impl AioPlan for OpenAt {
-    fn aio_start(&mut self, _: &ReadyCx, _: bool) -> AioStart {
-        AioStart::Ready
-    }
-    fn aio_event(&mut self, _: i32, _: bool) -> AioNext {
-        unreachable!("not an AIO request")
-    }
+    aio_takes_readiness!();
 }
 
 impl OpenAt {

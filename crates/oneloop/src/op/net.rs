@@ -9,9 +9,9 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use io_uring::opcode;
 
 use super::plan::{
-    clamp_len, done, errno, no_target, on_fd, one_request, pool_is_final, raw, retry, short,
-    AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, Step, UringCx,
-    UringPlan, IN, OUT,
+    aio_takes_readiness, clamp_len, done, errno, no_target, on_fd, one_request, one_shot_on,
+    pool_is_final, raw, retry, short, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx,
+    ReadyPlan, Step, UringCx, UringPlan, IN, OUT,
 };
 use super::Output;
 use crate::buf::{Buf, IoBuf, IoBufMut};
@@ -114,26 +114,9 @@ impl Send {
     }
 }
 
-/// Socket ops on aio: the readiness path.
-macro_rules! readiness_on_aio {
-    () => {
-        fn aio_start(&mut self, _: &ReadyCx, _: bool) -> AioStart {
-            AioStart::Ready
-        }
-        fn aio_event(&mut self, _: i32, _: bool) -> AioNext {
-            unreachable!("not an AIO request")
-        }
-    };
-}
-
 impl OpBase for Accept {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(fd);
     fn finish(self, done: Done) -> Output {
         done.into_fd().map_or(Output::None, Output::Fd)
     }
@@ -187,17 +170,12 @@ impl ReadyPlan for Accept {
 }
 
 impl AioPlan for Accept {
-    readiness_on_aio!();
+    aio_takes_readiness!();
 }
 
 impl OpBase for Connect {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(fd);
     fn finish(self, _: Done) -> Output {
         Output::None
     }
@@ -253,17 +231,12 @@ impl ReadyPlan for Connect {
 }
 
 impl AioPlan for Connect {
-    readiness_on_aio!();
+    aio_takes_readiness!();
 }
 
 impl OpBase for Recv {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(fd);
     fn finish(mut self, done: Done) -> Output {
         done.fill(&mut self.buf);
         Output::Buf(self.buf)
@@ -321,17 +294,12 @@ impl ReadyPlan for Recv {
 }
 
 impl AioPlan for Recv {
-    readiness_on_aio!();
+    aio_takes_readiness!();
 }
 
 impl OpBase for Send {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(fd);
     fn finish(self, _: Done) -> Output {
         Output::Buf(self.buf)
     }
@@ -379,7 +347,7 @@ impl ReadyPlan for Send {
 }
 
 impl AioPlan for Send {
-    readiness_on_aio!();
+    aio_takes_readiness!();
 }
 
 /// Where a `SendFile` on io_uring stands.
@@ -506,12 +474,7 @@ impl SendFile {
 
 impl OpBase for SendFile {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.sock)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(sock);
     fn finish(self, _: Done) -> Output {
         // The pipe closes here, with whatever it still held.
         Output::None
@@ -632,5 +595,5 @@ impl ReadyPlan for SendFile {
 }
 
 impl AioPlan for SendFile {
-    readiness_on_aio!();
+    aio_takes_readiness!();
 }

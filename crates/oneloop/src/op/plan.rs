@@ -45,6 +45,41 @@ pub(crate) trait OpBase {
     fn apply(&mut self, target: &mut Op) -> i32;
 }
 
+/// `OpBase::fd` and `OpBase::is_multishot` for a one-shot op on the descriptor in field
+/// `$field` (or on none, without an argument).
+macro_rules! one_shot_on {
+    ($field:ident) => {
+        fn fd(&self) -> Option<std::os::fd::RawFd> {
+            Some(self.$field)
+        }
+        fn is_multishot(&self) -> bool {
+            false
+        }
+    };
+    () => {
+        fn fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn is_multishot(&self) -> bool {
+            false
+        }
+    };
+}
+pub(crate) use one_shot_on;
+
+/// `AioPlan` for an op that is never an AIO request (the readiness path does it on aio).
+macro_rules! aio_takes_readiness {
+    () => {
+        fn aio_start(&mut self, _: &ReadyCx, _: bool) -> AioStart {
+            AioStart::Ready
+        }
+        fn aio_event(&mut self, _: i32, _: bool) -> AioNext {
+            unreachable!("not an AIO request")
+        }
+    };
+}
+pub(crate) use aio_takes_readiness;
+
 /// `OpBase::target` and `OpBase::apply` for an op that acts on no other op.
 macro_rules! no_target {
     () => {

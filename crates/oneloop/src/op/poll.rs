@@ -15,8 +15,8 @@ use io_uring::opcode;
 use io_uring::types::Fd;
 
 use super::plan::{
-    errno, no_target, on_fd, one_request, pool_is_final, AioNext, AioPlan, AioStart, Lowered, Next,
-    OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN,
+    errno, no_target, on_fd, one_request, one_shot_on, pool_is_final, AioNext, AioPlan, AioStart,
+    Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN,
 };
 use super::{Op, Output};
 use crate::completion::Done;
@@ -349,12 +349,7 @@ impl AioPlan for Poll {
 
 impl OpBase for EpollWait {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.epfd)
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!(epfd);
     fn finish(mut self, done: Done) -> Output {
         self.events.len = done.count().map_or(0, |n| n.min(self.events.capacity()));
         Output::Events(self.events)
@@ -526,12 +521,7 @@ impl crate::Ring {
 }
 
 impl OpBase for PollUpdate {
-    fn fd(&self) -> Option<RawFd> {
-        None
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!();
     fn finish(self, _: Done) -> Output {
         Output::None
     }

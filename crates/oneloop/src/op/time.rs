@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use io_uring::opcode;
 
 use super::plan::{
-    no_target, one_request, pool_is_final, AioNext, AioPlan, AioStart, Lowered, Next, OpBase,
-    ReadyCx, ReadyPlan, UringCx, UringPlan,
+    aio_takes_readiness, no_target, one_request, one_shot_on, pool_is_final, AioNext, AioPlan,
+    AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
 };
 use super::{Deadline, Output};
 use crate::completion::Done;
@@ -46,12 +46,7 @@ impl Timeout {
 
 impl OpBase for Nop {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        None
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!();
     fn finish(self, _: Done) -> Output {
         Output::None
     }
@@ -88,22 +83,12 @@ impl ReadyPlan for Nop {
 }
 
 impl AioPlan for Nop {
-    fn aio_start(&mut self, _: &ReadyCx, _: bool) -> AioStart {
-        AioStart::Ready
-    }
-    fn aio_event(&mut self, _: i32, _: bool) -> AioNext {
-        unreachable!("not an AIO request")
-    }
+    aio_takes_readiness!();
 }
 
 impl OpBase for Timeout {
     no_target!();
-    fn fd(&self) -> Option<RawFd> {
-        None
-    }
-    fn is_multishot(&self) -> bool {
-        false
-    }
+    one_shot_on!();
     fn finish(self, _: Done) -> Output {
         Output::None
     }
@@ -140,10 +125,5 @@ impl ReadyPlan for Timeout {
 }
 
 impl AioPlan for Timeout {
-    fn aio_start(&mut self, _: &ReadyCx, _: bool) -> AioStart {
-        AioStart::Ready
-    }
-    fn aio_event(&mut self, _: i32, _: bool) -> AioNext {
-        unreachable!("not an AIO request")
-    }
+    aio_takes_readiness!();
 }
