@@ -239,6 +239,13 @@ macro_rules! ops {
                 }
             }
 
+            /// See [`ReadyPlan::pool_is_final`].
+            pub(crate) fn pool_is_final(&self) -> bool {
+                match self {
+                    $(Op::$name(o) => ReadyPlan::pool_is_final(o),)*
+                }
+            }
+
             /// See [`ReadyPlan::direction`].
             pub(crate) fn ready_direction(&self) -> Option<(RawFd, u32)> {
                 match self {

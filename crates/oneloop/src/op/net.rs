@@ -377,8 +377,9 @@ enum Phase {
 /// from the pipe to the socket until the pipe is empty: one pipe-full per op (a short splice
 /// to the socket is followed by another for the rest). `epoll`, `aio`: the socket is switched
 /// to `O_NONBLOCK`; when the range is in the page cache (`cachestat(2)`, Linux 6.5)
-/// `sendfile` runs inline (or once the socket is writable), otherwise on the blocking pool,
-/// where the disk is read (a socket found full there waits for writability again).
+/// `sendfile` runs inline (or once the socket is writable); otherwise the blocking pool reads
+/// the range (at most 1 MiB) into the page cache first, and `sendfile` follows on the loop. An
+/// offset past `i64::MAX` ([`CURRENT_POSITION`](super::CURRENT_POSITION)) is `EINVAL`.
 ///
 /// # Examples
 /// ```
@@ -411,6 +412,8 @@ pub struct SendFile {
     nonblocking: bool,
     /// The file, when the op keeps it open itself ([`SendFile::owning`]).
     owned: Option<OwnedFd>,
+    /// The pool has read the range in (readiness backends): send it, cached or not.
+    paged_in: bool,
 }
 
 /// A `SendFile` on io_uring: the pipe the bytes pass through, and how far they got.
@@ -438,6 +441,7 @@ impl SendFile {
             splice: None,
             nonblocking: false,
             owned: None,
+            paged_in: false,
         }
     }
 
@@ -451,7 +455,9 @@ impl SendFile {
         op
     }
 
-    /// One `sendfile` if the range is cached (else the pool's), on the non-blocking socket.
+    /// One `sendfile` on the non-blocking socket if the range is cached (or the pool has just
+    /// read it in); otherwise the pool reads it in first. The pool never sends: a socket
+    /// found full waits on the loop, where a cancel or a closed socket reaches it.
     fn attempt(&mut self) -> Next {
         // Non-blocking, so a full socket buffer never holds the loop (or a pool thread).
         if !self.nonblocking {
@@ -460,7 +466,7 @@ impl SendFile {
             }
             self.nonblocking = true;
         }
-        if !sio::cached(self.file, self.offset, self.len as u64) {
+        if !self.paged_in && !sio::cached(self.file, self.offset, self.len as u64) {
             return Next::Pool;
         }
         match sio::sendfile(self.sock, self.file, self.offset, self.len) {
@@ -488,6 +494,10 @@ impl UringPlan for SendFile {
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
         use io_uring::types::Fd;
+        // As `sendfile(2)` answers a negative offset (a splice would read at the position).
+        if self.offset > i64::MAX as u64 {
+            return Lowered::Done(-libc::EINVAL);
+        }
         let splice = match &mut self.splice {
             Some(splice) => splice,
             None => match sio::pipe_for(self.len) {
@@ -539,6 +549,7 @@ impl UringPlan for SendFile {
                 splice.phase = Phase::Writable;
                 Step::Again
             }
+            (_, ..0) if res == -libc::EAGAIN => end(-libc::ECANCELED),
             (_, ..0) => end(res),
             // Pipe → socket: these bytes are sent whatever comes next.
             (Phase::ToSock, n) => {
@@ -579,18 +590,27 @@ impl ReadyPlan for SendFile {
     fn again(&mut self, _: bool) -> Next {
         self.attempt()
     }
+    /// Reads the range into the page cache (at most 1 MiB of it: what this op then sends).
     fn blocking(&mut self, _: &mut Option<OwnedFd>) -> i32 {
+        self.len = self.len.min(1 << 20);
+        let mut scratch = Buf::Vec(Vec::with_capacity(self.len));
         raw(retry(|| {
-            sio::sendfile(self.sock, self.file, self.offset, self.len)
+            sio::read_at(self.file, &mut scratch, self.offset, false)
         }))
     }
     fn after_pool(&mut self, res: i32) -> Next {
-        // The socket filled up meanwhile: wait until it is writable, then try again.
-        if res == -libc::EAGAIN {
-            Next::Wait(OUT)
-        } else {
-            Next::Done(res)
+        match res {
+            // A read error is the op's; 0: the file ends at `offset`.
+            ..=0 => Next::Done(res),
+            n => {
+                self.len = self.len.min(n as usize);
+                self.paged_in = true;
+                self.attempt()
+            }
         }
+    }
+    fn pool_is_final(&self) -> bool {
+        false
     }
 }
 

@@ -191,8 +191,11 @@ pub(crate) trait ReadyPlan {
     /// result nobody collects is closed, never leaked). A raw result: `>= 0` or `-errno`.
     fn blocking(&mut self, produced: &mut Option<OwnedFd>) -> i32;
     /// What follows the pool's `res`: `Next::Done(res)` for most ops; an op of several steps
-    /// may wait for readiness again.
+    /// may go on.
     fn after_pool(&mut self, res: i32) -> Next;
+    /// Whether the pool's result is the op's (`false`: the pool only prepares a later step,
+    /// so a cancel while the job runs can still end the op `ECANCELED` when it returns).
+    fn pool_is_final(&self) -> bool;
 }
 
 /// `ReadyPlan::after_pool` for an op the pool finishes.
@@ -200,6 +203,9 @@ macro_rules! pool_is_final {
     () => {
         fn after_pool(&mut self, res: i32) -> crate::op::plan::Next {
             crate::op::plan::Next::Done(res)
+        }
+        fn pool_is_final(&self) -> bool {
+            true
         }
     };
 }

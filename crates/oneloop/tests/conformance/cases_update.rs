@@ -144,3 +144,29 @@ pub fn c29_update_too_late_unknown_not_a_poll(h: &Harness) -> Outcome {
     assert!(c.is_timed_out(), "the timer went on: {c:?}");
     Outcome::Pass
 }
+
+/// Case 29e: two updates in a row, the second before the first has settled in the kernel
+/// (on aio, while the poll's old `IOCB_CMD_POLL` is still being cancelled): both are
+/// `Updated`, and the poll fires for the last mask.
+pub fn c29_two_updates_in_a_row(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let (_rd, wr) = pipe();
+    let id = ring
+        .submit(Poll::new(wr.as_raw_fd(), PollMask::IN), 1)
+        .unwrap();
+    assert!(
+        quiet(&mut ring, SHORT).is_empty(),
+        "fired before the updates"
+    );
+    for mask in [PollMask::IN | PollMask::PRI, PollMask::OUT] {
+        assert_eq!(ring.update_poll(id, mask).unwrap(), UpdateOutcome::Updated);
+    }
+    let got = collect(&mut ring, 1, LONG);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].id(), id);
+    assert!(
+        got[0].poll_mask().unwrap().contains(PollMask::OUT),
+        "{got:?}"
+    );
+    Outcome::Pass
+}

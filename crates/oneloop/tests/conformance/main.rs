@@ -77,6 +77,7 @@ macro_rules! all_cases {
             cases_update::c29_update_as_an_op,
             cases_update::c29_update_multishot_keeps_stream,
             cases_update::c29_update_too_late_unknown_not_a_poll,
+            cases_update::c29_two_updates_in_a_row,
             // Wave 3: SendFile
             cases_sendfile::c30_sendfile_cached_and_uncached,
             cases_sendfile::c30_sendfile_stalled_peer_and_cancel,

@@ -383,8 +383,13 @@ impl Ready<Aio> {
         let State::Request(request) = &self.slot(key).state else {
             unreachable!("restarted only with a request in flight")
         };
-        if request.ended_by.is_some() || request.restart {
+        if request.ended_by.is_some() {
             return -libc::EALREADY;
+        }
+        // Already taken back by an earlier change: the request is made again from the op
+        // when the old one's event comes, so this change simply joins it.
+        if request.restart {
+            return apply(self.slot(key).op.as_mut().expect("an AIO op holds its op"));
         }
         let request_key = request.key;
         let cancel = self.beneath.context().cancel(request_key);

@@ -45,6 +45,12 @@ impl<B: Beneath> Ready<B> {
         match &slot.state {
             State::Pool(job) => {
                 if !self.pool.cancel(job) {
+                    // Running. A job that only prepares a later step leaves the op undecided:
+                    // it ends with `res` when the job returns.
+                    if slot.pool_prepares && slot.ended_by.is_none() {
+                        self.slot(key).ended_by = Some(res);
+                        return CancelOutcome::Cancelled;
+                    }
                     return CancelOutcome::TooLate;
                 }
                 let job = Arc::clone(job);

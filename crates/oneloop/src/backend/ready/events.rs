@@ -128,9 +128,14 @@ impl<B: Beneath> Ready<B> {
             if ours {
                 let slot = self.slot(key);
                 slot.state = State::Starting;
+                let ended_by = slot.ended_by.take();
                 let op = slot.op.insert(work.op);
-                // Most ops end here; one of several steps may go on (see `after_pool`).
-                let next = op.after_pool(res);
+                // Most ops end here; one of several steps may go on (see `after_pool`),
+                // unless a cancel or deadline came while its job prepared that step.
+                let next = match ended_by {
+                    Some(res) => Next::Done(res),
+                    None => op.after_pool(res),
+                };
                 self.follow(key, next, out);
             } else {
                 // Its slot is gone: drop the work; its buffers are freed, its fd closed.

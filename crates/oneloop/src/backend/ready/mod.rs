@@ -117,6 +117,11 @@ pub(crate) struct ReadySlot<R> {
     /// A cancel answered `TooLate`: the op's end is decided, even if it moves on (an AIO
     /// request that would block goes to the pool, where it could be cancelled again).
     too_late: bool,
+    /// The op's pool job only prepares a later step (`ReadyPlan::pool_is_final` is false).
+    pool_prepares: bool,
+    /// A cancel or deadline that came while such a job ran: the result the op ends with when
+    /// the job returns.
+    ended_by: Option<i32>,
 }
 
 /// The readiness core, with `B` beneath.
@@ -234,6 +239,8 @@ impl<B: Beneath> Ready<B> {
             state: State::Starting,
             deadline: None,
             too_late: false,
+            pool_prepares: false,
+            ended_by: None,
         };
         let fd = slot.fd;
         let key = match self.slots.insert(slot) {
@@ -419,7 +426,9 @@ impl<B: Beneath> Ready<B> {
     }
 
     pub fn offload(&mut self, key: Key, out: &mut VecDeque<Completion>) {
-        let op = self.slot(key).op.take().expect("op present");
+        let slot = self.slot(key);
+        let op = slot.op.take().expect("op present");
+        slot.pool_prepares = !op.pool_is_final();
         let work = Blocking {
             key,
             op,

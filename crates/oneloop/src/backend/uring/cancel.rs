@@ -219,17 +219,25 @@ impl Uring {
         out: &mut VecDeque<Completion>,
     ) -> io::Result<CancelOutcome> {
         match res {
-            0 => Ok(CancelOutcome::Cancelled),
+            // The request was cancelled; the op ends `ECANCELED` — unless it is an op of
+            // several requests that had achieved something already (a `SendFile` that sent
+            // bytes ends with them): its own end decides, and comes at once.
+            0 => self.settle_running(key, out),
             _ if res == -libc::ENOENT || res == -libc::EALREADY => {
                 // An op between two of its requests (an emulated EpollWait between its poll
                 // and its re-arm, say) is held by no one but us: end it here.
                 if let Some(slot) = self.table.slots.get_mut(key) {
                     if slot.rearm_pending {
                         slot.rearm_pending = false;
-                        slot.user_cancelled = true;
-                        slot.main_res = Some(slot.stopped());
+                        let res = slot.stopped();
+                        slot.user_cancelled = res == -libc::ECANCELED;
+                        slot.main_res = Some(res);
                         self.try_finish(key, out);
-                        return Ok(CancelOutcome::Cancelled);
+                        return Ok(if res == -libc::ECANCELED {
+                            CancelOutcome::Cancelled
+                        } else {
+                            CancelOutcome::TooLate
+                        });
                     }
                 }
                 // Not ended at once: the op was completing (its CQE is on its way) or runs on
