@@ -11,28 +11,8 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use crate::buf::Buf;
-use crate::op::{EpollEvents, Op, Output, PollMask};
-pub(crate) use crate::sys::Done;
-
-/// An accepted submission's identity: a slot and its generation.
-///
-/// Ids are never reused while a stale copy could matter: a slot's generation changes every
-/// time it is reused, so a cancel with an old id reports `NotFound` and touches nothing.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OpId(pub(crate) u64);
-
-impl OpId {
-    /// The id as a number (stable for the op's lifetime; opaque otherwise).
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Debug for OpId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OpId({}g{})", self.0 & 0xFF_FFFF, self.0 >> 24)
-    }
-}
+use crate::op::{EpollEvents, Op, OpId, Output, PollMask};
+use crate::sys::Done;
 
 /// What a cancel achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -61,7 +61,7 @@ mod sys;
 
 pub use buf::{AlignedBuf, Buf, IoBuf, IoBufMut};
 pub use common::{BackendKind, Stats, SubmitError};
-pub use completion::{CancelCount, CancelOutcome, Completion, OpId};
+pub use completion::{CancelCount, CancelOutcome, Completion};
 // Every op, its builder types and answers (a new op needs no line here).
 pub use op::*;
 pub use ring::{Ring, RingBuilder, Skipped, Waker};

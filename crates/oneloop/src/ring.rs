@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use crate::backend::{self, Driver};
 use crate::common::{BackendKind, Settings, Stats, SubmitError, WakeFd};
-use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
+use crate::completion::{CancelCount, CancelOutcome, Completion};
+use crate::op::OpId;
 use crate::op::Submission;
 
 /// A backend that `Auto` tried and passed over, and why.

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{BackendKind, Settings, Stats, SubmitError, WakeFd};
-use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
+use crate::completion::{CancelCount, CancelOutcome, Completion};
+use crate::op::OpId;
 use crate::op::Submission;
 
 /// Hashes a descriptor number cheaply (descriptors are small, dense integers; SipHash's

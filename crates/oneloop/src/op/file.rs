@@ -16,9 +16,9 @@ use super::plan::{
 };
 use super::{Output, CURRENT_POSITION};
 use crate::buf::{Buf, IoBuf, IoBufMut};
-use crate::completion::Done;
 use crate::sys::aio::{self as aio_abi, Iocb};
 use crate::sys::posix::{self as sio, FdKind};
+use crate::sys::Done;
 
 /// Reads from `fd` at `offset` into an owned buffer (`pread(2)`).
 ///

@@ -14,8 +14,8 @@ use super::plan::{
     AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
 };
 use super::Output;
-use crate::completion::Done;
 use crate::sys::posix::{self as sio, FdKind};
+use crate::sys::Done;
 
 /// `openat2`'s "look up from the caches only, else `EAGAIN`" (Linux 5.12).
 const RESOLVE_CACHED: u64 = 0x20;

@@ -4,15 +4,16 @@
 //! (buffers, event arrays, paths, addresses); the ring keeps them until the final completion
 //! and returns the buffers there. Any op may carry a [deadline](Submission::deadline).
 //!
-//! An op (or a family of ops) lives in one file — `file.rs`, `net.rs`, `fs.rs`, `poll.rs`,
-//! `time.rs` — with its struct, its builder, its docs and one impl of each backend's trait
+//! An op (or a family of ops) lives in one file — `file.rs`, `net.rs`, `send_file.rs`,
+//! `fs.rs`, `poll.rs`, `time.rs` — with its struct, its builder, its docs and one impl of each backend's trait
 //! (see `plan.rs`): its io_uring request, its readiness plan (done now / wait for which
 //! readiness / hand to the pool), its AIO request, and what it hands back. No trait has a
 //! default method, so the compiler names every backend an op lacks.
 //!
 //! # Adding an op
 //! 1. Write its struct, docs and the four impls (`OpBase`, `UringPlan`, `ReadyPlan`,
-//!    `AioPlan`) in its family's file, or in a file of its own (one `mod` line here).
+//!    `AioPlan`) in its family's file, or in a file of its own (then with its `mod` and
+//!    `pub use` lines here).
 //! 2. Add its name to the `ops!` list below: the [`Op`] variant, [`Op::NAMES`], [`Op::COUNT`],
 //!    its kind, the dispatch to each backend, `From<_> for Op`, `.deadline(..)` and the
 //!    probe's opcode list all come from that one line.
@@ -24,8 +25,10 @@ mod fs;
 mod net;
 pub(crate) mod plan;
 mod poll;
+mod send_file;
 mod time;
 
+use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -34,16 +37,37 @@ pub use self::file::*;
 pub use self::fs::*;
 pub use self::net::*;
 pub use self::poll::*;
+pub use self::send_file::*;
 pub use self::time::*;
 
 use self::plan::{
     AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
 };
 use crate::buf::Buf;
-use crate::completion::Done;
+use crate::sys::Done;
 
 /// Offset meaning "the file's current position" (for pipes, sockets and other streams).
-pub const CURRENT_POSITION: u64 = u64::MAX;
+pub const CURRENT_POSITION: u64 = crate::sys::posix::CURRENT_POSITION;
+
+/// An accepted submission's identity: a slot and its generation.
+///
+/// Ids are never reused while a stale copy could matter: a slot's generation changes every
+/// time it is reused, so a cancel with an old id reports `NotFound` and touches nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub(crate) u64);
+
+impl OpId {
+    /// The id as a number (stable for the op's lifetime; opaque otherwise).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpId({}g{})", self.0 & 0xFF_FFFF, self.0 >> 24)
+    }
+}
 
 /// When an op (or a [`Timeout`]) gives up: a delay from submission, or an instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,7 +222,7 @@ macro_rules! ops {
                 &[$(<$name as UringPlan>::OPCODES),*];
 
             /// See [`OpBase::target`].
-            pub(crate) fn target(&self) -> Option<crate::completion::OpId> {
+            pub(crate) fn target(&self) -> Option<OpId> {
                 match self {
                     $(Op::$name(o) => OpBase::target(o),)*
                 }

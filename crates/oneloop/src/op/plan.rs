@@ -21,10 +21,10 @@ use std::time::Instant;
 use io_uring::squeue;
 use io_uring::types::OpenHow;
 
+use super::OpId;
 use super::{Deadline, Op, Output};
-use crate::completion::Done;
-use crate::completion::OpId;
 use crate::sys::aio::Iocb;
+use crate::sys::Done;
 use crate::sys::RawSockAddr;
 
 /// What every op declares, whatever the backend.
@@ -83,7 +83,7 @@ pub(crate) use aio_takes_readiness;
 /// `OpBase::target` and `OpBase::apply` for an op that acts on no other op.
 macro_rules! no_target {
     () => {
-        fn target(&self) -> Option<crate::completion::OpId> {
+        fn target(&self) -> Option<crate::op::OpId> {
             None
         }
         fn apply(&mut self, _: &mut crate::op::Op) -> i32 {

@@ -18,11 +18,11 @@ use super::plan::{
     errno, no_target, on_fd, one_request, one_shot_on, pool_is_final, AioNext, AioPlan, AioStart,
     Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan, IN,
 };
+use super::OpId;
 use super::{Op, Output};
-use crate::completion::Done;
-use crate::completion::OpId;
 use crate::sys::aio::{self as aio_abi, Iocb};
 use crate::sys::posix as sio;
+use crate::sys::Done;
 
 /// Bits reported whether asked or not (as io_uring's poll does).
 pub(crate) const UNMASKED: u32 =

@@ -12,7 +12,7 @@ use super::plan::{
     AioStart, Lowered, Next, OpBase, ReadyCx, ReadyPlan, UringCx, UringPlan,
 };
 use super::{Deadline, Output};
-use crate::completion::Done;
+use crate::sys::Done;
 
 /// Does nothing and completes with `Ok(0)`: measures the ring's own cost.
 #[derive(Debug, Default, Clone, Copy)]

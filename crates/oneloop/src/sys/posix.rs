@@ -12,9 +12,12 @@ use std::time::Duration;
 use super::{owned_fd, syscall, RawSockAddr};
 use crate::buf::Buf;
 
+/// The offset that means "the file's current position" (`oneloop::CURRENT_POSITION`).
+pub(crate) const CURRENT_POSITION: u64 = u64::MAX;
+
 /// The kernel's "current file position" offset for `preadv2`/`pwritev2`.
 fn kernel_offset(offset: u64) -> libc::off_t {
-    if offset == crate::op::CURRENT_POSITION {
+    if offset == CURRENT_POSITION {
         -1
     } else {
         offset as libc::off_t

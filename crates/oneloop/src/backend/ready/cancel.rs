@@ -9,7 +9,8 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use super::{Beneath, Ready, State, INLINE_ID};
-use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
+use crate::completion::{CancelCount, CancelOutcome, Completion};
+use crate::op::OpId;
 use crate::slab::Key;
 
 impl<B: Beneath> Ready<B> {

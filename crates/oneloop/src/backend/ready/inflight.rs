@@ -8,10 +8,11 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::completion::{finish, Done};
+use crate::completion::finish;
 use crate::op::{Op, Output};
 use crate::pool::Work;
 use crate::slab::Key;
+use crate::sys::Done;
 
 /// Ends `op` with `res`: the result as a Rust result and what the op hands back.
 ///

@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 use std::io;
 
 use super::{user_data, Uring, TAG_CANCEL, TAG_MAIN};
-use crate::completion::{CancelCount, CancelOutcome, Completion, OpId};
+use crate::completion::{CancelCount, CancelOutcome, Completion};
+use crate::op::OpId;
 use crate::slab::Key;
 
 impl Uring {

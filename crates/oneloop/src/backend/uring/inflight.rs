@@ -25,10 +25,11 @@ use crate::op::plan::{Lowered, Step};
 use crate::slab::Key;
 
 use crate::backend::timers::TimerSeq;
-use crate::completion::{finish, Done};
+use crate::completion::finish;
 use crate::op::plan::UringScratch;
 use crate::op::{Op, Output};
 use crate::slab::Slab;
+use crate::sys::Done;
 
 /// Kernel-visible scratch an op may need besides its buffers.
 pub(super) struct Aux {
@@ -140,7 +141,14 @@ impl InFlight {
         user_data: (u64, u64),
     ) -> Armed {
         let slot = self.slots.get_mut(key).expect("arming a live slot");
-        let main = match lower::lower(slot, files, user_data.0, native_epoll_wait, now) {
+        let main = match lower::lower(
+            &mut slot.op,
+            &mut slot.aux.scratch,
+            files,
+            user_data.0,
+            native_epoll_wait,
+            now,
+        ) {
             Lowered::Sqe(main) => main,
             Lowered::Timer(at) => return Armed::Timer(at),
             Lowered::Done(res) => return Armed::Done(res),

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::Timespec;
 
 use super::files::Files;
-use super::inflight::UringSlot;
-use crate::op::plan::{Lowered, UringCx};
+use crate::op::plan::{Lowered, UringCx, UringScratch};
 use crate::op::Op;
 
 /// A timespec for the time left until `at` (zero if it has passed).
@@ -22,25 +21,27 @@ pub(super) fn timespec(d: Duration) -> Timespec {
     Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos())
 }
 
-/// Builds the main SQE for `slot`'s op; ops on registered fds name their fixed-file slot.
+/// Builds the main SQE for `op` (with its slot's `scratch`); ops on registered fds name their
+/// fixed-file slot.
 ///
 /// `native_epoll_wait` picks `IORING_OP_EPOLL_WAIT`; otherwise an `EpollWait` is a one-shot
 /// `POLL_ADD` on the epoll fd, and the driver calls `epoll_wait(.., 0)` when it fires.
 pub(super) fn lower(
-    slot: &mut UringSlot,
+    op: &mut Op,
+    scratch: &mut Option<Box<UringScratch>>,
     files: &Files,
     user_data: u64,
     native_epoll_wait: bool,
     now: Option<Instant>,
 ) -> Lowered {
-    let fixed = slot.op.fd().and_then(|fd| files.slot(fd));
+    let fixed = op.fd().and_then(|fd| files.slot(fd));
     let mut cx = UringCx {
         fixed,
-        scratch: &mut slot.aux.scratch,
+        scratch,
         native_epoll_wait,
         now,
     };
-    match slot.op.uring_lower(&mut cx) {
+    match op.uring_lower(&mut cx) {
         Lowered::Sqe(entry) => Lowered::Sqe(entry.user_data(user_data)),
         timer => timer,
     }

@@ -41,9 +41,10 @@ use self::inflight::{Armed, InFlight, UringSlot};
 use super::by_fd::ByFd;
 use super::timers::{Fire, Timers};
 use crate::common::{Stats, SubmitError, WakeFd};
-use crate::completion::{raw_result, Completion, OpId};
+use crate::completion::{raw_result, Completion};
 use crate::fault::{self, Fault};
 use crate::op::plan::Step;
+use crate::op::OpId;
 use crate::op::{Op, Submission};
 use crate::slab::Key;
 
