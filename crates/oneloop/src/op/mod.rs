@@ -190,6 +190,7 @@ macro_rules! ops {
             /// The op's kind as an index into [`NAMES`](Self::NAMES) (and [`Stats::submitted`]).
             ///
             /// [`Stats::submitted`]: crate::Stats::submitted
+            #[inline]
             pub fn kind(&self) -> usize {
                 match self {
                     $(Op::$name(_) => Kind::$name as usize,)*
@@ -197,6 +198,7 @@ macro_rules! ops {
             }
 
             /// The descriptor the op works on, if any (what [`Ring::cancel_fd`](crate::Ring::cancel_fd) matches).
+            #[inline]
             pub fn fd(&self) -> Option<RawFd> {
                 match self {
                     $(Op::$name(o) => OpBase::fd(o),)*
@@ -204,6 +206,7 @@ macro_rules! ops {
             }
 
             /// Whether the op may complete more than once (a multishot poll).
+            #[inline]
             pub fn is_multishot(&self) -> bool {
                 match self {
                     $(Op::$name(o) => OpBase::is_multishot(o),)*
@@ -211,6 +214,7 @@ macro_rules! ops {
             }
 
             /// What the op hands back at its final completion.
+            #[inline]
             pub(crate) fn finish(self, done: Done) -> Output {
                 match self {
                     $(Op::$name(o) => OpBase::finish(o, done),)*
@@ -222,6 +226,7 @@ macro_rules! ops {
                 &[$(<$name as UringPlan>::OPCODES),*];
 
             /// See [`OpBase::target`].
+            #[inline]
             pub(crate) fn target(&self) -> Option<OpId> {
                 match self {
                     $(Op::$name(o) => OpBase::target(o),)*
@@ -229,6 +234,7 @@ macro_rules! ops {
             }
 
             /// See [`OpBase::apply`].
+            #[inline]
             pub(crate) fn apply(&mut self, target: &mut Op) -> i32 {
                 match self {
                     $(Op::$name(o) => OpBase::apply(o, target),)*
@@ -236,6 +242,7 @@ macro_rules! ops {
             }
 
             /// See [`UringPlan::opcode`].
+            #[inline]
             pub(crate) fn uring_opcode(&self, native_epoll_wait: bool) -> Option<u8> {
                 match self {
                     $(Op::$name(o) => UringPlan::opcode(o, native_epoll_wait),)*
@@ -243,6 +250,7 @@ macro_rules! ops {
             }
 
             /// See [`UringPlan::lower`].
+            #[inline]
             pub(crate) fn uring_lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
                 match self {
                     $(Op::$name(o) => UringPlan::lower(o, cx),)*
@@ -250,6 +258,7 @@ macro_rules! ops {
             }
 
             /// See [`UringPlan::step`].
+            #[inline]
             pub(crate) fn uring_step(&mut self, res: i32, stop: bool) -> crate::op::plan::Step {
                 match self {
                     $(Op::$name(o) => UringPlan::step(o, res, stop),)*
@@ -257,6 +266,7 @@ macro_rules! ops {
             }
 
             /// See [`ReadyPlan::after_pool`].
+            #[inline]
             pub(crate) fn after_pool(&mut self, res: i32) -> Next {
                 match self {
                     $(Op::$name(o) => ReadyPlan::after_pool(o, res),)*
@@ -264,6 +274,7 @@ macro_rules! ops {
             }
 
             /// See [`ReadyPlan::pool_is_final`].
+            #[inline]
             pub(crate) fn pool_is_final(&self) -> bool {
                 match self {
                     $(Op::$name(o) => ReadyPlan::pool_is_final(o),)*
@@ -271,6 +282,7 @@ macro_rules! ops {
             }
 
             /// See [`ReadyPlan::direction`].
+            #[inline]
             pub(crate) fn ready_direction(&self) -> Option<(RawFd, u32)> {
                 match self {
                     $(Op::$name(o) => ReadyPlan::direction(o),)*
@@ -278,6 +290,7 @@ macro_rules! ops {
             }
 
             /// See [`ReadyPlan::tried_inline`].
+            #[inline]
             pub(crate) fn ready_inline(&self, aio: bool) -> bool {
                 match self {
                     $(Op::$name(o) => ReadyPlan::tried_inline(o, aio),)*
@@ -285,6 +298,7 @@ macro_rules! ops {
             }
 
             /// See [`ReadyPlan::first`].
+            #[inline]
             pub(crate) fn ready_first(&mut self, cx: &ReadyCx) -> Next {
                 match self {
                     $(Op::$name(o) => ReadyPlan::first(o, cx),)*
@@ -292,6 +306,7 @@ macro_rules! ops {
             }
 
             /// See [`ReadyPlan::again`].
+            #[inline]
             pub(crate) fn ready_again(&mut self, first_time: bool) -> Next {
                 match self {
                     $(Op::$name(o) => ReadyPlan::again(o, first_time),)*
@@ -299,6 +314,7 @@ macro_rules! ops {
             }
 
             /// See [`ReadyPlan::blocking`].
+            #[inline]
             pub(crate) fn blocking(&mut self, produced: &mut Option<OwnedFd>) -> i32 {
                 match self {
                     $(Op::$name(o) => ReadyPlan::blocking(o, produced),)*
@@ -306,6 +322,7 @@ macro_rules! ops {
             }
 
             /// See [`AioPlan::aio_start`].
+            #[inline]
             pub(crate) fn aio_start(&mut self, cx: &ReadyCx, nowait: bool) -> AioStart {
                 match self {
                     $(Op::$name(o) => AioPlan::aio_start(o, cx, nowait),)*
@@ -313,6 +330,7 @@ macro_rules! ops {
             }
 
             /// See [`AioPlan::aio_event`].
+            #[inline]
             pub(crate) fn aio_event(&mut self, res: i32, nowait: bool) -> AioNext {
                 match self {
                     $(Op::$name(o) => AioPlan::aio_event(o, res, nowait),)*

@@ -132,6 +132,9 @@ impl InFlight {
     /// Lowers slot `key`'s op and pushes its SQE, with its deadline's linked timeout chained
     /// behind it, if the SQ has room for both (`Armed::Full` otherwise: make room, then ask
     /// again). A `Timeout` op becomes a timer instead (`Armed::Timer`).
+    /// `now` is the clock read at submission, if it was; it is read here if the op needs it
+    /// (a deadline, a timer) and it was not.
+    #[inline]
     pub fn push_op(
         &mut self,
         key: Key,
@@ -141,6 +144,8 @@ impl InFlight {
         user_data: (u64, u64),
     ) -> Armed {
         let slot = self.slots.get_mut(key).expect("arming a live slot");
+        let needs_clock = slot.deadline.is_some() || matches!(slot.op, Op::Timeout(_));
+        let now = now.or_else(|| needs_clock.then(Instant::now));
         let main = match lower::lower(
             &mut slot.op,
             &mut slot.aux.scratch,
@@ -157,10 +162,15 @@ impl InFlight {
             // SAFETY: `main` was lowered from slot `key` (its buffers, its `aux`), which lives
             // until its CQEs are reaped (see the module doc).
             let pushed = unsafe { push(&mut self.ring, std::slice::from_ref(&main)) };
-            return if pushed { Armed::Pushed } else { Armed::Full };
+            if !pushed {
+                return Armed::Full(1);
+            }
+            // Held by its request from now on (an op between two requests was held by none).
+            slot.rearm_pending = false;
+            return Armed::Pushed;
         };
         if sq_room(&mut self.ring) < 2 {
-            return Armed::Full;
+            return Armed::Full(2);
         }
         slot.aux.link_ts = lower::timespec_until(deadline, now.unwrap_or_else(Instant::now));
         slot.links_pending += 1;
@@ -172,6 +182,7 @@ impl InFlight {
         // both CQEs are reaped (`links_pending`).
         let pushed = unsafe { push(&mut self.ring, &chain) };
         assert!(pushed, "SQ room was checked");
+        slot.rearm_pending = false;
         Armed::Pushed
     }
 
@@ -202,8 +213,8 @@ pub(super) enum Armed {
     Pushed,
     /// It is a timer due at this instant (the driver arms it in its heap).
     Timer(Instant),
-    /// The SQ has no room: make room, then arm again.
-    Full,
+    /// The SQ has no room for this many entries: make room, then arm again.
+    Full(usize),
     /// It ended before any request, with this raw result.
     Done(i32),
 }

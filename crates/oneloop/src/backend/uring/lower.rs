@@ -26,6 +26,7 @@ pub(super) fn timespec(d: Duration) -> Timespec {
 ///
 /// `native_epoll_wait` picks `IORING_OP_EPOLL_WAIT`; otherwise an `EpollWait` is a one-shot
 /// `POLL_ADD` on the epoll fd, and the driver calls `epoll_wait(.., 0)` when it fires.
+#[inline]
 pub(super) fn lower(
     op: &mut Op,
     scratch: &mut Option<Box<UringScratch>>,

@@ -198,10 +198,6 @@ impl Uring {
     ) -> io::Result<()> {
         // Unregistrations posted from other threads apply before any fd is looked up.
         self.apply_unregistered();
-        let slot = self.table.slots.get(key).expect("arming a live slot");
-        let needs_clock = slot.deadline.is_some() || matches!(slot.op, Op::Timeout(_));
-        let now = now.or_else(|| needs_clock.then(Instant::now));
-        let room = if slot.deadline.is_some() { 2 } else { 1 };
         let user_data = (user_data(TAG_MAIN, key), user_data(TAG_LINK, key));
         loop {
             let native = self.native_epoll_wait;
@@ -209,15 +205,16 @@ impl Uring {
                 // A re-armed emulated EpollWait is held by no request until its SQE is
                 // queued: the flag is cleared only then (if making room fails, a cancel still
                 // finds it ours).
-                Armed::Pushed => break,
+                Armed::Pushed => return Ok(()),
                 Armed::Timer(at) => {
                     let slot = self.table.slots.get_mut(key).expect("arming a live slot");
+                    slot.rearm_pending = false;
                     // A deadline before the timer ends it the same way: -ETIME, `TimedOut`.
                     let at = slot.deadline.map_or(at, |d| d.min(at));
                     slot.timer = Some(self.timers.arm(at, key, Fire::Timeout));
-                    break;
+                    return Ok(());
                 }
-                Armed::Full => self.ensure_sq_room(room, out)?,
+                Armed::Full(room) => self.ensure_sq_room(room, out)?,
                 Armed::Done(res) => {
                     let slot = self.table.slots.get_mut(key).expect("arming a live slot");
                     slot.rearm_pending = false;
@@ -227,8 +224,6 @@ impl Uring {
                 }
             }
         }
-        self.table.slots.get_mut(key).expect("armed").rearm_pending = false;
-        Ok(())
     }
 
     fn arm_wake(&mut self, out: &mut VecDeque<Completion>) -> io::Result<()> {
@@ -352,6 +347,12 @@ impl Uring {
 
     fn on_main(&mut self, key: Key, mut res: i32, flags: u32, out: &mut VecDeque<Completion>) {
         let native = self.native_epoll_wait;
+        // An op that acts on another: the kernel did not find the target's request, but the
+        // target was live at submission and still is — it is completing (its wakeup came, its
+        // completion is on its way): too late, not unknown.
+        if res == -libc::ENOENT && self.target_live(key) {
+            res = -libc::EALREADY;
+        }
         let Some(slot) = self.table.slots.get_mut(key) else {
             tracing::warn!(?key, "CQE for a finished op");
             return;
@@ -382,18 +383,6 @@ impl Uring {
                 Err(e) => res = -e.raw_os_error().unwrap_or(libc::EIO),
             }
         }
-        // An op that acts on another: the kernel did not find the target's request, but the
-        // target was live at submission and still is — it is completing (its wakeup came, its
-        // completion is on its way): too late, not unknown.
-        if res == -libc::ENOENT {
-            let target = slot.op.target().map(|t| Key::unpack(t.0));
-            if target.is_some_and(|t| self.table.slots.get(t).is_some()) {
-                res = -libc::EALREADY;
-            }
-        }
-        let Some(slot) = self.table.slots.get_mut(key) else {
-            return;
-        };
         // A cancel or deadline under way stops an op of several requests where it is.
         let stop = slot.discarded
             || slot.cancels_pending > 0
@@ -412,6 +401,13 @@ impl Uring {
                 self.rearms.push(key);
             }
         }
+    }
+
+    /// Whether slot `key`'s op acts on another op that is still in flight.
+    #[cold]
+    fn target_live(&self, key: Key) -> bool {
+        let target = self.table.slots.get(key).and_then(|s| s.op.target());
+        target.is_some_and(|t| self.table.slots.get(Key::unpack(t.0)).is_some())
     }
 
     /// Delivers slot `key`'s final completion if the kernel is done with it.
