@@ -37,7 +37,9 @@
 //! hand op memory to the kernel and vouch for what it reported. Every other module is
 //! `#![forbid(unsafe_code)]`, except the modules above those tables (`backend/`, its
 //! `uring/`, `ready/` and `aio/` roots, `aio/engine.rs`), which `#![deny]` it — a `forbid`
-//! would reach into the table below — and hold none. Using the ring needs no `unsafe`.
+//! would reach into the table below — and hold none. Which buffer an op's result grows is
+//! still decided in `op/` (safe code that the argument relies on: see `sys/done.rs`). Using
+//! the ring needs no `unsafe`.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -4,6 +4,14 @@
 //! Ops (`op/`) finish themselves with it in safe code; only the backends' in-flight tables
 //! make one (`Done::new` is `unsafe`), each from what the kernel, a pool thread or the op's
 //! own attempt reported for exactly that op.
+//!
+//! What the proof does not carry: *which* buffer the kernel wrote. An op's `finish` grows the
+//! buffer whose read target its lowering (or attempt, or AIO request) handed over — that
+//! pairing, written once per op in `op/`, is part of the safety argument, as the lowering
+//! itself is (it chooses the pointers the kernel writes through). `forbid(unsafe_code)` in
+//! `op/` means no raw pointer is dereferenced there, not that `op/` is outside the trusted
+//! code: a `finish` that called [`Done::fill`] on a write buffer would expose uninitialised
+//! bytes.
 
 use std::os::fd::OwnedFd;
 

@@ -201,6 +201,21 @@ impl Beneath for Aio {
 }
 
 impl Ready<Aio> {
+    /// Makes slot `key`'s op an AIO request again; an op that is no longer one (a poll whose
+    /// descriptor number now names a signalfd, say) takes the readiness path instead.
+    fn request_again(&mut self, key: Key, nowait: bool, out: &mut VecDeque<Completion>) {
+        if !self.request(key, nowait, out) {
+            let cx = self.ready_cx();
+            let next = self
+                .slot(key)
+                .op
+                .as_mut()
+                .expect("a live op")
+                .ready_first(&cx);
+            self.follow(key, next, out);
+        }
+    }
+
     /// Makes slot `key`'s op an AIO request (`nowait`: file I/O may carry `RWF_NOWAIT`);
     /// `false` if the op takes the readiness path.
     fn request(&mut self, key: Key, nowait: bool, out: &mut VecDeque<Completion>) -> bool {
@@ -304,9 +319,7 @@ impl Ready<Aio> {
         }
         // The old request of a changed op, cancelled (a poll's cancel event has `res == 0`).
         if request.restart && res == 0 {
-            if !self.request(key, true, out) {
-                unreachable!("a changed AIO op stays one")
-            }
+            self.request_again(key, true, out);
             return;
         }
         let res = res.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
@@ -314,11 +327,7 @@ impl Ready<Aio> {
         let op = slot.op.as_mut().expect("an AIO op holds its op");
         match op.aio_event(res, nowait) {
             AioNext::Done(res) => self.complete(key, res, out),
-            AioNext::Again { nowait } => {
-                if !self.request(key, nowait, out) {
-                    unreachable!("an AIO op stays one")
-                }
-            }
+            AioNext::Again { nowait } => self.request_again(key, nowait, out),
             AioNext::Arm(bits) => self.arm_fd(key, bits, false, out),
             AioNext::Pool => self.offload(key, out),
         }
@@ -402,9 +411,7 @@ impl Ready<Aio> {
         match cancel {
             Cancel::Dequeued => {
                 self.slot(key).state = State::Starting;
-                if !self.request(key, true, out) {
-                    unreachable!("an AIO op stays one")
-                }
+                self.request_again(key, true, out);
             }
             _ => {
                 if let State::Request(request) = &mut self.slot(key).state {
