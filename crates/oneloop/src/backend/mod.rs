@@ -1,4 +1,6 @@
-//! The backends, behind one closed `Driver` enum the [`Ring`](crate::Ring) dispatches to.
+//! The backends, behind one closed `Driver` enum the [`Ring`](crate::Ring) dispatches to: one
+//! variant per backend, peers — `uring/`, and `epoll/` and `aio/`, both drivers over the
+//! readiness core they share (`ready/`). What each op does on each is the op's own (`op/`).
 //!
 //! Every backend keeps the same contract (see `ring.rs`): one final completion per accepted
 //! op, buffers owned until then, generation-checked ids, synchronous cancel outcomes, no lost

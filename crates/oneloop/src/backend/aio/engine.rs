@@ -1,12 +1,12 @@
 //! The AIO engine behind the `aio` backend: Linux AIO requests (`IOCB_CMD_POLL`, reads,
 //! writes, fsyncs) submitted in batches and reaped from one `io_getevents` loop.
 //!
-//! Where it sits: the `aio` backend is the readiness core of `backend/epoll` (slots, timers, the
-//! blocking pool, an internal epoll set for multishot polls and socket readiness) with this
-//! engine underneath: one-shot polls, `EpollWait`, file I/O and the wake and pool eventfds are
-//! AIO requests, the internal epoll fd is itself watched by one `IOCB_CMD_POLL`, and the thread
-//! blocks in `io_getevents` — the 2006 seed's `IOCB_CMD_EPOLL_WAIT`, realised with today's
-//! kernels.
+//! Where it sits: the `aio` driver (`aio/mod.rs`) is the readiness core (`backend/ready`:
+//! slots, timers, the blocking pool, an epoll set for multishot polls and socket readiness)
+//! with this engine underneath: one-shot polls, `EpollWait`, file I/O and the wake and pool
+//! eventfds are AIO requests (each op's own, from `op/`'s `AioPlan`), the core's epoll fd is
+//! itself watched by one `IOCB_CMD_POLL`, and the thread blocks in `io_getevents` — the 2006
+//! seed's `IOCB_CMD_EPOLL_WAIT`, realised with today's kernels.
 //!
 //! The quirks hidden here:
 //! * `io_submit` may accept only a prefix: the rest is submitted again; `EAGAIN` (no free
