@@ -132,13 +132,17 @@ impl Uring {
                 .map(|e| -e.raw_os_error().unwrap_or(libc::EINVAL)),
             _ => None,
         };
-        let fd = slot.op.fd();
+        let (fd, target) = (slot.op.fd(), slot.op.target());
         let key = match self.table.slots.insert(slot) {
             Ok(key) => key,
             Err(slot) => return Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
         };
         self.by_fd.add(fd, key);
-        if let Some(res) = refused.or_else(|| self.apply_target(key)) {
+        let refused = match (refused, target) {
+            (None, Some(target)) => self.apply_target(key, target),
+            (refused, _) => refused,
+        };
+        if let Some(res) = refused {
             // As the kernel would: the op ends at once with the error.
             let slot = self.table.slots.get_mut(key).expect("slot just inserted");
             slot.main_res = Some(res);
@@ -158,8 +162,8 @@ impl Uring {
     /// at once: `-ENOENT` (no such op in flight), `-EALREADY` (its end is decided), or what
     /// `apply` said. A main request's `user_data` is its `OpId` (`TAG_MAIN` is 0), which is
     /// how the op names its target to the kernel.
-    fn apply_target(&mut self, key: Key) -> Option<i32> {
-        let target = self.table.slots.get(key)?.op.target()?;
+    #[cold]
+    fn apply_target(&mut self, key: Key, target: OpId) -> Option<i32> {
         let target = Key::unpack(target.0);
         let slot = self.table.slots.get_mut(key)?;
         let mut op = std::mem::replace(&mut slot.op, Op::Nop(crate::op::Nop));
