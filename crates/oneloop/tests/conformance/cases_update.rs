@@ -1,28 +1,32 @@
 //! Case 29 (wave 3): `PollUpdate` — a pending poll's mask changed in flight.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use oneloop::{Poll, PollMask, PollUpdate, Timeout, UpdateOutcome};
+use oneloop::{OpId, Poll, PollMask, PollUpdate, Timeout, UpdateOutcome};
 
 use crate::harness::*;
 
 const SHORT: Duration = Duration::from_millis(50);
 const LONG: Duration = Duration::from_secs(10);
 
+/// A poll of a pipe's write end for `IN`, which never comes: it waits until updated. The
+/// pipe's ends are returned to keep them open.
+fn waiting_poll(ring: &mut oneloop::Ring, multishot: bool) -> (OwnedFd, OwnedFd, OpId) {
+    let (rd, wr) = pipe();
+    let poll = Poll::new(wr.as_raw_fd(), PollMask::IN);
+    let poll = if multishot { poll.multishot() } else { poll };
+    let id = ring.submit(poll, 7).unwrap();
+    assert!(quiet(ring, SHORT).is_empty(), "fired before any update");
+    (rd, wr, id)
+}
+
 /// Case 29a: a pending one-shot poll updated to a mask that is ready now completes at once,
 /// with the new mask; the update answers `Updated`, and nothing else follows.
 pub fn c29_update_one_shot_to_ready(h: &Harness) -> Outcome {
     let mut ring = h.ring();
-    let (_rd, wr) = pipe();
     // A pipe's write end is writable at once, never readable.
-    let id = ring
-        .submit(Poll::new(wr.as_raw_fd(), PollMask::IN), 1)
-        .unwrap();
-    assert!(
-        quiet(&mut ring, SHORT).is_empty(),
-        "fired before the update"
-    );
+    let (_rd, _wr, id) = waiting_poll(&mut ring, false);
     assert_eq!(
         ring.update_poll(id, PollMask::OUT).unwrap(),
         UpdateOutcome::Updated
@@ -65,14 +69,7 @@ pub fn c29_update_as_an_op(h: &Harness) -> Outcome {
 /// stream now reports the new mask; a cancel still ends it once.
 pub fn c29_update_multishot_keeps_stream(h: &Harness) -> Outcome {
     let mut ring = h.ring();
-    let (rd, wr) = pipe();
-    let id = ring
-        .submit(Poll::new(wr.as_raw_fd(), PollMask::IN).multishot(), 7)
-        .unwrap();
-    assert!(
-        quiet(&mut ring, SHORT).is_empty(),
-        "fired before the update"
-    );
+    let (rd, wr, id) = waiting_poll(&mut ring, true);
     assert_eq!(
         ring.update_poll(id, PollMask::OUT).unwrap(),
         UpdateOutcome::Updated
@@ -150,14 +147,7 @@ pub fn c29_update_too_late_unknown_not_a_poll(h: &Harness) -> Outcome {
 /// `Updated`, and the poll fires for the last mask.
 pub fn c29_two_updates_in_a_row(h: &Harness) -> Outcome {
     let mut ring = h.ring();
-    let (_rd, wr) = pipe();
-    let id = ring
-        .submit(Poll::new(wr.as_raw_fd(), PollMask::IN), 1)
-        .unwrap();
-    assert!(
-        quiet(&mut ring, SHORT).is_empty(),
-        "fired before the updates"
-    );
+    let (_rd, _wr, id) = waiting_poll(&mut ring, false);
     for mask in [PollMask::IN | PollMask::PRI, PollMask::OUT] {
         assert_eq!(ring.update_poll(id, mask).unwrap(), UpdateOutcome::Updated);
     }
