@@ -205,14 +205,8 @@ impl Ready<Aio> {
     /// descriptor number now names a signalfd, say) takes the readiness path instead.
     fn request_again(&mut self, key: Key, nowait: bool, out: &mut VecDeque<Completion>) {
         if !self.request(key, nowait, out) {
-            let cx = self.ready_cx();
-            let next = self
-                .slot(key)
-                .op
-                .as_mut()
-                .expect("a live op")
-                .ready_first(&cx);
-            self.follow(key, next, out);
+            // The core's own start: asked once more, the op says `Ready`, and readiness has it.
+            self.start(key, None, out);
         }
     }
 

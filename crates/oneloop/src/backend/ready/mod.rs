@@ -356,7 +356,7 @@ impl<B: Beneath> Ready<B> {
     }
 
     /// Decides what slot `key`'s fresh op does first, and does it.
-    fn start(&mut self, key: Key, now: Option<Instant>, out: &mut VecDeque<Completion>) {
+    pub(super) fn start(&mut self, key: Key, now: Option<Instant>, out: &mut VecDeque<Completion>) {
         if B::REQUESTS && B::start(self, key, out) {
             return;
         }

@@ -47,9 +47,3 @@ pub(super) fn lower(
         timer => timer,
     }
 }
-
-/// The opcode an op needs on this kernel, for the start-up probe (`None`: the op runs in
-/// user space).
-pub(super) fn opcode_of(op: &Op, native_epoll_wait: bool) -> Option<u8> {
-    op.uring_opcode(native_epoll_wait)
-}

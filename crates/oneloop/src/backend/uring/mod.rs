@@ -177,7 +177,7 @@ impl Uring {
     }
 
     fn check_supported(&self, op: &Op) -> io::Result<()> {
-        let Some(code) = lower::opcode_of(op, self.native_epoll_wait) else {
+        let Some(code) = op.uring_opcode(self.native_epoll_wait) else {
             return Ok(());
         };
         if self.probe.is_supported(code) {
