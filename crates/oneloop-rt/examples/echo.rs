@@ -1,7 +1,8 @@
 //! A TCP echo server on oneloop-rt: every connection is a task on this thread's ring.
 //!
-//! `cargo run --release -p oneloop-rt --example echo -- 127.0.0.1:7000`
-//! (`ONELOOP_BACKEND=uring|aio|epoll` picks the backend). `tests/echo.rs` drives this very
+//! `cargo run --release -p oneloop-rt --example echo -- 127.0.0.1:7000 [CONNECTIONS]`
+//! (`ONELOOP_BACKEND=uring|aio|epoll` picks the backend). With `CONNECTIONS` it exits once that
+//! many connections have come and gone (`bench/instructions.sh` counts its instructions so). `tests/echo.rs` drives this very
 //! code with 1,000 concurrent connections on each backend.
 
 use std::io;
@@ -53,7 +54,13 @@ fn main() -> io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:7000".into());
+    let connections = match std::env::args().nth(2) {
+        Some(n) => Some(n.parse().map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("CONNECTIONS {n:?}: {e}"))
+        })?),
+        None => None,
+    };
     let listener = TcpListener::bind(&addr)?;
     eprintln!("echo: listening on {}", listener.local_addr()?);
-    oneloop_rt::block_on(serve(listener, None))
+    oneloop_rt::block_on(serve(listener, connections))
 }
