@@ -56,7 +56,10 @@ fn main() -> io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:7000".into());
     let connections = match std::env::args().nth(2) {
         Some(n) => Some(n.parse().map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("CONNECTIONS {n:?}: {e}"))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("CONNECTIONS {n:?}: {e}"),
+            )
         })?),
         None => None,
     };

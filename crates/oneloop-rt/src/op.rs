@@ -256,13 +256,14 @@ pub(crate) fn with_buf<B: oneloop::IoBuf>(
 ) -> (io::Result<usize>, B) {
     let (result, output) = split(done);
     match output {
-        Output::Buf(buf) => (
-            result,
-            B::from_buf(buf)
-                .unwrap_or_else(|_| unreachable!("the ring returns the buffer it was given")),
-        ),
+        Output::Buf(buf) => (result, typed(buf)),
         other => unreachable!("a buffer op returned {other:?}"),
     }
+}
+
+/// A buffer back in the type it was given as.
+pub(crate) fn typed<B: oneloop::IoBuf>(buf: oneloop::Buf) -> B {
+    B::from_buf(buf).unwrap_or_else(|_| unreachable!("an op returns the buffer it was given"))
 }
 
 /// The typed result of an op with no buffer.

@@ -89,9 +89,13 @@ impl Buf {
         }
     }
 
-    /// How many bytes a read may put into the buffer.
-    pub(crate) fn room(&mut self) -> usize {
-        self.read_region().1
+    /// How many bytes a read may put into the buffer (see the module table for where).
+    pub fn room(&self) -> usize {
+        match self {
+            Buf::Vec(v) => v.capacity() - v.len(),
+            Buf::Boxed(b) => b.len(),
+            Buf::Aligned(a) => a.capacity() - a.len(),
+        }
     }
 
     /// The whole spare region of the buffer.

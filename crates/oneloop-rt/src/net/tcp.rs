@@ -5,11 +5,11 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, Recv, Send, SendFile};
+use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, SendFile};
 
-use super::{write_all, Registration};
+use super::{write_all, Hint, Registration};
 use crate::fs::cancel_ops_on;
-use crate::op::{clone_error, plain, run, with_buf};
+use crate::op::{clone_error, plain, run};
 
 /// A listening TCP socket.
 #[derive(Debug)]
@@ -79,6 +79,7 @@ impl Drop for TcpListener {
 pub struct TcpStream {
     inner: std::net::TcpStream,
     reg: Registration,
+    hint: Hint,
 }
 
 impl TcpStream {
@@ -87,6 +88,7 @@ impl TcpStream {
         TcpStream {
             inner: std::net::TcpStream::from(fd),
             reg,
+            hint: Hint::default(),
         }
     }
 
@@ -108,7 +110,7 @@ impl TcpStream {
     /// too late), those bytes go with the buffer: to give up waiting without that risk, wait
     /// for [`readable`](Self::readable) under the timeout and read after it.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
-        with_buf(run(Recv::new(self.inner.as_raw_fd(), buf)).await)
+        super::recv(self.inner.as_raw_fd(), &self.hint, buf).await
     }
 
     /// Writes `buf`'s bytes; may write fewer.
@@ -117,7 +119,7 @@ impl TcpStream {
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        with_buf(run(Send::new(self.inner.as_raw_fd(), buf)).await)
+        super::send(self.inner.as_raw_fd(), &self.hint, buf).await
     }
 
     /// Writes all of `buf`.
@@ -126,7 +128,7 @@ impl TcpStream {
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        write_all(self.inner.as_raw_fd(), buf).await
+        write_all(self.inner.as_raw_fd(), &self.hint, buf).await
     }
 
     /// Sends up to `len` bytes of `file`, from `offset`, without copying them through user

@@ -6,11 +6,11 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use oneloop::{Accept, IoBuf, IoBufMut, Recv, Send};
+use oneloop::{Accept, IoBuf, IoBufMut};
 
-use super::{write_all, Registration};
+use super::{write_all, Hint, Registration};
 use crate::fs::cancel_ops_on;
-use crate::op::{clone_error, run, with_buf};
+use crate::op::{clone_error, run};
 
 /// A listening Unix-domain socket.
 #[derive(Debug)]
@@ -54,6 +54,7 @@ impl Drop for UnixListener {
 pub struct UnixStream {
     inner: std::os::unix::net::UnixStream,
     reg: Registration,
+    hint: Hint,
 }
 
 impl From<OwnedFd> for UnixStream {
@@ -79,7 +80,11 @@ impl UnixStream {
 
     fn from_std(inner: std::os::unix::net::UnixStream) -> UnixStream {
         let reg = Registration::new(inner.as_raw_fd());
-        UnixStream { inner, reg }
+        UnixStream {
+            inner,
+            reg,
+            hint: Hint::default(),
+        }
     }
 
     /// Reads into `buf`; 0 means the peer closed its side.
@@ -88,7 +93,7 @@ impl UnixStream {
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
-        with_buf(run(Recv::new(self.inner.as_raw_fd(), buf)).await)
+        super::recv(self.inner.as_raw_fd(), &self.hint, buf).await
     }
 
     /// Writes `buf`'s bytes; may write fewer.
@@ -97,7 +102,7 @@ impl UnixStream {
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        with_buf(run(Send::new(self.inner.as_raw_fd(), buf)).await)
+        super::send(self.inner.as_raw_fd(), &self.hint, buf).await
     }
 
     /// Writes all of `buf`.
@@ -106,7 +111,7 @@ impl UnixStream {
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        write_all(self.inner.as_raw_fd(), buf).await
+        write_all(self.inner.as_raw_fd(), &self.hint, buf).await
     }
 
     /// Shuts down the read side, the write side, or both.

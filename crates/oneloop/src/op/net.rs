@@ -88,6 +88,54 @@ impl Recv {
         self.flags |= flags;
         self
     }
+
+    /// One non-blocking attempt now, outside any ring (`recv` with `MSG_DONTWAIT`, retried on
+    /// `EINTR`): received bytes land in the buffer as the op's completion would leave them.
+    /// `WouldBlock` when nothing is queued. For a caller that keeps its own readiness hint and
+    /// submits the op only when this says "not now".
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::Recv;
+    /// use std::io::Write;
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let (a, mut b) = UnixStream::pair()?;
+    /// let mut recv = Recv::new(a.as_raw_fd(), Vec::with_capacity(8));
+    /// assert_eq!(recv.try_now().unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// b.write_all(b"hi")?;
+    /// let got = recv.try_now()?;
+    /// assert_eq!((got.done, got.asked), (2, 8));
+    /// assert_eq!(recv.into_buf().as_slice(), b"hi");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_now(&mut self) -> std::io::Result<Transfer> {
+        let (fd, flags) = (self.fd, self.flags | libc::MSG_DONTWAIT);
+        retry(|| sio::recv_filling(fd, &mut self.buf, flags))
+            .map(|(done, asked)| Transfer { done, asked })
+    }
+
+    /// How many bytes a receive may put into the buffer now.
+    pub fn room(&self) -> usize {
+        self.buf.room()
+    }
+
+    /// Gives the buffer back (with what [`try_now`](Self::try_now) received).
+    pub fn into_buf(self) -> Buf {
+        self.buf
+    }
+}
+
+/// What one attempt of [`Recv::try_now`] or [`Send::try_now`] moved: `done` bytes of the
+/// `asked` it offered. `done < asked` says the socket was drained (a receive) or its send
+/// buffer filled (a send), so the next attempt would likely say "not now".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// Bytes moved.
+    pub done: usize,
+    /// Bytes offered: the buffer's room (a receive) or its bytes (a send).
+    pub asked: usize,
 }
 
 /// Sends an owned buffer's bytes on a socket (`send(2)`, with `MSG_NOSIGNAL`).
@@ -111,6 +159,20 @@ impl Send {
     pub fn flags(mut self, flags: i32) -> Send {
         self.flags |= flags;
         self
+    }
+
+    /// One non-blocking attempt now, outside any ring (`send` with `MSG_DONTWAIT`, retried on
+    /// `EINTR`), as [`Recv::try_now`]: `WouldBlock` when the send buffer is full. A later
+    /// submission of the op sends the buffer from its start again: after a partial attempt,
+    /// submit a `Send` of the rest.
+    pub fn try_now(&mut self) -> std::io::Result<Transfer> {
+        let (fd, flags) = (self.fd, self.flags | libc::MSG_DONTWAIT);
+        retry(|| sio::send(fd, &self.buf, flags)).map(|(done, asked)| Transfer { done, asked })
+    }
+
+    /// Gives the buffer back.
+    pub fn into_buf(self) -> Buf {
+        self.buf
     }
 }
 

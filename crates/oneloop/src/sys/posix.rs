@@ -209,6 +209,18 @@ pub(crate) fn recv(fd: RawFd, buf: &mut Buf, flags: i32) -> io::Result<(usize, u
     .map(|n| (n as usize, len))
 }
 
+/// [`recv`] outside any ring, for [`Recv::try_now`](crate::Recv::try_now): the bytes
+/// received are added to `buf` at once, as an op's completion would add them.
+pub(crate) fn recv_filling(fd: RawFd, buf: &mut Buf, flags: i32) -> io::Result<(usize, usize)> {
+    let (n, asked) = recv(fd, buf, flags)?;
+    // Linux moves at most `MAX_RW_COUNT` (below `i32::MAX`) bytes per call.
+    let res = i32::try_from(n).expect("one recv moves less than 2 GiB");
+    // SAFETY: `res` is what the kernel reported for exactly this recv, which wrote into
+    // `buf`'s read target.
+    unsafe { super::Done::new(res) }.fill(buf);
+    Ok((n, asked))
+}
+
 /// `send(fd, buf's bytes, flags)`.
 /// Returns the bytes sent and the bytes offered.
 pub(crate) fn send(fd: RawFd, buf: &Buf, flags: i32) -> io::Result<(usize, usize)> {
