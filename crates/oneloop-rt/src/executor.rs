@@ -2,9 +2,9 @@
 //! completions to the futures waiting for them.
 //!
 //! Where it sits: [`block_on`] makes a ring and a run queue for the calling thread; every op
-//! future submits to that ring with its slot in the [op table](crate::op) as `user_data`;
-//! each turn of the loop runs ready tasks, then waits on the ring and hands each completion
-//! to its slot, waking the task.
+//! future submits to that ring and claims its op there with the task's waker (see
+//! [`op`](crate::op)); each turn of the loop runs ready tasks, then waits on the ring, whose
+//! completions wake their tasks directly.
 //!
 //! **Two run queues.** A wake on the executor's own thread (the common case: a completion
 //! wakes the task that waits for it) pushes to a thread-local queue, with no lock and no
@@ -26,8 +26,6 @@ use std::thread;
 
 use async_task::{Runnable, Task};
 use oneloop::{BackendKind, Ring, RingBuilder};
-
-use crate::table::OpTable;
 
 /// Tasks run per turn before the ring is checked again, so I/O is never starved.
 const BUDGET: usize = 128;
@@ -87,7 +85,10 @@ fn local_is_empty() -> bool {
 /// Everything one thread's executor owns.
 pub(crate) struct Context {
     pub(crate) ring: RefCell<Ring>,
-    pub(crate) ops: RefCell<OpTable>,
+    /// Futures waiting for room because the ring's in-flight cap was reached.
+    pub(crate) room_waiters: RefCell<Vec<Waker>>,
+    /// Ops abandoned while the ring was busy; abandoned after the current wait.
+    pub(crate) deferred_abandons: RefCell<Vec<oneloop::OpId>>,
     shared: Arc<Injector>,
     /// This executor among all of the process's (op futures remember it with their slot: a
     /// future that outlives its executor must not touch a later one's table).
@@ -183,19 +184,39 @@ pub(crate) fn try_with_context<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
 }
 
 impl Context {
-    /// Waits for completions (blocking only if `block`) and hands them to their futures.
+    /// Waits for completions (blocking only if `block`); each wakes its task from the ring.
     fn turn(&self, block: bool) -> io::Result<()> {
         let mut ring = self.ring.borrow_mut();
         ring.wait(usize::from(block), None)?;
-        let mut ops = self.ops.borrow_mut();
-        for completion in ring.completions() {
-            ops.complete(completion);
+        if ring.ready() > 0 {
+            // Every op of this runtime is claimed by its future: nothing is queued for
+            // anyone. Should something be, it is dropped (buffers freed, fds closed).
+            ring.completions().for_each(drop);
         }
         drop(ring);
-        if ops.has_after_dispatch() {
-            ops.after_dispatch(&mut self.ring.borrow_mut());
-        }
+        self.after_wait();
         Ok(())
+    }
+
+    /// Sends abandons that came while the ring was busy, and lets futures waiting for room
+    /// retry.
+    fn after_wait(&self) {
+        let (mut abandons, mut room) = (
+            self.deferred_abandons.borrow_mut(),
+            self.room_waiters.borrow_mut(),
+        );
+        if abandons.is_empty() && room.is_empty() {
+            return;
+        }
+        let mut ring = self.ring.borrow_mut();
+        for id in abandons.drain(..) {
+            // Fails only on a broken ring, which the next wait reports.
+            let _ = ring.abandon(id);
+        }
+        drop(ring);
+        let wakers: Vec<Waker> = room.drain(..).collect();
+        drop((abandons, room));
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -326,7 +347,8 @@ impl Runtime {
         });
         let ctx = Rc::new(Context {
             ring: RefCell::new(ring),
-            ops: RefCell::new(OpTable::default()),
+            room_waiters: RefCell::new(Vec::new()),
+            deferred_abandons: RefCell::new(Vec::new()),
             shared,
             id: next_executor_id(),
         });
@@ -423,8 +445,10 @@ impl Runtime {
     }
 }
 
-/// Clears this thread's executor when `block_on` returns or unwinds: queued tasks are dropped,
-/// then the op table (and the wakers in it), while the ring still exists to cancel their ops.
+/// Clears this thread's executor when `block_on` returns or unwinds: queued tasks are dropped
+/// while the ring still exists to cancel their ops; then the executor leaves the thread, and
+/// the ring, dropped last, drains what is in flight and drops the wakers of the tasks that
+/// waited (dropping those tasks, whose futures then find no executor here).
 struct Teardown(Rc<Context>);
 
 impl Drop for Teardown {
@@ -438,12 +462,14 @@ impl Drop for Teardown {
             }
         };
         drain();
-        let entries = self.0.ops.borrow_mut().take_all();
-        drop(entries);
+        let room = std::mem::take(&mut *self.0.room_waiters.borrow_mut());
+        drop(room);
         drain();
         HOME.set(0);
         tracing::debug!(tasks = SPAWNED.get(), "oneloop-rt: executor stopped");
-        CURRENT.with(|c| c.borrow_mut().take());
+        // Taken out first, dropped outside the borrow: what the drop runs may look here.
+        let current = CURRENT.with(|c| c.borrow_mut().take());
+        drop(current);
     }
 }
 

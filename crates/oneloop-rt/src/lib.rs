@@ -42,7 +42,6 @@ pub mod net;
 mod op;
 pub mod poll;
 pub mod signal;
-mod table;
 pub mod time;
 
 pub use blocking::{spawn_blocking, BlockingHandle};

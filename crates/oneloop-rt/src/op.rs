@@ -1,35 +1,53 @@
 //! Op futures: each I/O call submits one op and awaits its final completion.
 //!
-//! **Dropping a future cancels its op.** The op's slot becomes *orphaned*: the ring keeps the
-//! buffers until the final completion arrives, and that completion is then dropped — freeing
-//! the buffers and closing any descriptor it carries (an accepted socket, an opened file), so
-//! nothing leaks and no memory is freed while the kernel may write it.
+//! **One record per op.** A future claims its op in the ring ([`Ring::set_waker`]): the final
+//! completion stays in the op's own slot, beside the task's waker, until the future takes it
+//! ([`Ring::take`], O(1)). The runtime keeps no table of its own; a wake goes straight from
+//! the ring to the task.
+//!
+//! **Dropping a future cancels its op.** The future *abandons* it ([`Ring::abandon`]): the ring
+//! keeps the buffers until the final completion arrives, and then drops that completion —
+//! freeing the buffers and closing any descriptor it carries (an accepted socket, an opened
+//! file), so nothing leaks and no memory is freed while the kernel may write it. An id kept
+//! past its runtime's life carries another ring's tag: a later runtime's ring ignores it.
+//!
+//! [`Ring::set_waker`]: oneloop::Ring::set_waker
+//! [`Ring::take`]: oneloop::Ring::take
+//! [`Ring::abandon`]: oneloop::Ring::abandon
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use oneloop::{Completion, Op, Output, Submission};
+use oneloop::{Completion, Op, OpId, Output, Submission};
 
 use crate::executor::{op_budget_left, spend_op_budget, try_with_context, with_context};
-use crate::table::OpRecord;
+
+/// Where an op future is.
+enum Stage {
+    /// Not yet accepted by the ring (or refused for want of room: it retries).
+    New(Op),
+    /// In flight under this id, claimed in the ring of executor `executor`.
+    Running { id: OpId, executor: u64 },
+    /// Finished at its first poll past the task's op budget: handed out at the next poll, so
+    /// the task yields first.
+    Finished(Completion),
+    /// Its completion was handed out.
+    Over,
+}
 
 /// Submits `op` and waits for its final completion; a refused submission comes back as
 /// `Err` with the op, so its buffers are never lost.
 pub(crate) struct Submit {
-    op: Option<Op>,
-    /// The op table slot, and the executor whose table it is.
-    slot: Option<(usize, u64)>,
+    stage: Stage,
 }
 
 impl Submit {
     pub(crate) fn new(op: impl Into<Op>) -> Submit {
         Submit {
-            op: Some(op.into()),
-            slot: None,
+            stage: Stage::New(op.into()),
         }
     }
 }
@@ -39,126 +57,97 @@ impl Future for Submit {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        with_context(|ctx| {
-            let mut ops = ctx.ops.borrow_mut();
-            if let Some((index, executor)) = this.slot {
+        match std::mem::replace(&mut this.stage, Stage::Over) {
+            Stage::Running { id, executor } => with_context(|ctx| {
                 assert_eq!(
                     executor, ctx.id,
                     "oneloop-rt: an op future polled under another runtime than the one it started on"
                 );
-                return match std::mem::replace(
-                    &mut ops.entries[index],
-                    OpRecord::Free { next: None },
-                ) {
-                    OpRecord::Done(c) => {
-                        ops.release(index);
-                        this.slot = None;
-                        Poll::Ready(Ok(c))
-                    }
-                    OpRecord::Waiting { id, .. } => {
-                        ops.entries[index] = OpRecord::Waiting {
-                            id,
-                            waker: Some(cx.waker().clone()),
-                        };
-                        Poll::Pending
-                    }
-                    _ => unreachable!("a submitted op's slot is Waiting or Done"),
-                };
-            }
-            let op = this.op.take().expect("polled after completion");
-            let index = ops.alloc();
-            let mut ring = ctx.ring.borrow_mut();
-            match ring.submit(Submission::from(op), index as u64) {
-                // Finished inside submit (epoll and aio often do): ready at the first poll,
-                // while the task's op budget lasts (then the completion takes the queue).
-                Ok(id) => match op_budget_left().then(|| ring.take_completion(id)).flatten() {
-                    Some(c) => {
-                        spend_op_budget();
-                        ops.release(index);
-                        Poll::Ready(Ok(c))
-                    }
+                let mut ring = ctx.ring.borrow_mut();
+                match ring.take(id) {
+                    Some(c) => Poll::Ready(Ok(c)),
                     None => {
-                        ops.entries[index] = OpRecord::Waiting {
-                            id,
-                            waker: Some(cx.waker().clone()),
-                        };
-                        this.slot = Some((index, ctx.id));
+                        ring.set_waker(id, cx.waker());
+                        this.stage = Stage::Running { id, executor };
                         Poll::Pending
                     }
-                },
-                Err(refused) => {
-                    ops.release(index);
-                    let error = io::Error::new(refused.error().kind(), refused.to_string());
-                    if refused.error().kind() == io::ErrorKind::ResourceBusy {
-                        // The ring is full: retry once completions make room.
-                        this.op = Some(refused.into_op());
-                        ops.room_waiters.push(cx.waker().clone());
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err((error, refused.into_op())))
                 }
-            }
-        })
+            }),
+            Stage::New(op) => with_context(|ctx| {
+                let mut ring = ctx.ring.borrow_mut();
+                match ring.submit(Submission::from(op), 0) {
+                    // Finished inside submit (epoll and aio often do): ready at the first poll
+                    // while the task's op budget lasts; past it, the task yields first.
+                    Ok(id) => match ring.take_completion(id) {
+                        Some(c) if op_budget_left() => {
+                            spend_op_budget();
+                            Poll::Ready(Ok(c))
+                        }
+                        Some(c) => {
+                            this.stage = Stage::Finished(c);
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                        None => {
+                            ring.set_waker(id, cx.waker());
+                            let executor = ctx.id;
+                            this.stage = Stage::Running { id, executor };
+                            Poll::Pending
+                        }
+                    },
+                    Err(refused) => {
+                        let error = io::Error::new(refused.error().kind(), refused.to_string());
+                        if refused.error().kind() == io::ErrorKind::ResourceBusy {
+                            // The ring is full: retry once completions make room.
+                            this.stage = Stage::New(refused.into_op());
+                            ctx.room_waiters.borrow_mut().push(cx.waker().clone());
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err((error, refused.into_op())))
+                    }
+                }
+            }),
+            Stage::Finished(c) => Poll::Ready(Ok(c)),
+            Stage::Over => panic!("an op future polled after completion"),
+        }
     }
 }
 
 impl Drop for Submit {
     fn drop(&mut self) {
-        if let Some((index, executor)) = self.slot {
-            orphan(index, executor);
+        if let Stage::Running { id, executor } = self.stage {
+            abandon(id, executor);
         }
     }
 }
 
-/// A future gave up on slot `index` of executor `executor`'s table: cancel its op (the final
+/// A future gave up on op `id` of executor `executor`'s ring: cancel it (its final
 /// completion, when it comes, is dropped), or drop at once what already arrived. Nothing to do
-/// if that executor is gone (its ring cancelled and drained the op when it shut down) and
-/// another runs here now.
-fn orphan(index: usize, executor: u64) {
+/// if that executor is gone (its ring cancelled and drained the op when it shut down).
+fn abandon(id: OpId, executor: u64) {
     try_with_context(|ctx| {
         if ctx.id != executor {
             return;
         }
-        let Ok(mut ops) = ctx.ops.try_borrow_mut() else {
-            return;
-        };
-        let Some(entry) = ops.entries.get_mut(index) else {
-            return;
-        };
-        match std::mem::replace(entry, OpRecord::Orphaned) {
-            OpRecord::Waiting { id, .. }
-            | OpRecord::Stream {
-                id, ended: false, ..
-            } => match ctx.ring.try_borrow_mut() {
-                // Nobody waits for the answer: on io_uring the request rides in the next
-                // submission.
-                // (Fails only on a broken ring, which the next wait reports.)
-                Ok(mut ring) => {
-                    let _ = ring.cancel_nowait(id);
-                }
-                Err(_) => ops.deferred_cancels.push(id),
-            },
-            // Already over: drop the completions now (buffers freed, descriptors closed).
-            OpRecord::Done(_) | OpRecord::Stream { ended: true, .. } => ops.release(index),
-            other => *entry = other,
+        match ctx.ring.try_borrow_mut() {
+            // (Fails only on a broken ring, which the next wait reports.)
+            Ok(mut ring) => {
+                let _ = ring.abandon(id);
+            }
+            Err(_) => ctx.deferred_abandons.borrow_mut().push(id),
         }
     });
 }
 
 /// Submits a multishot `op` and yields each completion, the final one last.
 pub(crate) struct Multishot {
-    op: Option<Op>,
-    /// As [`Submit`]'s.
-    slot: Option<(usize, u64)>,
-    finished: bool,
+    stage: Stage,
 }
 
 impl Multishot {
     pub(crate) fn new(op: impl Into<Op>) -> Multishot {
         Multishot {
-            op: Some(op.into()),
-            slot: None,
-            finished: false,
+            stage: Stage::New(op.into()),
         }
     }
 
@@ -167,58 +156,41 @@ impl Multishot {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Completion, io::Error>>> {
-        if self.finished {
-            return Poll::Ready(None);
-        }
         with_context(|ctx| {
-            let mut ops = ctx.ops.borrow_mut();
-            let Some((index, executor)) = self.slot else {
-                let op = self.op.take().expect("not yet submitted");
-                let index = ops.alloc();
-                return match ctx
-                    .ring
-                    .borrow_mut()
-                    .submit(Submission::from(op), index as u64)
-                {
+            let mut ring = ctx.ring.borrow_mut();
+            let (id, executor) = match std::mem::replace(&mut self.stage, Stage::Over) {
+                Stage::Over | Stage::Finished(_) => return Poll::Ready(None),
+                Stage::Running { id, executor } => {
+                    assert_eq!(
+                        executor, ctx.id,
+                        "oneloop-rt: a stream polled under another runtime than the one it started on"
+                    );
+                    (id, executor)
+                }
+                Stage::New(op) => match ring.submit(Submission::from(op), 0) {
                     Ok(id) => {
-                        let waker = Some(cx.waker().clone());
-                        ops.entries[index] = OpRecord::Stream {
-                            id,
-                            waker,
-                            queue: VecDeque::new(),
-                            ended: false,
-                        };
-                        self.slot = Some((index, ctx.id));
-                        Poll::Pending
+                        // Claimed at once: what it already produced moves into its slot.
+                        ring.set_waker(id, cx.waker());
+                        (id, ctx.id)
                     }
                     Err(refused) => {
-                        ops.release(index);
-                        self.finished = true;
-                        Poll::Ready(Some(Err(io::Error::new(
+                        return Poll::Ready(Some(Err(io::Error::new(
                             refused.error().kind(),
                             refused.to_string(),
-                        ))))
+                        ))));
                     }
-                };
+                },
             };
-            assert_eq!(
-                executor, ctx.id,
-                "oneloop-rt: a stream polled under another runtime than the one it started on"
-            );
-            let OpRecord::Stream { waker, queue, .. } = &mut ops.entries[index] else {
-                unreachable!("a stream's slot is a Stream")
-            };
-            match queue.pop_front() {
+            match ring.take(id) {
                 Some(c) => {
-                    if !c.is_more() {
-                        self.finished = true;
-                        self.slot = None;
-                        ops.release(index);
+                    if c.is_more() {
+                        self.stage = Stage::Running { id, executor };
                     }
                     Poll::Ready(Some(Ok(c)))
                 }
                 None => {
-                    *waker = Some(cx.waker().clone());
+                    ring.set_waker(id, cx.waker());
+                    self.stage = Stage::Running { id, executor };
                     Poll::Pending
                 }
             }
@@ -228,8 +200,8 @@ impl Multishot {
 
 impl Drop for Multishot {
     fn drop(&mut self) {
-        if let Some((index, executor)) = self.slot {
-            orphan(index, executor);
+        if let Stage::Running { id, executor } = self.stage {
+            abandon(id, executor);
         }
     }
 }

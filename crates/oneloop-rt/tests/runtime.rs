@@ -409,3 +409,51 @@ fn a_task_whose_ops_finish_at_once_yields() {
         drop(b);
     });
 }
+
+/// An op future that outlives its runtime (its ring cancelled and drained the op at shutdown)
+/// and is dropped under a new runtime on the same thread touches nothing there, although the
+/// new ring's slots restart their generations: its op's id is the old ring's.
+#[test]
+#[allow(clippy::async_yields_async)] // the future is handed out of its runtime on purpose
+fn an_op_future_outliving_its_runtime_is_dropped_harmlessly_under_a_new_one() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    for kind in oneloop::BackendKind::ALL {
+        if oneloop::Ring::builder().backend(kind).build().is_err() {
+            eprintln!("SKIP {kind}: backend unavailable here");
+            continue;
+        }
+        let rt = oneloop_rt::Runtime::builder().backend(kind).build();
+        // A receive that never completes, polled once (so its op is in flight), kept.
+        let old: Pin<Box<dyn Future<Output = usize>>> = rt
+            .block_on(async {
+                let (a, b) = oneloop_rt::net::UnixStream::pair().unwrap();
+                let mut fut: Pin<Box<dyn Future<Output = usize>>> = Box::pin(async move {
+                    let _peer = b;
+                    a.read(Vec::with_capacity(8)).await.0.unwrap()
+                });
+                std::future::poll_fn(|cx| {
+                    assert!(fut.as_mut().poll(cx).is_pending());
+                    Poll::Ready(())
+                })
+                .await;
+                fut
+            })
+            .unwrap();
+        let got = rt
+            .block_on(async move {
+                // The new ring's first op takes the slot (and generation) the old op had.
+                let timer = oneloop_rt::spawn(async {
+                    sleep(Duration::from_millis(20)).await;
+                    7
+                });
+                oneloop_rt::time::sleep(Duration::from_millis(1)).await;
+                drop(old);
+                timer.await
+            })
+            .unwrap();
+        assert_eq!(got, 7, "{kind}: the new runtime's op ran untouched");
+    }
+}

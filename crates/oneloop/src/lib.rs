@@ -57,6 +57,7 @@ pub mod op;
 mod pool;
 pub mod probe;
 mod ring;
+mod sink;
 mod slab;
 pub mod sockets;
 mod sys;

@@ -15,12 +15,13 @@
 //! 7. dropping a ring cancels what is in flight, drains it, and only then frees buffers.
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task;
 use std::time::Duration;
 
 use crate::backend::{self, Driver};
@@ -28,6 +29,7 @@ use crate::common::{BackendKind, Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{CancelCount, CancelOutcome, Completion};
 use crate::op::OpId;
 use crate::op::Submission;
+use crate::sink::Sink;
 
 /// A backend that `Auto` tried and passed over, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,7 +207,8 @@ pub struct Ring {
     driver: Driver,
     /// The counters the ring keeps itself (the backend adds its own in `stats`).
     counts: Stats,
-    completions: VecDeque<Completion>,
+    /// The queue of completions, and the claimed ops' own (see `sink.rs`).
+    sink: Sink,
     kind: BackendKind,
     skipped: Vec<Skipped>,
     wake: Arc<WakeFd>,
@@ -217,7 +220,7 @@ impl fmt::Debug for Ring {
         f.debug_struct("Ring")
             .field("backend", &self.kind)
             .field("in_flight", &self.in_flight())
-            .field("ready", &self.completions.len())
+            .field("ready", &self.sink.queue.len())
             .finish()
     }
 }
@@ -243,11 +246,13 @@ impl Ring {
         wake: Arc<WakeFd>,
         config: &Settings,
     ) -> Ring {
-        let completions = VecDeque::with_capacity(config.in_flight_max.min(65_536) * 2);
+        // A tag for each ring the process makes, never 0 (see `OpId`).
+        static NEXT_TAG: AtomicU8 = AtomicU8::new(0);
+        let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed) % 127 + 1;
         Ring {
             driver,
             counts: Stats::default(),
-            completions,
+            sink: Sink::new(config.in_flight_max.min(65_536) * 2, tag),
             kind,
             skipped,
             wake,
@@ -287,9 +292,42 @@ impl Ring {
     ) -> Result<OpId, SubmitError> {
         let sub = op.into();
         let kind = sub.op_kind();
-        let id = self.driver.submit(sub, user_data, &mut self.completions)?;
+        let submitted = self.driver.submit(sub, user_data, &mut self.sink);
+        self.settle();
+        let id = submitted?;
         self.counts.submitted[kind] += 1;
-        Ok(id)
+        Ok(self.sink.tag(id.0))
+    }
+
+    /// Releases the slots whose final completions the sink dropped on arrival.
+    #[inline]
+    fn settle(&mut self) {
+        if !self.sink.released.is_empty() {
+            self.release_dropped();
+        }
+    }
+
+    #[cold]
+    fn release_dropped(&mut self) {
+        for id in std::mem::take(&mut self.sink.released) {
+            self.release(id);
+        }
+    }
+
+    /// Frees the slot of a final completion that leaves the ring now.
+    #[inline]
+    fn leaving(&mut self, c: &Completion) {
+        if !c.more {
+            self.release(c.id);
+        }
+    }
+
+    /// Frees the retired slot of op `id` (an op that finished inside `submit` has none).
+    #[inline]
+    fn release(&mut self, id: OpId) {
+        if id.0 & crate::sink::INLINE == 0 {
+            self.driver.release(OpId(id.0 & crate::sink::KEY_BITS));
+        }
     }
 
     /// Asks for an op to end early; see [`CancelOutcome`] for what each answer promises.
@@ -298,7 +336,12 @@ impl Ring {
     /// Only if the kernel refuses the cancel request itself (the ring is then broken).
     pub fn cancel(&mut self, id: OpId) -> io::Result<CancelOutcome> {
         self.counts.cancels += 1;
-        match self.driver.cancel(id, &mut self.completions)? {
+        let Some(local) = self.sink.untag(id) else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let outcome = self.driver.cancel(local, &mut self.sink);
+        self.settle();
+        match outcome? {
             // Finished, but its final completion is still waiting here to be taken.
             CancelOutcome::NotFound if self.final_ready(id) => Ok(CancelOutcome::TooLate),
             outcome => Ok(outcome),
@@ -307,7 +350,7 @@ impl Ring {
 
     /// Whether op `id`'s final completion is waiting in the ring, not yet taken.
     pub(crate) fn final_ready(&self, id: OpId) -> bool {
-        self.completions.iter().any(|c| c.id == id && !c.more)
+        self.sink.untag(id).is_some() && self.sink.final_of(id).is_some()
     }
 
     /// Submits `op` and waits for its final completion, which it returns; every other
@@ -331,11 +374,12 @@ impl Ring {
     pub fn call(&mut self, op: impl Into<Submission>) -> io::Result<Completion> {
         let id = self.submit(op, 0)?;
         loop {
-            let at = self.completions.iter().rposition(|c| c.id == id && !c.more);
-            if let Some(done) = at.and_then(|at| self.completions.remove(at)) {
+            let at = self.sink.queue.iter().rposition(|c| c.id == id && !c.more);
+            if let Some(done) = at.and_then(|at| self.sink.queue.remove(at)) {
+                self.leaving(&done);
                 return Ok(done);
             }
-            self.wait(self.completions.len() + 1, None)?;
+            self.wait(self.sink.queue.len() + 1, None)?;
         }
     }
 
@@ -364,7 +408,86 @@ impl Ring {
     /// ```
     pub fn cancel_nowait(&mut self, id: OpId) -> io::Result<()> {
         self.counts.cancels += 1;
-        self.driver.cancel_nowait(id, &mut self.completions)
+        let Some(local) = self.sink.untag(id) else {
+            return Ok(());
+        };
+        let cancelled = self.driver.cancel_nowait(local, &mut self.sink);
+        self.settle();
+        cancelled
+    }
+
+    /// Claims op `id`: its final completion (and a multishot op's `MORE`s) will stay in the
+    /// ring for [`take`](Self::take) instead of joining the queue, and `waker` is woken when
+    /// one arrives — or at once, if one already has. Call it again to replace the waker.
+    /// Unknown, finished or foreign ids are ignored.
+    ///
+    /// This is how an executor waits for an op with no table of its own: one record per op,
+    /// the ring's slot, from submission until the completion is taken.
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{Ring, Timeout};
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use std::task::{Wake, Waker};
+    /// use std::time::Duration;
+    ///
+    /// struct Flag(AtomicBool);
+    /// impl Wake for Flag {
+    ///     fn wake(self: Arc<Self>) {
+    ///         self.0.store(true, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let mut ring = Ring::new()?;
+    /// let id = ring.submit(Timeout::after(Duration::from_millis(1)), 0)?;
+    /// let flag = Arc::new(Flag(AtomicBool::new(false)));
+    /// ring.set_waker(id, &Waker::from(Arc::clone(&flag)));
+    /// while ring.take(id).is_none() {
+    ///     ring.wait(1, None)?;
+    /// }
+    /// assert!(flag.0.load(Ordering::Relaxed));
+    /// assert_eq!(ring.ready(), 0, "the completion never joined the queue");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_waker(&mut self, id: OpId, waker: &task::Waker) {
+        let Some(local) = self.sink.untag(id) else {
+            return;
+        };
+        let driver = &self.driver;
+        self.sink.set_waker(id, waker, || driver.is_live(local));
+    }
+
+    /// Takes claimed op `id`'s next completion (see [`set_waker`](Self::set_waker)): its final
+    /// one, or a multishot op's oldest; `None` if nothing has arrived (or `id` is not claimed).
+    /// O(1).
+    #[inline]
+    pub fn take(&mut self, id: OpId) -> Option<Completion> {
+        let c = self.sink.take(id)?;
+        self.leaving(&c);
+        Some(c)
+    }
+
+    /// Gives up on op `id`: what arrived for it is dropped now (buffers freed, descriptors
+    /// closed), and its final completion, if still to come, is dropped on arrival — after a
+    /// [`cancel_nowait`](Self::cancel_nowait), which this makes. For a future dropped before
+    /// its op ended. Unknown, finished or foreign ids are ignored.
+    ///
+    /// # Errors
+    /// As [`cancel_nowait`](Self::cancel_nowait).
+    pub fn abandon(&mut self, id: OpId) -> io::Result<()> {
+        let Some(local) = self.sink.untag(id) else {
+            return Ok(());
+        };
+        let driver = &self.driver;
+        match self.sink.abandon(id, || driver.is_live(local)) {
+            Some(true) => {
+                self.release(local);
+                Ok(())
+            }
+            Some(false) => self.cancel_nowait(id),
+            None => Ok(()),
+        }
     }
 
     /// Takes op `id`'s final completion if it is the newest ready one, as it is right after a
@@ -386,8 +509,12 @@ impl Ring {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn take_completion(&mut self, id: OpId) -> Option<Completion> {
-        match self.completions.back() {
-            Some(c) if c.id == id && !c.more => self.completions.pop_back(),
+        match self.sink.queue.back() {
+            Some(c) if c.id == id && !c.more => {
+                let c = self.sink.queue.pop_back()?;
+                self.leaving(&c);
+                Some(c)
+            }
             _ => None,
         }
     }
@@ -442,7 +569,9 @@ impl Ring {
     /// # Errors
     /// As [`cancel`](Self::cancel).
     pub fn cancel_fd(&mut self, fd: RawFd) -> io::Result<CancelCount> {
-        let count = self.driver.cancel_where(Some(fd), &mut self.completions)?;
+        let count = self.driver.cancel_where(Some(fd), &mut self.sink);
+        self.settle();
+        let count = count?;
         self.counts.cancels += (count.cancelled + count.too_late) as u64;
         Ok(count)
     }
@@ -452,13 +581,16 @@ impl Ring {
     /// # Errors
     /// As [`cancel`](Self::cancel).
     pub fn cancel_all(&mut self) -> io::Result<CancelCount> {
-        let count = self.driver.cancel_where(None, &mut self.completions)?;
+        let count = self.driver.cancel_where(None, &mut self.sink);
+        self.settle();
+        let count = count?;
         self.counts.cancels += (count.cancelled + count.too_late) as u64;
         Ok(count)
     }
 
     /// Sends queued ops to the kernel and waits until at least `min_complete` completions are
-    /// ready, `timeout` passes, or a [`Waker`] fires; returns how many are ready.
+    /// ready, `timeout` passes, or a [`Waker`] fires; returns how many are ready (queued, plus
+    /// those this wait handed to claimed ops, see [`set_waker`](Self::set_waker)).
     ///
     /// `min_complete == 0` only reaps what is there. `None` waits without a time limit. A
     /// signal (`EINTR`) does not end the wait: it continues to its deadline.
@@ -466,24 +598,34 @@ impl Ring {
     /// # Errors
     /// Only if the ring is broken (the kernel refused to enter, or dropped a completion).
     pub fn wait(&mut self, min_complete: usize, timeout: Option<Duration>) -> io::Result<usize> {
-        self.driver
-            .wait(min_complete, timeout, &mut self.completions)?;
-        Ok(self.completions.len())
+        self.sink.reset_delivered();
+        let waited = self.driver.wait(min_complete, timeout, &mut self.sink);
+        self.settle();
+        waited?;
+        Ok(self.sink.len())
     }
 
     /// Takes the oldest ready completion.
     pub fn next_completion(&mut self) -> Option<Completion> {
-        self.completions.pop_front()
+        let c = self.sink.queue.pop_front()?;
+        self.leaving(&c);
+        Some(c)
     }
 
     /// Takes every ready completion, oldest first.
     pub fn completions(&mut self) -> std::collections::vec_deque::Drain<'_, Completion> {
-        self.completions.drain(..)
+        // Each leaves as the drain passes it, or is dropped with the drain: either way, now.
+        for c in &self.sink.queue {
+            if !c.more && c.id.0 & crate::sink::INLINE == 0 {
+                self.driver.release(OpId(c.id.0 & crate::sink::KEY_BITS));
+            }
+        }
+        self.sink.queue.drain(..)
     }
 
-    /// How many completions are ready to take.
+    /// How many completions are ready to take from the queue.
     pub fn ready(&self) -> usize {
-        self.completions.len()
+        self.sink.queue.len()
     }
 
     /// How many ops are in flight (accepted, final completion not yet produced).
@@ -509,6 +651,6 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        self.driver.shutdown(&mut self.completions);
+        self.driver.shutdown(&mut self.sink);
     }
 }

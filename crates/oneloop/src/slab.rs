@@ -9,6 +9,10 @@
 //! * **Generations.** A [`Key`] is an index plus the generation the slot had when it was
 //!   filled; removing bumps the generation, so a stale key (a late cancel, an old kernel event)
 //!   finds nothing instead of a stranger's op.
+//! * **Retired slots.** An op's slot is *retired* at its final completion: the value is gone
+//!   (lookups find nothing, as after a removal) but the index stays reserved — no insert reuses
+//!   it — until the ring *releases* it, when that completion is taken. So the ring can keep the
+//!   completion (and a waker) under the op's own index, and an id stays unambiguous until then.
 #![forbid(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -80,6 +84,10 @@ enum Place<T> {
         generation: u32,
         next_free: Option<u32>,
     },
+    /// The value is gone, the index reserved until released (see the module doc).
+    Retired {
+        generation: u32,
+    },
 }
 
 /// Fixed-capacity generational storage.
@@ -91,6 +99,8 @@ pub(crate) struct Slab<T, M = Ops> {
     capacity: usize,
     free_head: Option<u32>,
     len: usize,
+    /// Slots retired and not yet released.
+    retired: usize,
     keys: PhantomData<fn() -> M>,
 }
 
@@ -105,6 +115,7 @@ impl<T, M> Slab<T, M> {
             capacity,
             free_head: None,
             len: 0,
+            retired: 0,
             keys: PhantomData,
         }
     }
@@ -117,6 +128,11 @@ impl<T, M> Slab<T, M> {
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether an insert would be refused: every slot holds a value or is retired.
+    pub fn is_full(&self) -> bool {
+        self.len + self.retired == self.capacity
     }
 
     /// The most values the slab holds.
@@ -133,7 +149,7 @@ impl<T, M> Slab<T, M> {
                     generation,
                     next_free,
                 } => (*generation, *next_free),
-                Place::Occupied { .. } => unreachable!("free list points at an occupied slot"),
+                _ => unreachable!("the free list points at a vacant slot"),
             };
             *entry = Place::Occupied { generation, value };
             self.free_head = next_free;
@@ -188,24 +204,59 @@ impl<T, M> Slab<T, M> {
         Some(value)
     }
 
-    /// Every stored key and value.
-    /// Removes `key`'s value, handing it to `f` in place first (to take what the caller needs
-    /// without moving the whole value out); `None` if the key is stale.
-    pub fn remove_with<R>(&mut self, key: Key<M>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    /// Takes `key`'s value out and retires its slot: lookups of `key` find nothing from now on,
+    /// but the index is not reused until [`release`](Self::release). `None` if the key is
+    /// stale.
+    pub fn retire(&mut self, key: Key<M>) -> Option<T> {
+        let entry = self.entries.get_mut(key.index as usize)?;
+        match entry {
+            Place::Occupied { generation, .. } if *generation == key.generation => {}
+            _ => return None,
+        }
+        let retired = Place::Retired {
+            generation: key.generation,
+        };
+        let Place::Occupied { value, .. } = std::mem::replace(entry, retired) else {
+            unreachable!("checked occupied above")
+        };
+        self.len -= 1;
+        self.retired += 1;
+        Some(value)
+    }
+
+    /// [`retire`](Self::retire), handing the value to `f` in place first (to take what the
+    /// caller needs without moving the whole value out).
+    pub fn retire_with<R>(&mut self, key: Key<M>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let entry = self.entries.get_mut(key.index as usize)?;
         let taken = match entry {
             Place::Occupied { generation, value } if *generation == key.generation => f(value),
             _ => return None,
         };
-        *entry = Place::Vacant {
-            generation: key.generation.wrapping_add(1),
-            next_free: self.free_head,
+        *entry = Place::Retired {
+            generation: key.generation,
         };
-        self.free_head = Some(key.index);
         self.len -= 1;
+        self.retired += 1;
         Some(taken)
     }
 
+    /// Frees retired slot `key` for reuse (its generation moves on). Nothing if `key` is not
+    /// retired under that generation.
+    pub fn release(&mut self, key: Key<M>) {
+        let Some(entry) = self.entries.get_mut(key.index as usize) else {
+            return;
+        };
+        if matches!(entry, Place::Retired { generation } if *generation == key.generation) {
+            *entry = Place::Vacant {
+                generation: key.generation.wrapping_add(1),
+                next_free: self.free_head,
+            };
+            self.free_head = Some(key.index);
+            self.retired -= 1;
+        }
+    }
+
+    /// Every stored key and value.
     pub fn iter(&self) -> impl Iterator<Item = (Key<M>, &T)> {
         self.entries
             .iter()
@@ -214,7 +265,7 @@ impl<T, M> Slab<T, M> {
                 Place::Occupied { generation, value } => {
                     Some((Key::new(i as u32, *generation), value))
                 }
-                Place::Vacant { .. } => None,
+                Place::Vacant { .. } | Place::Retired { .. } => None,
             })
     }
 }
@@ -247,6 +298,28 @@ mod tests {
         assert_eq!(k.index, keys[1].index);
         assert_eq!(slab.get(keys[0]).unwrap() as *const i32, addr);
         assert_eq!(slab.len(), 3);
+    }
+
+    #[test]
+    fn a_retired_slot_is_reserved_until_released() {
+        let mut slab: Slab<_> = Slab::with_capacity(1);
+        let a = slab.insert("a").unwrap();
+        assert_eq!(slab.retire(a), Some("a"));
+        assert_eq!((slab.get(a), slab.len()), (None, 0), "gone for lookups");
+        assert_eq!(slab.retire_with(a, |v| *v), None);
+        assert!(slab.is_full());
+        assert_eq!(slab.insert("b"), Err("b"), "its index is still reserved");
+        slab.release(Key::new(a.index, a.generation + 1));
+        assert_eq!(slab.insert("b"), Err("b"), "a stale release frees nothing");
+        slab.release(a);
+        let b = slab.insert("b").unwrap();
+        assert_eq!((b.index, b.generation), (a.index, a.generation + 1));
+        slab.release(a);
+        assert_eq!(
+            slab.get(b),
+            Some(&"b"),
+            "releasing an old key leaves the new value"
+        );
     }
 
     #[test]

@@ -14,16 +14,16 @@ mod ready;
 mod timers;
 pub(crate) mod uring;
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{BackendKind, Settings, Stats, SubmitError, WakeFd};
-use crate::completion::{CancelCount, CancelOutcome, Completion};
+use crate::completion::{CancelCount, CancelOutcome};
 use crate::op::OpId;
 use crate::op::Submission;
+use crate::sink::Sink;
 
 /// Hashes a descriptor number cheaply (descriptors are small, dense integers; SipHash's
 /// protection against chosen keys buys nothing here and cost ~5% of an echo round trip).
@@ -86,20 +86,16 @@ impl Driver {
         &mut self,
         sub: Submission,
         user_data: u64,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> Result<OpId, SubmitError> {
         each!(self, |d| d.submit(sub, user_data, out))
     }
 
-    pub fn cancel(
-        &mut self,
-        id: OpId,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelOutcome> {
+    pub fn cancel(&mut self, id: OpId, out: &mut Sink) -> io::Result<CancelOutcome> {
         each!(self, |d| d.cancel(id, out))
     }
 
-    pub fn cancel_nowait(&mut self, id: OpId, out: &mut VecDeque<Completion>) -> io::Result<()> {
+    pub fn cancel_nowait(&mut self, id: OpId, out: &mut Sink) -> io::Result<()> {
         each!(self, |d| d.cancel_nowait(id, out))
     }
 
@@ -111,11 +107,7 @@ impl Driver {
         each!(self, |d| d.unregister_fd(fd))
     }
 
-    pub fn cancel_where(
-        &mut self,
-        fd: Option<RawFd>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelCount> {
+    pub fn cancel_where(&mut self, fd: Option<RawFd>, out: &mut Sink) -> io::Result<CancelCount> {
         each!(self, |d| d.cancel_where(fd, out))
     }
 
@@ -123,13 +115,25 @@ impl Driver {
         &mut self,
         min_complete: usize,
         timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> io::Result<()> {
         each!(self, |d| d.wait(min_complete, timeout, out))
     }
 
     pub fn in_flight(&self) -> usize {
         each!(self, |d| d.in_flight())
+    }
+
+    /// Whether op `id` (the backend's id) is live: accepted, final completion not yet made.
+    pub fn is_live(&self, id: OpId) -> bool {
+        each!(self, |d| d.is_live(id))
+    }
+
+    /// Frees the retired slot of op `id` (the backend's id), whose final completion left the
+    /// ring (see `sink.rs`).
+    #[inline]
+    pub fn release(&mut self, id: OpId) {
+        each!(self, |d| d.release(id))
     }
 
     pub fn describe(&self) -> String {
@@ -140,7 +144,7 @@ impl Driver {
         each!(self, |d| d.stats())
     }
 
-    pub fn shutdown(&mut self, out: &mut VecDeque<Completion>) {
+    pub fn shutdown(&mut self, out: &mut Sink) {
         each!(self, |d| d.shutdown(out))
     }
 }

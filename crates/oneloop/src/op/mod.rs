@@ -49,10 +49,13 @@ use crate::sys::Done;
 /// Offset meaning "the file's current position" (for pipes, sockets and other streams).
 pub const CURRENT_POSITION: u64 = crate::sys::posix::CURRENT_POSITION;
 
-/// An accepted submission's identity: a slot and its generation.
+/// An accepted submission's identity: a slot, its generation, and its ring's tag.
 ///
 /// Ids are never reused while a stale copy could matter: a slot's generation changes every
-/// time it is reused, so a cancel with an old id reports `NotFound` and touches nothing.
+/// time it is reused, so a cancel with an old id reports `NotFound` and touches nothing. The
+/// tag (7 spare bits) tells rings apart, so an id kept past its ring's life is not taken for
+/// an op of a newer ring on the same thread, whose slots restart their generations (tags
+/// repeat after 127 rings).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OpId(pub(crate) u64);
 
@@ -65,7 +68,8 @@ impl OpId {
 
 impl fmt::Debug for OpId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OpId({}g{})", self.0 & 0xFF_FFFF, self.0 >> 24)
+        let (index, generation) = (self.0 & 0xFF_FFFF, (self.0 >> 24) as u32);
+        write!(f, "OpId({index}g{generation}r{})", (self.0 >> 56) & 0x7F)
     }
 }
 

@@ -552,7 +552,7 @@ impl UringPlan for PollUpdate {
         const UPDATE_EVENTS: u32 = 1 << 1;
         const ADD_MULTI: u32 = 1;
         let flags = UPDATE_EVENTS | if self.multishot { ADD_MULTI } else { 0 };
-        let entry = opcode::PollRemove::new(self.target.as_u64()).build();
+        let entry = opcode::PollRemove::new(self.target.as_u64() & crate::sink::KEY_BITS).build();
         let entry = crate::sys::sqe_with_len_and_flags(entry, flags, self.mask.bits());
         Lowered::Sqe(entry)
     }

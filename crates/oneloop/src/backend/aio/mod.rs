@@ -23,7 +23,6 @@
 
 mod engine;
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -32,9 +31,10 @@ use std::time::{Duration, Instant};
 use self::engine::{Cancel, Engine, Owner, RequestKey};
 use super::ready::{Beneath, Ready, State};
 use crate::common::{Settings, WakeFd};
-use crate::completion::{CancelOutcome, Completion};
+use crate::completion::CancelOutcome;
 use crate::op::plan::{AioNext, AioStart};
 use crate::op::Op;
+use crate::sink::Sink;
 use crate::slab::Key;
 
 const POLLIN: u32 = libc::POLLIN as u32;
@@ -164,16 +164,11 @@ impl Beneath for Aio {
         self.engine.as_ref().map_or(0, |e| e.submitted)
     }
 
-    fn start(ready: &mut Ready<Aio>, key: Key, out: &mut VecDeque<Completion>) -> bool {
+    fn start(ready: &mut Ready<Aio>, key: Key, out: &mut Sink) -> bool {
         ready.request(key, true, out)
     }
 
-    fn end_early(
-        ready: &mut Ready<Aio>,
-        key: Key,
-        res: i32,
-        out: &mut VecDeque<Completion>,
-    ) -> CancelOutcome {
+    fn end_early(ready: &mut Ready<Aio>, key: Key, res: i32, out: &mut Sink) -> CancelOutcome {
         ready.end_request_early(key, res, out)
     }
 
@@ -181,7 +176,7 @@ impl Beneath for Aio {
         ready: &mut Ready<Aio>,
         key: Key,
         apply: &mut dyn FnMut(&mut Op) -> i32,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> i32 {
         ready.restart_request(key, apply, out)
     }
@@ -189,7 +184,7 @@ impl Beneath for Aio {
     fn wait_once(
         ready: &mut Ready<Aio>,
         timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> io::Result<()> {
         ready.aio_once(timeout, out)
     }
@@ -203,7 +198,7 @@ impl Beneath for Aio {
 impl Ready<Aio> {
     /// Makes slot `key`'s op an AIO request again; an op that is no longer one (a poll whose
     /// descriptor number now names a signalfd, say) takes the readiness path instead.
-    fn request_again(&mut self, key: Key, nowait: bool, out: &mut VecDeque<Completion>) {
+    fn request_again(&mut self, key: Key, nowait: bool, out: &mut Sink) {
         if !self.request(key, nowait, out) {
             // The core's own start: asked once more, the op says `Ready`, and readiness has it.
             self.start(key, None, out);
@@ -212,7 +207,7 @@ impl Ready<Aio> {
 
     /// Makes slot `key`'s op an AIO request (`nowait`: file I/O may carry `RWF_NOWAIT`);
     /// `false` if the op takes the readiness path.
-    fn request(&mut self, key: Key, nowait: bool, out: &mut VecDeque<Completion>) -> bool {
+    fn request(&mut self, key: Key, nowait: bool, out: &mut Sink) -> bool {
         let cx = self.ready_cx();
         let slot = self.slots.get_mut(key).expect("a live slot");
         let op = slot.op.as_mut().expect("an op not on the pool");
@@ -243,11 +238,7 @@ impl Ready<Aio> {
     }
 
     /// Submits what is queued, collects events (waiting up to `timeout`), and handles them.
-    fn aio_once(
-        &mut self,
-        timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<()> {
+    fn aio_once(&mut self, timeout: Option<Duration>, out: &mut Sink) -> io::Result<()> {
         let aio = &mut self.beneath;
         let mut events = std::mem::take(&mut aio.events);
         let engine = aio.engine.as_mut().expect("the AIO context is open");
@@ -271,7 +262,7 @@ impl Ready<Aio> {
         result
     }
 
-    fn on_aio(&mut self, owner: Owner, res: i64, out: &mut VecDeque<Completion>) {
+    fn on_aio(&mut self, owner: Owner, res: i64, out: &mut Sink) {
         let fd = match owner {
             Owner::Slot(key) => return self.on_request(key, res, out),
             Owner::Wake => {
@@ -299,7 +290,7 @@ impl Ready<Aio> {
     }
 
     /// An op's AIO request has ended with `res`.
-    fn on_request(&mut self, key: Key, res: i64, out: &mut VecDeque<Completion>) {
+    fn on_request(&mut self, key: Key, res: i64, out: &mut Sink) {
         let Some(slot) = self.slots.get_mut(key) else {
             tracing::error!(?key, "AIO event for a finished op");
             return;
@@ -337,12 +328,7 @@ impl Ready<Aio> {
     /// the poll's event arrives, without collecting events. Answering `TooLate` there would
     /// promise a result that may never come: if the set turned out empty by then, the op would
     /// poll again and wait on.
-    fn end_request_early(
-        &mut self,
-        key: Key,
-        res: i32,
-        out: &mut VecDeque<Completion>,
-    ) -> CancelOutcome {
+    fn end_request_early(&mut self, key: Key, res: i32, out: &mut Sink) -> CancelOutcome {
         let State::Request(request) = &self.slot(key).state else {
             unreachable!("ended here only with a request in flight")
         };
@@ -381,7 +367,7 @@ impl Ready<Aio> {
         &mut self,
         key: Key,
         apply: &mut dyn FnMut(&mut Op) -> i32,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> i32 {
         let State::Request(request) = &self.slot(key).state else {
             unreachable!("restarted only with a request in flight")

@@ -7,7 +7,6 @@
 //! the pool's eventfd sit in the core's epoll set, edge-triggered.
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -16,8 +15,9 @@ use std::time::Duration;
 
 use super::ready::{Beneath, Ready, State, DATA_POOL, DATA_WAKE};
 use crate::common::{Settings, WakeFd};
-use crate::completion::{CancelOutcome, Completion};
+use crate::completion::CancelOutcome;
 use crate::op::Op;
+use crate::sink::Sink;
 use crate::slab::Key;
 use crate::sys::posix as sio;
 
@@ -58,16 +58,11 @@ impl Beneath for Epoll {
         0
     }
 
-    fn start(_: &mut Ready<Epoll>, _: Key, _: &mut VecDeque<Completion>) -> bool {
+    fn start(_: &mut Ready<Epoll>, _: Key, _: &mut Sink) -> bool {
         false
     }
 
-    fn end_early(
-        ready: &mut Ready<Epoll>,
-        key: Key,
-        _: i32,
-        _: &mut VecDeque<Completion>,
-    ) -> CancelOutcome {
+    fn end_early(ready: &mut Ready<Epoll>, key: Key, _: i32, _: &mut Sink) -> CancelOutcome {
         match ready.slot(key).state {
             State::Request(never) => match never {},
             _ => unreachable!("only requests beneath are ended here"),
@@ -78,7 +73,7 @@ impl Beneath for Epoll {
         ready: &mut Ready<Epoll>,
         key: Key,
         _: &mut dyn FnMut(&mut Op) -> i32,
-        _: &mut VecDeque<Completion>,
+        _: &mut Sink,
     ) -> i32 {
         match ready.slot(key).state {
             State::Request(never) => match never {},
@@ -89,7 +84,7 @@ impl Beneath for Epoll {
     fn wait_once(
         ready: &mut Ready<Epoll>,
         timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> io::Result<()> {
         ready.epoll_once(timeout, out)
     }

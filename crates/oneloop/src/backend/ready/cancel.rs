@@ -3,25 +3,20 @@
 //! running reports `TooLate` and its real result arrives; a request beneath is `B`'s to end.
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use super::{Beneath, Ready, State, INLINE_ID};
-use crate::completion::{CancelCount, CancelOutcome, Completion};
+use crate::completion::{CancelCount, CancelOutcome};
 use crate::op::OpId;
+use crate::sink::Sink;
 use crate::slab::Key;
 
 impl<B: Beneath> Ready<B> {
     /// Ends slot `key` early with `res` (`-ECANCELED` for a cancel, `-ETIME` for a deadline)
     /// if nobody else owns it by now.
-    pub(super) fn end_early(
-        &mut self,
-        key: Key,
-        res: i32,
-        out: &mut VecDeque<Completion>,
-    ) -> CancelOutcome {
+    pub(super) fn end_early(&mut self, key: Key, res: i32, out: &mut Sink) -> CancelOutcome {
         let outcome = self.try_end_early(key, res, out);
         if outcome == CancelOutcome::TooLate && res == -libc::ECANCELED {
             if let Some(slot) = self.slots.get_mut(key) {
@@ -31,12 +26,7 @@ impl<B: Beneath> Ready<B> {
         outcome
     }
 
-    pub(super) fn try_end_early(
-        &mut self,
-        key: Key,
-        res: i32,
-        out: &mut VecDeque<Completion>,
-    ) -> CancelOutcome {
+    pub(super) fn try_end_early(&mut self, key: Key, res: i32, out: &mut Sink) -> CancelOutcome {
         let Some(slot) = self.slots.get(key) else {
             return CancelOutcome::NotFound;
         };
@@ -65,11 +55,7 @@ impl<B: Beneath> Ready<B> {
         CancelOutcome::Cancelled
     }
 
-    pub fn cancel(
-        &mut self,
-        id: OpId,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelOutcome> {
+    pub fn cancel(&mut self, id: OpId, out: &mut Sink) -> io::Result<CancelOutcome> {
         if id.0 & INLINE_ID != 0 {
             // Finished at submission: its completion was queued then (the ring says TooLate
             // while it waits there).
@@ -79,15 +65,11 @@ impl<B: Beneath> Ready<B> {
     }
 
     /// Cancels here never wait for the kernel: the answer is simply not needed.
-    pub fn cancel_nowait(&mut self, id: OpId, out: &mut VecDeque<Completion>) -> io::Result<()> {
+    pub fn cancel_nowait(&mut self, id: OpId, out: &mut Sink) -> io::Result<()> {
         self.cancel(id, out).map(drop)
     }
 
-    pub fn cancel_where(
-        &mut self,
-        fd: Option<RawFd>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelCount> {
+    pub fn cancel_where(&mut self, fd: Option<RawFd>, out: &mut Sink) -> io::Result<CancelCount> {
         // A reused list: a cancel by fd at every socket's close allocates nothing.
         let mut targets = std::mem::take(&mut self.cancel_scratch);
         targets.clear();

@@ -2,7 +2,6 @@
 //! reports readiness, the pool finishes jobs, the epoll set has events.
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::Arc;
@@ -16,12 +15,13 @@ use crate::fault::{self, Fault};
 use crate::op::plan::Next;
 use crate::op::OpId;
 use crate::op::{Op, UNMASKED};
+use crate::sink::Sink;
 use crate::slab::Key;
 use crate::sys::posix as sio;
 
 impl<B: Beneath> Ready<B> {
     /// Fires every timer due at `now`.
-    pub(super) fn fire_timers(&mut self, now: Instant, out: &mut VecDeque<Completion>) {
+    pub(super) fn fire_timers(&mut self, now: Instant, out: &mut Sink) {
         while let Some((key, seq, fire)) = self.timers.pop_due(now) {
             let live = self.slots.get(key).is_some_and(|s| match fire {
                 Fire::Timeout => matches!(s.state, State::Timer(t) if t == seq),
@@ -46,7 +46,7 @@ impl<B: Beneath> Ready<B> {
     }
 
     /// Handles readiness `events` on `fd`: every waiter whose interest they meet acts.
-    pub(super) fn on_fd(&mut self, fd: RawFd, events: u32, out: &mut VecDeque<Completion>) {
+    pub(super) fn on_fd(&mut self, fd: RawFd, events: u32, out: &mut Sink) {
         let mut waiters = self.fds.take(fd, events);
         let mut blocked = 0;
         waiters.retain(|w| self.on_ready(w.key, w.interest, events, &mut blocked, out));
@@ -61,7 +61,7 @@ impl<B: Beneath> Ready<B> {
         interest: u32,
         events: u32,
         blocked: &mut u32,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> bool {
         let Some(slot) = self.slots.get_mut(key) else {
             return false;
@@ -112,7 +112,7 @@ impl<B: Beneath> Ready<B> {
     }
 
     /// Takes finished pool jobs and completes their slots.
-    pub fn on_pool(&mut self, out: &mut VecDeque<Completion>) {
+    pub fn on_pool(&mut self, out: &mut Sink) {
         let _ = crate::sys::eventfd_reset(self.pool_fd.as_raw_fd());
         let mut jobs = std::mem::take(&mut self.done_jobs);
         self.pool.take_done(&mut jobs);
@@ -148,11 +148,7 @@ impl<B: Beneath> Ready<B> {
     }
 
     /// One `epoll_pwait2` with `timeout`, then dispatch. `EINTR` is a normal return.
-    pub fn epoll_once(
-        &mut self,
-        timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<()> {
+    pub fn epoll_once(&mut self, timeout: Option<Duration>, out: &mut Sink) -> io::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         let waited = if timeout != Some(Duration::ZERO) && fault::hit(Fault::WaitInterrupted) {
             Err(io::Error::from_raw_os_error(libc::EINTR))

@@ -24,7 +24,6 @@ mod events;
 pub(crate) mod fds;
 mod inflight;
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -41,12 +40,13 @@ use crate::op::plan::{Next, ReadyCx};
 use crate::op::OpId;
 use crate::op::{Op, Submission};
 use crate::pool::{Job, Pool};
+use crate::sink::Sink;
 use crate::slab::{Key, Slab};
 use crate::sys::posix as sio;
 
 /// The top bit marks the id of an op that finished at submission and never took a slot
-/// (slot ids use the low 56 bits only).
-const INLINE_ID: u64 = 1 << 63;
+/// (slot ids use the low 56 bits; the ring's tag the 7 bits between).
+pub(super) const INLINE_ID: u64 = crate::sink::INLINE;
 
 /// The `epoll_event.data` of the wake eventfd and of the pool's eventfd (epoll backend).
 pub(crate) const DATA_WAKE: u64 = 1;
@@ -63,14 +63,9 @@ pub(crate) trait Beneath: Sized {
     /// Requests accepted by the kernel so far (`Stats::aio_requests`).
     fn requests(&self) -> u64;
     /// Makes slot `key`'s fresh op a request beneath; `false`: the readiness path does it.
-    fn start(ready: &mut Ready<Self>, key: Key, out: &mut VecDeque<Completion>) -> bool;
+    fn start(ready: &mut Ready<Self>, key: Key, out: &mut Sink) -> bool;
     /// Ends slot `key`, whose request is beneath, early with `res`.
-    fn end_early(
-        ready: &mut Ready<Self>,
-        key: Key,
-        res: i32,
-        out: &mut VecDeque<Completion>,
-    ) -> CancelOutcome;
+    fn end_early(ready: &mut Ready<Self>, key: Key, res: i32, out: &mut Sink) -> CancelOutcome;
     /// Slot `key`'s op has a request beneath, and another op changes it (see
     /// `OpBase::apply`): takes the request back — or answers `-EALREADY`, changing nothing,
     /// if it has ended — then `apply`s the change and makes the request again as the op now
@@ -79,13 +74,13 @@ pub(crate) trait Beneath: Sized {
         ready: &mut Ready<Self>,
         key: Key,
         apply: &mut dyn FnMut(&mut Op) -> i32,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> i32;
     /// Waits up to `timeout` for events and dispatches them. `EINTR` is a normal return.
     fn wait_once(
         ready: &mut Ready<Self>,
         timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> io::Result<()>;
     /// Lets go of every request (the kernel is done with their memory when this returns).
     fn close(&mut self);
@@ -192,6 +187,16 @@ impl<B: Beneath> Ready<B> {
         self.slots.len()
     }
 
+    /// Whether op `id` is accepted and its final completion not yet made.
+    pub fn is_live(&self, id: OpId) -> bool {
+        self.slots.get(Key::unpack(id.0)).is_some()
+    }
+
+    /// Frees the retired slot of op `id`, whose final completion was taken.
+    pub fn release(&mut self, id: OpId) {
+        self.slots.release(Key::unpack(id.0));
+    }
+
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats;
         stats.aio_requests = self.beneath.requests();
@@ -202,11 +207,11 @@ impl<B: Beneath> Ready<B> {
         &mut self,
         sub: Submission,
         user_data: u64,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> Result<OpId, SubmitError> {
         let Submission { mut op, deadline } = sub;
         // The cap holds for every op, including those that would finish at once.
-        if self.slots.len() == self.slots.capacity() {
+        if self.slots.is_full() {
             return Err(SubmitError::full(self.slots.capacity(), op));
         }
         // Ops that may finish right here are tried first; finished, they never take a slot.
@@ -220,7 +225,7 @@ impl<B: Beneath> Ready<B> {
         let first = first.map(|next| self.note_short(next));
         if let Some(Next::Done(res)) = first {
             self.inline_ops += 1;
-            let id = OpId(INLINE_ID | (self.inline_ops & (INLINE_ID - 1)));
+            let id = OpId(INLINE_ID | (self.inline_ops & ((1 << 56) - 1)));
             let (result, output) = complete(op, res);
             out.push_back(Completion {
                 id,
@@ -269,7 +274,7 @@ impl<B: Beneath> Ready<B> {
 
     /// Lets `op` change its live `target` and re-arms the target as it now is: `0`, or
     /// `-ENOENT` (no such op in flight), `-EALREADY` (its end is decided), what `apply` said.
-    fn apply_to(&mut self, target: OpId, op: &mut Op, out: &mut VecDeque<Completion>) -> i32 {
+    fn apply_to(&mut self, target: OpId, op: &mut Op, out: &mut Sink) -> i32 {
         let key = Key::unpack(target.0);
         let slot = match self.slots.get_mut(key) {
             Some(slot) if target.0 & INLINE_ID == 0 => slot,
@@ -356,7 +361,7 @@ impl<B: Beneath> Ready<B> {
     }
 
     /// Decides what slot `key`'s fresh op does first, and does it.
-    pub(super) fn start(&mut self, key: Key, now: Option<Instant>, out: &mut VecDeque<Completion>) {
+    pub(super) fn start(&mut self, key: Key, now: Option<Instant>, out: &mut Sink) {
         if B::REQUESTS && B::start(self, key, out) {
             return;
         }
@@ -375,7 +380,7 @@ impl<B: Beneath> Ready<B> {
     }
 
     /// Acts on a decision for slot `key`.
-    pub(super) fn follow(&mut self, key: Key, next: Next, out: &mut VecDeque<Completion>) {
+    pub(super) fn follow(&mut self, key: Key, next: Next, out: &mut Sink) {
         match self.note_short(next) {
             Next::Done(res) | Next::Short { res, .. } => self.complete(key, res, out),
             Next::Wait(interest) => self.arm_fd(key, interest, true, out),
@@ -387,13 +392,7 @@ impl<B: Beneath> Ready<B> {
 
     /// Makes slot `key` wait for `interest` on its fd; `after_eagain` if its own attempt just
     /// saw `EAGAIN` (then a registered fd needs no re-registration to report what comes next).
-    pub fn arm_fd(
-        &mut self,
-        key: Key,
-        interest: u32,
-        after_eagain: bool,
-        out: &mut VecDeque<Completion>,
-    ) {
+    pub fn arm_fd(&mut self, key: Key, interest: u32, after_eagain: bool, out: &mut Sink) {
         self.apply_unregistered();
         let slot = self.slots.get_mut(key).expect("a live slot");
         let op = slot.op.as_ref().expect("op present");
@@ -426,7 +425,7 @@ impl<B: Beneath> Ready<B> {
         }
     }
 
-    pub fn offload(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+    pub fn offload(&mut self, key: Key, out: &mut Sink) {
         let slot = self.slot(key);
         let op = slot.op.take().expect("op present");
         slot.pool_prepares = !op.pool_is_final();
@@ -448,10 +447,10 @@ impl<B: Beneath> Ready<B> {
         }
     }
 
-    /// Ends slot `key` with `res`: removes it, disarms its timers and waiter, hands back its
-    /// op's output.
-    pub fn complete(&mut self, key: Key, res: i32, out: &mut VecDeque<Completion>) {
-        let Some(mut slot) = self.slots.remove(key) else {
+    /// Ends slot `key` with `res`: retires it (the ring releases it when the completion is
+    /// taken), disarms its timers and waiter, hands back its op's output.
+    pub fn complete(&mut self, key: Key, res: i32, out: &mut Sink) {
+        let Some(mut slot) = self.slots.retire(key) else {
             return;
         };
         self.by_fd.remove(slot.fd, key);
@@ -491,7 +490,7 @@ impl<B: Beneath> Ready<B> {
         &mut self,
         min_complete: usize,
         timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> io::Result<()> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
@@ -530,7 +529,7 @@ impl<B: Beneath> Ready<B> {
     /// `fsync`) is left to its worker, which keeps the op's buffers alive until the call
     /// returns and then frees them (and closes any descriptor it produced): nothing the kernel
     /// may still write is freed, and the drop does not hang.
-    pub fn shutdown(&mut self, out: &mut VecDeque<Completion>) {
+    pub fn shutdown(&mut self, out: &mut Sink) {
         let _ = self.cancel_where(None, out);
         let start = Instant::now();
         while !self.slots.is_empty() && start.elapsed() < DROP_GRACE {

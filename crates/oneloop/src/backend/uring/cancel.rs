@@ -4,18 +4,18 @@
 //! decides the answer. A `Timeout` (a timer in the ring's heap) is cancelled in user space.
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
 use std::io;
 
 use super::{user_data, Uring, TAG_CANCEL, TAG_MAIN};
-use crate::completion::{CancelCount, CancelOutcome, Completion};
+use crate::completion::{CancelCount, CancelOutcome};
 use crate::op::OpId;
+use crate::sink::Sink;
 use crate::slab::Key;
 
 impl Uring {
     /// Ends slot `key`'s `Timeout` op `ECANCELED` if its timer is armed; `false` if it is not a
     /// timer.
-    pub(super) fn cancel_timer(&mut self, key: Key, out: &mut VecDeque<Completion>) -> bool {
+    pub(super) fn cancel_timer(&mut self, key: Key, out: &mut Sink) -> bool {
         let Some(slot) = self.table.slots.get_mut(key) else {
             return false;
         };
@@ -31,11 +31,7 @@ impl Uring {
         true
     }
 
-    pub fn cancel(
-        &mut self,
-        id: OpId,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelOutcome> {
+    pub fn cancel(&mut self, id: OpId, out: &mut Sink) -> io::Result<CancelOutcome> {
         self.check_broken()?;
         let key = Key::unpack(id.0);
         match self.table.slots.get(key) {
@@ -64,11 +60,7 @@ impl Uring {
     }
 
     /// Cancels every op on `fd` (or every op) and counts the outcomes.
-    pub fn cancel_where(
-        &mut self,
-        fd: Option<i32>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelCount> {
+    pub fn cancel_where(&mut self, fd: Option<i32>, out: &mut Sink) -> io::Result<CancelCount> {
         self.check_broken()?;
         let mut count = CancelCount::default();
         // Reused lists: a cancel by fd at every socket's close allocates nothing.
@@ -128,7 +120,7 @@ impl Uring {
     /// Asks for op `id` to end early without waiting for the kernel's answer: the
     /// `ASYNC_CANCEL` rides in the next submission, and the op's final completion says how it
     /// ended. A timer ends at once.
-    pub fn cancel_nowait(&mut self, id: OpId, out: &mut VecDeque<Completion>) -> io::Result<()> {
+    pub fn cancel_nowait(&mut self, id: OpId, out: &mut Sink) -> io::Result<()> {
         self.check_broken()?;
         let key = Key::unpack(id.0);
         match self.table.slots.get_mut(key) {
@@ -162,7 +154,7 @@ impl Uring {
 
     /// Ends slot `key` `ECANCELED` if it is a discarded emulated `EpollWait` waiting to be
     /// re-armed (no request of it is in the kernel, and nobody wants it any more).
-    pub(super) fn end_discarded_rearm(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+    pub(super) fn end_discarded_rearm(&mut self, key: Key, out: &mut Sink) {
         if let Some(slot) = self.table.slots.get_mut(key) {
             if slot.discarded && slot.rearm_pending {
                 slot.rearm_pending = false;
@@ -182,11 +174,7 @@ impl Uring {
 
     /// Queues an `ASYNC_CANCEL` for slot `key`; `false` if making room for it let the op
     /// finish first (nothing to cancel then: its result stands).
-    pub(super) fn push_cancel(
-        &mut self,
-        key: Key,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<bool> {
+    pub(super) fn push_cancel(&mut self, key: Key, out: &mut Sink) -> io::Result<bool> {
         self.ensure_sq_room(1, out)?;
         match self.table.slots.get_mut(key) {
             Some(slot) if slot.main_res.is_none() => slot.cancels_pending += 1,
@@ -198,11 +186,7 @@ impl Uring {
         Ok(true)
     }
 
-    pub(super) fn await_cancels(
-        &mut self,
-        n: usize,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<()> {
+    pub(super) fn await_cancels(&mut self, n: usize, out: &mut Sink) -> io::Result<()> {
         loop {
             self.reap(out);
             if self.cancel_results.len() >= n {
@@ -217,7 +201,7 @@ impl Uring {
         &mut self,
         key: Key,
         res: i32,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> io::Result<CancelOutcome> {
         match res {
             // The request was cancelled; the op ends `ECANCELED` — unless it is an op of
@@ -256,11 +240,7 @@ impl Uring {
     /// running on an io-wq worker, which the kernel has flagged and signalled, so it may yet
     /// end `ECANCELED` — or with its real result. Waits for its own completion to give the
     /// answer that is true: `Cancelled` if it ended `ECANCELED`, `TooLate` otherwise.
-    pub(super) fn settle_running(
-        &mut self,
-        key: Key,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<CancelOutcome> {
+    pub(super) fn settle_running(&mut self, key: Key, out: &mut Sink) -> io::Result<CancelOutcome> {
         let id = OpId(key.pack());
         loop {
             match self.table.slots.get_mut(key) {
@@ -284,7 +264,7 @@ impl Uring {
                     return Ok(outcome);
                 }
                 None => {
-                    let last = out.iter().rev().find(|c| c.id == id && !c.more);
+                    let last = out.final_of(id);
                     return Ok(match last {
                         Some(c) if c.is_cancelled() => CancelOutcome::Cancelled,
                         _ => CancelOutcome::TooLate,

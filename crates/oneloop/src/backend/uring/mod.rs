@@ -31,7 +31,6 @@ pub(crate) use self::setup::probe_opcodes;
 use io_uring::cqueue;
 use io_uring::types::SubmitArgs;
 use io_uring::Probe;
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +45,7 @@ use crate::fault::{self, Fault};
 use crate::op::plan::Step;
 use crate::op::OpId;
 use crate::op::{Op, Submission};
+use crate::sink::Sink;
 use crate::slab::Key;
 
 const TAG_SHIFT: u32 = 56;
@@ -96,6 +96,16 @@ impl Uring {
         self.table.slots.len()
     }
 
+    /// Whether op `id` is accepted and its final completion not yet made.
+    pub fn is_live(&self, id: OpId) -> bool {
+        self.table.slots.get(Key::unpack(id.0)).is_some()
+    }
+
+    /// Frees the retired slot of op `id`, whose final completion was taken.
+    pub fn release(&mut self, id: OpId) {
+        self.table.slots.release(Key::unpack(id.0));
+    }
+
     fn check_broken(&self) -> io::Result<()> {
         match &self.broken {
             Some(why) => Err(io::Error::other(format!("ring is broken: {why}"))),
@@ -107,7 +117,7 @@ impl Uring {
         &mut self,
         sub: Submission,
         user_data: u64,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> Result<OpId, SubmitError> {
         let Submission { op, deadline } = sub;
         if let Err(e) = self.check_broken().and_then(|()| self.check_supported(&op)) {
@@ -194,12 +204,7 @@ impl Uring {
 
     /// Lowers slot `key` and queues its SQE (plus its deadline's linked timeout), or arms its
     /// timer. `now` is the clock read at submission, if it was read.
-    fn arm(
-        &mut self,
-        key: Key,
-        now: Option<Instant>,
-        out: &mut VecDeque<Completion>,
-    ) -> io::Result<()> {
+    fn arm(&mut self, key: Key, now: Option<Instant>, out: &mut Sink) -> io::Result<()> {
         // Unregistrations posted from other threads apply before any fd is looked up.
         self.apply_unregistered();
         let user_data = (user_data(TAG_MAIN, key), user_data(TAG_LINK, key));
@@ -230,7 +235,7 @@ impl Uring {
         }
     }
 
-    fn arm_wake(&mut self, out: &mut VecDeque<Completion>) -> io::Result<()> {
+    fn arm_wake(&mut self, out: &mut Sink) -> io::Result<()> {
         self.ensure_sq_room(1, out)?;
         let pushed = self.table.push_poll(self.wake.raw(), TAG_WAKE << TAG_SHIFT);
         assert!(pushed, "SQ room was ensured");
@@ -238,7 +243,7 @@ impl Uring {
     }
 
     /// Makes room for `n` SQEs by submitting what is queued.
-    fn ensure_sq_room(&mut self, n: usize, out: &mut VecDeque<Completion>) -> io::Result<()> {
+    fn ensure_sq_room(&mut self, n: usize, out: &mut Sink) -> io::Result<()> {
         while self.table.sq_room() < n {
             self.enter(0, None)?;
             self.reap(out);
@@ -285,7 +290,7 @@ impl Uring {
     }
 
     /// Takes every CQE the kernel has posted and processes it.
-    fn reap(&mut self, out: &mut VecDeque<Completion>) {
+    fn reap(&mut self, out: &mut Sink) {
         let mut cqes = std::mem::take(&mut self.cqes);
         // Injected: take one CQE this turn and leave the rest in the kernel's queue.
         let one = fault::hit(Fault::ReapOne);
@@ -311,7 +316,7 @@ impl Uring {
         self.cqes = cqes;
     }
 
-    fn on_cqe(&mut self, ud: u64, res: i32, flags: u32, out: &mut VecDeque<Completion>) {
+    fn on_cqe(&mut self, ud: u64, res: i32, flags: u32, out: &mut Sink) {
         let key = Key::unpack(ud & KEY_MASK);
         match ud >> TAG_SHIFT {
             TAG_MAIN => self.on_main(key, res, flags, out),
@@ -349,7 +354,7 @@ impl Uring {
         }
     }
 
-    fn on_main(&mut self, key: Key, mut res: i32, flags: u32, out: &mut VecDeque<Completion>) {
+    fn on_main(&mut self, key: Key, mut res: i32, flags: u32, out: &mut Sink) {
         let native = self.native_epoll_wait;
         // An op that acts on another: the kernel did not find the target's request, but the
         // target was live at submission and still is — it is completing (its wakeup came, its
@@ -414,8 +419,9 @@ impl Uring {
         target.is_some_and(|t| self.table.slots.get(Key::unpack(t.0)).is_some())
     }
 
-    /// Delivers slot `key`'s final completion if the kernel is done with it.
-    fn try_finish(&mut self, key: Key, out: &mut VecDeque<Completion>) {
+    /// Delivers slot `key`'s final completion if the kernel is done with it, retiring the slot
+    /// (the ring releases it when the completion is taken).
+    fn try_finish(&mut self, key: Key, out: &mut Sink) {
         match self.table.slots.get(key) {
             Some(slot) if !slot.kernel_holds() => self.by_fd.remove(slot.op.fd(), key),
             _ => return,
@@ -424,7 +430,7 @@ impl Uring {
         let (op, res, user_data) = self
             .table
             .slots
-            .remove_with(key, |slot| {
+            .retire_with(key, |slot| {
                 let mut res = slot.main_res.expect("finished slots have a result");
                 if res == -libc::ECANCELED && slot.link_fired && !slot.user_cancelled {
                     res = -libc::ETIME;
@@ -444,7 +450,7 @@ impl Uring {
     }
 
     /// Ends every `Timeout` op that is due with `-ETIME`.
-    fn fire_timers(&mut self, out: &mut VecDeque<Completion>) {
+    fn fire_timers(&mut self, out: &mut Sink) {
         if self.timers.next_due().is_none() {
             return;
         }
@@ -464,7 +470,7 @@ impl Uring {
     }
 
     /// Re-arms emulated `EpollWait`s whose `epoll_wait(.., 0)` found nothing.
-    fn run_rearms(&mut self, out: &mut VecDeque<Completion>) -> io::Result<()> {
+    fn run_rearms(&mut self, out: &mut Sink) -> io::Result<()> {
         while let Some(key) = self.rearms.pop() {
             match self.table.slots.get(key) {
                 Some(s) if s.rearm_pending && s.discarded => self.end_discarded_rearm(key, out),
@@ -479,7 +485,7 @@ impl Uring {
         &mut self,
         min_complete: usize,
         timeout: Option<Duration>,
-        out: &mut VecDeque<Completion>,
+        out: &mut Sink,
     ) -> io::Result<()> {
         self.check_broken()?;
         self.apply_unregistered();
@@ -538,7 +544,7 @@ impl Uring {
     }
 
     /// Drop: cancel everything, drain every CQE, and only then let buffers go.
-    pub fn shutdown(&mut self, out: &mut VecDeque<Completion>) {
+    pub fn shutdown(&mut self, out: &mut Sink) {
         if self.broken.is_none() {
             if let Err(e) = self.cancel_where(None, out) {
                 tracing::error!(error = %e, "cancel on drop failed");

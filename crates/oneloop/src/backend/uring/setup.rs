@@ -2,7 +2,6 @@
 //! its opcodes, and errors that say why io_uring cannot be used here.
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
@@ -68,7 +67,7 @@ impl Uring {
             broken: None,
             setup,
         };
-        uring.arm_wake(&mut VecDeque::new())?;
+        uring.arm_wake(&mut crate::sink::Sink::new(0, 0))?;
         Ok(uring)
     }
 

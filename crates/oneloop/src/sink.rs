@@ -1,0 +1,323 @@
+//! Where completions go when a backend makes them: the ring's queue, or — for an op whose
+//! owner *claimed* it — the op's own slot, beside the owner's waker.
+//!
+//! An op is one record from `submit` to the moment its final completion is taken: the
+//! backend's slot (a [`Slab`](crate::slab) entry) while it runs, then, retired at the final
+//! completion, the same index here until the completion is taken. The index is not reused
+//! meanwhile, so a claim needs no generation of its own and an id stays unambiguous.
+//!
+//! # Invariants
+//! - A claim exists only for a live or retired slot: it is made for a live op
+//!   ([`Ring::set_waker`](crate::Ring::set_waker)) and cleared, with the slot's release, when
+//!   the final completion is taken or dropped.
+//! - Every final completion leaves exactly once: from the queue, taken from its claim, or
+//!   dropped on arrival (abandoned); each of those releases the slot (`released` lists the
+//!   ones the ring must release after the backend's call returns).
+//! - A completion leaving the ring carries the ring's tag in its id's spare bits, so an id is
+//!   never mistaken for another ring's (see [`tag`](Sink::tag)).
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::task::Waker;
+
+use crate::completion::Completion;
+use crate::op::OpId;
+
+/// The top bit marks the id of an op that finished inside `submit` without taking a slot (the
+/// readiness backends'): such an id names no slot, is never claimed, and frees nothing.
+pub(crate) const INLINE: u64 = 1 << 63;
+
+/// The ring's tag: 7 bits above the slot's index and generation (56 bits), below `INLINE`.
+const TAG_BITS: u64 = 0x7F << 56;
+
+/// The bits of an id the backend knows.
+pub(crate) const KEY_BITS: u64 = !TAG_BITS;
+
+/// What the ring keeps for a claimed op.
+#[derive(Default)]
+pub(crate) enum Claim {
+    /// Not claimed: completions go to the queue.
+    #[default]
+    Unclaimed,
+    /// Claimed; nothing arrived yet. The waker is woken when something does.
+    Waiting { id: OpId, waker: Waker },
+    /// The final completion, waiting to be taken.
+    Done(Completion),
+    /// A multishot op's completions, oldest first (the final one last, once it came).
+    Stream {
+        id: OpId,
+        waker: Option<Waker>,
+        queue: VecDeque<Completion>,
+    },
+    /// Nobody will take the final completion: it is dropped on arrival (buffers freed,
+    /// descriptors closed) and the slot released.
+    Abandoned { id: OpId },
+}
+
+/// The completions a ring holds: its queue and its claims.
+pub(crate) struct Sink {
+    pub(crate) queue: VecDeque<Completion>,
+    /// By slot index; grown on demand.
+    claims: Vec<Claim>,
+    /// Final completions of abandoned ops dropped on arrival: slots to release.
+    pub(crate) released: Vec<OpId>,
+    /// Completions handed to claims since [`reset_delivered`](Self::reset_delivered).
+    delivered: usize,
+    /// This ring's tag, in the bits above [`KEY_BITS`].
+    tag: u64,
+}
+
+impl Sink {
+    /// A sink for a ring tagged `tag` (1 to 127).
+    pub(crate) fn new(capacity: usize, tag: u8) -> Sink {
+        Sink {
+            queue: VecDeque::with_capacity(capacity),
+            claims: Vec::new(),
+            released: Vec::new(),
+            delivered: 0,
+            tag: (u64::from(tag) << 56) & TAG_BITS,
+        }
+    }
+
+    /// The id a backend's `key_bits` has outside the ring.
+    #[inline]
+    pub(crate) fn tag(&self, key_bits: u64) -> OpId {
+        OpId(key_bits | self.tag)
+    }
+
+    /// The backend's id for `id`, if `id` is this ring's.
+    #[inline]
+    pub(crate) fn untag(&self, id: OpId) -> Option<OpId> {
+        (id.0 & TAG_BITS == self.tag).then_some(OpId(id.0 & KEY_BITS))
+    }
+
+    /// How many completions arrived: queued, plus delivered to claims since the last reset.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len() + self.delivered
+    }
+
+    pub(crate) fn reset_delivered(&mut self) {
+        self.delivered = 0;
+    }
+
+    /// Takes a completion the backend made (its id is the backend's).
+    #[inline]
+    pub(crate) fn push_back(&mut self, mut c: Completion) {
+        let index = index_of(c.id);
+        c.id = self.tag(c.id.0);
+        let claim = match self.claims.get_mut(index) {
+            Some(claim) if c.id.0 & INLINE == 0 => claim,
+            _ => {
+                self.queue.push_back(c);
+                return;
+            }
+        };
+        match claim {
+            Claim::Unclaimed => {
+                self.queue.push_back(c);
+                return;
+            }
+            Claim::Abandoned { .. } if c.more => return,
+            Claim::Abandoned { .. } => {
+                *claim = Claim::Unclaimed;
+                self.released.push(c.id);
+                return;
+            }
+            Claim::Waiting { .. } => {
+                let Claim::Waiting { id, waker } = std::mem::take(claim) else {
+                    unreachable!("matched above")
+                };
+                if c.more {
+                    *claim = Claim::Stream {
+                        id,
+                        waker: None,
+                        queue: VecDeque::from([c]),
+                    };
+                } else {
+                    *claim = Claim::Done(c);
+                }
+                waker.wake();
+            }
+            Claim::Stream { waker, queue, .. } => {
+                queue.push_back(c);
+                if let Some(w) = waker.take() {
+                    w.wake();
+                }
+            }
+            Claim::Done(_) => unreachable!("a completion after the final one"),
+        }
+        self.delivered += 1;
+    }
+
+    /// The claim of slot `index`, made on demand.
+    fn claim_mut(&mut self, index: usize) -> &mut Claim {
+        if index >= self.claims.len() {
+            self.claims.resize_with(index + 1, Claim::default);
+        }
+        &mut self.claims[index]
+    }
+
+    /// The claim of op `id` (the ring's id), if it has one.
+    fn claim_of(&self, id: OpId) -> Option<&Claim> {
+        let claim = self.claims.get(index_of(id))?;
+        let ours = match claim {
+            Claim::Unclaimed => false,
+            Claim::Waiting { id: i, .. }
+            | Claim::Stream { id: i, .. }
+            | Claim::Abandoned { id: i } => *i == id,
+            Claim::Done(c) => c.id == id,
+        };
+        ours.then_some(claim)
+    }
+
+    /// Claims op `id` (the ring's id) for `waker`, or replaces its waker. `live` says whether
+    /// the backend still runs an unclaimed `id` (a stale id is ignored). What already arrived
+    /// for it in the queue moves into the claim (and `waker` is woken).
+    #[inline]
+    pub(crate) fn set_waker(&mut self, id: OpId, waker: &Waker, live: impl FnOnce() -> bool) {
+        if id.0 & INLINE != 0 {
+            // Finished inside `submit`: it waits in the queue (`take` finds it there).
+            if self.queue.iter().any(|c| c.id == id) {
+                waker.wake_by_ref();
+            }
+            return;
+        }
+        let index = index_of(id);
+        if index >= self.claims.len() {
+            self.claims.resize_with(index + 1, Claim::default);
+        }
+        // A claim other than `Unclaimed` belongs to the slot's current op (it is cleared when
+        // the slot is released): one with another id means `id` is stale.
+        match &mut self.claims[index] {
+            Claim::Unclaimed => {}
+            Claim::Waiting { id: i, waker: w } if *i == id => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+                return;
+            }
+            Claim::Stream {
+                id: i,
+                waker: w,
+                queue,
+            } if *i == id => {
+                if queue.is_empty() {
+                    *w = Some(waker.clone());
+                } else {
+                    waker.wake_by_ref();
+                }
+                return;
+            }
+            Claim::Done(c) if c.id == id => {
+                waker.wake_by_ref();
+                return;
+            }
+            _ => return,
+        }
+        if self.queue.iter().any(|c| c.id == id) {
+            self.claim_arrived(id, index, waker);
+        } else if live() {
+            self.claims[index] = Claim::Waiting {
+                id,
+                waker: waker.clone(),
+            };
+        }
+    }
+
+    /// The op finished, or a multishot op fired, before it was claimed: what it queued moves
+    /// into its claim, and `waker` is woken.
+    #[cold]
+    fn claim_arrived(&mut self, id: OpId, index: usize, waker: &Waker) {
+        let mut mine = VecDeque::new();
+        let mut i = 0;
+        while i < self.queue.len() {
+            if self.queue[i].id == id {
+                mine.extend(self.queue.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        self.claims[index] = match mine.len() {
+            1 if !mine[0].more => Claim::Done(mine.pop_front().expect("one")),
+            _ => Claim::Stream {
+                id,
+                waker: None,
+                queue: mine,
+            },
+        };
+        waker.wake_by_ref();
+    }
+
+    /// Takes claimed op `id`'s next completion: a multishot op's oldest, or the final one.
+    /// A final completion taken ends the claim; the caller releases the slot.
+    #[inline]
+    pub(crate) fn take(&mut self, id: OpId) -> Option<Completion> {
+        if id.0 & INLINE != 0 {
+            let at = self.queue.iter().rposition(|c| c.id == id)?;
+            return self.queue.remove(at);
+        }
+        let claim = self.claims.get_mut(index_of(id))?;
+        match claim {
+            Claim::Done(c) if c.id == id => match std::mem::take(claim) {
+                Claim::Done(c) => Some(c),
+                _ => unreachable!("matched above"),
+            },
+            Claim::Stream { queue, .. } if queue.front().is_some_and(|c| c.id == id) => {
+                let c = queue.pop_front().expect("checked");
+                if !c.more {
+                    *claim = Claim::Unclaimed;
+                }
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+
+    /// Marks op `id` (the ring's id) abandoned: its final completion will be dropped on
+    /// arrival. What already arrived for it is dropped now. Returns whether that included the
+    /// final completion (the caller releases the slot) — `None` if `id` is unknown here and
+    /// `live` says the backend does not run it either (a stale id: nothing is marked).
+    pub(crate) fn abandon(&mut self, id: OpId, live: impl FnOnce() -> bool) -> Option<bool> {
+        if self.queue.iter().any(|c| c.id == id && !c.more) {
+            self.queue.retain(|c| c.id != id);
+            return Some(true);
+        }
+        if self.claim_of(id).is_none() {
+            if id.0 & INLINE != 0 || !live() {
+                return None;
+            }
+            // Its MOREs that are queued go now; the final is dropped when it comes.
+            self.queue.retain(|c| c.id != id);
+        }
+        let claim = self.claim_mut(index_of(id));
+        let had_final = match std::mem::replace(claim, Claim::Abandoned { id }) {
+            Claim::Done(_) => true,
+            Claim::Stream { queue, .. } => queue.back().is_some_and(|c| !c.more),
+            _ => false,
+        };
+        if had_final {
+            *claim = Claim::Unclaimed;
+        }
+        Some(had_final)
+    }
+
+    /// Op `id`'s final completion, if it is here (queued or in its claim), not yet taken.
+    /// `id` may be the ring's or the backend's.
+    pub(crate) fn final_of(&self, id: OpId) -> Option<&Completion> {
+        let id = self.tag(id.0 & KEY_BITS);
+        match self.claims.get(index_of(id)) {
+            Some(Claim::Done(c)) if c.id == id => Some(c),
+            Some(Claim::Stream { queue, .. }) if queue.back().is_some_and(|c| c.id == id) => {
+                queue.back().filter(|c| !c.more)
+            }
+            _ => self.queue.iter().rev().find(|c| c.id == id && !c.more),
+        }
+    }
+}
+
+/// The slot index in an id.
+#[inline]
+fn index_of(id: OpId) -> usize {
+    (id.0 & 0xFF_FFFF) as usize
+}
