@@ -29,7 +29,7 @@ use crate::common::{BackendKind, Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{CancelCount, CancelOutcome, Completion};
 use crate::op::OpId;
 use crate::op::Submission;
-use crate::sink::Sink;
+use crate::sink::{slot_of, Sink};
 
 /// A backend that `Auto` tried and passed over, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,9 +309,12 @@ impl Ring {
 
     #[cold]
     fn release_dropped(&mut self) {
-        for id in std::mem::take(&mut self.sink.released) {
+        // The list keeps its capacity: abandoning ops allocates nothing in steady state.
+        let mut released = std::mem::take(&mut self.sink.released);
+        for id in released.drain(..) {
             self.release(id);
         }
+        self.sink.released = released;
     }
 
     /// Frees the slot of a final completion that leaves the ring now.
@@ -325,8 +328,8 @@ impl Ring {
     /// Frees the retired slot of op `id` (an op that finished inside `submit` has none).
     #[inline]
     fn release(&mut self, id: OpId) {
-        if id.0 & crate::sink::INLINE == 0 {
-            self.driver.release(OpId(id.0 & crate::sink::KEY_BITS));
+        if let Some(slot) = slot_of(id) {
+            self.driver.release(slot);
         }
     }
 
@@ -615,9 +618,9 @@ impl Ring {
     /// Takes every ready completion, oldest first.
     pub fn completions(&mut self) -> std::collections::vec_deque::Drain<'_, Completion> {
         // Each leaves as the drain passes it, or is dropped with the drain: either way, now.
-        for c in &self.sink.queue {
-            if !c.more && c.id.0 & crate::sink::INLINE == 0 {
-                self.driver.release(OpId(c.id.0 & crate::sink::KEY_BITS));
+        for c in self.sink.queue.iter().filter(|c| !c.more) {
+            if let Some(slot) = slot_of(c.id) {
+                self.driver.release(slot);
             }
         }
         self.sink.queue.drain(..)

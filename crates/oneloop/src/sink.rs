@@ -316,6 +316,13 @@ impl Sink {
     }
 }
 
+/// The backend's id of the slot a ring id names; `None` for an op that finished inside
+/// `submit` (it took no slot).
+#[inline]
+pub(crate) fn slot_of(id: OpId) -> Option<OpId> {
+    (id.0 & INLINE == 0).then_some(OpId(id.0 & KEY_BITS))
+}
+
 /// The slot index in an id.
 #[inline]
 fn index_of(id: OpId) -> usize {
