@@ -28,7 +28,10 @@ fi
 target=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target"
 cc -O2 -o "$target/echo-client" bench/echo-client.c
-cargo build --quiet --release -p oneloop-rt --example echo
+# The echo example as a user's binary would be built: in its own workspace, so the test-only
+# fault-injection hooks that the root workspace's dev-dependencies enable are not compiled in.
+cargo build --quiet --release --manifest-path bench/oneloop-echo/Cargo.toml
+echo_server=bench/oneloop-echo/target/release/oneloop-echo
 tokio_peer=""
 if cargo build --quiet --release --manifest-path bench/tokio-peer/Cargo.toml 2>/dev/null; then
     tokio_peer=bench/tokio-peer/target/release/tokio-peer
@@ -64,7 +67,7 @@ report() { # name total
 for backend in $backends; do
     out="$work/$backend"
     ONELOOP_BACKEND=$backend "${pin_server[@]}" valgrind --tool=callgrind \
-        --callgrind-out-file="$out.cg" target/release/examples/echo 127.0.0.1:0 "$conns" \
+        --callgrind-out-file="$out.cg" "$echo_server" 127.0.0.1:0 "$conns" \
         >"$out.log" 2>&1 &
     server=$!
     if ! addr=$(address_in "$out.log"); then
