@@ -63,11 +63,9 @@ impl Future for Submit {
                     executor, ctx.id,
                     "oneloop-rt: an op future polled under another runtime than the one it started on"
                 );
-                let mut ring = ctx.ring.borrow_mut();
-                match ring.take(id) {
-                    Some(c) => Poll::Ready(Ok(c)),
-                    None => {
-                        ring.set_waker(id, cx.waker());
+                match ctx.ring.borrow_mut().poll_take(id, cx.waker()) {
+                    Poll::Ready(c) => Poll::Ready(Ok(c)),
+                    Poll::Pending => {
                         this.stage = Stage::Running { id, executor };
                         Poll::Pending
                     }
@@ -124,7 +122,7 @@ impl Drop for Submit {
 /// A future gave up on op `id` of executor `executor`'s ring: cancel it (its final
 /// completion, when it comes, is dropped), or drop at once what already arrived. Nothing to do
 /// if that executor is gone (its ring cancelled and drained the op when it shut down).
-fn abandon(id: OpId, executor: u64) {
+pub(crate) fn abandon(id: OpId, executor: u64) {
     try_with_context(|ctx| {
         if ctx.id != executor {
             return;

@@ -267,18 +267,19 @@ fn submitted(name: &str) -> u64 {
     oneloop_rt::stats().unwrap().ring.submitted[kind]
 }
 
-/// A stream tries each transfer straight from the future first and goes to the ring when the
-/// socket says "not now" (or the last attempt drained it): both paths carry bytes here, and
-/// every byte arrives once, in order.
+/// A stream tries each transfer straight from the future first. A send the socket refuses goes
+/// to the ring; a read that finds the socket empty parks on the stream's watch — one multishot
+/// poll armed at the first such read and kept — and never submits a receive. Every byte
+/// arrives once, in order, and the watch ends with the stream.
 #[test]
-fn transfers_tried_first_or_through_the_ring_keep_every_byte() {
+fn transfers_tried_first_or_waiting_on_the_watch_keep_every_byte() {
     common::on_every_backend("stream fast path", |_| async {
         const TOTAL: usize = 4 << 20;
         let (a, b) = oneloop_rt::net::UnixStream::pair().unwrap();
         let pattern = |i: usize| (i * 7 + i / 251) as u8;
-        let (sends_before, recvs_before) = (submitted("Send"), submitted("Recv"));
+        let before = (submitted("Send"), submitted("Recv"), submitted("Poll"));
         // The writer runs first and fills the socket (a Unix socket holds a few hundred KiB),
-        // so some of its sends must wait in the ring.
+        // so some of its sends must wait in the ring, and the reader finds it empty at times.
         let writer = oneloop_rt::spawn(async move {
             for chunk in (0..TOTAL).step_by(256 << 10) {
                 let bytes: Vec<u8> = (chunk..chunk + (256 << 10)).map(pattern).collect();
@@ -286,7 +287,7 @@ fn transfers_tried_first_or_through_the_ring_keep_every_byte() {
                 res.unwrap();
             }
         });
-        let (mut got, mut reads) = (0, 0u64);
+        let mut got = 0;
         while got < TOTAL {
             let (res, buf) = b.read(Vec::with_capacity(64 << 10)).await;
             let n = res.unwrap();
@@ -295,18 +296,66 @@ fn transfers_tried_first_or_through_the_ring_keep_every_byte() {
                 assert_eq!(byte, pattern(got + i), "byte {}", got + i);
             }
             got += n;
-            reads += 1;
         }
         writer.await;
-        let (sends, recvs) = (
-            submitted("Send") - sends_before,
-            submitted("Recv") - recvs_before,
+        let (sends, recvs, polls) = (
+            submitted("Send") - before.0,
+            submitted("Recv") - before.1,
+            submitted("Poll") - before.2,
         );
         assert!(sends > 0, "a full socket sends through the ring");
-        assert!(recvs > 0, "a drained socket receives through the ring");
-        assert!(
-            recvs < reads,
-            "{recvs} of {reads} reads took the ring: none was tried first"
+        assert_eq!(
+            recvs, 0,
+            "a read waits on the watch, not with a receive of its own"
         );
+        assert_eq!(polls, 1, "the watch is armed once and kept");
+        assert_eq!(in_flight(), 1, "the watch runs while the stream lives");
+        drop(b);
+        // Its cancel may take a turn of the ring (io_uring answers in the next wait).
+        for _ in 0..1000 {
+            if in_flight() == 0 {
+                break;
+            }
+            sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(in_flight(), 0, "the watch ends with its stream");
     });
+}
+
+/// Two tasks read one stream at once: one parks on the watch, the other waits with a receive
+/// of its own through the ring — neither misses its wake-up, and every byte reaches one of them.
+#[test]
+fn two_reads_of_one_stream_at_once_both_finish() {
+    common::on_every_backend("parallel reads", |_| async {
+        let (a, b) = oneloop_rt::net::UnixStream::pair().unwrap();
+        let b = std::rc::Rc::new(b);
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let b = std::rc::Rc::clone(&b);
+                oneloop_rt::spawn(async move {
+                    let (res, buf) = b.read(Vec::with_capacity(1)).await;
+                    assert_eq!(res.unwrap(), 1);
+                    buf[0]
+                })
+            })
+            .collect();
+        // Both readers are parked (the socket is empty) before any byte is sent.
+        sleep(Duration::from_millis(20)).await;
+        for byte in [1u8, 2] {
+            let (res, _) = a.write_all(vec![byte]).await;
+            res.unwrap();
+            sleep(Duration::from_millis(5)).await;
+        }
+        let mut got = Vec::new();
+        for reader in readers {
+            let read = oneloop_rt::time::timeout(Duration::from_secs(10), reader).await;
+            got.push(read.expect("a parallel read missed its wake-up"));
+        }
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+    });
+}
+
+fn in_flight() -> usize {
+    oneloop_rt::stats().unwrap().in_flight
 }

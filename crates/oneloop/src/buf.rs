@@ -48,6 +48,7 @@ impl fmt::Debug for Buf {
 
 impl Buf {
     /// The bytes a write would send (the initialised part).
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Buf::Vec(v) => v,
@@ -67,12 +68,14 @@ impl Buf {
     }
 
     /// The region a read fills: its address and length.
+    #[inline]
     pub(crate) fn read_target(&mut self) -> (*mut u8, usize) {
         let (ptr, len) = self.read_region();
         (ptr, self.maybe_short(len))
     }
 
     /// The bytes a write sends: their address and length.
+    #[inline]
     pub(crate) fn write_source(&self) -> (*const u8, usize) {
         let s = self.as_slice();
         (s.as_ptr(), self.maybe_short(s.len()))
@@ -80,6 +83,7 @@ impl Buf {
 
     /// `len`, or (injected) a shorter length, so the transfer comes back short. Aligned
     /// buffers keep their length: `O_DIRECT` would refuse a short one.
+    #[inline]
     fn maybe_short(&self, len: usize) -> usize {
         use crate::fault::{self, Fault};
         if len > 1 && !matches!(self, Buf::Aligned(_)) && fault::hit(Fault::ShortTransfer) {
@@ -90,6 +94,7 @@ impl Buf {
     }
 
     /// How many bytes a read may put into the buffer (see the module table for where).
+    #[inline]
     pub fn room(&self) -> usize {
         match self {
             Buf::Vec(v) => v.capacity() - v.len(),
@@ -99,6 +104,7 @@ impl Buf {
     }
 
     /// The whole spare region of the buffer.
+    #[inline]
     fn read_region(&mut self) -> (*mut u8, usize) {
         match self {
             Buf::Vec(v) => {
@@ -155,9 +161,11 @@ pub trait IoBuf: Sized + 'static {
 pub trait IoBufMut: IoBuf {}
 
 impl IoBuf for Vec<u8> {
+    #[inline]
     fn into_buf(self) -> Buf {
         Buf::Vec(self)
     }
+    #[inline]
     fn from_buf(buf: Buf) -> Result<Self, Buf> {
         match buf {
             Buf::Vec(v) => Ok(v),
@@ -168,9 +176,11 @@ impl IoBuf for Vec<u8> {
 impl IoBufMut for Vec<u8> {}
 
 impl IoBuf for Box<[u8]> {
+    #[inline]
     fn into_buf(self) -> Buf {
         Buf::Boxed(self)
     }
+    #[inline]
     fn from_buf(buf: Buf) -> Result<Self, Buf> {
         match buf {
             Buf::Boxed(b) => Ok(b),
@@ -181,9 +191,11 @@ impl IoBuf for Box<[u8]> {
 impl IoBufMut for Box<[u8]> {}
 
 impl IoBuf for AlignedBuf {
+    #[inline]
     fn into_buf(self) -> Buf {
         Buf::Aligned(self)
     }
+    #[inline]
     fn from_buf(buf: Buf) -> Result<Self, Buf> {
         match buf {
             Buf::Aligned(a) => Ok(a),
@@ -194,9 +206,11 @@ impl IoBuf for AlignedBuf {
 impl IoBufMut for AlignedBuf {}
 
 impl IoBuf for Buf {
+    #[inline]
     fn into_buf(self) -> Buf {
         self
     }
+    #[inline]
     fn from_buf(buf: Buf) -> Result<Self, Buf> {
         Ok(buf)
     }

@@ -461,6 +461,52 @@ impl Ring {
         self.sink.set_waker(id, waker, || driver.is_live(local));
     }
 
+    /// Claims multishot op `id` as [`set_waker`](Self::set_waker) does, except that its `MORE`
+    /// completions *fold*: those that arrive before the next [`take`](Self::take) are taken as
+    /// one, whose result is the union of theirs — for a multishot [`Poll`](crate::Poll), every
+    /// event since the last take. The final completion is taken on its own after them. Memory
+    /// stays constant however often the op fires while nobody takes: the way to watch a
+    /// socket's readiness for as long as it is open (an executor's read side does).
+    /// Unknown, finished or foreign ids are ignored; an op already claimed by `set_waker`
+    /// stays unfolded.
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{Poll, PollMask, Ring};
+    /// use std::io::Write;
+    /// use std::os::fd::AsRawFd;
+    /// use std::task::Waker;
+    ///
+    /// let mut ring = Ring::new()?;
+    /// let (reader, mut writer) = std::io::pipe()?;
+    /// let id = ring.submit(Poll::new(reader.as_raw_fd(), PollMask::IN).multishot(), 0)?;
+    /// ring.watch(id, Waker::noop());
+    /// writer.write_all(b"a")?;
+    /// ring.wait(1, None)?;
+    /// writer.write_all(b"b")?;
+    /// ring.wait(0, None)?;
+    /// let fired = ring.take(id).expect("it fired");
+    /// assert!(fired.is_more());
+    /// assert!(fired.result().as_ref().unwrap() & PollMask::IN.bits() != 0);
+    /// assert!(ring.take(id).is_none(), "one completion for both events");
+    /// ring.cancel(id)?;
+    /// let end = loop {
+    ///     match ring.take(id) {
+    ///         Some(end) => break end,
+    ///         None => ring.wait(1, None)?,
+    ///     };
+    /// };
+    /// assert!(end.is_cancelled());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn watch(&mut self, id: OpId, waker: &task::Waker) {
+        let Some(local) = self.sink.untag(id) else {
+            return;
+        };
+        let driver = &self.driver;
+        self.sink.watch(id, waker, || driver.is_live(local));
+    }
+
     /// Takes claimed op `id`'s next completion (see [`set_waker`](Self::set_waker)): its final
     /// one, or a multishot op's oldest; `None` if nothing has arrived (or `id` is not claimed).
     /// O(1).
@@ -469,6 +515,44 @@ impl Ring {
         let c = self.sink.take(id)?;
         self.leaving(&c);
         Some(c)
+    }
+
+    /// Takes claimed op `id`'s next completion as [`take`](Self::take) does, or — if none has
+    /// arrived — leaves `waker` to be woken when one does, as [`set_waker`](Self::set_waker)
+    /// does (claiming `id` if it was not yet): both in one look-up, as an executor's future
+    /// needs at each poll. A claim made by [`watch`](Self::watch) keeps folding. An unknown,
+    /// finished or foreign id stays `Pending` (nothing will wake `waker` for it).
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{Ring, Timeout};
+    /// use std::task::{Poll, Waker};
+    /// use std::time::Duration;
+    ///
+    /// let mut ring = Ring::new()?;
+    /// let id = ring.submit(Timeout::after(Duration::from_millis(1)), 0)?;
+    /// let done = loop {
+    ///     match ring.poll_take(id, Waker::noop()) {
+    ///         Poll::Ready(done) => break done,
+    ///         Poll::Pending => ring.wait(1, None)?,
+    ///     };
+    /// };
+    /// assert!(done.is_timed_out());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn poll_take(&mut self, id: OpId, waker: &task::Waker) -> task::Poll<Completion> {
+        let Some(local) = self.sink.untag(id) else {
+            return task::Poll::Pending;
+        };
+        let driver = &self.driver;
+        match self.sink.poll_take(id, waker, || driver.is_live(local)) {
+            Some(c) => {
+                self.leaving(&c);
+                task::Poll::Ready(c)
+            }
+            None => task::Poll::Pending,
+        }
     }
 
     /// Gives up on op `id`: what arrived for it is dropped now (buffers freed, descriptors

@@ -49,6 +49,14 @@ pub(crate) enum Claim {
         waker: Option<Waker>,
         queue: VecDeque<Completion>,
     },
+    /// A multishot op claimed by [`Sink::watch`]: its `MORE`s fold into one until taken —
+    /// `fired` holds the union of their results (a poll's event masks).
+    Watch {
+        id: OpId,
+        waker: Option<Waker>,
+        fired: Option<u32>,
+        user_data: u64,
+    },
     /// Nobody will take the final completion: it is dropped on arrival (buffers freed,
     /// descriptors closed) and the slot released.
     Abandoned { id: OpId },
@@ -145,9 +153,58 @@ impl Sink {
                     w.wake();
                 }
             }
+            Claim::Watch {
+                waker,
+                fired,
+                user_data,
+                ..
+            } if c.more => {
+                *fired = Some(fired.unwrap_or(0) | c.result.as_ref().map_or(0, |&r| r));
+                *user_data = c.user_data;
+                if let Some(w) = waker.take() {
+                    w.wake();
+                }
+            }
+            Claim::Watch { waker, .. } => {
+                let waker = waker.take();
+                *claim = Claim::Done(c);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
             Claim::Done(_) => unreachable!("a completion after the final one"),
         }
         self.delivered += 1;
+    }
+
+    /// A multishot poll fired with `events` (the backend's id): folded into its watch, if it
+    /// has one, without making a completion; otherwise a `MORE` completion as any other.
+    #[inline]
+    pub(crate) fn push_event(&mut self, id: OpId, user_data: u64, events: u32) {
+        // A claim belongs to its slot's current op (cleared when the slot is released), and
+        // a `MORE` comes from the op that runs in its slot: no id to compare.
+        if let Some(Claim::Watch {
+            waker,
+            fired,
+            user_data: u,
+            ..
+        }) = self.claims.get_mut(index_of(id))
+        {
+            *fired = Some(fired.unwrap_or(0) | events);
+            *u = user_data;
+            if let Some(w) = waker.take() {
+                w.wake();
+            }
+            self.delivered += 1;
+            return;
+        }
+        self.push_back(Completion {
+            id,
+            user_data,
+            result: Ok(events),
+            more: true,
+            output: Default::default(),
+        });
     }
 
     /// The claim of slot `index`, made on demand.
@@ -165,6 +222,7 @@ impl Sink {
             Claim::Unclaimed => false,
             Claim::Waiting { id: i, .. }
             | Claim::Stream { id: i, .. }
+            | Claim::Watch { id: i, .. }
             | Claim::Abandoned { id: i } => *i == id,
             Claim::Done(c) => c.id == id,
         };
@@ -176,6 +234,19 @@ impl Sink {
     /// for it in the queue moves into the claim (and `waker` is woken).
     #[inline]
     pub(crate) fn set_waker(&mut self, id: OpId, waker: &Waker, live: impl FnOnce() -> bool) {
+        self.claim(id, waker, false, live);
+    }
+
+    /// Claims multishot op `id` as [`set_waker`](Self::set_waker) does, but its `MORE`s fold:
+    /// until taken they are one completion whose result is the union of theirs (for a poll,
+    /// every event seen since the last take). A claim made by `set_waker` stays as it is.
+    #[inline]
+    pub(crate) fn watch(&mut self, id: OpId, waker: &Waker, live: impl FnOnce() -> bool) {
+        self.claim(id, waker, true, live);
+    }
+
+    #[inline]
+    fn claim(&mut self, id: OpId, waker: &Waker, fold: bool, live: impl FnOnce() -> bool) {
         if id.0 & INLINE != 0 {
             // Finished inside `submit`: it waits in the queue (`take` finds it there).
             if self.queue.iter().any(|c| c.id == id) {
@@ -209,6 +280,19 @@ impl Sink {
                 }
                 return;
             }
+            Claim::Watch {
+                id: i,
+                waker: w,
+                fired,
+                ..
+            } if *i == id => {
+                if fired.is_some() {
+                    waker.wake_by_ref();
+                } else if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    *w = Some(waker.clone());
+                }
+                return;
+            }
             Claim::Done(c) if c.id == id => {
                 waker.wake_by_ref();
                 return;
@@ -216,11 +300,20 @@ impl Sink {
             _ => return,
         }
         if self.queue.iter().any(|c| c.id == id) {
-            self.claim_arrived(id, index, waker);
+            self.claim_arrived(id, index, waker, fold);
         } else if live() {
-            self.claims[index] = Claim::Waiting {
-                id,
-                waker: waker.clone(),
+            self.claims[index] = if fold {
+                Claim::Watch {
+                    id,
+                    waker: Some(waker.clone()),
+                    fired: None,
+                    user_data: 0,
+                }
+            } else {
+                Claim::Waiting {
+                    id,
+                    waker: waker.clone(),
+                }
             };
         }
     }
@@ -228,7 +321,7 @@ impl Sink {
     /// The op finished, or a multishot op fired, before it was claimed: what it queued moves
     /// into its claim, and `waker` is woken.
     #[cold]
-    fn claim_arrived(&mut self, id: OpId, index: usize, waker: &Waker) {
+    fn claim_arrived(&mut self, id: OpId, index: usize, waker: &Waker, fold: bool) {
         let mut mine = VecDeque::new();
         let mut i = 0;
         while i < self.queue.len() {
@@ -238,8 +331,18 @@ impl Sink {
                 i += 1;
             }
         }
+        let ended = mine.back().is_some_and(|c| !c.more);
         self.claims[index] = match mine.len() {
-            1 if !mine[0].more => Claim::Done(mine.pop_front().expect("one")),
+            1 if ended => Claim::Done(mine.pop_front().expect("one")),
+            _ if fold && !ended => Claim::Watch {
+                id,
+                waker: None,
+                fired: Some(
+                    mine.iter()
+                        .fold(0, |bits, c| bits | c.result.as_ref().map_or(0, |&r| r)),
+                ),
+                user_data: mine[0].user_data,
+            },
             _ => Claim::Stream {
                 id,
                 waker: None,
@@ -270,8 +373,68 @@ impl Sink {
                 }
                 Some(c)
             }
+            Claim::Watch {
+                id: i,
+                fired,
+                user_data,
+                ..
+            } if *i == id => fired.take().map(|bits| Completion {
+                id,
+                user_data: *user_data,
+                result: Ok(bits),
+                more: true,
+                output: Default::default(),
+            }),
             _ => None,
         }
+    }
+
+    /// Takes claimed op `id`'s next completion as [`take`](Self::take) does, or — if nothing
+    /// arrived — leaves `waker` to be woken when something does, as
+    /// [`set_waker`](Self::set_waker) does: one look-up for an executor's poll.
+    #[inline]
+    pub(crate) fn poll_take(
+        &mut self,
+        id: OpId,
+        waker: &Waker,
+        live: impl FnOnce() -> bool,
+    ) -> Option<Completion> {
+        if id.0 & INLINE == 0 {
+            match self.claims.get_mut(index_of(id)) {
+                Some(Claim::Watch {
+                    id: i,
+                    waker: w,
+                    fired,
+                    user_data,
+                }) if *i == id => {
+                    if let Some(bits) = fired.take() {
+                        return Some(Completion {
+                            id,
+                            user_data: *user_data,
+                            result: Ok(bits),
+                            more: true,
+                            output: Default::default(),
+                        });
+                    }
+                    if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                        *w = Some(waker.clone());
+                    }
+                    return None;
+                }
+                Some(Claim::Waiting { id: i, waker: w }) if *i == id => {
+                    if !w.will_wake(waker) {
+                        *w = waker.clone();
+                    }
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        let taken = self.take(id);
+        if taken.is_none() {
+            self.claim(id, waker, false, live);
+        }
+        taken
     }
 
     /// Marks op `id` (the ring's id) abandoned: its final completion will be dropped on

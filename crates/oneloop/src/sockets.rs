@@ -74,3 +74,27 @@ pub fn advise_dontneed(fd: std::os::fd::RawFd) -> io::Result<()> {
     crate::sys::posix::fadvise(fd, libc::POSIX_FADV_DONTNEED)?;
     crate::sys::posix::fadvise(fd, libc::POSIX_FADV_RANDOM)
 }
+
+/// One non-blocking `send` of `bytes` on a connected socket, outside any ring (with
+/// `MSG_DONTWAIT | MSG_NOSIGNAL`, retried on `EINTR`): the bytes sent, or `None` when the send
+/// buffer is full (`EAGAIN`) — then submit a [`Send`](crate::Send) of them, which waits for
+/// room. For a caller that keeps its own readiness hint, as
+/// [`Send::try_now`](crate::Send::try_now) but on bytes it keeps.
+///
+/// # Examples
+/// ```
+/// use std::io::Read;
+/// use std::os::fd::AsRawFd;
+/// use std::os::unix::net::UnixStream;
+///
+/// let (a, mut b) = UnixStream::pair()?;
+/// assert_eq!(oneloop::sockets::send_now(a.as_raw_fd(), b"hi")?, Some(2));
+/// let mut got = [0; 2];
+/// b.read_exact(&mut got)?;
+/// assert_eq!(&got, b"hi");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[inline]
+pub fn send_now(fd: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<Option<usize>> {
+    crate::sys::posix::send_bytes_now(fd, bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+}

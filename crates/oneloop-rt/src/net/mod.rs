@@ -15,110 +15,310 @@ pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream};
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use oneloop::{IoBuf, IoBufMut, Recv, Send, Transfer};
+use oneloop::{IoBuf, IoBufMut, OpId, Poll as Poll_, PollMask, Recv, Send, Submission};
 
-use crate::executor::{op_budget_left, spend_op_budget};
+use crate::executor::{op_budget_left, spend_op_budget, with_context};
 pub(crate) use crate::fs::Registration;
-use crate::op::{run, typed, with_buf};
+use crate::op::{abandon, run, typed, with_buf, Submit};
 
-/// What a stream last learnt of its socket, per direction: whether a transfer tried straight
-/// from the future's first poll may succeed. Tokio's way: try first, and go to the ring —
-/// which waits for readiness, then transfers — only when the socket says "not now".
+/// What a stream knows of its socket's readiness, and the multishot poll that keeps its read
+/// side informed. Tokio's way: a transfer is tried straight from the future's poll, and waits
+/// only when the socket says "not now".
 ///
-/// A direction is marked *blocked* when an attempt saw `EAGAIN` or came back short (a receive
-/// that drained the socket, a send that filled its buffer): the next transfer then goes to the
-/// ring without trying. It is unmarked when a transfer through the ring fills its whole
-/// buffer (more may be waiting). The hint only decides whether to try first; the ring path is
-/// always right, so a wrong hint costs one system call, never a lost wake-up.
+/// **Reads** wait on the stream's *watch*: one multishot [`Poll`] for input, submitted at the
+/// first read that finds the socket empty and kept until the stream is dropped, claimed with
+/// [`Ring::watch`](oneloop::Ring::watch) so that the events between two reads fold into one.
+/// A read tries `recv` unless the last attempt saw `EAGAIN` and no event came since; on
+/// `EAGAIN` it parks on the watch (no submission, no system call), and each event lets it try
+/// again. The watch is armed after an `EAGAIN` and reports the socket's state at arming (every
+/// backend's poll does), so data that came in between is not missed; it stays armed from then
+/// on, so nothing that comes later is either. Only one read parks on the watch at a time: a
+/// second read of the same stream in parallel (two tasks sharing it) waits through the ring
+/// with a `Recv` op of its own, so no read's wake-up is lost to another's.
+///
+/// **Sends** are tried first unless the last one saw `EAGAIN` or came back short (the send
+/// buffer filled); then, and whenever a try says "not now", the send goes through the ring (a
+/// `Send` op that waits for room, then sends). One that sends its whole buffer reopens the
+/// direction. A wrong guess costs one system call, never a lost wake-up.
+///
+/// Every attempt counts against the task's op budget: past it, the task yields first.
 #[derive(Debug, Default)]
-pub(crate) struct Hint(Cell<u8>);
+pub(crate) struct Readiness {
+    /// The last read attempt saw `EAGAIN`, and the watch reported nothing since.
+    read_blocked: Cell<bool>,
+    /// The last send attempt saw `EAGAIN` or a full send buffer.
+    write_blocked: Cell<bool>,
+    /// The read watch: its op and the executor whose ring runs it.
+    watch: Cell<Option<(OpId, u64)>>,
+    /// A read is parked on the watch (the watch holds its task's waker).
+    parked: Cell<bool>,
+}
 
-const READ: u8 = 1;
-const WRITE: u8 = 2;
+/// The events a read watch waits for (errors and hang-ups are always reported).
+const WATCHED: PollMask = PollMask::from_bits(PollMask::IN.bits() | PollMask::RDHUP.bits());
 
-impl Hint {
-    /// Whether a transfer in `direction` is worth trying now (the running task's op budget
-    /// counts it: past the budget every transfer takes the ring, and the task yields).
-    fn try_first(&self, direction: u8) -> bool {
-        self.0.get() & direction == 0 && op_budget_left()
-    }
-
-    /// Records what a transfer in `direction` learnt: `open` if it filled its whole buffer.
-    fn learn(&self, direction: u8, open: bool) {
-        let bits = self.0.get();
-        self.0.set(if open {
-            bits & !direction
-        } else {
-            bits | direction
-        });
-    }
-
-    /// Records an attempt's answer; `Some` is the transfer's result, `None` "not now".
-    fn attempt(&self, direction: u8, res: io::Result<Transfer>) -> Option<io::Result<usize>> {
-        match res {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.learn(direction, false);
-                None
-            }
-            res => {
-                spend_op_budget();
-                if let Ok(t) = &res {
-                    self.learn(direction, t.done == t.asked);
+impl Readiness {
+    /// Waits for the watch to report an event, arming it first if need be. `Ready(Ok)`: try
+    /// again (an event came, or the watch ended and is to be armed again).
+    fn poll_watch(&self, fd: RawFd, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        with_context(|ctx| {
+            let mut ring = ctx.ring.borrow_mut();
+            match self.watch.get() {
+                Some((id, executor)) if executor == ctx.id => {
+                    return match ring.poll_take(id, cx.waker()) {
+                        Poll::Ready(event) => {
+                            if !event.is_more() {
+                                self.watch.set(None);
+                            }
+                            Poll::Ready(Ok(()))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
                 }
-                Some(res.map(|t| t.done))
+                // Armed under a runtime that is gone, or another thread's: its ring ends it.
+                _ => self.watch.set(None),
+            }
+            match ring.submit(Submission::from(Poll_::new(fd, WATCHED).multishot()), 0) {
+                Ok(id) => {
+                    self.watch.set(Some((id, ctx.id)));
+                    // Reports the socket's state now: an event already there wakes at once.
+                    ring.watch(id, cx.waker());
+                    Poll::Pending
+                }
+                Err(refused) if refused.error().kind() == io::ErrorKind::ResourceBusy => {
+                    ctx.room_waiters.borrow_mut().push(cx.waker().clone());
+                    Poll::Pending
+                }
+                Err(refused) => Poll::Ready(Err(io::Error::new(
+                    refused.error().kind(),
+                    refused.to_string(),
+                ))),
+            }
+        })
+    }
+
+    /// Ends the watch (the stream is being dropped): its final completion is dropped when it
+    /// comes.
+    pub(crate) fn release(&self) {
+        if let Some((id, executor)) = self.watch.take() {
+            abandon(id, executor);
+        }
+    }
+}
+
+/// Receives into `buf` from a stream socket: at once if bytes are there, else when the
+/// stream's watch reports some (see [`Readiness`]).
+pub(crate) fn recv<B: IoBufMut>(fd: RawFd, ready: &Readiness, buf: B) -> Read<'_, B> {
+    Read {
+        fd,
+        ready,
+        op: Some(Recv::new(fd, buf)),
+        parked: false,
+        yielded: false,
+        ring: None,
+        buf: PhantomData,
+    }
+}
+
+/// A stream's read: the future [`recv`] returns. Written out by hand rather than as an
+/// `async fn`, as the hottest future of a server: no state machine to move between polls.
+pub(crate) struct Read<'a, B> {
+    fd: RawFd,
+    ready: &'a Readiness,
+    /// The receive, tried from here; `None` once the read has ended (or gone to the ring).
+    op: Option<Recv>,
+    /// This read holds the watch's one parking place.
+    parked: bool,
+    /// It yielded once for the task's op budget.
+    yielded: bool,
+    /// Another read is parked on the watch: this one waits through the ring.
+    ring: Option<Pin<Box<Submit>>>,
+    buf: PhantomData<fn() -> B>,
+}
+
+impl<B: IoBufMut> Read<'_, B> {
+    fn unpark(&mut self) {
+        if std::mem::take(&mut self.parked) {
+            self.ready.parked.set(false);
+        }
+    }
+
+    /// Ends the read with `res` and the buffer.
+    fn end(&mut self, res: io::Result<usize>) -> Poll<(io::Result<usize>, B)> {
+        self.unpark();
+        let op = self.op.take().expect("a read polled after it ended");
+        Poll::Ready((res, typed(op.into_buf())))
+    }
+}
+
+impl<B: IoBufMut> Future for Read<'_, B> {
+    type Output = (io::Result<usize>, B);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(ring) = &mut this.ring {
+            let done = std::task::ready!(ring.as_mut().poll(cx));
+            this.ring = None;
+            return Poll::Ready(with_buf(done));
+        }
+        loop {
+            if !op_budget_left() && !this.yielded {
+                // Past the task's op budget: let the others run first.
+                this.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !this.ready.read_blocked.get() {
+                let op = this.op.as_mut().expect("a read polled after it ended");
+                match op.try_now() {
+                    Ok(None) => this.ready.read_blocked.set(true),
+                    Ok(Some(t)) => {
+                        spend_op_budget();
+                        return this.end(Ok(t.done));
+                    }
+                    Err(e) => {
+                        spend_op_budget();
+                        return this.end(Err(e));
+                    }
+                }
+            }
+            if !this.parked {
+                if this.ready.parked.get() {
+                    let op = this.op.take().expect("a read polled after it ended");
+                    this.ring = Some(Box::pin(Submit::new(op)));
+                    return Pin::new(this).poll(cx);
+                }
+                this.ready.parked.set(true);
+                this.parked = true;
+            }
+            match this.ready.poll_watch(this.fd, cx) {
+                Poll::Ready(Ok(())) => this.ready.read_blocked.set(false),
+                Poll::Ready(Err(e)) => return this.end(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
 }
 
-/// Receives into `buf` from a stream socket: at once if bytes are there, else through the ring.
-pub(crate) async fn recv<B: IoBufMut>(fd: RawFd, hint: &Hint, buf: B) -> (io::Result<usize>, B) {
-    let mut op = Recv::new(fd, buf);
-    if hint.try_first(READ) {
-        if let Some(res) = hint.attempt(READ, op.try_now()) {
-            return (res, typed(op.into_buf()));
+impl<B> Drop for Read<'_, B> {
+    fn drop(&mut self) {
+        if self.parked {
+            self.ready.parked.set(false);
         }
     }
-    let room = op.room();
-    let (res, buf) = with_buf(run(op).await);
-    if let Ok(n) = res {
-        hint.learn(READ, n == room && n > 0);
-    }
-    (res, buf)
 }
 
 /// Sends `buf`'s bytes on a stream socket (maybe fewer): at once if there is room, else through
 /// the ring.
-pub(crate) async fn send<B: IoBuf>(fd: RawFd, hint: &Hint, buf: B) -> (io::Result<usize>, B) {
+pub(crate) async fn send<B: IoBuf>(fd: RawFd, ready: &Readiness, buf: B) -> (io::Result<usize>, B) {
     let mut op = Send::new(fd, buf);
-    if hint.try_first(WRITE) {
-        if let Some(res) = hint.attempt(WRITE, op.try_now()) {
-            return (res, typed(op.into_buf()));
+    if !ready.write_blocked.get() && op_budget_left() {
+        match op.try_now() {
+            Ok(None) => ready.write_blocked.set(true),
+            Ok(Some(t)) => {
+                spend_op_budget();
+                ready.write_blocked.set(t.done < t.asked);
+                return (Ok(t.done), typed(op.into_buf()));
+            }
+            Err(e) => {
+                spend_op_budget();
+                return (Err(e), typed(op.into_buf()));
+            }
         }
     }
     let (res, buf) = with_buf::<B>(run(op).await);
     if res.is_ok() {
         // The ring waited for room, and the send took what it could.
-        hint.learn(WRITE, true);
+        ready.write_blocked.set(false);
     }
     (res, buf)
 }
 
-/// Sends all of `buf` on a connected stream socket.
-pub(crate) async fn write_all(fd: RawFd, hint: &Hint, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-    let (res, buf) = send(fd, hint, buf).await;
-    match res {
-        Ok(n) if n == buf.len() => (Ok(()), buf),
-        Ok(0) => (Err(io::Error::from(io::ErrorKind::WriteZero)), buf),
-        Ok(n) => {
-            let rest = buf[n..].to_vec();
-            let (res, _) = Box::pin(write_all(fd, hint, rest)).await;
-            (res, buf)
+/// Sends all of `buf` on a connected stream socket: at once while there is room, through
+/// the ring (a `Send` that waits for room) when there is not.
+pub(crate) fn write_all(fd: RawFd, ready: &Readiness, buf: Vec<u8>) -> WriteAll<'_> {
+    WriteAll {
+        fd,
+        ready,
+        buf: Some(buf),
+        sent: 0,
+        ring: None,
+    }
+}
+
+/// The future [`write_all`] returns (by hand, as [`Read`]).
+pub(crate) struct WriteAll<'a> {
+    fd: RawFd,
+    ready: &'a Readiness,
+    /// The caller's buffer, handed back at the end; `None` while a `Send` of it is in the ring.
+    buf: Option<Vec<u8>>,
+    /// How many of its bytes are sent.
+    sent: usize,
+    /// A `Send` in the ring: of the whole buffer (`sent == 0`), else of a copy of the rest.
+    ring: Option<Pin<Box<Submit>>>,
+}
+
+impl Future for WriteAll<'_> {
+    type Output = (io::Result<()>, Vec<u8>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            if let Some(ring) = &mut this.ring {
+                let done = std::task::ready!(ring.as_mut().poll(cx));
+                this.ring = None;
+                let (res, back) = with_buf::<Vec<u8>>(done);
+                if this.buf.is_none() {
+                    this.buf = Some(back);
+                }
+                match res {
+                    Ok(0) => return this.end(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => {
+                        // The ring waited for room, and the send took what it could.
+                        this.ready.write_blocked.set(false);
+                        this.sent += n;
+                    }
+                    Err(e) => return this.end(Err(e)),
+                }
+            }
+            let buf = this.buf.as_ref().expect("a write polled after it ended");
+            let rest = &buf[this.sent..];
+            if rest.is_empty() {
+                return this.end(Ok(()));
+            }
+            if !this.ready.write_blocked.get() && op_budget_left() {
+                match oneloop::sockets::send_now(this.fd, rest) {
+                    Ok(Some(0)) => return this.end(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(Some(n)) => {
+                        spend_op_budget();
+                        this.ready.write_blocked.set(n < rest.len());
+                        this.sent += n;
+                        continue;
+                    }
+                    Ok(None) => this.ready.write_blocked.set(true),
+                    Err(e) => return this.end(Err(e)),
+                }
+            }
+            let op = if this.sent == 0 {
+                Send::new(this.fd, this.buf.take().expect("checked"))
+            } else {
+                Send::new(this.fd, rest.to_vec())
+            };
+            this.ring = Some(Box::pin(Submit::new(op)));
         }
-        Err(e) => (Err(e), buf),
+    }
+}
+
+impl WriteAll<'_> {
+    fn end(&mut self, res: io::Result<()>) -> Poll<(io::Result<()>, Vec<u8>)> {
+        Poll::Ready((res, self.buf.take().unwrap_or_default()))
     }
 }
 

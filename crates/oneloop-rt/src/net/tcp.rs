@@ -1,13 +1,14 @@
 //! TCP: `TcpListener` (bind, accept) and `TcpStream` (connect, read, write, write_all,
 //! shutdown, readable/writable).
 
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, SendFile};
 
-use super::{write_all, Hint, Registration};
+use super::{write_all, Readiness, Registration};
 use crate::fs::cancel_ops_on;
 use crate::op::{clone_error, plain, run};
 
@@ -79,7 +80,7 @@ impl Drop for TcpListener {
 pub struct TcpStream {
     inner: std::net::TcpStream,
     reg: Registration,
-    hint: Hint,
+    ready: Readiness,
 }
 
 impl TcpStream {
@@ -88,7 +89,7 @@ impl TcpStream {
         TcpStream {
             inner: std::net::TcpStream::from(fd),
             reg,
-            hint: Hint::default(),
+            ready: Readiness::default(),
         }
     }
 
@@ -109,8 +110,8 @@ impl TcpStream {
     /// completion, then is freed. If the kernel had already received into it (the cancel came
     /// too late), those bytes go with the buffer: to give up waiting without that risk, wait
     /// for [`readable`](Self::readable) under the timeout and read after it.
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
-        super::recv(self.inner.as_raw_fd(), &self.hint, buf).await
+    pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = (io::Result<usize>, B)> + '_ {
+        super::recv(self.inner.as_raw_fd(), &self.ready, buf)
     }
 
     /// Writes `buf`'s bytes; may write fewer.
@@ -119,7 +120,7 @@ impl TcpStream {
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        super::send(self.inner.as_raw_fd(), &self.hint, buf).await
+        super::send(self.inner.as_raw_fd(), &self.ready, buf).await
     }
 
     /// Writes all of `buf`.
@@ -127,8 +128,8 @@ impl TcpStream {
     /// # Cancellation
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
-    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        write_all(self.inner.as_raw_fd(), &self.hint, buf).await
+    pub fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> + '_ {
+        write_all(self.inner.as_raw_fd(), &self.ready, buf)
     }
 
     /// Sends up to `len` bytes of `file`, from `offset`, without copying them through user
@@ -246,8 +247,8 @@ pub struct OwnedWriteHalf(std::rc::Rc<TcpStream>);
 
 impl OwnedReadHalf {
     /// [`TcpStream::read`].
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
-        self.0.read(buf).await
+    pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = (io::Result<usize>, B)> + '_ {
+        self.0.read(buf)
     }
     /// [`TcpStream::readable`].
     pub async fn readable(&self) -> io::Result<PollMask> {
@@ -265,8 +266,8 @@ impl OwnedWriteHalf {
         self.0.write(buf).await
     }
     /// [`TcpStream::write_all`].
-    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.0.write_all(buf).await
+    pub fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> + '_ {
+        self.0.write_all(buf)
     }
     /// Shuts the write side: the peer reads end of stream (the read half reads on).
     pub fn shutdown(&self) -> io::Result<()> {
@@ -294,6 +295,7 @@ impl AsFd for TcpStream {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
+        self.ready.release();
         cancel_ops_on(self.inner.as_raw_fd());
         self.reg.release(self.inner.as_raw_fd());
     }

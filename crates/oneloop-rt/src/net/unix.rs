@@ -1,6 +1,7 @@
 //! Unix-domain stream sockets: `UnixListener` (bind, accept) and `UnixStream` (connect, pair,
 //! read, write, write_all, shutdown).
 
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -8,7 +9,7 @@ use std::path::Path;
 
 use oneloop::{Accept, IoBuf, IoBufMut};
 
-use super::{write_all, Hint, Registration};
+use super::{write_all, Readiness, Registration};
 use crate::fs::cancel_ops_on;
 use crate::op::{clone_error, run};
 
@@ -54,7 +55,7 @@ impl Drop for UnixListener {
 pub struct UnixStream {
     inner: std::os::unix::net::UnixStream,
     reg: Registration,
-    hint: Hint,
+    ready: Readiness,
 }
 
 impl From<OwnedFd> for UnixStream {
@@ -83,7 +84,7 @@ impl UnixStream {
         UnixStream {
             inner,
             reg,
-            hint: Hint::default(),
+            ready: Readiness::default(),
         }
     }
 
@@ -92,8 +93,8 @@ impl UnixStream {
     /// # Cancellation
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
-        super::recv(self.inner.as_raw_fd(), &self.hint, buf).await
+    pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = (io::Result<usize>, B)> + '_ {
+        super::recv(self.inner.as_raw_fd(), &self.ready, buf)
     }
 
     /// Writes `buf`'s bytes; may write fewer.
@@ -102,7 +103,7 @@ impl UnixStream {
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        super::send(self.inner.as_raw_fd(), &self.hint, buf).await
+        super::send(self.inner.as_raw_fd(), &self.ready, buf).await
     }
 
     /// Writes all of `buf`.
@@ -110,8 +111,8 @@ impl UnixStream {
     /// # Cancellation
     /// Dropping the future cancels the op; the buffer stays with the ring until the op's final
     /// completion, then is freed.
-    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        write_all(self.inner.as_raw_fd(), &self.hint, buf).await
+    pub fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> + '_ {
+        write_all(self.inner.as_raw_fd(), &self.ready, buf)
     }
 
     /// Shuts down the read side, the write side, or both.
@@ -128,6 +129,7 @@ impl AsRawFd for UnixStream {
 
 impl Drop for UnixStream {
     fn drop(&mut self) {
+        self.ready.release();
         cancel_ops_on(self.inner.as_raw_fd());
         self.reg.release(self.inner.as_raw_fd());
     }

@@ -76,6 +76,7 @@ pub struct Recv {
 
 impl Recv {
     /// Receives into `buf` from `fd`.
+    #[inline]
     pub fn new(fd: RawFd, buf: impl IoBufMut) -> Recv {
         Recv {
             fd,
@@ -91,7 +92,7 @@ impl Recv {
 
     /// One non-blocking attempt now, outside any ring (`recv` with `MSG_DONTWAIT`, retried on
     /// `EINTR`): received bytes land in the buffer as the op's completion would leave them.
-    /// `WouldBlock` when nothing is queued. For a caller that keeps its own readiness hint and
+    /// `Ok(None)` when nothing is queued (`EAGAIN`). For a caller that keeps its own readiness hint and
     /// submits the op only when this says "not now".
     ///
     /// # Examples
@@ -103,25 +104,28 @@ impl Recv {
     ///
     /// let (a, mut b) = UnixStream::pair()?;
     /// let mut recv = Recv::new(a.as_raw_fd(), Vec::with_capacity(8));
-    /// assert_eq!(recv.try_now().unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    /// assert!(recv.try_now()?.is_none(), "nothing to receive yet");
     /// b.write_all(b"hi")?;
-    /// let got = recv.try_now()?;
+    /// let got = recv.try_now()?.expect("received");
     /// assert_eq!((got.done, got.asked), (2, 8));
     /// assert_eq!(recv.into_buf().as_slice(), b"hi");
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn try_now(&mut self) -> std::io::Result<Transfer> {
+    #[inline]
+    pub fn try_now(&mut self) -> std::io::Result<Option<Transfer>> {
         let (fd, flags) = (self.fd, self.flags | libc::MSG_DONTWAIT);
-        retry(|| sio::recv_filling(fd, &mut self.buf, flags))
-            .map(|(done, asked)| Transfer { done, asked })
+        sio::recv_now(fd, &mut self.buf, flags)
+            .map(|moved| moved.map(|(done, asked)| Transfer { done, asked }))
     }
 
     /// How many bytes a receive may put into the buffer now.
+    #[inline]
     pub fn room(&self) -> usize {
         self.buf.room()
     }
 
     /// Gives the buffer back (with what [`try_now`](Self::try_now) received).
+    #[inline]
     pub fn into_buf(self) -> Buf {
         self.buf
     }
@@ -148,6 +152,7 @@ pub struct Send {
 
 impl Send {
     /// Sends `buf` on `fd`; a closed peer gives `EPIPE`, never `SIGPIPE`.
+    #[inline]
     pub fn new(fd: RawFd, buf: impl IoBuf) -> Send {
         Send {
             fd,
@@ -162,15 +167,18 @@ impl Send {
     }
 
     /// One non-blocking attempt now, outside any ring (`send` with `MSG_DONTWAIT`, retried on
-    /// `EINTR`), as [`Recv::try_now`]: `WouldBlock` when the send buffer is full. A later
+    /// `EINTR`), as [`Recv::try_now`]: `Ok(None)` when the send buffer is full. A later
     /// submission of the op sends the buffer from its start again: after a partial attempt,
     /// submit a `Send` of the rest.
-    pub fn try_now(&mut self) -> std::io::Result<Transfer> {
+    #[inline]
+    pub fn try_now(&mut self) -> std::io::Result<Option<Transfer>> {
         let (fd, flags) = (self.fd, self.flags | libc::MSG_DONTWAIT);
-        retry(|| sio::send(fd, &self.buf, flags)).map(|(done, asked)| Transfer { done, asked })
+        sio::send_now(fd, &self.buf, flags)
+            .map(|moved| moved.map(|(done, asked)| Transfer { done, asked }))
     }
 
     /// Gives the buffer back.
+    #[inline]
     pub fn into_buf(self) -> Buf {
         self.buf
     }

@@ -347,6 +347,7 @@ pub(crate) fn short(n: usize, fd: i32, direction: u32) -> Next {
 }
 
 /// Runs `f` again while it fails with `EINTR`.
+#[inline]
 pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {

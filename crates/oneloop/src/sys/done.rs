@@ -35,6 +35,7 @@ impl Done {
     /// `>= 0` is the bytes written into the op's read buffers, and for `Accept`/`OpenAt` a new
     /// descriptor nobody else owns. A negative `res` (an errno) is always sound: use
     /// [`Done::error`].
+    #[inline]
     pub(crate) unsafe fn new(res: i32) -> Done {
         Done { res }
     }
@@ -57,6 +58,7 @@ impl Done {
     }
 
     /// Grows a read's buffer by the bytes the kernel wrote (nothing on an error).
+    #[inline]
     pub(crate) fn fill(self, buf: &mut Buf) {
         if let Some(n) = self.count() {
             grow(buf, n);

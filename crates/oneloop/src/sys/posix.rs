@@ -191,53 +191,136 @@ pub(crate) fn is_connected(fd: RawFd) -> io::Result<bool> {
 
 /// `recv(fd, buf's read target, flags)`.
 /// Returns the bytes received and the bytes asked for.
+#[inline]
 pub(crate) fn recv(fd: RawFd, buf: &mut Buf, flags: i32) -> io::Result<(usize, usize)> {
+    recv_errno(fd, buf, flags).map_err(io::Error::from_raw_os_error)
+}
+
+/// [`recv`] with the failure as a bare `errno` (no `io::Error` made and dropped on the hot
+/// path of an attempt that says "not now").
+#[inline]
+fn recv_errno(fd: RawFd, buf: &mut Buf, flags: i32) -> Result<(usize, usize), i32> {
     let (ptr, len) = buf.read_target();
     // A raw system call: glibc's `recv` is a cancellation point, whose enable/disable costs
     // ~90 instructions per call on the hot path, and oneloop never uses thread cancellation.
-    // SAFETY (syscall!): `ptr..ptr+len` is `buf`'s spare region, writable for the call; the
-    // address arguments are null (`recvfrom` without a source address).
-    syscall!(syscall(
-        libc::SYS_recvfrom,
-        fd,
-        ptr,
-        len,
-        flags,
-        std::ptr::null_mut::<libc::sockaddr>(),
-        std::ptr::null_mut::<libc::socklen_t>()
-    ))
-    .map(|n| (n as usize, len))
+    // SAFETY: `ptr..ptr+len` is `buf`'s spare region, writable for the call; the address
+    // arguments are null (`recvfrom` without a source address).
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            ptr,
+            len,
+            flags,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    if n < 0 {
+        return Err(errno());
+    }
+    Ok((n as usize, len))
+}
+
+/// The calling thread's `errno`.
+#[inline]
+fn errno() -> i32 {
+    // SAFETY: `__errno_location` returns the calling thread's errno, always valid to read.
+    unsafe { *libc::__errno_location() }
+}
+
+/// One non-blocking transfer outside any ring, retried on `EINTR`: `Ok(None)` when the
+/// socket says "not now" (`EAGAIN`).
+#[inline]
+fn attempt(
+    mut f: impl FnMut() -> Result<(usize, usize), i32>,
+) -> io::Result<Option<(usize, usize)>> {
+    loop {
+        match f() {
+            Ok(moved) => return Ok(Some(moved)),
+            Err(libc::EINTR) => continue,
+            Err(libc::EAGAIN) => return Ok(None),
+            Err(e) => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
 }
 
 /// [`recv`] outside any ring, for [`Recv::try_now`](crate::Recv::try_now): the bytes
-/// received are added to `buf` at once, as an op's completion would add them.
-pub(crate) fn recv_filling(fd: RawFd, buf: &mut Buf, flags: i32) -> io::Result<(usize, usize)> {
-    let (n, asked) = recv(fd, buf, flags)?;
+/// received are added to `buf` at once, as an op's completion would add them. `Ok(None)`:
+/// nothing to receive now.
+#[inline]
+pub(crate) fn recv_now(fd: RawFd, buf: &mut Buf, flags: i32) -> io::Result<Option<(usize, usize)>> {
+    let Some((n, asked)) = attempt(|| recv_errno(fd, buf, flags))? else {
+        return Ok(None);
+    };
     // Linux moves at most `MAX_RW_COUNT` (below `i32::MAX`) bytes per call.
     let res = i32::try_from(n).expect("one recv moves less than 2 GiB");
     // SAFETY: `res` is what the kernel reported for exactly this recv, which wrote into
     // `buf`'s read target.
     unsafe { super::Done::new(res) }.fill(buf);
-    Ok((n, asked))
+    Ok(Some((n, asked)))
 }
 
 /// `send(fd, buf's bytes, flags)`.
 /// Returns the bytes sent and the bytes offered.
+#[inline]
 pub(crate) fn send(fd: RawFd, buf: &Buf, flags: i32) -> io::Result<(usize, usize)> {
+    send_errno(fd, buf, flags).map_err(io::Error::from_raw_os_error)
+}
+
+/// [`send`] outside any ring, for [`Send::try_now`](crate::Send::try_now); `Ok(None)`: no
+/// room now.
+#[inline]
+pub(crate) fn send_now(fd: RawFd, buf: &Buf, flags: i32) -> io::Result<Option<(usize, usize)>> {
+    attempt(|| send_errno(fd, buf, flags))
+}
+
+/// [`send`] with the failure as a bare `errno`.
+#[inline]
+fn send_errno(fd: RawFd, buf: &Buf, flags: i32) -> Result<(usize, usize), i32> {
     let (ptr, len) = buf.write_source();
+    // SAFETY: `ptr..ptr+len` is `buf`'s initialised bytes (or their first part), readable
+    // for the call.
+    unsafe { sendto_raw(fd, ptr, len, flags) }
+}
+
+/// One non-blocking send of `bytes` outside any ring, for [`crate::sockets::send_now`].
+#[inline]
+pub(crate) fn send_bytes_now(fd: RawFd, bytes: &[u8], flags: i32) -> io::Result<Option<usize>> {
+    // SAFETY: a slice's bytes are readable for the call.
+    attempt(|| unsafe { sendto_raw(fd, bytes.as_ptr(), bytes.len(), flags) })
+        .map(|sent| sent.map(|(n, _)| n))
+}
+
+/// `sendto(fd, ptr, len, flags)` without a destination (a connected socket): the bytes sent
+/// and `len`, or `errno`.
+///
+/// # Safety
+/// `ptr..ptr+len` must be readable for the call.
+#[inline]
+unsafe fn sendto_raw(
+    fd: RawFd,
+    ptr: *const u8,
+    len: usize,
+    flags: i32,
+) -> Result<(usize, usize), i32> {
     // A raw system call, as `recv` above.
-    // SAFETY (syscall!): `ptr..ptr+len` is `buf`'s initialised bytes, readable for the call;
-    // no destination address (`sendto` on a connected socket).
-    syscall!(syscall(
-        libc::SYS_sendto,
-        fd,
-        ptr,
-        len,
-        flags,
-        std::ptr::null::<libc::sockaddr>(),
-        0 as libc::socklen_t
-    ))
-    .map(|n| (n as usize, len))
+    // SAFETY: the caller's contract for the source; no destination address.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            ptr,
+            len,
+            flags,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(errno());
+    }
+    Ok((n as usize, len))
 }
 
 /// Sets `O_NONBLOCK` on `fd`.

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use super::fds;
 use super::{complete, Beneath, Ready, ReadySlot, State, DATA_POOL, DATA_WAKE};
 use crate::backend::timers::Fire;
-use crate::completion::Completion;
 use crate::fault::{self, Fault};
 use crate::op::plan::Next;
 use crate::op::OpId;
@@ -73,14 +72,7 @@ impl<B: Beneath> Ready<B> {
         if let Op::Poll(p) = op {
             let got = events & (p.mask.bits() | UNMASKED);
             if p.multishot {
-                let (id, user_data) = (OpId(key.pack()), slot.user_data);
-                out.push_back(Completion {
-                    id,
-                    user_data,
-                    result: Ok(got),
-                    more: true,
-                    output: Default::default(),
-                });
+                out.push_event(OpId(key.pack()), slot.user_data, got);
                 return true;
             }
             self.complete(key, got as i32, out);

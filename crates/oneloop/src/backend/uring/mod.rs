@@ -368,6 +368,10 @@ impl Uring {
         };
         if cqueue::more(flags) {
             let id = OpId(key.pack());
+            if res >= 0 && matches!(slot.op, Op::Poll(_)) {
+                out.push_event(id, slot.user_data, res as u32);
+                return;
+            }
             let result = raw_result(res);
             out.push_back(Completion {
                 id,
