@@ -13,7 +13,7 @@
 //! moves injected tasks to the local queue at each turn.
 #![forbid(unsafe_code)]
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -84,7 +84,9 @@ fn local_is_empty() -> bool {
 
 /// Everything one thread's executor owns.
 pub(crate) struct Context {
-    pub(crate) ring: RefCell<Ring>,
+    /// Reached through [`ring_mut`](Self::ring_mut) (which counts every use that may deliver
+    /// completions, see [`ring_epoch`]) or, read-only, [`ring`](Self::ring).
+    ring: RefCell<Ring>,
     /// Futures waiting for room because the ring's in-flight cap was reached.
     pub(crate) room_waiters: RefCell<Vec<Waker>>,
     /// Ops abandoned while the ring was busy; abandoned after the current wait.
@@ -93,6 +95,37 @@ pub(crate) struct Context {
     /// This executor among all of the process's (op futures remember it with their slot: a
     /// future that outlives its executor must not touch a later one's table).
     pub(crate) id: u64,
+}
+
+impl Context {
+    /// The ring, to submit, take, cancel or wait. Each use counts: completions reach the
+    /// ring's claims only inside such a call, so a [`ring_epoch`] unchanged since a future
+    /// looked at its claim means nothing arrived for it since.
+    #[inline]
+    pub(crate) fn ring_mut(&self) -> RefMut<'_, Ring> {
+        EPOCH.set(EPOCH.get() + 1);
+        self.ring.borrow_mut()
+    }
+
+    /// [`ring_mut`](Self::ring_mut), or `None` while the ring is in use further up the stack.
+    pub(crate) fn try_ring_mut(&self) -> Option<RefMut<'_, Ring>> {
+        EPOCH.set(EPOCH.get() + 1);
+        self.ring.try_borrow_mut().ok()
+    }
+
+    /// The ring, read-only (counters, the backend).
+    pub(crate) fn ring(&self) -> Option<Ref<'_, Ring>> {
+        self.ring.try_borrow().ok()
+    }
+}
+
+/// This thread's executor and how many times its ring may have delivered completions so far
+/// (every mutable use of the ring counts, see [`Context::ring_mut`]); `(0, _)` outside one. A
+/// future that registered its waker in a claim at epoch `e` and sees `ring_epoch() == e`
+/// knows nothing has arrived since: its waker is still the one the ring will wake.
+#[inline]
+pub(crate) fn ring_epoch() -> (u64, u64) {
+    (EXECUTOR.get(), EPOCH.get())
 }
 
 /// A number for each executor the process starts.
@@ -113,6 +146,10 @@ thread_local! {
     static OPS_LEFT: Cell<u32> = const { Cell::new(OP_BUDGET) };
     /// Tasks spawned on this thread's executor so far.
     static SPAWNED: Cell<u64> = const { Cell::new(0) };
+    /// See [`ring_epoch`].
+    static EPOCH: Cell<u64> = const { Cell::new(0) };
+    /// The id of the executor running on this thread (0: none).
+    static EXECUTOR: Cell<u64> = const { Cell::new(0) };
 }
 
 /// A snapshot of this thread's runtime: its backend, its ring's counters (ops by kind, pool
@@ -144,7 +181,7 @@ pub struct RuntimeStats {
 /// ```
 pub fn stats() -> Option<RuntimeStats> {
     try_with_context(|ctx| {
-        let ring = ctx.ring.try_borrow().ok()?;
+        let ring = ctx.ring()?;
         Some(RuntimeStats {
             backend: ring.backend(),
             ring: ring.stats(),
@@ -186,7 +223,7 @@ pub(crate) fn try_with_context<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
 impl Context {
     /// Waits for completions (blocking only if `block`); each wakes its task from the ring.
     fn turn(&self, block: bool) -> io::Result<()> {
-        let mut ring = self.ring.borrow_mut();
+        let mut ring = self.ring_mut();
         ring.wait(usize::from(block), None)?;
         if ring.ready() > 0 {
             // Every op of this runtime is claimed by its future: nothing is queued for
@@ -208,7 +245,7 @@ impl Context {
         if abandons.is_empty() && room.is_empty() {
             return;
         }
-        let mut ring = self.ring.borrow_mut();
+        let mut ring = self.ring_mut();
         for id in abandons.drain(..) {
             // Fails only on a broken ring, which the next wait reports.
             let _ = ring.abandon(id);
@@ -361,6 +398,7 @@ impl Runtime {
             *c = Some(Rc::clone(&ctx));
         });
         HOME.set(Arc::as_ptr(&ctx.shared) as usize);
+        EXECUTOR.set(ctx.id);
         SPAWNED.set(0);
         tracing::debug!(backend = %ctx.ring.borrow().backend(), "oneloop-rt: executor started");
         let _teardown = Teardown(Rc::clone(&ctx));
@@ -466,6 +504,7 @@ impl Drop for Teardown {
         drop(room);
         drain();
         HOME.set(0);
+        EXECUTOR.set(0);
         tracing::debug!(tasks = SPAWNED.get(), "oneloop-rt: executor stopped");
         // Taken out first, dropped outside the borrow: what the drop runs may look here.
         let current = CURRENT.with(|c| c.borrow_mut().take());

@@ -387,7 +387,7 @@ impl Registration {
     pub(crate) fn new(fd: RawFd) -> Registration {
         Registration(
             try_with_context(|ctx| {
-                let mut ring = ctx.ring.try_borrow_mut().ok()?;
+                let mut ring = ctx.try_ring_mut()?;
                 ring.register_fd(fd).ok()?;
                 Some(ring.waker())
             })
@@ -401,8 +401,8 @@ impl Registration {
         let Some(waker) = self.0.take() else {
             return;
         };
-        let here = try_with_context(|ctx| match ctx.ring.try_borrow_mut() {
-            Ok(mut ring) if waker.wakes(&ring) => {
+        let here = try_with_context(|ctx| match ctx.try_ring_mut() {
+            Some(mut ring) if waker.wakes(&ring) => {
                 ring.unregister_fd(fd);
                 true
             }
@@ -417,7 +417,7 @@ impl Registration {
 /// Cancels every op in flight on `fd` (before it is closed).
 pub(crate) fn cancel_ops_on(fd: RawFd) {
     try_with_context(|ctx| {
-        if let Ok(mut ring) = ctx.ring.try_borrow_mut() {
+        if let Some(mut ring) = ctx.try_ring_mut() {
             let _ = ring.cancel_fd(fd);
         }
     });

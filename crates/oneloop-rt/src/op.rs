@@ -63,7 +63,7 @@ impl Future for Submit {
                     executor, ctx.id,
                     "oneloop-rt: an op future polled under another runtime than the one it started on"
                 );
-                match ctx.ring.borrow_mut().poll_take(id, cx.waker()) {
+                match ctx.ring_mut().poll_take(id, cx.waker()) {
                     Poll::Ready(c) => Poll::Ready(Ok(c)),
                     Poll::Pending => {
                         this.stage = Stage::Running { id, executor };
@@ -72,7 +72,7 @@ impl Future for Submit {
                 }
             }),
             Stage::New(op) => with_context(|ctx| {
-                let mut ring = ctx.ring.borrow_mut();
+                let mut ring = ctx.ring_mut();
                 match ring.submit(Submission::from(op), 0) {
                     // Finished inside submit (epoll and aio often do): ready at the first poll
                     // while the task's op budget lasts; past it, the task yields first.
@@ -127,12 +127,12 @@ pub(crate) fn abandon(id: OpId, executor: u64) {
         if ctx.id != executor {
             return;
         }
-        match ctx.ring.try_borrow_mut() {
+        match ctx.try_ring_mut() {
             // (Fails only on a broken ring, which the next wait reports.)
-            Ok(mut ring) => {
+            Some(mut ring) => {
                 let _ = ring.abandon(id);
             }
-            Err(_) => ctx.deferred_abandons.borrow_mut().push(id),
+            None => ctx.deferred_abandons.borrow_mut().push(id),
         }
     });
 }
@@ -155,7 +155,7 @@ impl Multishot {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Completion, io::Error>>> {
         with_context(|ctx| {
-            let mut ring = ctx.ring.borrow_mut();
+            let mut ring = ctx.ring_mut();
             let (id, executor) = match std::mem::replace(&mut self.stage, Stage::Over) {
                 Stage::Over | Stage::Finished(_) => return Poll::Ready(None),
                 Stage::Running { id, executor } => {

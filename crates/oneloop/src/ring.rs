@@ -27,8 +27,8 @@ use std::time::Duration;
 use crate::backend::{self, Driver};
 use crate::common::{BackendKind, Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{CancelCount, CancelOutcome, Completion};
-use crate::op::OpId;
 use crate::op::Submission;
+use crate::op::{OpId, Output};
 use crate::sink::{slot_of, Sink};
 
 /// A backend that `Auto` tried and passed over, and why.
@@ -466,7 +466,11 @@ impl Ring {
     /// one, whose result is the union of theirs — for a multishot [`Poll`](crate::Poll), every
     /// event since the last take. The final completion is taken on its own after them. Memory
     /// stays constant however often the op fires while nobody takes: the way to watch a
-    /// socket's readiness for as long as it is open (an executor's read side does).
+    /// socket's readiness for as long as it is open (an executor's read side does). The waker
+    /// stays registered when it is woken and when events are taken: after a
+    /// [`poll_take`](Self::poll_take) that took events, the caller is parked for the next ones
+    /// already (nothing can arrive before the ring next reaps completions: in a `wait`, or a
+    /// `submit` or `cancel` that must make room).
     /// Unknown, finished or foreign ids are ignored; an op already claimed by `set_waker`
     /// stays unfolded.
     ///
@@ -542,6 +546,21 @@ impl Ring {
     /// ```
     #[inline]
     pub fn poll_take(&mut self, id: OpId, waker: &task::Waker) -> task::Poll<Completion> {
+        // A watch's events, the hottest case, are made into a completion here, where the
+        // caller can see it carries nothing to drop.
+        if let Some(polled) = self.sink.poll_watch(id, waker) {
+            return polled.map(|(events, user_data)| Completion {
+                id,
+                user_data,
+                result: Ok(events),
+                more: true,
+                output: Output::None,
+            });
+        }
+        self.poll_take_claimed(id, waker)
+    }
+
+    fn poll_take_claimed(&mut self, id: OpId, waker: &task::Waker) -> task::Poll<Completion> {
         let Some(local) = self.sink.untag(id) else {
             return task::Poll::Pending;
         };

@@ -18,7 +18,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
-use std::task::Waker;
+use std::task::{Poll, Waker};
 
 use crate::completion::Completion;
 use crate::op::OpId;
@@ -50,7 +50,8 @@ pub(crate) enum Claim {
         queue: VecDeque<Completion>,
     },
     /// A multishot op claimed by [`Sink::watch`]: its `MORE`s fold into one until taken —
-    /// `fired` holds the union of their results (a poll's event masks).
+    /// `fired` holds the union of their results (a poll's event masks). The waker stays when
+    /// woken or when events are taken: a watch's owner parks on it again and again.
     Watch {
         id: OpId,
         waker: Option<Waker>,
@@ -161,8 +162,9 @@ impl Sink {
             } if c.more => {
                 *fired = Some(fired.unwrap_or(0) | c.result.as_ref().map_or(0, |&r| r));
                 *user_data = c.user_data;
-                if let Some(w) = waker.take() {
-                    w.wake();
+                // The waker stays: a watch's owner parks on it again and again.
+                if let Some(w) = waker {
+                    w.wake_by_ref();
                 }
             }
             Claim::Watch { waker, .. } => {
@@ -192,8 +194,8 @@ impl Sink {
         {
             *fired = Some(fired.unwrap_or(0) | events);
             *u = user_data;
-            if let Some(w) = waker.take() {
-                w.wake();
+            if let Some(w) = waker {
+                w.wake_by_ref();
             }
             self.delivered += 1;
             return;
@@ -286,10 +288,11 @@ impl Sink {
                 fired,
                 ..
             } if *i == id => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    *w = Some(waker.clone());
+                }
                 if fired.is_some() {
                     waker.wake_by_ref();
-                } else if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                    *w = Some(waker.clone());
                 }
                 return;
             }
@@ -399,35 +402,12 @@ impl Sink {
         waker: &Waker,
         live: impl FnOnce() -> bool,
     ) -> Option<Completion> {
-        if id.0 & INLINE == 0 {
-            match self.claims.get_mut(index_of(id)) {
-                Some(Claim::Watch {
-                    id: i,
-                    waker: w,
-                    fired,
-                    user_data,
-                }) if *i == id => {
-                    if let Some(bits) = fired.take() {
-                        return Some(Completion {
-                            id,
-                            user_data: *user_data,
-                            result: Ok(bits),
-                            more: true,
-                            output: Default::default(),
-                        });
-                    }
-                    if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                        *w = Some(waker.clone());
-                    }
-                    return None;
+        if let Some(Claim::Waiting { id: i, waker: w }) = self.claims.get_mut(index_of(id)) {
+            if *i == id && id.0 & INLINE == 0 {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
                 }
-                Some(Claim::Waiting { id: i, waker: w }) if *i == id => {
-                    if !w.will_wake(waker) {
-                        *w = waker.clone();
-                    }
-                    return None;
-                }
-                _ => {}
+                return None;
             }
         }
         let taken = self.take(id);
@@ -435,6 +415,35 @@ impl Sink {
             self.claim(id, waker, false, live);
         }
         taken
+    }
+
+    /// [`poll_take`](Self::poll_take) for op `id` if its claim is a watch: `Some(Ready((events,
+    /// user_data)))` for what folded since the last take, `Some(Pending)` if nothing did —
+    /// either way `waker` is left in the claim — and `None` if `id` has no watch here.
+    #[inline]
+    pub(crate) fn poll_watch(&mut self, id: OpId, waker: &Waker) -> Option<Poll<(u32, u64)>> {
+        let Some(Claim::Watch {
+            id: i,
+            waker: w,
+            fired,
+            user_data,
+        }) = self.claims.get_mut(index_of(id))
+        else {
+            return None;
+        };
+        if *i != id || id.0 & INLINE != 0 {
+            return None;
+        }
+        // The waker is left in place whether something is taken or not: until the ring next
+        // reaps completions, nothing else can arrive, so a caller that took events and found
+        // nothing more to do is parked already.
+        if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *w = Some(waker.clone());
+        }
+        Some(match fired.take() {
+            Some(bits) => Poll::Ready((bits, *user_data)),
+            None => Poll::Pending,
+        })
     }
 
     /// Marks op `id` (the ring's id) abandoned: its final completion will be dropped on

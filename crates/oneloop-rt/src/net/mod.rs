@@ -20,11 +20,11 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use oneloop::{IoBuf, IoBufMut, OpId, Poll as Poll_, PollMask, Recv, Send, Submission};
 
-use crate::executor::{op_budget_left, spend_op_budget, with_context};
+use crate::executor::{op_budget_left, ring_epoch, spend_op_budget, with_context};
 pub(crate) use crate::fs::Registration;
 use crate::op::{abandon, run, typed, with_buf, Submit};
 
@@ -49,7 +49,7 @@ use crate::op::{abandon, run, typed, with_buf, Submit};
 /// direction. A wrong guess costs one system call, never a lost wake-up.
 ///
 /// Every attempt counts against the task's op budget: past it, the task yields first.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Readiness {
     /// The last read attempt saw `EAGAIN`, and the watch reported nothing since.
     read_blocked: Cell<bool>,
@@ -59,6 +59,22 @@ pub(crate) struct Readiness {
     watch: Cell<Option<(OpId, u64)>>,
     /// A read is parked on the watch (the watch holds its task's waker).
     parked: Cell<bool>,
+    /// When a read last left its task's waker in the watch's claim ([`ring_epoch`]), and
+    /// that waker: while the ring has not been used since, a read of the same task that finds
+    /// the socket empty is parked already, without touching the ring.
+    left: Cell<Option<(u64, u64)>>,
+    left_waker: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("read_blocked", &self.read_blocked.get())
+            .field("write_blocked", &self.write_blocked.get())
+            .field("watch", &self.watch.get())
+            .field("parked", &self.parked.get())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The events a read watch waits for (errors and hang-ups are always reported).
@@ -68,8 +84,36 @@ impl Readiness {
     /// Waits for the watch to report an event, arming it first if need be. `Ready(Ok)`: try
     /// again (an event came, or the watch ended and is to be armed again).
     fn poll_watch(&self, fd: RawFd, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = self.poll_ring(fd, cx);
+        if self.watch.get().is_some() && !matches!(polled, Poll::Ready(Err(_))) {
+            // The claim holds `cx`'s waker now (a watch keeps it, see `Ring::watch`).
+            self.left.set(Some(ring_epoch()));
+            let waker = self.left_waker.take();
+            self.left_waker.set(match waker {
+                Some(w) if w.will_wake(cx.waker()) => Some(w),
+                _ => Some(cx.waker().clone()),
+            });
+        }
+        polled
+    }
+
+    /// Whether the watch's claim holds `cx`'s waker and nothing has reached the ring since it
+    /// was left there ([`poll_watch`](Self::poll_watch)): a read that finds the socket empty
+    /// is parked already.
+    #[inline]
+    fn parked_already(&self, cx: &Context<'_>) -> bool {
+        if self.left.get() != Some(ring_epoch()) {
+            return false;
+        }
+        let waker = self.left_waker.take();
+        let same = waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        self.left_waker.set(waker);
+        same
+    }
+
+    fn poll_ring(&self, fd: RawFd, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         with_context(|ctx| {
-            let mut ring = ctx.ring.borrow_mut();
+            let mut ring = ctx.ring_mut();
             match self.watch.get() {
                 Some((id, executor)) if executor == ctx.id => {
                     return match ring.poll_take(id, cx.waker()) {
@@ -197,6 +241,9 @@ impl<B: IoBufMut> Future for Read<'_, B> {
                 }
                 this.ready.parked.set(true);
                 this.parked = true;
+            }
+            if this.ready.parked_already(cx) {
+                return Poll::Pending;
             }
             match this.ready.poll_watch(this.fd, cx) {
                 Poll::Ready(Ok(())) => this.ready.read_blocked.set(false),

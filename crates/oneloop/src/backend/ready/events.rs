@@ -46,8 +46,17 @@ impl<B: Beneath> Ready<B> {
 
     /// Handles readiness `events` on `fd`: every waiter whose interest they meet acts.
     pub(super) fn on_fd(&mut self, fd: RawFd, events: u32, out: &mut Sink) {
-        let mut waiters = self.fds.take(fd, events);
         let mut blocked = 0;
+        // Most descriptors have one waiter (a stream's watch, say): it acts in place.
+        if let Some(w) = self.fds.note(fd, events) {
+            if !self.on_ready(w.key, w.interest, events, &mut blocked, out) {
+                // Ended (its end removed it), or gone without an end: removed either way.
+                self.fds.remove(fd, w.key);
+            }
+            self.fds.blocked(fd, blocked);
+            return;
+        }
+        let mut waiters = self.fds.take(fd);
         waiters.retain(|w| self.on_ready(w.key, w.interest, events, &mut blocked, out));
         self.fds.put_back(fd, waiters, blocked);
     }

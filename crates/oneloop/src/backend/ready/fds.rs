@@ -258,21 +258,39 @@ impl Fds {
         waiting.map(|(fd, _)| fd).nth((n % count) as usize)
     }
 
-    /// `events` arrived for `fd`: records them in its cache and takes its waiters out for
-    /// dispatch; give them back with [`put_back`](Self::put_back).
-    pub fn take(&mut self, fd: RawFd, events: u32) -> Vec<Waiter> {
+    /// `events` arrived for `fd`: records them in its cache and, if it has exactly one
+    /// waiter, returns it (left in place: a dispatch that ends it removes it as any other
+    /// end does). `None`: no waiter, or several — then [`take`](Self::take) them.
+    #[inline]
+    pub fn note(&mut self, fd: RawFd, events: u32) -> Option<Waiter> {
+        let e = self.get_mut(fd)?;
+        // An error or hang-up is news for both directions: the next attempt returns it.
+        e.ready |= if events & UNMASKED != 0 {
+            e.closed = true;
+            events | IN | OUT
+        } else {
+            events
+        };
+        match e.waiters.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    /// Takes `fd`'s waiters out for dispatch (after [`note`](Self::note)); give them back with
+    /// [`put_back`](Self::put_back).
+    pub fn take(&mut self, fd: RawFd) -> Vec<Waiter> {
         self.get_mut(fd)
-            .map(|e| {
-                // An error or hang-up is news for both directions: the next attempt returns it.
-                e.ready |= if events & UNMASKED != 0 {
-                    e.closed = true;
-                    events | IN | OUT
-                } else {
-                    events
-                };
-                std::mem::take(&mut e.waiters)
-            })
+            .map(|e| std::mem::take(&mut e.waiters))
             .unwrap_or_default()
+    }
+
+    /// The directions whose attempts saw `EAGAIN` during a dispatch on `fd`.
+    #[inline]
+    pub fn blocked(&mut self, fd: RawFd, blocked: u32) {
+        if let Some(entry) = self.get_mut(fd) {
+            entry.ready &= !blocked;
+        }
     }
 
     /// Returns the waiters still waiting after a dispatch; `blocked`: the directions whose
