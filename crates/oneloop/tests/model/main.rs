@@ -1,6 +1,8 @@
 //! The randomized model test: random sequences of every op kind (with and without deadlines,
 //! one-shot and multishot, on registered and plain descriptors), cancels by id (answered, and
-//! `cancel_nowait`), by stale id, by fd and of all, `PollUpdate`s of live and finished ops
+//! `cancel_nowait`), by stale id, by fd and of all, `PollUpdate`s of live and finished ops,
+//! ops claimed by an owner (`set_waker`, multishot polls `watch`ed, taken with `poll_take`)
+//! and abandoned ops (`abandon`: nothing of theirs may surface again)
 //! (a `SendFile` among the ops), waits with timeouts, wakes from another
 //! thread, writes and reads on the other ends, and rings dropped mid-flight — each answer and
 //! completion checked against the reference model of the contract (`contract.rs`); at the end
@@ -155,6 +157,9 @@ struct Run {
     model: Model,
     ring: Option<Ring>,
     wake_tx: mpsc::Sender<Waker>,
+    /// Ops claimed in the ring: their completions are taken with `poll_take`, not from the
+    /// queue.
+    claimed: Vec<OpId>,
 }
 
 fn run(kind: BackendKind, faults: bool) {
@@ -196,6 +201,7 @@ fn run(kind: BackendKind, faults: bool) {
         world,
         ring: None,
         wake_tx,
+        claimed: Vec::new(),
     };
     run.model.pool_may_refuse = faults;
     for step in 0..steps() {
@@ -242,9 +248,10 @@ fn run(kind: BackendKind, faults: bool) {
     }
     let t = &model.tally;
     note(&format!(
-        "{name}: {} ops in {:.1?} ({} MORE, {} cancelled, {} too late, {} timed out, {} short, {} stale cancels, {} nowait cancels, {} group cancels, {} poll updates, {} pool refusals, {} rings dropped), {} violations",
+        "{name}: {} ops in {:.1?} ({} MORE, {} cancelled, {} too late, {} timed out, {} short, {} stale cancels, {} nowait cancels, {} group cancels, {} poll updates, {} pool refusals, {} rings dropped, {} claimed, {} watched, {} abandoned), {} violations",
         t.submitted, started.elapsed(), t.mores, t.cancelled, t.too_late, t.timed_out, t.short_transfers,
         t.stale_cancels, t.nowait_cancels, t.group_cancels, t.updates, t.pool_refusals, t.rings_dropped,
+        t.claimed, t.watched, t.abandoned,
         violations.len()
     ));
     if let Some(hits) = &hits {
@@ -353,7 +360,7 @@ impl Run {
         }
     }
 
-    /// Takes every ready completion into the model.
+    /// Takes every ready completion into the model: the queue's, then each claimed op's.
     fn take(&mut self) {
         let Some(ring) = self.ring.as_mut() else {
             return;
@@ -361,6 +368,24 @@ impl Run {
         let got: Vec<Completion> = ring.completions().collect();
         for c in got {
             self.model.completion(c);
+        }
+        let waker = std::task::Waker::noop();
+        let mut i = 0;
+        while i < self.claimed.len() {
+            let id = self.claimed[i];
+            while let std::task::Poll::Ready(c) = ring.poll_take(id, waker) {
+                let more = c.is_more();
+                self.model.completion(c);
+                if !more {
+                    break;
+                }
+            }
+            // Ended (taken here, or from the queue if it finished inside `submit`).
+            if self.model.is_live(id) {
+                i += 1;
+            } else {
+                self.claimed.swap_remove(i);
+            }
         }
     }
 
@@ -393,6 +418,7 @@ impl Run {
     }
 
     fn drop_ring(&mut self) {
+        self.claimed.clear();
         if let Some(ring) = self.ring.take() {
             drop(ring);
             self.model.ring_dropped();
@@ -441,7 +467,23 @@ impl Run {
 
     fn cancel(&mut self) {
         let pick = self.rng.next();
-        match self.rng.below(12) {
+        match self.rng.below(13) {
+            12 => {
+                // As a dropped future does: nothing of the op may surface again.
+                let Some(id) = self.model.pick_live(pick) else {
+                    return;
+                };
+                if !self.model.may_abandon(id) {
+                    return;
+                }
+                match self.ring().abandon(id) {
+                    Ok(()) => {
+                        self.model.abandoned(id);
+                        self.claimed.retain(|c| *c != id);
+                    }
+                    Err(e) => self.model.violation(format!("abandon failed: {e}")),
+                }
+            }
             10 | 11 => self.update(pick),
             0 | 1 => {
                 // As a dropped future asks: no answer, the op ends as it will.
@@ -548,8 +590,30 @@ impl Run {
             sub
         };
         let user_data = self.rng.next();
+        let multishot_poll = matches!(
+            kind,
+            Kind::Poll {
+                multishot: true,
+                ..
+            }
+        );
+        let claim = self.rng.chance(300);
+        let watch = multishot_poll && self.rng.chance(600);
         match self.ring().submit(sub, user_data) {
-            Ok(id) => self.model.submitted(id, kind, fd, deadline, owned),
+            Ok(id) => {
+                self.model.submitted(id, kind, fd, deadline, owned);
+                if claim || watch {
+                    let waker = std::task::Waker::noop();
+                    if watch {
+                        self.ring().watch(id, waker);
+                        self.model.tally.watched += 1;
+                    } else {
+                        self.ring().set_waker(id, waker);
+                        self.model.tally.claimed += 1;
+                    }
+                    self.claimed.push(id);
+                }
+            }
             Err(e) => self
                 .model
                 .violation(format!("submit refused: {}", e.error())),
