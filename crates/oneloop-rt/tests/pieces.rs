@@ -359,3 +359,62 @@ fn two_reads_of_one_stream_at_once_both_finish() {
 fn in_flight() -> usize {
     oneloop_rt::stats().unwrap().in_flight
 }
+
+/// A stream whose read armed its watch on one thread's runtime, then moved to another thread
+/// and dropped there: the first ring is told to end the watch, so the socket really closes (on
+/// io_uring the watch's poll would otherwise hold it open) and the peer reads end of stream.
+#[test]
+fn a_stream_moved_to_another_thread_closes_when_dropped_there() {
+    use std::io::Read as _;
+    use std::os::fd::OwnedFd;
+    use std::sync::mpsc;
+
+    for kind in oneloop::BackendKind::ALL {
+        if oneloop::Ring::builder()
+            .backend(kind)
+            .entries(4)
+            .build()
+            .is_err()
+        {
+            eprintln!("SKIP {kind} moved stream: backend unavailable here");
+            continue;
+        }
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (to_b, from_a) = mpsc::channel::<oneloop_rt::net::UnixStream>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let rt = oneloop_rt::Runtime::builder().backend(kind).build();
+        let a = std::thread::spawn(move || {
+            rt.block_on(async move {
+                let stream = oneloop_rt::net::UnixStream::from(OwnedFd::from(ours));
+                // Nothing to read: the read arms the stream's watch, then gives up.
+                let read = stream.read(Vec::with_capacity(8));
+                let timed_out = oneloop_rt::time::timeout(Duration::from_millis(20), read).await;
+                assert!(timed_out.is_err(), "{kind}: nothing was sent");
+                to_b.send(stream).unwrap();
+                // This runtime keeps turning (its ring must apply what the other thread posts).
+                while done_rx.try_recv().is_err() {
+                    sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .unwrap();
+        });
+        let stream = from_a.recv().unwrap();
+        let b = std::thread::spawn(move || {
+            let rt = oneloop_rt::Runtime::builder().backend(kind).build();
+            rt.block_on(async move { drop(stream) }).unwrap();
+        });
+        b.join().unwrap();
+        let mut byte = [0u8; 1];
+        let got = peer.read(&mut byte);
+        done_tx.send(()).unwrap();
+        a.join().unwrap();
+        assert_eq!(
+            got.map_err(|e| e.kind()),
+            Ok(0),
+            "{kind}: the peer reads end of stream once the moved stream is dropped"
+        );
+        eprintln!("PASS {kind} moved stream");
+    }
+}

@@ -115,6 +115,10 @@ pub(crate) struct WakeFd {
     unregistered: Mutex<Vec<RawFd>>,
     /// Whether `unregistered` may hold any (checked without the lock).
     has_unregistered: AtomicBool,
+    /// Ops abandoned through a [`Waker`] (from any thread), not yet applied.
+    abandoned: Mutex<Vec<crate::op::OpId>>,
+    /// Whether `abandoned` may hold any (checked without the lock).
+    has_abandoned: AtomicBool,
 }
 
 impl WakeFd {
@@ -124,6 +128,8 @@ impl WakeFd {
             state: Ownership::new(),
             unregistered: Mutex::new(Vec::new()),
             has_unregistered: AtomicBool::new(false),
+            abandoned: Mutex::new(Vec::new()),
+            has_abandoned: AtomicBool::new(false),
         })
     }
 
@@ -143,6 +149,27 @@ impl WakeFd {
             .unwrap_or_else(|e| e.into_inner())
             .push(fd);
         self.has_unregistered.store(true, Ordering::Release);
+    }
+
+    /// Records that op `id` was abandoned from another thread (see `Waker::abandon`).
+    pub(crate) fn post_abandoned(&self, id: crate::op::OpId) {
+        self.abandoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id);
+        self.has_abandoned.store(true, Ordering::Release);
+    }
+
+    /// The ring's side: the ops abandoned through a [`Waker`](crate::Waker) since the last
+    /// call (none, without taking the lock, in the common case).
+    #[inline]
+    pub(crate) fn take_abandoned(&self) -> Vec<crate::op::OpId> {
+        if !self.has_abandoned.load(Ordering::Acquire)
+            || !self.has_abandoned.swap(false, Ordering::AcqRel)
+        {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub(crate) fn raw(&self) -> RawFd {

@@ -183,6 +183,15 @@ impl Waker {
         self.wake.wake();
     }
 
+    /// [`Ring::abandon`] from any thread: for an owner that gave up on op `id` on another
+    /// thread than the ring's (a socket moved there and dropped, say). The ring applies it at
+    /// its next [`wait`](Ring::wait), which this wakes: until then the op runs on (on io_uring
+    /// a poll holds its file open).
+    pub fn abandon(&self, id: OpId) {
+        self.wake.post_abandoned(id);
+        self.wake.wake();
+    }
+
     /// Whether this waker wakes `ring`.
     pub fn wakes(&self, ring: &Ring) -> bool {
         Arc::ptr_eq(&self.wake, &ring.wake)
@@ -704,11 +713,22 @@ impl Ring {
     /// # Errors
     /// Only if the ring is broken (the kernel refused to enter, or dropped a completion).
     pub fn wait(&mut self, min_complete: usize, timeout: Option<Duration>) -> io::Result<usize> {
+        self.apply_posted_abandons()?;
         self.sink.reset_delivered();
         let waited = self.driver.wait(min_complete, timeout, &mut self.sink);
         self.settle();
         waited?;
         Ok(self.sink.len())
+    }
+
+    /// Abandons the ops other threads gave up on through a [`Waker`] (see
+    /// [`Waker::abandon`]).
+    #[inline]
+    fn apply_posted_abandons(&mut self) -> io::Result<()> {
+        for id in self.wake.take_abandoned() {
+            self.abandon(id)?;
+        }
+        Ok(())
     }
 
     /// Takes the oldest ready completion.

@@ -167,9 +167,31 @@ impl Sink {
                     w.wake_by_ref();
                 }
             }
-            Claim::Watch { waker, .. } => {
+            Claim::Watch {
+                waker,
+                fired,
+                user_data,
+                id,
+            } => {
                 let waker = waker.take();
-                *claim = Claim::Done(c);
+                // Events not yet taken are taken before the final completion, as a `MORE`.
+                *claim = match fired.take() {
+                    Some(bits) => Claim::Stream {
+                        id: *id,
+                        waker: None,
+                        queue: VecDeque::from([
+                            Completion {
+                                id: *id,
+                                user_data: *user_data,
+                                result: Ok(bits),
+                                more: true,
+                                output: Default::default(),
+                            },
+                            c,
+                        ]),
+                    },
+                    None => Claim::Done(c),
+                };
                 if let Some(w) = waker {
                     w.wake();
                 }
@@ -339,12 +361,13 @@ impl Sink {
             1 if ended => Claim::Done(mine.pop_front().expect("one")),
             _ if fold && !ended => Claim::Watch {
                 id,
-                waker: None,
+                // A watch keeps its waker for the events still to come.
+                waker: Some(waker.clone()),
                 fired: Some(
                     mine.iter()
                         .fold(0, |bits, c| bits | c.result.as_ref().map_or(0, |&r| r)),
                 ),
-                user_data: mine[0].user_data,
+                user_data: mine.back().map_or(0, |c| c.user_data),
             },
             _ => Claim::Stream {
                 id,

@@ -154,3 +154,74 @@ fn an_id_from_a_dropped_ring_is_not_a_new_rings_op() {
         assert_eq!(count.0.load(Ordering::Relaxed), 0, "{kind}");
     }
 }
+
+/// Waits until `count` reaches `n` (or 5 s pass), turning the ring.
+fn wait_for(ring: &mut Ring, count: &Count, n: usize) {
+    let start = std::time::Instant::now();
+    while count.0.load(Ordering::Relaxed) < n && start.elapsed() < Duration::from_secs(5) {
+        ring.wait(1, Some(Duration::from_millis(50))).unwrap();
+    }
+}
+
+/// A watched multishot poll keeps its waker: events that came before `watch` wake it at once
+/// and are taken as one; events after that wake it again. Its final completion comes after the
+/// events not yet taken, which it does not swallow.
+#[test]
+fn a_watch_keeps_its_waker_and_its_events() {
+    use std::io::Write;
+    for (kind, _) in rings() {
+        let mut ring = Ring::builder().backend(kind).build().unwrap();
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let id = ring
+            .submit(
+                oneloop::Poll::new(reader.as_raw_fd(), oneloop::PollMask::IN).multishot(),
+                0,
+            )
+            .unwrap();
+        writer.write_all(b"a").unwrap();
+        ring.wait(1, Some(Duration::from_secs(5))).unwrap();
+        let (count, waker) = counter();
+        // Events already queued: woken at once, and the claim keeps the waker.
+        ring.watch(id, &waker);
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            1,
+            "{kind}: woken for what came before"
+        );
+        let first = ring.take(id).expect("the queued event");
+        assert!(first.is_more(), "{kind}: {first:?}");
+        assert!(ring.take(id).is_none(), "{kind}: taken once");
+        // Level data stays in the pipe; a new write is a new event.
+        writer.write_all(b"b").unwrap();
+        wait_for(&mut ring, &count, 2);
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            2,
+            "{kind}: woken again after a take"
+        );
+        // An event not taken, then the end: the event first, then the final completion.
+        assert_eq!(ring.cancel(id).unwrap(), CancelOutcome::Cancelled, "{kind}");
+        let mut taken = Vec::new();
+        let start = std::time::Instant::now();
+        while taken
+            .last()
+            .is_none_or(|c: &oneloop::Completion| c.is_more())
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            match ring.take(id) {
+                Some(c) => taken.push(c),
+                None => {
+                    ring.wait(1, Some(Duration::from_millis(50))).unwrap();
+                }
+            }
+        }
+        let shape: Vec<bool> = taken.iter().map(|c| c.is_more()).collect();
+        assert_eq!(
+            shape,
+            [true, false],
+            "{kind}: the event, then the end: {taken:?}"
+        );
+        assert!(taken[1].is_cancelled(), "{kind}: {:?}", taken[1]);
+        assert!(ring.take(id).is_none(), "{kind}: nothing after the final");
+    }
+}

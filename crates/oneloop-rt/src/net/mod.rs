@@ -24,7 +24,9 @@ use std::task::{Context, Poll, Waker};
 
 use oneloop::{IoBuf, IoBufMut, OpId, Poll as Poll_, PollMask, Recv, Send, Submission};
 
-use crate::executor::{op_budget_left, ring_epoch, spend_op_budget, with_context};
+use crate::executor::{
+    op_budget_left, ring_epoch, spend_op_budget, try_with_context, with_context,
+};
 pub(crate) use crate::fs::Registration;
 use crate::op::{abandon, run, typed, with_buf, Submit};
 
@@ -64,6 +66,8 @@ pub(crate) struct Readiness {
     /// the socket empty is parked already, without touching the ring.
     left: Cell<Option<(u64, u64)>>,
     left_waker: Cell<Option<Waker>>,
+    /// The waker of the ring that runs the watch: how a thread it moved to reaches it.
+    watch_ring: Cell<Option<oneloop::Waker>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -126,12 +130,14 @@ impl Readiness {
                         Poll::Pending => Poll::Pending,
                     };
                 }
-                // Armed under a runtime that is gone, or another thread's: its ring ends it.
-                _ => self.watch.set(None),
+                // Armed under another executor (the stream moved threads) or one that is gone.
+                Some(_) => self.end_watch(ctx.id),
+                None => {}
             }
             match ring.submit(Submission::from(Poll_::new(fd, WATCHED).multishot()), 0) {
                 Ok(id) => {
                     self.watch.set(Some((id, ctx.id)));
+                    self.watch_ring.set(Some(ring.waker()));
                     // Reports the socket's state now: an event already there wakes at once.
                     ring.watch(id, cx.waker());
                     Poll::Pending
@@ -151,8 +157,22 @@ impl Readiness {
     /// Ends the watch (the stream is being dropped): its final completion is dropped when it
     /// comes.
     pub(crate) fn release(&self) {
-        if let Some((id, executor)) = self.watch.take() {
+        let here = try_with_context(|ctx| ctx.id).unwrap_or(0);
+        self.end_watch(here);
+    }
+
+    /// Gives up the watch, from executor `here`: abandoned in place if it is this executor's,
+    /// else posted to its ring (the stream moved threads), which ends it at its next wait — on
+    /// io_uring its poll would otherwise hold the socket open after the stream closed it.
+    fn end_watch(&self, here: u64) {
+        let ring = self.watch_ring.take();
+        let Some((id, executor)) = self.watch.take() else {
+            return;
+        };
+        if executor == here {
             abandon(id, executor);
+        } else if let Some(ring) = ring {
+            ring.abandon(id);
         }
     }
 }
