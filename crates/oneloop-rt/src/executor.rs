@@ -86,7 +86,8 @@ fn local_is_empty() -> bool {
 pub(crate) struct Context {
     /// Reached through [`ring_mut`](Self::ring_mut) (which counts every use that may deliver
     /// completions, see [`ring_epoch`]) or, read-only, [`ring`](Self::ring).
-    ring: RefCell<Ring>,
+    /// `None` only once teardown has dropped it.
+    ring: RefCell<Option<Ring>>,
     /// Futures waiting for room because the ring's in-flight cap was reached.
     pub(crate) room_waiters: RefCell<Vec<Waker>>,
     /// Ops abandoned while the ring was busy; abandoned after the current wait.
@@ -104,18 +105,20 @@ impl Context {
     #[inline]
     pub(crate) fn ring_mut(&self) -> RefMut<'_, Ring> {
         EPOCH.set(EPOCH.get() + 1);
-        self.ring.borrow_mut()
+        RefMut::map(self.ring.borrow_mut(), |r| {
+            r.as_mut().expect("the ring lives while its executor runs")
+        })
     }
 
     /// [`ring_mut`](Self::ring_mut), or `None` while the ring is in use further up the stack.
     pub(crate) fn try_ring_mut(&self) -> Option<RefMut<'_, Ring>> {
         EPOCH.set(EPOCH.get() + 1);
-        self.ring.try_borrow_mut().ok()
+        RefMut::filter_map(self.ring.try_borrow_mut().ok()?, Option::as_mut).ok()
     }
 
     /// The ring, read-only (counters, the backend).
     pub(crate) fn ring(&self) -> Option<Ref<'_, Ring>> {
-        self.ring.try_borrow().ok()
+        Ref::filter_map(self.ring.try_borrow().ok()?, Option::as_ref).ok()
     }
 }
 
@@ -257,6 +260,12 @@ impl Context {
     }
 }
 
+/// The backend of `ctx`'s ring, for the start-up line.
+fn backend_of(ctx: &Context) -> String {
+    ctx.ring()
+        .map_or_else(|| "none".into(), |r| r.backend().to_string())
+}
+
 /// Wakes the `block_on` future itself.
 struct MainWake {
     woken: AtomicBool,
@@ -383,7 +392,7 @@ impl Runtime {
             ring_waker,
         });
         let ctx = Rc::new(Context {
-            ring: RefCell::new(ring),
+            ring: RefCell::new(Some(ring)),
             room_waiters: RefCell::new(Vec::new()),
             deferred_abandons: RefCell::new(Vec::new()),
             shared,
@@ -400,7 +409,7 @@ impl Runtime {
         HOME.set(Arc::as_ptr(&ctx.shared) as usize);
         EXECUTOR.set(ctx.id);
         SPAWNED.set(0);
-        tracing::debug!(backend = %ctx.ring.borrow().backend(), "oneloop-rt: executor started");
+        tracing::debug!(backend = %backend_of(&ctx), "oneloop-rt: executor started");
         let _teardown = Teardown(Rc::clone(&ctx));
         let main = Arc::new(MainWake {
             woken: AtomicBool::new(true),
@@ -509,6 +518,13 @@ impl Drop for Teardown {
         // Taken out first, dropped outside the borrow: what the drop runs may look here.
         let current = CURRENT.with(|c| c.borrow_mut().take());
         drop(current);
+        // Then the ring, which lets go of the wakers of tasks parked in its claims: a detached
+        // task whose last waker goes is scheduled once more so that it can be dropped — into
+        // the injection queue, this thread no longer being its home. Dropped here; left there,
+        // each would keep the queue (and itself) alive, its sockets never closed.
+        let ring = self.0.ring.borrow_mut().take();
+        drop(ring);
+        drain();
     }
 }
 

@@ -418,3 +418,48 @@ fn a_stream_moved_to_another_thread_closes_when_dropped_there() {
         eprintln!("PASS {kind} moved stream");
     }
 }
+
+/// A detached task still parked on a read when `block_on` returns is dropped with the runtime:
+/// its stream closes (the peer reads end of stream), nothing keeps it alive.
+#[test]
+fn a_task_parked_on_a_read_is_dropped_at_teardown() {
+    use std::io::Read as _;
+    use std::os::fd::OwnedFd;
+
+    for kind in oneloop::BackendKind::ALL {
+        if oneloop::Ring::builder()
+            .backend(kind)
+            .entries(4)
+            .build()
+            .is_err()
+        {
+            eprintln!("SKIP {kind} teardown: backend unavailable here");
+            continue;
+        }
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let rt = oneloop_rt::Runtime::builder().backend(kind).build();
+        rt.block_on(async move {
+            let stream = oneloop_rt::net::UnixStream::from(OwnedFd::from(ours));
+            drop(oneloop_rt::spawn(async move {
+                let _ = stream.read(Vec::with_capacity(8)).await;
+            }));
+            // The task runs, finds nothing, and parks on its stream's watch.
+            sleep(Duration::from_millis(20)).await;
+        })
+        .unwrap();
+        let mut byte = [0u8; 1];
+        let got = loop {
+            match peer.read(&mut byte) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(|e| e.kind()),
+            }
+        };
+        assert_eq!(
+            got,
+            Ok(0),
+            "{kind}: the parked task's stream is closed once the runtime is gone"
+        );
+        eprintln!("PASS {kind} teardown");
+    }
+}

@@ -62,10 +62,14 @@ pub(crate) struct Readiness {
     /// A read is parked on the watch (the watch holds its task's waker).
     parked: Cell<bool>,
     /// When a read last left its task's waker in the watch's claim ([`ring_epoch`]), and
-    /// that waker: while the ring has not been used since, a read of the same task that finds
-    /// the socket empty is parked already, without touching the ring.
+    /// which waker (its data and vtable addresses): while the ring has not been used since, a
+    /// read of the same task that finds the socket empty is parked already, without touching
+    /// the ring. Addresses, not a clone: a clone here would keep the task alive from inside
+    /// its own future (a cycle nothing breaks at teardown). They cannot name another task by
+    /// reuse: while the epoch is unchanged, the claim still holds that very waker, so its
+    /// task is alive.
     left: Cell<Option<(u64, u64)>>,
-    left_waker: Cell<Option<Waker>>,
+    left_waker: Cell<(usize, usize)>,
     /// The waker of the ring that runs the watch: how a thread it moved to reaches it.
     watch_ring: Cell<Option<oneloop::Waker>>,
 }
@@ -81,6 +85,14 @@ impl std::fmt::Debug for Readiness {
     }
 }
 
+/// What `Waker::will_wake` compares: the waker's data and vtable addresses.
+fn identity(waker: &Waker) -> (usize, usize) {
+    (
+        waker.data() as usize,
+        std::ptr::from_ref(waker.vtable()) as usize,
+    )
+}
+
 /// The events a read watch waits for (errors and hang-ups are always reported).
 const WATCHED: PollMask = PollMask::from_bits(PollMask::IN.bits() | PollMask::RDHUP.bits());
 
@@ -92,11 +104,7 @@ impl Readiness {
         if self.watch.get().is_some() && !matches!(polled, Poll::Ready(Err(_))) {
             // The claim holds `cx`'s waker now (a watch keeps it, see `Ring::watch`).
             self.left.set(Some(ring_epoch()));
-            let waker = self.left_waker.take();
-            self.left_waker.set(match waker {
-                Some(w) if w.will_wake(cx.waker()) => Some(w),
-                _ => Some(cx.waker().clone()),
-            });
+            self.left_waker.set(identity(cx.waker()));
         }
         polled
     }
@@ -106,13 +114,7 @@ impl Readiness {
     /// is parked already.
     #[inline]
     fn parked_already(&self, cx: &Context<'_>) -> bool {
-        if self.left.get() != Some(ring_epoch()) {
-            return false;
-        }
-        let waker = self.left_waker.take();
-        let same = waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        self.left_waker.set(waker);
-        same
+        self.left.get() == Some(ring_epoch()) && self.left_waker.get() == identity(cx.waker())
     }
 
     fn poll_ring(&self, fd: RawFd, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
