@@ -18,13 +18,35 @@ where
         if matches!(forced, Some(f) if f != kind && f != BackendKind::Auto) {
             continue;
         }
-        if let Err(e) = oneloop::Ring::builder().backend(kind).entries(4).build() {
-            eprintln!("SKIP {kind} {name}: backend unavailable here: {e}");
+        if !usable(kind, name) {
             continue;
         }
         let rt = Runtime::builder().backend(kind).build();
         rt.block_on(body(kind))
             .unwrap_or_else(|e| panic!("{kind} {name}: the runtime failed: {e}"));
         eprintln!("PASS {kind} {name}");
+    }
+}
+
+/// Whether a ring of `kind` can be built here; says SKIP for `name` with the reason if not.
+pub fn usable(kind: BackendKind, name: &str) -> bool {
+    match oneloop::Ring::builder().backend(kind).entries(4).build() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIP {kind} {name}: backend unavailable here: {e}");
+            false
+        }
+    }
+}
+
+/// What one read of `peer` returns (a signal's `EINTR` is retried): `Ok(0)` at end of stream.
+pub fn read_once(peer: &mut std::os::unix::net::UnixStream) -> Result<usize, std::io::ErrorKind> {
+    use std::io::Read as _;
+    let mut byte = [0u8; 1];
+    loop {
+        match peer.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.map_err(|e| e.kind()),
+        }
     }
 }

@@ -365,18 +365,11 @@ fn in_flight() -> usize {
 /// io_uring the watch's poll would otherwise hold it open) and the peer reads end of stream.
 #[test]
 fn a_stream_moved_to_another_thread_closes_when_dropped_there() {
-    use std::io::Read as _;
     use std::os::fd::OwnedFd;
     use std::sync::mpsc;
 
     for kind in oneloop::BackendKind::ALL {
-        if oneloop::Ring::builder()
-            .backend(kind)
-            .entries(4)
-            .build()
-            .is_err()
-        {
-            eprintln!("SKIP {kind} moved stream: backend unavailable here");
+        if !common::usable(kind, "moved stream") {
             continue;
         }
         let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -406,12 +399,11 @@ fn a_stream_moved_to_another_thread_closes_when_dropped_there() {
             rt.block_on(async move { drop(stream) }).unwrap();
         });
         b.join().unwrap();
-        let mut byte = [0u8; 1];
-        let got = peer.read(&mut byte);
+        let got = common::read_once(&mut peer);
         done_tx.send(()).unwrap();
         a.join().unwrap();
         assert_eq!(
-            got.map_err(|e| e.kind()),
+            got,
             Ok(0),
             "{kind}: the peer reads end of stream once the moved stream is dropped"
         );
@@ -423,17 +415,10 @@ fn a_stream_moved_to_another_thread_closes_when_dropped_there() {
 /// its stream closes (the peer reads end of stream), nothing keeps it alive.
 #[test]
 fn a_task_parked_on_a_read_is_dropped_at_teardown() {
-    use std::io::Read as _;
     use std::os::fd::OwnedFd;
 
     for kind in oneloop::BackendKind::ALL {
-        if oneloop::Ring::builder()
-            .backend(kind)
-            .entries(4)
-            .build()
-            .is_err()
-        {
-            eprintln!("SKIP {kind} teardown: backend unavailable here");
+        if !common::usable(kind, "teardown") {
             continue;
         }
         let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -448,13 +433,7 @@ fn a_task_parked_on_a_read_is_dropped_at_teardown() {
             sleep(Duration::from_millis(20)).await;
         })
         .unwrap();
-        let mut byte = [0u8; 1];
-        let got = loop {
-            match peer.read(&mut byte) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => break other.map_err(|e| e.kind()),
-            }
-        };
+        let got = common::read_once(&mut peer);
         assert_eq!(
             got,
             Ok(0),

@@ -287,9 +287,7 @@ impl Sink {
         match &mut self.claims[index] {
             Claim::Unclaimed => {}
             Claim::Waiting { id: i, waker: w } if *i == id => {
-                if !w.will_wake(waker) {
-                    *w = waker.clone();
-                }
+                keep(w, waker);
                 return;
             }
             Claim::Stream {
@@ -310,9 +308,7 @@ impl Sink {
                 fired,
                 ..
             } if *i == id => {
-                if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                    *w = Some(waker.clone());
-                }
+                keep_some(w, waker);
                 if fired.is_some() {
                     waker.wake_by_ref();
                 }
@@ -427,9 +423,7 @@ impl Sink {
     ) -> Option<Completion> {
         if let Some(Claim::Waiting { id: i, waker: w }) = self.claims.get_mut(index_of(id)) {
             if *i == id && id.0 & INLINE == 0 {
-                if !w.will_wake(waker) {
-                    *w = waker.clone();
-                }
+                keep(w, waker);
                 return None;
             }
         }
@@ -460,9 +454,7 @@ impl Sink {
         // The waker is left in place whether something is taken or not: until the ring next
         // reaps completions, nothing else can arrive, so a caller that took events and found
         // nothing more to do is parked already.
-        if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *w = Some(waker.clone());
-        }
+        keep_some(w, waker);
         Some(match fired.take() {
             Some(bits) => Poll::Ready((bits, *user_data)),
             None => Poll::Pending,
@@ -508,6 +500,23 @@ impl Sink {
             }
             _ => self.queue.iter().rev().find(|c| c.id == id && !c.more),
         }
+    }
+}
+
+/// Makes `w` a waker that wakes what `waker` wakes (cloned only when it is another).
+#[inline]
+fn keep(w: &mut Waker, waker: &Waker) {
+    if !w.will_wake(waker) {
+        *w = waker.clone();
+    }
+}
+
+/// [`keep`] for a claim that may hold no waker yet.
+#[inline]
+fn keep_some(w: &mut Option<Waker>, waker: &Waker) {
+    match w {
+        Some(w) => keep(w, waker),
+        None => *w = Some(waker.clone()),
     }
 }
 
