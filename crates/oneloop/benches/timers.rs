@@ -1,6 +1,7 @@
 //! 100,000 pending timers per backend: arm them, cancel half, let the rest fire. Prints each
 //! phase's time beside a baseline measured in the same run: a bare `BinaryHeap` doing the same
-//! pushes and pops (the data structure's floor, no I/O). Run: `cargo bench -p oneloop --bench timers`.
+//! pushes and pops (the data structure's floor, no I/O), in alternating rounds; prints medians.
+//! Run: `cargo bench -p oneloop --bench timers`.
 #![allow(missing_docs)]
 
 use std::cmp::Reverse;
@@ -57,26 +58,57 @@ fn run(kind: BackendKind) -> Option<(Duration, Duration, Duration)> {
     Some((armed, cancelled, start.elapsed() - armed - cancelled))
 }
 
+const ROUNDS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
-    let base = baseline();
-    println!("100,000 timers: arm all, cancel half, fire the rest (the rest are due within 5 ms)");
     println!(
-        "{:<8} {:>12} {:>14} {:>12} {:>12}",
-        "backend", "arm", "cancel half", "fire rest", "total"
+        "100,000 timers: arm all, cancel half, fire the rest (the rest are due within 5 ms); \
+         {ROUNDS} rounds, each a fresh ring per backend beside the baseline, medians"
     );
-    for kind in BackendKind::ALL {
-        match run(kind) {
-            Some((a, c, f)) => println!(
-                "{:<8} {:>12.1?} {:>14.1?} {:>12.1?} {:>12.1?}",
-                kind.name(),
-                a,
-                c,
-                f,
-                a + c + f
-            ),
-            None => println!("{:<8} unavailable here", kind.name()),
+    println!(
+        "{:<8} {:>10} {:>12} {:>10} {:>10} {:>10}",
+        "backend", "arm", "cancel half", "fire rest", "total", "÷ baseline"
+    );
+    // Rounds alternate the baseline and every backend, so a noisy neighbour hits all alike.
+    let mut base = Vec::new();
+    let mut rows: Vec<Vec<(Duration, Duration, Duration)>> =
+        vec![Vec::new(); BackendKind::ALL.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); BackendKind::ALL.len()];
+    for _ in 0..ROUNDS {
+        let b = baseline();
+        base.push(b.as_secs_f64());
+        for (i, kind) in BackendKind::ALL.into_iter().enumerate() {
+            if let Some(r) = run(kind) {
+                ratios[i].push((r.0 + r.1 + r.2).as_secs_f64() / b.as_secs_f64());
+                rows[i].push(r);
+            }
         }
     }
-    println!("{:<8} {:>54.1?}", "baseline", base);
-    println!("(baseline: BinaryHeap push + pop of 100,000 entries, same run)");
+    let ms = |v: Vec<f64>| format!("{:.1}ms", median(v) * 1e3);
+    for (i, kind) in BackendKind::ALL.into_iter().enumerate() {
+        let r = &rows[i];
+        if r.is_empty() {
+            println!("{:<8} SKIP: the backend is unavailable here", kind.name());
+            continue;
+        }
+        let col = |f: fn(&(Duration, Duration, Duration)) -> Duration| {
+            ms(r.iter().map(|x| f(x).as_secs_f64()).collect())
+        };
+        println!(
+            "{:<8} {:>10} {:>12} {:>10} {:>10} {:>10.2}",
+            kind.name(),
+            col(|x| x.0),
+            col(|x| x.1),
+            col(|x| x.2),
+            col(|x| x.0 + x.1 + x.2),
+            median(ratios[i].clone()),
+        );
+    }
+    println!("{:<8} {:>47}", "baseline", ms(base));
+    println!("(baseline: BinaryHeap push + pop of 100,000 entries in the same rounds; the ratio is each round's total over that round's baseline)");
 }

@@ -79,8 +79,10 @@ pub(crate) struct Sink {
 impl Sink {
     /// A sink for a ring tagged `tag` (1 to 127).
     pub(crate) fn new(capacity: usize, tag: u8) -> Sink {
+        let queue = Vec::with_capacity(capacity);
+        crate::sys::posix::advise_huge_pages(&queue);
         Sink {
-            queue: VecDeque::with_capacity(capacity),
+            queue: VecDeque::from(queue),
             claims: Vec::new(),
             released: Vec::new(),
             delivered: 0,

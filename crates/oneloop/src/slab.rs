@@ -107,11 +107,14 @@ pub(crate) struct Slab<T, M = Ops> {
 impl<T, M> Slab<T, M> {
     /// A slab that will hold at most `capacity` values (clamped to [`CAPACITY_MAX`]).
     ///
-    /// Reserves the whole capacity now; pages are touched only as slots are first used.
+    /// Reserves the whole capacity now; pages are touched only as slots are first used (huge
+    /// pages where the kernel allows, for a large slab).
     pub fn with_capacity(capacity: usize) -> Slab<T, M> {
         let capacity = capacity.clamp(1, CAPACITY_MAX);
+        let entries = Vec::with_capacity(capacity);
+        crate::sys::posix::advise_huge_pages(&entries);
         Slab {
-            entries: Vec::with_capacity(capacity),
+            entries,
             capacity,
             free_head: None,
             len: 0,

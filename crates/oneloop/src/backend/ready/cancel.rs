@@ -50,7 +50,7 @@ impl<B: Beneath> Ready<B> {
                 self.complete(key, res, out);
             }
             State::Request(_) => return B::end_early(self, key, res, out),
-            State::Fd(_) | State::Timer(_) | State::Starting => self.complete(key, res, out),
+            State::Fd(_) | State::Timer | State::Starting => self.complete(key, res, out),
         }
         CancelOutcome::Cancelled
     }

@@ -21,11 +21,8 @@ use crate::sys::posix as sio;
 impl<B: Beneath> Ready<B> {
     /// Fires every timer due at `now`.
     pub(super) fn fire_timers(&mut self, now: Instant, out: &mut Sink) {
-        while let Some((key, seq, fire)) = self.timers.pop_due(now) {
-            let live = self.slots.get(key).is_some_and(|s| match fire {
-                Fire::Timeout => matches!(s.state, State::Timer(t) if t == seq),
-                Fire::Deadline => s.deadline == Some(seq),
-            });
+        while let Some((key, fire)) = self.timers.pop_due(now) {
+            let live = self.slots.get(key).is_some_and(|s| s.has_timer(fire));
             if !live {
                 continue;
             }
@@ -37,7 +34,7 @@ impl<B: Beneath> Ready<B> {
                     self.complete(key, -libc::ETIME, out);
                 }
                 Fire::Deadline => {
-                    self.slot(key).deadline = None;
+                    self.slot(key).deadline = false;
                     self.end_early(key, -libc::ETIME, out);
                 }
             }

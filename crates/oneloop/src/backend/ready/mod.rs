@@ -33,7 +33,7 @@ use self::fds::{Fds, Waiter};
 pub(crate) use self::inflight::complete;
 use self::inflight::Blocking;
 use super::by_fd::ByFd;
-use super::timers::{Fire, TimerSeq, Timers};
+use super::timers::{Fire, Timers};
 use crate::common::{Settings, Stats, SubmitError, WakeFd};
 use crate::completion::{CancelOutcome, Completion};
 use crate::op::plan::{Next, ReadyCx};
@@ -93,7 +93,7 @@ pub(crate) enum State<R> {
     /// Waiting for readiness on `fd`.
     Fd(RawFd),
     /// A `Timeout` op's timer.
-    Timer(TimerSeq),
+    Timer,
     /// On the blocking pool; the job owns the op.
     Pool(Arc<Job<Blocking>>),
     /// A request beneath (aio: an AIO request); the slot keeps the op, whose memory the
@@ -109,7 +109,8 @@ pub(crate) struct ReadySlot<R> {
     /// The descriptor the op works on (for `cancel_fd`), kept while the pool holds the op.
     fd: Option<RawFd>,
     pub state: State<R>,
-    deadline: Option<TimerSeq>,
+    /// The op's deadline is armed (in `timers`).
+    deadline: bool,
     /// A cancel answered `TooLate`: the op's end is decided, even if it moves on (an AIO
     /// request that would block goes to the pool, where it could be cancelled again).
     too_late: bool,
@@ -118,6 +119,16 @@ pub(crate) struct ReadySlot<R> {
     /// A cancel or deadline that came while such a job ran: the result the op ends with when
     /// the job returns.
     ended_by: Option<i32>,
+}
+
+impl<R> ReadySlot<R> {
+    /// Whether the slot's timer of kind `fire` is armed.
+    fn has_timer(&self, fire: Fire) -> bool {
+        match fire {
+            Fire::Timeout => matches!(self.state, State::Timer),
+            Fire::Deadline => self.deadline,
+        }
+    }
 }
 
 /// The readiness core, with `B` beneath.
@@ -159,7 +170,7 @@ impl<B: Beneath> Ready<B> {
             epfd,
             slots: Slab::with_capacity(config.in_flight_max),
             fds: Fds::default(),
-            timers: Timers::new(),
+            timers: Timers::new(config.in_flight_max.min(65_536)),
             pool: Pool::new(config.pool_threads, notify, sio::block_signals),
             pool_fd,
             wake,
@@ -243,7 +254,7 @@ impl<B: Beneath> Ready<B> {
             op: Some(op),
             user_data,
             state: State::Starting,
-            deadline: None,
+            deadline: false,
             too_late: false,
             pool_prepares: false,
             ended_by: None,
@@ -258,12 +269,12 @@ impl<B: Beneath> Ready<B> {
         };
         self.by_fd.add(fd, key);
         if let Some(d) = deadline {
-            let seq = self.timers.arm(
+            self.timers.arm(
                 d.instant(now.unwrap_or_else(Instant::now)),
                 key,
                 Fire::Deadline,
             );
-            self.slot(key).deadline = Some(seq);
+            self.slot(key).deadline = true;
         }
         match first {
             Some(next) => self.follow(key, next, out),
@@ -370,8 +381,8 @@ impl<B: Beneath> Ready<B> {
         let next = match op.ready_first(&cx) {
             Next::Timer(when) => {
                 let at = when.instant(now.unwrap_or_else(Instant::now));
-                let seq = self.timers.arm(at, key, Fire::Timeout);
-                self.slot(key).state = State::Timer(seq);
+                self.timers.arm(at, key, Fire::Timeout);
+                self.slot(key).state = State::Timer;
                 return;
             }
             next => next,
@@ -469,17 +480,11 @@ impl<B: Beneath> Ready<B> {
 
     /// Drops what refers to a removed slot: its timers (lazily) and its fd waiter.
     fn forget(&mut self, key: Key, slot: &ReadySlot<B::Request>) {
-        let timer = match slot.state {
-            State::Timer(seq) => Some(seq),
-            _ => None,
-        };
-        for _ in slot.deadline.iter().chain(timer.iter()) {
+        let timers = usize::from(slot.deadline) + usize::from(matches!(slot.state, State::Timer));
+        for _ in 0..timers {
             let slots = &self.slots;
-            self.timers.disarm(|k, seq| {
-                slots.get(k).is_some_and(|s| {
-                    s.deadline == Some(seq) || matches!(s.state, State::Timer(t) if t == seq)
-                })
-            });
+            self.timers
+                .disarm(|k, fire| slots.get(k).is_some_and(|s| s.has_timer(fire)));
         }
         if let State::Fd(fd) = slot.state {
             self.fds.remove(fd, key);

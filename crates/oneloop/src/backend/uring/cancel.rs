@@ -19,14 +19,14 @@ impl Uring {
         let Some(slot) = self.table.slots.get_mut(key) else {
             return false;
         };
-        if slot.timer.take().is_none() {
+        if !std::mem::take(&mut slot.timer) {
             return false;
         }
         slot.main_res = Some(-libc::ECANCELED);
         slot.user_cancelled = true;
         let slots = &self.table.slots;
         self.timers
-            .disarm(|k, seq| slots.get(k).is_some_and(|s| s.timer == Some(seq)));
+            .disarm(|k, _| slots.get(k).is_some_and(|s| s.timer));
         self.try_finish(key, out);
         true
     }
@@ -78,7 +78,7 @@ impl Uring {
             if slot.main_res.is_some() || slot.cancel_answered || slot.discarded {
                 count.too_late += 1;
                 false
-            } else if slot.timer.is_some() {
+            } else if slot.timer {
                 timers.push(key);
                 false
             } else {

@@ -24,7 +24,6 @@ use super::lower;
 use crate::op::plan::{Lowered, Step};
 use crate::slab::Key;
 
-use crate::backend::timers::TimerSeq;
 use crate::completion::finish;
 use crate::op::plan::UringScratch;
 use crate::op::{Op, Output};
@@ -48,7 +47,7 @@ pub(super) struct UringSlot {
     pub deadline: Option<Instant>,
     pub aux: Aux,
     /// A `Timeout` op's timer in the ring's heap, while it is armed.
-    pub timer: Option<TimerSeq>,
+    pub timer: bool,
     /// The main request's final result, once its last CQE (no `MORE`) arrived.
     pub main_res: Option<i32>,
     /// Linked-timeout CQEs still to come.
@@ -83,7 +82,7 @@ impl UringSlot {
                 link_ts: Timespec::new(),
                 scratch: None,
             },
-            timer: None,
+            timer: false,
             main_res: None,
             links_pending: 0,
             link_fired: false,

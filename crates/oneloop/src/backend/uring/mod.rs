@@ -220,7 +220,9 @@ impl Uring {
                     slot.rearm_pending = false;
                     // A deadline before the timer ends it the same way: -ETIME, `TimedOut`.
                     let at = slot.deadline.map_or(at, |d| d.min(at));
-                    slot.timer = Some(self.timers.arm(at, key, Fire::Timeout));
+                    debug_assert!(!slot.timer, "a slot arms one timer in its life");
+                    slot.timer = true;
+                    self.timers.arm(at, key, Fire::Timeout);
                     return Ok(());
                 }
                 Armed::Full(room) => self.ensure_sq_room(room, out)?,
@@ -459,10 +461,10 @@ impl Uring {
             return;
         }
         let now = Instant::now();
-        while let Some((key, seq, _)) = self.timers.pop_due(now) {
+        while let Some((key, _)) = self.timers.pop_due(now) {
             match self.table.slots.get_mut(key) {
-                Some(slot) if slot.timer == Some(seq) => {
-                    slot.timer = None;
+                Some(slot) if slot.timer => {
+                    slot.timer = false;
                     slot.main_res = Some(-libc::ETIME);
                 }
                 // A stale entry: its timer was cancelled.

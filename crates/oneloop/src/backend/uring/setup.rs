@@ -60,7 +60,7 @@ impl Uring {
             cqes: Vec::with_capacity(cq.max(64)),
             cancel_results: Vec::with_capacity(64),
             rearms: Vec::with_capacity(64),
-            timers: Timers::new(),
+            timers: Timers::new(config.in_flight_max.min(65_536)),
             cancel_scratch: (Vec::with_capacity(64), Vec::with_capacity(64)),
             by_fd: ByFd::default(),
             files,
