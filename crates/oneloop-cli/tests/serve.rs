@@ -440,6 +440,46 @@ fn keep_alive_pipelining_and_close() {
 }
 
 #[test]
+fn small_files_are_kept_for_a_second_then_read_again() {
+    on_every_backend("cache", |backend, dir| {
+        let server = Server::start(backend, dir, &[]);
+        let uncached = Server::start(backend, dir, &["--cache-mib", "0"]);
+        let a = agent();
+        let get = |server: &Server, path: &str| {
+            let (code, r) = fetch(a.get(&server.url(path)));
+            (code, body(r))
+        };
+        assert_eq!(get(&server, "/sub/a.txt"), (200, b"sub a\n".to_vec()));
+        assert_eq!(get(&server, "/inside"), (200, b"sub a\n".to_vec()));
+        // Changed on disk: a new body (and length), a removal, a symlink now pointing out of
+        // the root. Without the cache each shows at once; with it, within a second.
+        std::fs::write(dir.join("sub/a.txt"), "changed, and longer\n").unwrap();
+        std::fs::remove_file(dir.join("style.css")).unwrap();
+        std::fs::remove_file(dir.join("inside")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("inside")).unwrap();
+        assert_eq!(
+            get(&uncached, "/sub/a.txt"),
+            (200, b"changed, and longer\n".to_vec())
+        );
+        assert_eq!(get(&uncached, "/style.css").0, 404);
+        assert_eq!(get(&uncached, "/inside").0, 404);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            get(&server, "/sub/a.txt"),
+            (200, b"changed, and longer\n".to_vec()),
+            "{backend}: a changed file is read again after a second"
+        );
+        assert_eq!(get(&server, "/style.css").0, 404, "{backend}: removed");
+        assert_eq!(
+            get(&server, "/inside").0,
+            404,
+            "{backend}: a symlink turned to point outside is refused, cached or not"
+        );
+        eprintln!("PASS {backend}: cache");
+    });
+}
+
+#[test]
 fn slow_senders_and_idle_connections_are_closed() {
     on_every_backend("slow", |backend, dir| {
         let server = Server::start(

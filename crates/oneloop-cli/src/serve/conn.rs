@@ -23,6 +23,7 @@ use oneloop_rt::fs::File;
 use oneloop_rt::net::TcpStream;
 use oneloop_rt::time::timeout;
 
+use super::cache::{self, Cache, Cached};
 use super::files::{self, Kind, Meta};
 use super::http::{self, Parsed, Range, Request, Status};
 
@@ -63,10 +64,18 @@ pub struct Thread {
     pub busy: Cell<usize>,
     /// Chunk buffers for large files, reused.
     chunks: RefCell<Vec<Vec<u8>>>,
+    /// Small files recently read (`cache.rs`).
+    cache: RefCell<Cache>,
 }
 
 impl Thread {
-    pub fn new(root: Arc<OwnedFd>, limits: Limits, log: bool, uring: bool) -> Thread {
+    pub fn new(
+        root: Arc<OwnedFd>,
+        limits: Limits,
+        log: bool,
+        uring: bool,
+        cache_bytes: usize,
+    ) -> Thread {
         Thread {
             root,
             limits,
@@ -76,8 +85,25 @@ impl Thread {
             conns: Cell::new(0),
             busy: Cell::new(0),
             chunks: RefCell::new(Vec::new()),
+            cache: RefCell::new(Cache::new(cache_bytes)),
         }
     }
+}
+
+/// Where an answer's body comes from.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    File(&'a File),
+    /// A cached file's bytes, whole.
+    Bytes(&'a [u8]),
+}
+
+/// What an answer with a regular file says of it.
+struct About<'a> {
+    meta: Meta,
+    etag: &'a str,
+    modified: &'a str,
+    content_type: &'static str,
 }
 
 /// Counts one unit in a counter while alive.
@@ -293,13 +319,39 @@ impl Conn<'_> {
             Ok(target) => target,
             Err(status) => return Ok(self.refuse(req, status, keep)),
         };
+        let hit = self.t.cache.borrow().get(&target.rel, Instant::now());
+        if let Some(hit) = hit {
+            return self.send_cached(req, &hit, keep).await;
+        }
         let root = Arc::clone(&self.t.root);
         let (file, meta) = match files::open_beneath(&root, &target.rel, self.t.uring).await {
             Ok(found) => found,
-            Err(status) => return Ok(self.refuse(req, status, keep)),
+            Err(status) => {
+                self.t.cache.borrow_mut().forget(&target.rel);
+                return Ok(self.refuse(req, status, keep));
+            }
         };
+        if meta.kind == Kind::File && meta.len <= cache::BODY_MAX && self.t.cache.borrow().enabled()
+        {
+            // Read whole, kept, and answered from the copy kept.
+            let read_at = Instant::now();
+            let body = read_exactly(&file, Vec::new(), 0, meta.len as usize).await?;
+            let entry = Rc::new(Cached::new(meta, body, &target.rel, read_at));
+            self.t
+                .cache
+                .borrow_mut()
+                .put(&target.rel, Rc::clone(&entry));
+            return self.send_cached(req, &entry, keep).await;
+        }
+        self.t.cache.borrow_mut().forget(&target.rel);
         if meta.kind != Kind::Dir {
-            return self.send_file(req, &file, meta, &target.rel, keep).await;
+            let about = About {
+                meta,
+                etag: &meta.etag(),
+                modified: &http::http_date(meta.mtime),
+                content_type: http::content_type(&target.rel),
+            };
+            return self.send_file(req, Body::File(&file), &about, keep).await;
         }
         if !target.trailing_slash {
             // A directory's own URL ends in `/`, so its relative links resolve. Built from the
@@ -322,7 +374,13 @@ impl Conn<'_> {
         };
         match files::open_beneath(&root, &index, self.t.uring).await {
             Ok((index, meta)) if meta.kind == Kind::File => {
-                return self.send_file(req, &index, meta, "index.html", keep).await;
+                let about = About {
+                    meta,
+                    etag: &meta.etag(),
+                    modified: &http::http_date(meta.mtime),
+                    content_type: http::content_type("index.html"),
+                };
+                return self.send_file(req, Body::File(&index), &about, keep).await;
             }
             Ok(_) | Err(Status::NotFound) => {}
             Err(status) => return Ok(self.refuse(req, status, keep)),
@@ -350,18 +408,33 @@ impl Conn<'_> {
         keep
     }
 
+    /// Answers with a cached file.
+    async fn send_cached(
+        &mut self,
+        req: &Request,
+        hit: &Cached,
+        keep: bool,
+    ) -> Result<bool, Closed> {
+        let about = About {
+            meta: hit.meta,
+            etag: &hit.etag,
+            modified: &hit.modified,
+            content_type: hit.content_type,
+        };
+        self.send_file(req, Body::Bytes(&hit.body), &about, keep)
+            .await
+    }
+
     /// Answers with a regular file: conditional (304), range (206/416) or whole (200).
     async fn send_file(
         &mut self,
         req: &Request,
-        file: &File,
-        meta: Meta,
-        name: &str,
+        body: Body<'_>,
+        about: &About<'_>,
         keep: bool,
     ) -> Result<bool, Closed> {
         let method = if req.head { "HEAD" } else { "GET" };
-        let etag = meta.etag();
-        let modified = http::http_date(meta.mtime);
+        let (meta, etag, modified) = (about.meta, about.etag, about.modified);
         let not_modified = match (&req.if_none_match, req.if_modified_since) {
             (Some(tags), _) => tags
                 .split(',')
@@ -380,8 +453,8 @@ impl Conn<'_> {
         if not_modified {
             let out = self.out_mut();
             http::start_head(out, Status::NotModified);
-            http::header(out, "ETag", &etag);
-            http::header(out, "Last-Modified", &modified);
+            http::header(out, "ETag", etag);
+            http::header(out, "Last-Modified", modified);
             http::end_head(out, keep, req.http10);
             self.log(method, &req.path, Status::NotModified, 0);
             return Ok(keep);
@@ -410,11 +483,11 @@ impl Conn<'_> {
         };
         let out = self.out_mut();
         http::start_head(out, status);
-        http::header(out, "Content-Type", http::content_type(name));
-        http::header(out, "Content-Length", count);
-        http::header(out, "Last-Modified", &modified);
-        http::header(out, "ETag", &etag);
-        http::header(out, "Accept-Ranges", "bytes");
+        http::header_text(out, "Content-Type", about.content_type);
+        http::header_len(out, count);
+        http::header_text(out, "Last-Modified", modified);
+        http::header_text(out, "ETag", etag);
+        http::header_text(out, "Accept-Ranges", "bytes");
         if status == Status::PartialContent {
             http::header(
                 out,
@@ -427,6 +500,14 @@ impl Conn<'_> {
         if req.head || count == 0 {
             return Ok(keep);
         }
+        let file = match body {
+            Body::File(file) => file,
+            Body::Bytes(bytes) => {
+                self.out_mut()
+                    .extend_from_slice(&bytes[start as usize..(start + count) as usize]);
+                return Ok(keep);
+            }
+        };
         if count >= SENDFILE_MIN {
             self.send_head_more();
             self.flush().await?;

@@ -279,18 +279,48 @@ pub fn now_date() -> std::rc::Rc<str> {
 
 /// Starts a response head: status line, `Server`, `Date`.
 pub fn start_head(out: &mut Vec<u8>, status: Status) {
-    let date = now_date();
-    let _ = write!(
-        Text(out),
-        "HTTP/1.1 {} {}\r\nServer: oneloop\r\nDate: {date}\r\n",
-        status.code(),
-        status.reason()
-    );
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status.code()));
+    out.push(b' ');
+    out.extend_from_slice(status.reason().as_bytes());
+    out.extend_from_slice(b"\r\nServer: oneloop\r\nDate: ");
+    out.extend_from_slice(now_date().as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Adds one header line.
 pub fn header(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
     let _ = write!(Text(out), "{name}: {value}\r\n");
+}
+
+/// Adds one header line whose value is text (no formatting machinery: the hot path).
+pub fn header_text(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Adds `Content-Length: len`.
+pub fn header_len(out: &mut Vec<u8>, len: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, len);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Ends a head, saying whether the connection stays open.

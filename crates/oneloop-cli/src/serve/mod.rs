@@ -15,6 +15,7 @@
 //! accepting, answers the requests in progress (each with `Connection: close`) for up to the
 //! grace period, drops its idle connections and returns; the process exits 0.
 
+mod cache;
 mod conn;
 mod files;
 pub mod http;
@@ -47,6 +48,8 @@ pub struct Config {
     pub pin: bool,
     /// Blocking-pool threads per ring (epoll, aio): cold reads waiting on the disk at once.
     pub pool_threads: usize,
+    /// Bytes of small files each thread keeps in memory (`cache.rs`); 0: none.
+    pub cache_bytes: usize,
 }
 
 /// What every thread gets.
@@ -123,6 +126,7 @@ async fn thread_main(index: usize, shared: &Shared) -> std::io::Result<()> {
         config.limits,
         config.log,
         shared.backend == BackendKind::Uring,
+        config.cache_bytes,
     ));
     let acceptor = oneloop_rt::spawn(accept_loop(listener, Rc::clone(&t), config.max_conns));
     oneloop_rt::poll::readable(&shared.signals.as_fd()).await?;
