@@ -6,7 +6,7 @@
 //! in flight per connection). Each row: requests/s of each server, the server's CPU seconds
 //! per million requests (all its threads, from `/proc`), and the client's p99 latency. When
 //! the client's own thread is busy more than 95 % of the time, the row says `client-bound`:
-//! the figure is then the client's limit, not the servers'. Each side's time is taken in four
+//! the figure is then the client's limit, not the servers'. Each side's time is taken in five
 //! alternating rounds, so that the shared machine's drift falls on both alike.
 //!
 //! **Connections are made before a measurement, never during one**, at most 128 at a time
@@ -76,7 +76,7 @@ impl Load {
 
 const SMALL_FILES: usize = 10_000;
 /// Each side's time is split into this many rounds, taken in turn (ours, nginx, ours, ...).
-const ROUNDS: u32 = 4;
+const ROUNDS: u32 = 5;
 const BIG_FILE: u64 = 1 << 30;
 const RANGE: u64 = 64 * 1024;
 
