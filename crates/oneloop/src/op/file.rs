@@ -213,7 +213,7 @@ impl OpBase for Read {
 impl UringPlan for Read {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("READ", opcode::Read::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Read::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
@@ -291,7 +291,7 @@ impl OpBase for Write {
 impl UringPlan for Write {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("WRITE", opcode::Write::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Write::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
@@ -369,7 +369,7 @@ impl OpBase for Readv {
 impl UringPlan for Readv {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("READV", opcode::Readv::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Readv::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
@@ -435,7 +435,7 @@ impl OpBase for Writev {
 impl UringPlan for Writev {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("WRITEV", opcode::Writev::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Writev::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
@@ -488,7 +488,7 @@ impl OpBase for Fsync {
 impl UringPlan for Fsync {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("FSYNC", opcode::Fsync::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Fsync::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {

@@ -131,7 +131,7 @@ impl OpBase for Close {
 impl UringPlan for Close {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("CLOSE", opcode::Close::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Close::CODE)
     }
     fn lower(&mut self, _: &mut UringCx<'_>) -> Lowered {
@@ -177,7 +177,7 @@ impl OpBase for OpenAt {
 impl UringPlan for OpenAt {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("OPENAT2", opcode::OpenAt2::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::OpenAt2::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {

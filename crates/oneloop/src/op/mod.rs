@@ -248,9 +248,12 @@ macro_rules! ops {
             /// See [`UringPlan::opcode`].
             #[inline]
             pub(crate) fn uring_opcode(&self, native_epoll_wait: bool) -> Option<u8> {
-                match self {
-                    $(Op::$name(o) => UringPlan::opcode(o, native_epoll_wait),)*
-                }
+                Op::uring_opcodes(native_epoll_wait)[self.kind()]
+            }
+
+            /// Every kind's io_uring opcode (see [`UringPlan::opcode`]), by [`kind`](Self::kind).
+            pub(crate) fn uring_opcodes(native_epoll_wait: bool) -> [Option<u8>; Op::COUNT] {
+                [$(<$name as UringPlan>::opcode(native_epoll_wait),)*]
             }
 
             /// See [`UringPlan::lower`].

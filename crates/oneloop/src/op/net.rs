@@ -195,7 +195,7 @@ impl OpBase for Accept {
 impl UringPlan for Accept {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("ACCEPT", opcode::Accept::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Accept::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
@@ -254,7 +254,7 @@ impl OpBase for Connect {
 impl UringPlan for Connect {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("CONNECT", opcode::Connect::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Connect::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
@@ -316,7 +316,7 @@ impl OpBase for Recv {
 impl UringPlan for Recv {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("RECV", opcode::Recv::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Recv::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
@@ -378,7 +378,7 @@ impl OpBase for Send {
 impl UringPlan for Send {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("SEND", opcode::Send::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Send::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {

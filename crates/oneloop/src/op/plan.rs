@@ -97,8 +97,9 @@ pub(crate) use no_target;
 pub(crate) trait UringPlan {
     /// The opcodes this op may need, for `oneloop probe` (name, code).
     const OPCODES: &'static [(&'static str, u8)];
-    /// The opcode this op needs now (`None`: it never reaches the kernel).
-    fn opcode(&self, native_epoll_wait: bool) -> Option<u8>;
+    /// The opcode this kind of op needs (`None`: it never reaches the kernel). The same for
+    /// every op of the kind, so a ring checks its kernel's support once per kind, at setup.
+    fn opcode(native_epoll_wait: bool) -> Option<u8>;
     /// The request for the kernel, pointing only into what the op owns and into `cx.scratch`.
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered;
     /// The op's request ended with `res` (its last CQE): is the op done, or does it make

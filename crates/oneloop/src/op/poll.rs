@@ -286,7 +286,7 @@ impl OpBase for Poll {
 impl UringPlan for Poll {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("POLL_ADD", opcode::PollAdd::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::PollAdd::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
@@ -359,7 +359,7 @@ impl OpBase for EpollWait {
 impl UringPlan for EpollWait {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("EPOLL_WAIT", opcode::EpollWait::CODE)];
-    fn opcode(&self, native_epoll_wait: bool) -> Option<u8> {
+    fn opcode(native_epoll_wait: bool) -> Option<u8> {
         Some(if native_epoll_wait {
             opcode::EpollWait::CODE
         } else {
@@ -543,7 +543,7 @@ impl OpBase for PollUpdate {
 impl UringPlan for PollUpdate {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("POLL_REMOVE", opcode::PollRemove::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::PollRemove::CODE)
     }
     /// The target's request is named by its `user_data`, which is its id on this backend.

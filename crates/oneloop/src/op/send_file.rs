@@ -155,7 +155,7 @@ impl OpBase for SendFile {
 
 impl UringPlan for SendFile {
     const OPCODES: &'static [(&'static str, u8)] = &[("SPLICE", opcode::Splice::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Splice::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {

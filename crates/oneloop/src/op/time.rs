@@ -55,7 +55,7 @@ impl OpBase for Nop {
 impl UringPlan for Nop {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("NOP", opcode::Nop::CODE)];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Nop::CODE)
     }
     fn lower(&mut self, _: &mut UringCx<'_>) -> Lowered {
@@ -97,7 +97,7 @@ impl OpBase for Timeout {
 impl UringPlan for Timeout {
     one_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[];
-    fn opcode(&self, _: bool) -> Option<u8> {
+    fn opcode(_: bool) -> Option<u8> {
         None
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {

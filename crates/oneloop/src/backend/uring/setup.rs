@@ -53,6 +53,7 @@ impl Uring {
                 ring,
                 slots: Slab::with_capacity(config.in_flight_max),
             },
+            refused: refused_kinds(&probe, native_epoll_wait),
             probe,
             native_epoll_wait,
             wake,
@@ -142,6 +143,16 @@ pub(crate) fn describe_setup_error(e: io::Error) -> io::Error {
         _ => format!("io_uring_setup: {e}"),
     };
     io::Error::new(e.kind(), why)
+}
+
+/// Bit `k` set for each op kind `k` whose opcode `probe` lacks (see `Uring::refused`).
+fn refused_kinds(probe: &Probe, native_epoll_wait: bool) -> u64 {
+    const _: () = assert!(Op::COUNT <= 64, "one bit per op kind");
+    Op::uring_opcodes(native_epoll_wait)
+        .iter()
+        .enumerate()
+        .filter(|(_, code)| code.is_some_and(|c| !probe.is_supported(c)))
+        .fold(0, |bits, (kind, _)| bits | 1 << kind)
 }
 
 /// The opcodes oneloop uses and whether this kernel has them, for `oneloop probe`.
