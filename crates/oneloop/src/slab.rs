@@ -227,12 +227,14 @@ impl<T, M> Slab<T, M> {
         Some(value)
     }
 
-    /// [`retire`](Self::retire), handing the value to `f` in place first (to take what the
-    /// caller needs without moving the whole value out).
-    pub fn retire_with<R>(&mut self, key: Key<M>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    /// [`retire`](Self::retire) if `f` says so, without moving the whole value out: `f` looks
+    /// at the value in place and returns `Some` (taking what the caller needs) to retire the
+    /// slot, `None` to leave it. `None` also if the key is stale.
+    #[inline]
+    pub fn retire_if<R>(&mut self, key: Key<M>, f: impl FnOnce(&mut T) -> Option<R>) -> Option<R> {
         let entry = self.entries.get_mut(key.index as usize)?;
         let taken = match entry {
-            Place::Occupied { generation, value } if *generation == key.generation => f(value),
+            Place::Occupied { generation, value } if *generation == key.generation => f(value)?,
             _ => return None,
         };
         *entry = Place::Retired {
@@ -305,11 +307,17 @@ mod tests {
 
     #[test]
     fn a_retired_slot_is_reserved_until_released() {
+        let mut kept: Slab<_> = Slab::with_capacity(1);
+        let k = kept.insert(1).unwrap();
+        assert_eq!(kept.retire_if(k, |_| None::<i32>), None);
+        assert_eq!(kept.get(k), Some(&1), "retire_if said no: still there");
+        assert_eq!(kept.retire_if(k, |v| Some(*v * 2)), Some(2));
+        assert_eq!(kept.get(k), None);
         let mut slab: Slab<_> = Slab::with_capacity(1);
         let a = slab.insert("a").unwrap();
         assert_eq!(slab.retire(a), Some("a"));
         assert_eq!((slab.get(a), slab.len()), (None, 0), "gone for lookups");
-        assert_eq!(slab.retire_with(a, |v| *v), None);
+        assert_eq!(slab.retire_if(a, |v| Some(*v)), None);
         assert!(slab.is_full());
         assert_eq!(slab.insert("b"), Err("b"), "its index is still reserved");
         slab.release(Key::new(a.index, a.generation + 1));

@@ -321,7 +321,9 @@ impl Uring {
             for &(ud, res, flags) in &cqes {
                 self.on_cqe(ud, res, flags, out);
             }
-            if one {
+            // A batch that did not fill the buffer emptied the queue as it was: what came
+            // since is for the next reap (no second look at an empty queue).
+            if one || cqes.len() < room {
                 break;
             }
         }
@@ -438,23 +440,23 @@ impl Uring {
     /// Delivers slot `key`'s final completion if the kernel is done with it, retiring the slot
     /// (the ring releases it when the completion is taken).
     fn try_finish(&mut self, key: Key, out: &mut Sink) {
-        match self.table.slots.get(key) {
-            Some(slot) if !slot.kernel_holds() => self.by_fd.remove(slot.op.fd(), key),
-            _ => return,
-        }
-        // The op is taken out in place; the rest of the slot is dropped where it is.
-        let (op, res, user_data) = self
-            .table
-            .slots
-            .retire_with(key, |slot| {
-                let mut res = slot.main_res.expect("finished slots have a result");
-                if res == -libc::ECANCELED && slot.link_fired && !slot.user_cancelled {
-                    res = -libc::ETIME;
-                }
-                let op = std::mem::replace(&mut slot.op, Op::Nop(crate::op::Nop));
-                (op, res, slot.user_data)
-            })
-            .expect("checked live");
+        // The op is taken out in place (one look-up); the rest of the slot is dropped where
+        // it is.
+        let taken = self.table.slots.retire_if(key, |slot| {
+            if slot.kernel_holds() {
+                return None;
+            }
+            let mut res = slot.main_res.expect("finished slots have a result");
+            if res == -libc::ECANCELED && slot.link_fired && !slot.user_cancelled {
+                res = -libc::ETIME;
+            }
+            let op = std::mem::replace(&mut slot.op, Op::Nop(crate::op::Nop));
+            Some((op, res, slot.user_data))
+        });
+        let Some((op, res, user_data)) = taken else {
+            return;
+        };
+        self.by_fd.remove(op.fd(), key);
         let (result, output) = inflight::complete(op, res);
         out.push_back(Completion {
             id: OpId(key.pack()),
@@ -514,22 +516,25 @@ impl Uring {
             if out.len() >= min_complete || self.woken {
                 break;
             }
-            let now = Instant::now();
-            let mut left = match deadline {
-                Some(d) => match d.checked_duration_since(now) {
+            // The clock is read only when something is timed: the wait or a timer.
+            let due = self.timers.next_due();
+            let now = (deadline.is_some() || due.is_some()).then(Instant::now);
+            let mut left = match deadline.zip(now) {
+                Some((d, now)) => match d.checked_duration_since(now) {
                     Some(left) if !left.is_zero() => Some(left),
                     _ => break,
                 },
                 None => None,
             };
-            if let Some(due) = self.timers.next_due() {
+            if let Some((due, now)) = due.zip(now) {
                 let until = due.saturating_duration_since(now);
                 if until.is_zero() {
                     continue;
                 }
                 left = Some(left.map_or(until, |l| l.min(until)));
             }
-            self.enter(1, left)?;
+            // Wait for as many as are still wanted (the kernel returns early on a wake).
+            self.enter(min_complete.saturating_sub(out.len()).max(1), left)?;
         }
         self.woken = false;
         // Send what is still queued (and run deferred completions) only if there is any.
