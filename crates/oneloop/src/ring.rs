@@ -588,6 +588,12 @@ impl Ring {
     /// [`cancel_nowait`](Self::cancel_nowait), which this makes. For a future dropped before
     /// its op ended. Unknown, finished or foreign ids are ignored.
     ///
+    /// Once it returns, the caller may close the descriptors the op names (a future's socket
+    /// dropped with it, say): on io_uring a request still queued for the kernel names a
+    /// descriptor by its number, and would act on whatever file that number names when it is
+    /// submitted — so an abandoned op that names one has the queue submitted first (a system
+    /// call, only when requests are queued).
+    ///
     /// # Errors
     /// As [`cancel_nowait`](Self::cancel_nowait).
     pub fn abandon(&mut self, id: OpId) -> io::Result<()> {
@@ -600,7 +606,15 @@ impl Ring {
                 self.release(local);
                 Ok(())
             }
-            Some(false) => self.cancel_nowait(id),
+            Some(false) => {
+                let names_fd = self.driver.names_fd(local);
+                self.cancel_nowait(id)?;
+                if names_fd {
+                    self.driver.submit_queued(&mut self.sink)?;
+                    self.settle();
+                }
+                Ok(())
+            }
             None => Ok(()),
         }
     }

@@ -44,6 +44,13 @@ impl Sample {
     pub fn cpu_per_mop(&self) -> f64 {
         self.cpu_secs * 1e6 / (self.ops.max(1) as f64)
     }
+    /// Adds another round of the same side (latencies are not summed: neither may have one).
+    pub fn absorb(&mut self, round: Sample) {
+        debug_assert!(round.p99_us.is_none() && self.p99_us.is_none());
+        self.ops += round.ops;
+        self.secs += round.secs;
+        self.cpu_secs += round.cpu_secs;
+    }
 }
 
 /// Measures `body` on this thread: wall time and this thread's CPU time around it.

@@ -2,6 +2,9 @@
 //! the `io-uring` crate, no abstraction, in the same process. On aio and epoll a `Nop` never
 //! leaves user space, so its fitting baseline is the least a user-space completion queue does:
 //! push a `(user_data, result)` record per op into a `VecDeque` and pop them all.
+//!
+//! Each side's time is split into [`ROUNDS`] rounds taken in turn (ours, baseline, ours, ...),
+//! so that the shared machine's drift falls on both alike; each side's figure is its total.
 
 use std::time::{Duration, Instant};
 
@@ -9,17 +12,28 @@ use anyhow::Result;
 use io_uring::{opcode, IoUring};
 use oneloop::{BackendKind, Nop, Ring};
 
-use super::{measure, Row};
+use super::{measure, Row, Sample};
+
+/// Alternating rounds per side.
+const ROUNDS: u32 = 5;
 
 pub fn run(kind: BackendKind, batch: usize, duration: Duration) -> Result<Row> {
-    let ours = measure(|| ours(kind, batch, duration))?;
-    let (baseline_name, baseline) = match kind {
-        BackendKind::Uring => ("raw io-uring crate loop", measure(|| raw(batch, duration))?),
-        BackendKind::Aio | BackendKind::Epoll | BackendKind::Auto => (
-            "user-space queue: VecDeque push + pop per op",
-            measure(|| user_queue(batch, duration))?,
-        ),
+    let round = duration / ROUNDS;
+    let baseline_name = match kind {
+        BackendKind::Uring => "raw io-uring crate loop",
+        BackendKind::Aio | BackendKind::Epoll | BackendKind::Auto => {
+            "user-space queue: VecDeque push + pop per op"
+        }
     };
+    let (mut ours_total, mut baseline) = (Sample::default(), Sample::default());
+    for _ in 0..ROUNDS {
+        ours_total.absorb(measure(|| ours(kind, batch, round))?);
+        baseline.absorb(match kind {
+            BackendKind::Uring => measure(|| raw(batch, round))?,
+            _ => measure(|| user_queue(batch, round))?,
+        });
+    }
+    let ours = ours_total;
     Ok(Row {
         workload: "nop",
         params: format!("batch={batch}"),

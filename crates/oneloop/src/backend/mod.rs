@@ -99,6 +99,26 @@ impl Driver {
         each!(self, |d| d.cancel_nowait(id, out))
     }
 
+    /// Whether live op `id` names a descriptor by its number (see [`Ring::abandon`]).
+    ///
+    /// [`Ring::abandon`]: crate::Ring::abandon
+    pub fn names_fd(&self, id: OpId) -> bool {
+        match self {
+            Driver::Uring(d) => d.names_fd(id),
+            // Their ops leave user space (an AIO request, a pool job) holding what they need,
+            // or are ended in user space by a cancel.
+            Driver::Aio(_) | Driver::Epoll(_) => false,
+        }
+    }
+
+    /// Hands every queued request to the kernel now (io_uring; nothing elsewhere).
+    pub fn submit_queued(&mut self, out: &mut Sink) -> io::Result<()> {
+        match self {
+            Driver::Uring(d) => d.submit_queued(out),
+            Driver::Aio(_) | Driver::Epoll(_) => Ok(()),
+        }
+    }
+
     pub fn register_fd(&mut self, fd: RawFd) -> io::Result<()> {
         each!(self, |d| d.register_fd(fd))
     }

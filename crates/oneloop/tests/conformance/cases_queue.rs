@@ -113,6 +113,19 @@ pub fn c26_wake_from_another_thread(h: &Harness) -> Outcome {
         "the wake did not end the wait"
     );
     t.join().unwrap();
+    // Also a wait for more completions than will come.
+    let waker = ring.waker();
+    let start = Instant::now();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        waker.wake();
+    });
+    ring.wait(4, Some(Duration::from_secs(30))).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "the wake did not end a wait for four"
+    );
+    t.join().unwrap();
 
     let (rd, wr) = pipe();
     ring.submit(Poll::new(rd.as_raw_fd(), PollMask::IN), 5)

@@ -13,6 +13,25 @@ use crate::sink::Sink;
 use crate::slab::Key;
 
 impl Uring {
+    /// Whether live op `id` names a descriptor (by its number, unless it was registered when
+    /// the request was made: counted either way).
+    pub fn names_fd(&self, id: OpId) -> bool {
+        self.table
+            .slots
+            .get(Key::unpack(id.0))
+            .is_some_and(|s| s.op.fd().is_some())
+    }
+
+    /// Submits every queued request (reaping to make room when the kernel pushes back), so
+    /// none still names a descriptor only by its number.
+    pub fn submit_queued(&mut self, out: &mut Sink) -> io::Result<()> {
+        while !self.table.ring.submission().is_empty() {
+            self.enter(0, None)?;
+            self.reap(out);
+        }
+        Ok(())
+    }
+
     /// Ends slot `key`'s `Timeout` op `ECANCELED` if its timer is armed; `false` if it is not a
     /// timer.
     pub(super) fn cancel_timer(&mut self, key: Key, out: &mut Sink) -> bool {

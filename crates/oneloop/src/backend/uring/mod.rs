@@ -533,8 +533,8 @@ impl Uring {
                 }
                 left = Some(left.map_or(until, |l| l.min(until)));
             }
-            // Wait for as many as are still wanted (the kernel returns early on a wake).
-            self.enter(min_complete.saturating_sub(out.len()).max(1), left)?;
+            // One completion at a time, so that a wake (one CQE) always ends the wait.
+            self.enter(1, left)?;
         }
         self.woken = false;
         // Send what is still queued (and run deferred completions) only if there is any.
