@@ -13,6 +13,9 @@
 //!   (lookups find nothing, as after a removal) but the index stays reserved — no insert reuses
 //!   it — until the ring *releases* it, when that completion is taken. So the ring can keep the
 //!   completion (and a waker) under the op's own index, and an id stays unambiguous until then.
+//! * **Generations never wrap.** A slot whose generation reached `u32::MAX` is retired for good
+//!   when it empties (one slot lost after four billion uses of it), so a key — and what names a
+//!   slot by its key, such as a stale timer entry — is never taken for a later occupant's.
 #![forbid(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -88,6 +91,8 @@ enum Place<T> {
     Retired {
         generation: u32,
     },
+    /// Its generation ran out: never used again (see the module doc).
+    Worn,
 }
 
 /// Fixed-capacity generational storage.
@@ -101,6 +106,8 @@ pub(crate) struct Slab<T, M = Ops> {
     len: usize,
     /// Slots retired and not yet released.
     retired: usize,
+    /// Slots whose generations ran out (never reused).
+    worn: usize,
     keys: PhantomData<fn() -> M>,
 }
 
@@ -119,6 +126,7 @@ impl<T, M> Slab<T, M> {
             free_head: None,
             len: 0,
             retired: 0,
+            worn: 0,
             keys: PhantomData,
         }
     }
@@ -133,9 +141,9 @@ impl<T, M> Slab<T, M> {
         self.len == 0
     }
 
-    /// Whether an insert would be refused: every slot holds a value or is retired.
+    /// Whether an insert would be refused: every slot holds a value, is retired, or is worn.
     pub fn is_full(&self) -> bool {
-        self.len + self.retired == self.capacity
+        self.len + self.retired + self.worn == self.capacity
     }
 
     /// The most values the slab holds.
@@ -195,8 +203,17 @@ impl<T, M> Slab<T, M> {
             Place::Occupied { generation, .. } if *generation == key.generation => {}
             _ => return None,
         }
+        let Some(generation) = key.generation.checked_add(1) else {
+            // The generation would wrap: the slot is retired for good (see the module doc).
+            let Place::Occupied { value, .. } = std::mem::replace(entry, Place::Worn) else {
+                unreachable!("checked occupied above")
+            };
+            self.len -= 1;
+            self.worn += 1;
+            return Some(value);
+        };
         let next = Place::Vacant {
-            generation: key.generation.wrapping_add(1),
+            generation,
             next_free: self.free_head,
         };
         let Place::Occupied { value, .. } = std::mem::replace(entry, next) else {
@@ -252,12 +269,18 @@ impl<T, M> Slab<T, M> {
             return;
         };
         if matches!(entry, Place::Retired { generation } if *generation == key.generation) {
+            self.retired -= 1;
+            let Some(generation) = key.generation.checked_add(1) else {
+                // The generation would wrap: the slot is retired for good (module doc).
+                *entry = Place::Worn;
+                self.worn += 1;
+                return;
+            };
             *entry = Place::Vacant {
-                generation: key.generation.wrapping_add(1),
+                generation,
                 next_free: self.free_head,
             };
             self.free_head = Some(key.index);
-            self.retired -= 1;
         }
     }
 
@@ -270,7 +293,7 @@ impl<T, M> Slab<T, M> {
                 Place::Occupied { generation, value } => {
                     Some((Key::new(i as u32, *generation), value))
                 }
-                Place::Vacant { .. } | Place::Retired { .. } => None,
+                Place::Vacant { .. } | Place::Retired { .. } | Place::Worn => None,
             })
     }
 }
@@ -338,5 +361,35 @@ mod tests {
         let k: Key = Key::new(0xAB_CDEF, 0xDEAD_BEEF);
         assert_eq!(Key::unpack(k.pack()), k);
         assert!(k.pack() < 1 << 56);
+    }
+
+    #[test]
+    fn a_slot_whose_generation_ran_out_is_never_reused() {
+        // Two slots, both one use short of the last generation.
+        let mut slab: Slab<&str> = Slab::with_capacity(2);
+        slab.entries.push(Place::Vacant {
+            generation: u32::MAX,
+            next_free: Some(1),
+        });
+        slab.entries.push(Place::Vacant {
+            generation: u32::MAX,
+            next_free: None,
+        });
+        slab.free_head = Some(0);
+        let a = slab.insert("a").unwrap();
+        let b = slab.insert("b").unwrap();
+        assert_eq!((a.generation, b.generation), (u32::MAX, u32::MAX));
+        // One removed, one retired then released: neither comes back, under any generation.
+        assert_eq!(slab.remove(a), Some("a"));
+        assert_eq!(slab.retire(b), Some("b"));
+        slab.release(b);
+        assert!(slab.is_full(), "both worn");
+        assert_eq!(slab.insert("c"), Err("c"));
+        assert_eq!(
+            slab.get(Key::new(0, 0)),
+            None,
+            "a wrapped key finds nothing"
+        );
+        assert_eq!(slab.len(), 0);
     }
 }

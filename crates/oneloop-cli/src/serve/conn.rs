@@ -335,13 +335,16 @@ impl Conn<'_> {
         {
             // Read whole, kept, and answered from the copy kept.
             let read_at = Instant::now();
-            let body = read_exactly(&file, Vec::new(), 0, meta.len as usize).await?;
-            let entry = Rc::new(Cached::new(meta, body, &target.rel, read_at));
-            self.t
-                .cache
-                .borrow_mut()
-                .put(&target.rel, Rc::clone(&entry));
-            return self.send_cached(req, &entry, keep).await;
+            if let Ok(body) = read_exactly(&file, Vec::new(), 0, meta.len as usize).await {
+                let entry = Rc::new(Cached::new(meta, body, &target.rel, read_at));
+                self.t
+                    .cache
+                    .borrow_mut()
+                    .put(&target.rel, Rc::clone(&entry));
+                return self.send_cached(req, &entry, keep).await;
+            }
+            // Not read whole (it shrank, say): answered as an uncached file is — a HEAD or a
+            // 304 without reading, a GET closing if the body cannot be sent whole.
         }
         self.t.cache.borrow_mut().forget(&target.rel);
         if meta.kind != Kind::Dir {

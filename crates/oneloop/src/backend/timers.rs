@@ -2,8 +2,9 @@
 //! entries with lazy deletion.
 //!
 //! An entry is the instant it is due (nanoseconds since the heap was made), the slot's key and
-//! what firing does. A slot arms at most one timer of each kind in its life, so the key and
-//! the kind name a timer: nothing else is stored, and a slot says whether its timer is still
+//! what firing does. A slot arms at most one timer of each kind in its life, and a slot's key
+//! is never given to another op (generations do not wrap: `slab.rs`), so the key and the kind
+//! name a timer: nothing else is stored, and a slot says whether its timer is still
 //! armed with a flag. Arming is `O(log n)`; cancelling is `O(1)` (the slot clears its flag, and
 //! the stale entry is skipped when it surfaces). When stale entries outnumber live ones the
 //! heap is rebuilt, so a stream of deadlines that are met never grows it without bound.
@@ -116,7 +117,7 @@ impl Timers {
     /// stale entries dominate. `is_live` says whether a slot still has its timer of a kind.
     pub fn disarm(&mut self, is_live: impl Fn(Key, Fire) -> bool) {
         self.live = self.live.saturating_sub(1);
-        let stale = self.heap.len() - self.live;
+        let stale = self.heap.len().saturating_sub(self.live);
         if stale > 1024 && stale > self.live * 2 {
             self.heap.retain(|Reverse(e)| is_live(e.key(), e.fire()));
             self.live = self.heap.len();
