@@ -122,6 +122,19 @@ pub(crate) struct ReadySlot<R> {
 }
 
 impl<R> ReadySlot<R> {
+    fn new(op: Op, user_data: u64, state: State<R>) -> ReadySlot<R> {
+        ReadySlot {
+            fd: op.fd(),
+            op: Some(op),
+            user_data,
+            state,
+            deadline: false,
+            too_late: false,
+            pool_prepares: false,
+            ended_by: None,
+        }
+    }
+
     /// Whether the slot's timer of kind `fire` is armed.
     fn has_timer(&self, fire: Fire) -> bool {
         match fire {
@@ -225,6 +238,23 @@ impl<B: Beneath> Ready<B> {
         if self.slots.is_full() {
             return Err(SubmitError::full(self.slots.capacity(), op));
         }
+        // A timer with no deadline of its own: its slot and its heap entry, nothing to try.
+        if let (Op::Timeout(t), None) = (&op, &deadline) {
+            let at = t.when.instant(Instant::now());
+            return match self
+                .slots
+                .insert(ReadySlot::new(op, user_data, State::Timer))
+            {
+                Ok(key) => {
+                    self.timers.arm(at, key, Fire::Timeout);
+                    Ok(OpId(key.pack()))
+                }
+                Err(slot) => Err(SubmitError::full(
+                    self.slots.capacity(),
+                    slot.op.expect("not yet started"),
+                )),
+            };
+        }
         // Ops that may finish right here are tried first; finished, they never take a slot.
         // On a pinned fd whose cache says "not ready", a receive or send waits without trying.
         // An op that changes another is done here too.
@@ -249,16 +279,7 @@ impl<B: Beneath> Ready<B> {
         }
         // The clock is read only for ops that need it (a timer, a deadline).
         let now = (deadline.is_some() || matches!(op, Op::Timeout(_))).then(Instant::now);
-        let slot = ReadySlot {
-            fd: op.fd(),
-            op: Some(op),
-            user_data,
-            state: State::Starting,
-            deadline: false,
-            too_late: false,
-            pool_prepares: false,
-            ended_by: None,
-        };
+        let slot = ReadySlot::new(op, user_data, State::Starting);
         let fd = slot.fd;
         let key = match self.slots.insert(slot) {
             Ok(key) => key,
