@@ -592,11 +592,10 @@ impl Ring {
     /// dropped with it, say): on io_uring a request still queued for the kernel names a
     /// descriptor by its number, and would act on whatever file that number names when it is
     /// submitted — so an abandoned op that names one has the queue submitted first (a system
-    /// call, only when requests are queued). Not covered: an op already running on the
-    /// blocking pool (epoll, aio: a file read or write that would block, an open) uses its
-    /// descriptor by number until its system call returns, so a file it names should stay open
-    /// until the op would have ended; and [`Waker::abandon`] from another thread takes effect
-    /// at the ring's next `wait` only.
+    /// call, only when requests are queued); a job on the blocking pool (epoll, aio: a file
+    /// read or write that would block) works on a duplicate of the op's descriptor. Not
+    /// covered: the directory a raw `OpenAt::new` names, and [`Waker::abandon`] from another
+    /// thread, which takes effect at the ring's next `wait` only.
     ///
     /// # Errors
     /// As [`cancel_nowait`](Self::cancel_nowait).

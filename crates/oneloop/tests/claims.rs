@@ -226,6 +226,21 @@ fn a_watch_keeps_its_waker_and_its_events() {
     }
 }
 
+/// Closes `old` and gives its number to another descriptor of `new`'s file, in one step
+/// (`dup2`): what a close followed by an open that reuses the number does, without another
+/// test thread's descriptors taking the number in between.
+fn reuse_number(old: impl std::os::fd::IntoRawFd, new: &impl AsRawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let number = old.into_raw_fd();
+    // SAFETY: no pointers; `number` was ours (now closed by dup2 and reused for `new`'s file),
+    // and the returned value owns it.
+    #[allow(unsafe_code)]
+    unsafe {
+        assert_eq!(libc::dup2(new.as_raw_fd(), number), number);
+        std::os::fd::OwnedFd::from_raw_fd(number)
+    }
+}
+
 /// A socket closed right after its op is abandoned, its number taken at once by a new socket:
 /// the abandoned op must not act on the new one. On io_uring a request still queued for the
 /// kernel names the descriptor by number, so `abandon` submits the queue first (found by the
@@ -258,9 +273,8 @@ fn an_abandoned_op_never_acts_on_the_next_file_with_its_number() {
             let number = first.as_raw_fd();
             let id = ring.submit(oneloop::Connect::new(number, addr), 0).unwrap();
             ring.abandon(id).unwrap();
-            drop(first);
             let second = socket();
-            assert_eq!(second.as_raw_fd(), number, "the number is reused at once");
+            let _same_number = reuse_number(first, &second);
             ring.wait(0, Some(Duration::from_millis(20))).unwrap();
             std::thread::sleep(Duration::from_millis(2));
             ring.wait(0, None).unwrap();
@@ -285,4 +299,54 @@ fn an_abandoned_op_never_acts_on_the_next_file_with_its_number() {
         }
         eprintln!("PASS {kind}: abandoned ops stay on their own file");
     }
+}
+
+/// The same on the blocking pool: a file write handed to a pool worker (epoll: this
+/// filesystem's buffered writes go there) and held back there a little (an injected delay),
+/// abandoned, its file closed and another opened with the same number: the worker writes into
+/// the first file, never into the second — the job works on a duplicate of the descriptor.
+#[test]
+fn an_abandoned_pool_job_never_acts_on_the_next_file_with_its_number() {
+    use oneloop::fault::{Fault, Plan};
+    use oneloop::Write;
+    let _delays = Plan::new(7).rate(Fault::PoolDelay, 1_000_000).install();
+    let dir = std::env::temp_dir().join(format!("oneloop-pool-fd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for kind in BackendKind::ALL {
+        let mut ring = match Ring::builder().backend(kind).build() {
+            Ok(ring) => ring,
+            Err(e) => {
+                eprintln!("SKIP {kind}: {e}");
+                continue;
+            }
+        };
+        let mut pooled = 0;
+        for round in 0..20 {
+            let (first_path, second_path) = (dir.join("first"), dir.join("second"));
+            let first = std::fs::File::create(&first_path).unwrap();
+            let number = first.as_raw_fd();
+            let jobs = ring.stats().pool_jobs;
+            let id = ring
+                .submit(Write::new(number, vec![b'x'; 4096], 0), 0)
+                .unwrap();
+            pooled += ring.stats().pool_jobs - jobs;
+            // Long enough for a worker to take the job (it then sleeps up to 2 ms before its
+            // write): the abandon finds it running, too late to cancel.
+            std::thread::sleep(Duration::from_micros(500));
+            ring.abandon(id).unwrap();
+            let second = std::fs::File::create(&second_path).unwrap();
+            let _same_number = reuse_number(first, &second);
+            // The delayed job runs (at most 2 ms); the ring collects it.
+            std::thread::sleep(Duration::from_millis(5));
+            ring.wait(0, Some(Duration::from_millis(5))).unwrap();
+            let written = std::fs::metadata(&second_path).unwrap().len();
+            assert_eq!(
+                written, 0,
+                "{kind}, round {round}: the abandoned write went into the next file"
+            );
+            drop(second);
+        }
+        eprintln!("PASS {kind}: abandoned pool jobs stay on their own file ({pooled} of 20 went to the pool)");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -169,6 +169,24 @@ pub enum Output {
     Fd(OwnedFd),
 }
 
+impl Op {
+    /// The descriptor a blocking-pool job of this op works on, by number — for the pool
+    /// hand-off to lend the job a duplicate (`backend/ready/inflight.rs`). `None` for ops that
+    /// never go to the pool, or whose pool work names no caller's descriptor by number
+    /// (`OpenAt::in_dir` keeps its own directory open).
+    pub(crate) fn pool_fd_mut(&mut self) -> Option<&mut RawFd> {
+        match self {
+            Op::Read(o) => Some(&mut o.fd),
+            Op::Write(o) => Some(&mut o.fd),
+            Op::Readv(o) => Some(&mut o.fd),
+            Op::Writev(o) => Some(&mut o.fd),
+            Op::Fsync(o) => Some(&mut o.fd),
+            Op::SendFile(o) => Some(o.file_mut()),
+            _ => None,
+        }
+    }
+}
+
 /// Declares every op once: the [`Op`] enum and everything that lists the ops.
 macro_rules! ops {
     ($($(#[$doc:meta])* $name:ident,)*) => {

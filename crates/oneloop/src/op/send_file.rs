@@ -97,6 +97,13 @@ struct Splice {
 }
 
 impl SendFile {
+    /// The file's number, for the pool hand-off (see `Op::pool_fd_mut`).
+    pub(crate) fn file_mut(&mut self) -> &mut RawFd {
+        &mut self.file
+    }
+}
+
+impl SendFile {
     /// Sends up to `len` bytes of `file`, from `offset`, to the socket `sock`.
     pub fn new(sock: RawFd, file: RawFd, offset: u64, len: usize) -> SendFile {
         SendFile {

@@ -124,6 +124,14 @@ pub(crate) fn openat2(
     Ok(unsafe { owned_fd(res as RawFd) })
 }
 
+/// `fcntl(fd, F_DUPFD_CLOEXEC)`: another descriptor for the same open file.
+pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY (syscall!): no pointers.
+    let new = syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, 0))?;
+    // SAFETY: `fcntl` just returned this new descriptor.
+    Ok(unsafe { owned_fd(new) })
+}
+
 /// `accept4(fd, NULL, NULL, flags)`.
 pub(crate) fn accept(fd: RawFd, flags: i32) -> io::Result<OwnedFd> {
     // SAFETY (syscall!): null address pointers are allowed (the peer address is not wanted).

@@ -46,7 +46,7 @@ impl<B: Beneath> Ready<B> {
                 }
                 let job = Arc::clone(job);
                 let (work, _) = job.take().expect("a won cancel ends the job");
-                self.slot(key).op = Some(work.op);
+                self.slot(key).op = Some(work.into_op());
                 self.complete(key, res, out);
             }
             State::Request(_) => return B::end_early(self, key, res, out),

@@ -128,7 +128,7 @@ impl<B: Beneath> Ready<B> {
                 let slot = self.slot(key);
                 slot.state = State::Starting;
                 let ended_by = slot.ended_by.take();
-                let op = slot.op.insert(work.op);
+                let op = slot.op.insert(work.into_op());
                 // Most ops end here; one of several steps may go on (see `after_pool`),
                 // unless a cancel or deadline came while its job prepared that step.
                 let next = match ended_by {
@@ -138,7 +138,7 @@ impl<B: Beneath> Ready<B> {
                 self.follow(key, next, out);
             } else {
                 // Its slot is gone: drop the work; its buffers are freed, its fd closed.
-                drop(complete(work.op, res));
+                drop(complete(work.into_op(), res));
             }
             self.pool.recycle(job);
         }

@@ -461,11 +461,7 @@ impl<B: Beneath> Ready<B> {
         let slot = self.slot(key);
         let op = slot.op.take().expect("op present");
         slot.pool_prepares = !op.pool_is_final();
-        let work = Blocking {
-            key,
-            op,
-            produced: None,
-        };
+        let work = Blocking::new(key, op);
         match self.pool.submit(work) {
             Ok(job) => {
                 self.stats.pool_jobs += 1;
@@ -473,7 +469,7 @@ impl<B: Beneath> Ready<B> {
             }
             Err((e, work)) => {
                 tracing::error!(error = %e, "cannot start a pool thread");
-                self.slot(key).op = Some(work.op);
+                self.slot(key).op = Some(work.into_op());
                 self.complete(key, -e.raw_os_error().unwrap_or(libc::EAGAIN), out);
             }
         }
