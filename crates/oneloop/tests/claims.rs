@@ -21,16 +21,26 @@ impl Wake for Count {
     }
 }
 
+/// A ring of each kind this machine runs, with room for one op; SKIP with the reason for the
+/// others.
 fn rings() -> impl Iterator<Item = (BackendKind, Ring)> {
-    BackendKind::ALL.into_iter().filter_map(|kind| {
-        match Ring::builder().backend(kind).in_flight_max(1).build() {
+    rings_with(|kind| Ring::builder().backend(kind).in_flight_max(1))
+}
+
+/// A ring of each kind this machine runs, as `builder` makes it; SKIP with the reason for the
+/// others.
+fn rings_with(
+    builder: impl Fn(BackendKind) -> oneloop::RingBuilder,
+) -> impl Iterator<Item = (BackendKind, Ring)> {
+    BackendKind::ALL
+        .into_iter()
+        .filter_map(move |kind| match builder(kind).build() {
             Ok(ring) => Some((kind, ring)),
             Err(e) => {
                 eprintln!("SKIP {kind}: {e}");
                 None
             }
-        }
-    })
+        })
 }
 
 fn counter() -> (Arc<Count>, Waker) {
@@ -260,14 +270,7 @@ fn an_abandoned_op_never_acts_on_the_next_file_with_its_number() {
             OwnedFd::from_raw_fd(fd)
         }
     };
-    for kind in BackendKind::ALL {
-        let mut ring = match Ring::builder().backend(kind).build() {
-            Ok(ring) => ring,
-            Err(e) => {
-                eprintln!("SKIP {kind}: {e}");
-                continue;
-            }
-        };
+    for (kind, mut ring) in rings_with(|kind| Ring::builder().backend(kind)) {
         for round in 0..20 {
             let first = socket();
             let number = first.as_raw_fd();
@@ -312,14 +315,7 @@ fn an_abandoned_pool_job_never_acts_on_the_next_file_with_its_number() {
     let _delays = Plan::new(7).rate(Fault::PoolDelay, 1_000_000).install();
     let dir = std::env::temp_dir().join(format!("oneloop-pool-fd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for kind in BackendKind::ALL {
-        let mut ring = match Ring::builder().backend(kind).build() {
-            Ok(ring) => ring,
-            Err(e) => {
-                eprintln!("SKIP {kind}: {e}");
-                continue;
-            }
-        };
+    for (kind, mut ring) in rings_with(|kind| Ring::builder().backend(kind)) {
         let mut pooled = 0;
         for round in 0..20 {
             let (first_path, second_path) = (dir.join("first"), dir.join("second"));

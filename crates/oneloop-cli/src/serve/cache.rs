@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::files::Meta;
+use super::files::{About, Meta};
 
 /// The largest body kept: below the size that goes out with `SendFile`.
 pub const BODY_MAX: u64 = 16 * 1024;
@@ -31,11 +31,8 @@ pub const ENTRIES_MAX: usize = 65_536;
 /// A small file as its answers need it.
 #[derive(Debug)]
 pub struct Cached {
-    pub meta: Meta,
+    pub about: About,
     pub body: Vec<u8>,
-    pub etag: String,
-    pub modified: String,
-    pub content_type: &'static str,
     /// When the file was read.
     read_at: Instant,
 }
@@ -43,10 +40,7 @@ pub struct Cached {
 impl Cached {
     pub fn new(meta: Meta, body: Vec<u8>, name: &str, read_at: Instant) -> Cached {
         Cached {
-            etag: meta.etag(),
-            modified: super::http::http_date(meta.mtime),
-            content_type: super::http::content_type(name),
-            meta,
+            about: About::of(meta, name),
             body,
             read_at,
         }
@@ -143,8 +137,8 @@ mod tests {
         let mut c = Cache::new(1 << 20);
         c.put("a.html", entry(10, t0));
         let hit = c.get("a.html", t0 + FRESH / 2).expect("fresh");
-        assert_eq!(hit.content_type, "text/html; charset=utf-8");
-        assert_eq!(hit.etag, "\"0.0-a\"");
+        assert_eq!(hit.about.content_type, "text/html; charset=utf-8");
+        assert_eq!(hit.about.etag, "\"0.0-a\"");
         assert!(c.get("a.html", t0 + FRESH).is_none(), "stale at FRESH");
         assert!(c.get("b.html", t0).is_none());
         // A re-read replaces the entry and answers again.

@@ -24,7 +24,7 @@ use oneloop_rt::net::TcpStream;
 use oneloop_rt::time::timeout;
 
 use super::cache::{self, Cache, Cached};
-use super::files::{self, Kind, Meta};
+use super::files::{self, About, Kind};
 use super::http::{self, Parsed, Range, Request, Status};
 
 /// A file this size or smaller is read into the response buffer beside its head and sent
@@ -96,14 +96,6 @@ enum Body<'a> {
     File(&'a File),
     /// A cached file's bytes, whole.
     Bytes(&'a [u8]),
-}
-
-/// What an answer with a regular file says of it.
-struct About<'a> {
-    meta: Meta,
-    etag: &'a str,
-    modified: &'a str,
-    content_type: &'static str,
 }
 
 /// Counts one unit in a counter while alive.
@@ -348,12 +340,7 @@ impl Conn<'_> {
         }
         self.t.cache.borrow_mut().forget(&target.rel);
         if meta.kind != Kind::Dir {
-            let about = About {
-                meta,
-                etag: &meta.etag(),
-                modified: &http::http_date(meta.mtime),
-                content_type: http::content_type(&target.rel),
-            };
+            let about = About::of(meta, &target.rel);
             return self.send_file(req, Body::File(&file), &about, keep).await;
         }
         if !target.trailing_slash {
@@ -377,12 +364,7 @@ impl Conn<'_> {
         };
         match files::open_beneath(&root, &index, self.t.uring).await {
             Ok((index, meta)) if meta.kind == Kind::File => {
-                let about = About {
-                    meta,
-                    etag: &meta.etag(),
-                    modified: &http::http_date(meta.mtime),
-                    content_type: http::content_type("index.html"),
-                };
+                let about = About::of(meta, "index.html");
                 return self.send_file(req, Body::File(&index), &about, keep).await;
             }
             Ok(_) | Err(Status::NotFound) => {}
@@ -418,13 +400,7 @@ impl Conn<'_> {
         hit: &Cached,
         keep: bool,
     ) -> Result<bool, Closed> {
-        let about = About {
-            meta: hit.meta,
-            etag: &hit.etag,
-            modified: &hit.modified,
-            content_type: hit.content_type,
-        };
-        self.send_file(req, Body::Bytes(&hit.body), &about, keep)
+        self.send_file(req, Body::Bytes(&hit.body), &hit.about, keep)
             .await
     }
 
@@ -433,11 +409,11 @@ impl Conn<'_> {
         &mut self,
         req: &Request,
         body: Body<'_>,
-        about: &About<'_>,
+        about: &About,
         keep: bool,
     ) -> Result<bool, Closed> {
         let method = if req.head { "HEAD" } else { "GET" };
-        let (meta, etag, modified) = (about.meta, about.etag, about.modified);
+        let (meta, etag, modified) = (about.meta, about.etag.as_str(), about.modified.as_str());
         let not_modified = match (&req.if_none_match, req.if_modified_since) {
             (Some(tags), _) => tags
                 .split(',')

@@ -101,6 +101,27 @@ impl Meta {
     }
 }
 
+/// What an answer with a regular file says of it: its metadata and their header text.
+#[derive(Debug)]
+pub struct About {
+    pub meta: Meta,
+    pub etag: String,
+    pub modified: String,
+    pub content_type: &'static str,
+}
+
+impl About {
+    /// The answer's text for a file `name` (its extension picks the type) with `meta`.
+    pub fn of(meta: Meta, name: &str) -> About {
+        About {
+            etag: meta.etag(),
+            modified: super::http::http_date(meta.mtime),
+            content_type: super::http::content_type(name),
+            meta,
+        }
+    }
+}
+
 /// `fstat` of an open file.
 pub fn meta(fd: BorrowedFd<'_>) -> io::Result<Meta> {
     let st = rustix::fs::fstat(fd)?;
