@@ -160,6 +160,13 @@ impl WakeFd {
         self.has_abandoned.store(true, Ordering::Release);
     }
 
+    /// Whether ops were abandoned through a [`Waker`](crate::Waker) since the last
+    /// [`take_abandoned`](Self::take_abandoned) (one atomic load).
+    #[inline]
+    pub(crate) fn abandoned_posted(&self) -> bool {
+        self.has_abandoned.load(Ordering::Acquire)
+    }
+
     /// The ring's side: the ops abandoned through a [`Waker`](crate::Waker) since the last
     /// call (none, without taking the lock, in the common case).
     #[inline]

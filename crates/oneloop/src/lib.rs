@@ -67,4 +67,4 @@ pub use common::{BackendKind, Stats, SubmitError};
 pub use completion::{CancelCount, CancelOutcome, Completion};
 // Every op, its builder types and answers (a new op needs no line here).
 pub use op::*;
-pub use ring::{Ring, RingBuilder, Skipped, Waker};
+pub use ring::{Completions, Ring, RingBuilder, Skipped, Waker};

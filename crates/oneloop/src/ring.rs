@@ -15,6 +15,7 @@
 //! 7. dropping a ring cancels what is in flight, drains it, and only then frees buffers.
 #![forbid(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -742,6 +743,9 @@ impl Ring {
     /// [`Waker::abandon`]).
     #[inline]
     fn apply_posted_abandons(&mut self) -> io::Result<()> {
+        if !self.wake.abandoned_posted() {
+            return Ok(());
+        }
         for id in self.wake.take_abandoned() {
             self.abandon(id)?;
         }
@@ -755,15 +759,16 @@ impl Ring {
         Some(c)
     }
 
-    /// Takes every ready completion, oldest first.
-    pub fn completions(&mut self) -> std::collections::vec_deque::Drain<'_, Completion> {
-        // Each leaves as the drain passes it, or is dropped with the drain: either way, now.
-        for c in self.sink.queue.iter().filter(|c| !c.more) {
-            if let Some(slot) = slot_of(c.id) {
-                self.driver.release(slot);
-            }
+    /// Takes every ready completion, oldest first. Those the iterator has not yielded when it
+    /// is dropped are dropped with it (their buffers freed, descriptors closed).
+    pub fn completions(&mut self) -> Completions<'_> {
+        // Each leaves as the iterator passes it, or is dropped with it: either way, now.
+        let finals = self.sink.queue.iter().filter(|c| !c.more);
+        self.driver
+            .release_all(finals.filter_map(|c| slot_of(c.id)));
+        Completions {
+            queue: &mut self.sink.queue,
         }
-        self.sink.queue.drain(..)
     }
 
     /// How many completions are ready to take from the queue.
@@ -788,6 +793,52 @@ impl Ring {
     pub fn waker(&self) -> Waker {
         Waker {
             wake: Arc::clone(&self.wake),
+        }
+    }
+}
+
+/// Every completion that was ready, oldest first: what [`Ring::completions`] returns.
+#[derive(Debug)]
+pub struct Completions<'a> {
+    queue: &'a mut VecDeque<Completion>,
+}
+
+impl Iterator for Completions<'_> {
+    type Item = Completion;
+
+    #[inline]
+    fn next(&mut self) -> Option<Completion> {
+        self.queue.pop_front()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.queue.len(), Some(self.queue.len()))
+    }
+
+    #[inline]
+    fn count(self) -> usize {
+        self.queue.len()
+    }
+}
+
+impl DoubleEndedIterator for Completions<'_> {
+    #[inline]
+    fn next_back(&mut self) -> Option<Completion> {
+        self.queue.pop_back()
+    }
+}
+
+impl ExactSizeIterator for Completions<'_> {}
+
+impl std::iter::FusedIterator for Completions<'_> {}
+
+impl Drop for Completions<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // The ring released their slots when the iterator was made.
+        if !self.queue.is_empty() {
+            self.queue.clear();
         }
     }
 }

@@ -113,22 +113,25 @@ impl Sink {
     }
 
     /// Takes a completion the backend made (its id is the backend's).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_back(&mut self, mut c: Completion) {
         let index = index_of(c.id);
         c.id = self.tag(c.id.0);
-        let claim = match self.claims.get_mut(index) {
-            Some(claim) if c.id.0 & INLINE == 0 => claim,
-            _ => {
-                self.queue.push_back(c);
-                return;
+        match self.claims.get(index) {
+            Some(claim) if c.id.0 & INLINE == 0 && !matches!(claim, Claim::Unclaimed) => {
+                self.push_claimed(c, index);
             }
-        };
+            _ => self.queue.push_back(c),
+        }
+    }
+
+    /// [`push_back`](Self::push_back) of a completion whose op is claimed (out of line: the
+    /// queue's path stays short).
+    #[inline(never)]
+    fn push_claimed(&mut self, c: Completion, index: usize) {
+        let claim = &mut self.claims[index];
         match claim {
-            Claim::Unclaimed => {
-                self.queue.push_back(c);
-                return;
-            }
+            Claim::Unclaimed => unreachable!("claimed"),
             Claim::Abandoned { .. } if c.more => return,
             Claim::Abandoned { .. } => {
                 *claim = Claim::Unclaimed;

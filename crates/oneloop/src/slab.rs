@@ -152,6 +152,7 @@ impl<T, M> Slab<T, M> {
     }
 
     /// Stores `value`; gives it back if the slab is full.
+    #[inline]
     pub fn insert(&mut self, value: T) -> Result<Key<M>, T> {
         if let Some(index) = self.free_head {
             let entry = &mut self.entries[index as usize];
@@ -181,6 +182,7 @@ impl<T, M> Slab<T, M> {
     }
 
     /// The value under `key`, if that exact generation is stored.
+    #[inline]
     pub fn get(&self, key: Key<M>) -> Option<&T> {
         match self.entries.get(key.index as usize)? {
             Place::Occupied { generation, value } if *generation == key.generation => Some(value),
@@ -189,6 +191,7 @@ impl<T, M> Slab<T, M> {
     }
 
     /// The value under `key`, writable.
+    #[inline]
     pub fn get_mut(&mut self, key: Key<M>) -> Option<&mut T> {
         match self.entries.get_mut(key.index as usize)? {
             Place::Occupied { generation, value } if *generation == key.generation => Some(value),
@@ -264,6 +267,7 @@ impl<T, M> Slab<T, M> {
 
     /// Frees retired slot `key` for reuse (its generation moves on). Nothing if `key` is not
     /// retired under that generation.
+    #[inline]
     pub fn release(&mut self, key: Key<M>) {
         let Some(entry) = self.entries.get_mut(key.index as usize) else {
             return;

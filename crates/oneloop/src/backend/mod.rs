@@ -156,6 +156,12 @@ impl Driver {
         each!(self, |d| d.release(id))
     }
 
+    /// [`release`](Self::release) for each of `ids`, with one dispatch for all.
+    #[inline]
+    pub fn release_all(&mut self, ids: impl Iterator<Item = OpId>) {
+        each!(self, |d| ids.for_each(|id| d.release(id)))
+    }
+
     pub fn describe(&self) -> String {
         each!(self, |d| d.describe())
     }

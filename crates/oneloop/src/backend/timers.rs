@@ -124,6 +124,12 @@ impl Timers {
         }
     }
 
+    /// Whether no entry (live or stale) is left.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// The earliest instant any entry (live or stale) is due: the loop wakes then at the latest.
     pub fn next_due(&self) -> Option<Instant> {
         let Reverse(e) = self.heap.peek()?;

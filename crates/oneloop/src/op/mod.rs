@@ -274,6 +274,15 @@ macro_rules! ops {
                 [$(<$name as UringPlan>::opcode(native_epoll_wait),)*]
             }
 
+            /// The kinds that are plain on io_uring (see [`UringPlan::plain`]): bit `k` for
+            /// kind `k`.
+            pub(crate) fn uring_plain_kinds(native_epoll_wait: bool) -> u64 {
+                [$(<$name as UringPlan>::plain(native_epoll_wait),)*]
+                    .iter()
+                    .enumerate()
+                    .fold(0, |bits, (kind, &plain)| bits | (u64::from(plain) << kind))
+            }
+
             /// See [`UringPlan::lower`].
             #[inline]
             pub(crate) fn uring_lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {

@@ -106,6 +106,11 @@ pub(crate) trait UringPlan {
     /// another request (an op of several steps)? `stop`: a cancel or deadline is under way —
     /// the op must end now, with what it achieved so far or `-ECANCELED`.
     fn step(&mut self, res: i32, stop: bool) -> Step;
+    /// Whether every op of this kind is *plain* on io_uring: one request, lowered without the
+    /// clock, acting on no other op, whose last CQE is the op's result — nothing to do
+    /// between the kernel's answer and the op's end. The driver gives plain ops (without a
+    /// deadline) a short path in and out.
+    fn plain(native_epoll_wait: bool) -> bool;
 }
 
 /// After an op's request ended, on io_uring.
@@ -117,11 +122,18 @@ pub(crate) enum Step {
     Again,
 }
 
-/// `UringPlan::step` for an op of one request: its result is the op's.
+/// `UringPlan::step` for an op of one request: its result is the op's. Such an op is plain
+/// (`UringPlan::plain`) unless `plain = |native_epoll_wait| ..` says otherwise.
 macro_rules! one_request {
     () => {
+        crate::op::plan::one_request!(plain = |_native| true);
+    };
+    (plain = |$native:ident| $plain:expr) => {
         fn step(&mut self, res: i32, _: bool) -> crate::op::plan::Step {
             crate::op::plan::Step::Done(res)
+        }
+        fn plain($native: bool) -> bool {
+            $plain
         }
     };
 }

@@ -357,7 +357,8 @@ impl OpBase for EpollWait {
 }
 
 impl UringPlan for EpollWait {
-    one_request!();
+    // Emulated, its poll's CQE is followed by `epoll_wait(.., 0)`, and maybe a re-arm.
+    one_request!(plain = |native| native);
     const OPCODES: &'static [(&'static str, u8)] = &[("EPOLL_WAIT", opcode::EpollWait::CODE)];
     fn opcode(native_epoll_wait: bool) -> Option<u8> {
         Some(if native_epoll_wait {
@@ -541,7 +542,8 @@ impl OpBase for PollUpdate {
 }
 
 impl UringPlan for PollUpdate {
-    one_request!();
+    // It acts on another op.
+    one_request!(plain = |_native| false);
     const OPCODES: &'static [(&'static str, u8)] = &[("POLL_REMOVE", opcode::PollRemove::CODE)];
     fn opcode(_: bool) -> Option<u8> {
         Some(opcode::PollRemove::CODE)

@@ -200,6 +200,9 @@ impl UringPlan for SendFile {
         };
         Lowered::Sqe(entry)
     }
+    fn plain(_: bool) -> bool {
+        false
+    }
     fn step(&mut self, res: i32, stop: bool) -> Step {
         let Some(splice) = &mut self.splice else {
             return Step::Done(res);

@@ -185,6 +185,38 @@ impl InFlight {
         Armed::Pushed
     }
 
+    /// Lowers plain op `key` (see `UringPlan::plain`; no deadline) and pushes its SQE; `false`,
+    /// having done nothing, if the SQ is full or the op did not lower to a request.
+    #[inline]
+    pub fn push_plain(
+        &mut self,
+        key: Key,
+        files: &Files,
+        native_epoll_wait: bool,
+        user_data: u64,
+    ) -> bool {
+        if sq_room(&mut self.ring) == 0 {
+            return false;
+        }
+        let slot = self.slots.get_mut(key).expect("a plain op just inserted");
+        let main = match lower::lower(
+            &mut slot.op,
+            &mut slot.aux.scratch,
+            files,
+            user_data,
+            native_epoll_wait,
+            None,
+        ) {
+            Lowered::Sqe(main) => main,
+            Lowered::Timer(_) | Lowered::Done(_) => return false,
+        };
+        // SAFETY: `main` was lowered from slot `key` (its buffers, its `aux`), which lives
+        // until its CQE is reaped (see the module doc).
+        let pushed = unsafe { push(&mut self.ring, std::slice::from_ref(&main)) };
+        debug_assert!(pushed, "SQ room was checked");
+        pushed
+    }
+
     /// Pushes an `ASYNC_CANCEL` of the request whose `user_data` is `target`; `false` if the
     /// SQ is full.
     pub fn push_cancel(&mut self, target: u64, user_data: u64) -> bool {

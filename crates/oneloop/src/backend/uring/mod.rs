@@ -57,6 +57,12 @@ const TAG_CANCEL: u64 = 2;
 const TAG_WAKE: u64 = 3;
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
 
+/// The error every call on a broken ring returns.
+#[cold]
+fn broken_error(why: &str) -> io::Error {
+    io::Error::other(format!("ring is broken: {why}"))
+}
+
 fn user_data(tag: u64, key: Key) -> u64 {
     (tag << TAG_SHIFT) | key.pack()
 }
@@ -87,6 +93,9 @@ pub(crate) struct Uring {
     /// kernel (from the probe, at setup) — or every bit, once the ring is broken. Submission
     /// tests one bit instead of looking the op up in the probe.
     refused: u64,
+    /// Bit `k` set: ops of kind `k` are plain (`UringPlan::plain`), and take the short path
+    /// when they have no deadline.
+    plain: u64,
     setup: &'static str,
 }
 
@@ -110,9 +119,10 @@ impl Uring {
         self.table.slots.release(Key::unpack(id.0));
     }
 
+    #[inline]
     fn check_broken(&self) -> io::Result<()> {
         match &self.broken {
-            Some(why) => Err(io::Error::other(format!("ring is broken: {why}"))),
+            Some(why) => Err(broken_error(why)),
             None => Ok(()),
         }
     }
@@ -124,13 +134,17 @@ impl Uring {
         out: &mut Sink,
     ) -> Result<OpId, SubmitError> {
         let Submission { op, deadline } = sub;
+        let kind = 1 << op.kind();
         // One test for both a broken ring and an op this kernel lacks (see `refused`).
-        if self.refused & (1 << op.kind()) != 0 {
+        if self.refused & kind != 0 {
             let e = self.check_broken().and_then(|()| self.check_supported(&op));
             return Err(SubmitError::new(
                 e.expect_err("a refused kind is unsupported, or the ring broken"),
                 op,
             ));
+        }
+        if self.plain & kind != 0 && deadline.is_none() {
+            return self.submit_plain(op, user_data, out);
         }
         let mut op = op;
         // The clock is read only for ops that need it (a timer, a deadline).
@@ -172,6 +186,32 @@ impl Uring {
             let slot = self.table.slots.remove(key).expect("slot just inserted");
             self.by_fd.remove(fd, key);
             return Err(SubmitError::new(e, slot.op));
+        }
+        Ok(OpId(key.pack()))
+    }
+
+    /// The short path of a plain op without a deadline: its slot, and its one request in the
+    /// SQ — or, if the SQ is full, the general path (`arm`), which makes room.
+    #[inline]
+    fn submit_plain(&mut self, op: Op, data: u64, out: &mut Sink) -> Result<OpId, SubmitError> {
+        let fd = op.fd();
+        let key = match self.table.slots.insert(UringSlot::new(op, data, None)) {
+            Ok(key) => key,
+            Err(slot) => return Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
+        };
+        self.by_fd.add(fd, key);
+        // Unregistrations posted from other threads apply before any fd is looked up.
+        self.apply_unregistered();
+        let native = self.native_epoll_wait;
+        if !self
+            .table
+            .push_plain(key, &self.files, native, user_data(TAG_MAIN, key))
+        {
+            if let Err(e) = self.arm(key, None, out) {
+                let slot = self.table.slots.remove(key).expect("slot just inserted");
+                self.by_fd.remove(fd, key);
+                return Err(SubmitError::new(e, slot.op));
+            }
         }
         Ok(OpId(key.pack()))
     }
@@ -302,11 +342,15 @@ impl Uring {
     }
 
     /// Takes every CQE the kernel has posted and processes it.
+    #[inline]
     fn reap(&mut self, out: &mut Sink) {
-        // Most reaps before an enter find nothing: say so without moving the buffer around.
-        if self.table.ring.completion().is_empty() {
-            return;
+        // Most reaps before an enter find nothing: say so without a call.
+        if !self.table.ring.completion().is_empty() {
+            self.reap_posted(out);
         }
+    }
+
+    fn reap_posted(&mut self, out: &mut Sink) {
         let mut cqes = std::mem::take(&mut self.cqes);
         // Injected: take one CQE this turn and leave the rest in the kernel's queue.
         let one = fault::hit(Fault::ReapOne);
@@ -373,7 +417,6 @@ impl Uring {
     }
 
     fn on_main(&mut self, key: Key, mut res: i32, flags: u32, out: &mut Sink) {
-        let native = self.native_epoll_wait;
         // An op that acts on another: the kernel did not find the target's request, but the
         // target was live at submission and still is — it is completing (its wakeup came, its
         // completion is on its way): too late, not unknown.
@@ -384,6 +427,17 @@ impl Uring {
             tracing::warn!(?key, "CQE for a finished op");
             return;
         };
+        // A plain op's last CQE, with no linked timeout or cancel still to answer: the op
+        // ends with it (its step is `Done(res)`, whatever stops were asked).
+        if !cqueue::more(flags)
+            && self.plain & (1 << slot.op.kind()) != 0
+            && slot.links_pending == 0
+            && slot.cancels_pending == 0
+            && !slot.link_fired
+        {
+            self.end_plain(key, res, out);
+            return;
+        }
         if cqueue::more(flags) {
             let id = OpId(key.pack());
             if res >= 0 && matches!(slot.op, Op::Poll(_)) {
@@ -400,7 +454,7 @@ impl Uring {
             });
             return;
         }
-        if let (Op::EpollWait(o), false, true) = (&mut slot.op, native, res >= 0) {
+        if let (Op::EpollWait(o), false, true) = (&mut slot.op, self.native_epoll_wait, res >= 0) {
             // Emulated EpollWait: the poll on the epoll fd fired; collect the events now.
             match crate::sys::epoll_wait_now(o.epfd, &mut o.events.raw) {
                 Ok(0) if slot.discarded => res = -libc::ECANCELED,
@@ -471,11 +525,34 @@ impl Uring {
         });
     }
 
-    /// Ends every `Timeout` op that is due with `-ETIME`.
-    fn fire_timers(&mut self, out: &mut Sink) {
-        if self.timers.next_due().is_none() {
+    /// Delivers plain op `key`'s final completion with `res`, its last CQE's result, and
+    /// retires its slot: what `try_finish` does for a slot the kernel holds no more, where no
+    /// linked timeout fired.
+    #[inline]
+    fn end_plain(&mut self, key: Key, res: i32, out: &mut Sink) {
+        let Some(UringSlot { op, user_data, .. }) = self.table.slots.retire(key) else {
             return;
+        };
+        self.by_fd.remove(op.fd(), key);
+        let (result, output) = inflight::complete(op, res);
+        out.push_back(Completion {
+            id: OpId(key.pack()),
+            user_data,
+            result,
+            more: false,
+            output,
+        });
+    }
+
+    /// Ends every `Timeout` op that is due with `-ETIME`.
+    #[inline]
+    fn fire_timers(&mut self, out: &mut Sink) {
+        if !self.timers.is_empty() {
+            self.fire_due_timers(out);
         }
+    }
+
+    fn fire_due_timers(&mut self, out: &mut Sink) {
         let now = Instant::now();
         while let Some((key, _)) = self.timers.pop_due(now) {
             match self.table.slots.get_mut(key) {
@@ -491,8 +568,17 @@ impl Uring {
         }
     }
 
-    /// Re-arms emulated `EpollWait`s whose `epoll_wait(.., 0)` found nothing.
+    /// Re-arms emulated `EpollWait`s whose `epoll_wait(.., 0)` found nothing (and ops of
+    /// several requests between two of them).
+    #[inline]
     fn run_rearms(&mut self, out: &mut Sink) -> io::Result<()> {
+        if self.rearms.is_empty() {
+            return Ok(());
+        }
+        self.run_pending_rearms(out)
+    }
+
+    fn run_pending_rearms(&mut self, out: &mut Sink) -> io::Result<()> {
         while let Some(key) = self.rearms.pop() {
             match self.table.slots.get(key) {
                 Some(s) if s.rearm_pending && s.discarded => self.end_discarded_rearm(key, out),

@@ -54,6 +54,7 @@ impl Uring {
                 slots: Slab::with_capacity(config.in_flight_max),
             },
             refused: refused_kinds(&probe, native_epoll_wait),
+            plain: crate::op::Op::uring_plain_kinds(native_epoll_wait),
             probe,
             native_epoll_wait,
             wake,
