@@ -815,11 +815,6 @@ impl Iterator for Completions<'_> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.queue.len(), Some(self.queue.len()))
     }
-
-    #[inline]
-    fn count(self) -> usize {
-        self.queue.len()
-    }
 }
 
 impl DoubleEndedIterator for Completions<'_> {
