@@ -146,7 +146,21 @@ impl Uring {
         if self.plain & kind != 0 && deadline.is_none() {
             return self.submit_plain(op, user_data, out);
         }
+        // A timer with no deadline of its own: its slot and its heap entry, no request.
         let mut op = op;
+        if let (Op::Timeout(t), None) = (&mut op, deadline) {
+            let at = t.when.instant(Instant::now());
+            t.when = crate::op::Deadline::At(at);
+            let mut slot = UringSlot::new(op, user_data, None);
+            slot.timer = true;
+            return match self.table.slots.insert(slot) {
+                Ok(key) => {
+                    self.timers.arm(at, key, Fire::Timeout);
+                    Ok(OpId(key.pack()))
+                }
+                Err(slot) => Err(SubmitError::full(self.table.slots.capacity(), slot.op)),
+            };
+        }
         // The clock is read only for ops that need it (a timer, a deadline).
         let now = (deadline.is_some() || matches!(op, Op::Timeout(_))).then(Instant::now);
         if let (Op::Timeout(t), Some(now)) = (&mut op, now) {
