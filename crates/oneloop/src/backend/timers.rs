@@ -69,6 +69,10 @@ impl Due {
     }
 }
 
+/// An instant as the heap counts time (see [`Timers::tick`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tick(u64);
+
 /// The timer heap.
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<Due>>,
@@ -136,12 +140,18 @@ impl Timers {
         Some(self.origin + Duration::from_nanos(e.at))
     }
 
+    /// `now` as the heap counts time, for [`pop_due`](Self::pop_due): converted once for a
+    /// whole run of pops.
+    pub fn tick(&self, now: Instant) -> Tick {
+        Tick(self.since_origin(now))
+    }
+
     /// Pops the next entry due at or before `now`: `(key, fire)`. The caller checks it is still
     /// live and calls [`fired`](Self::fired) if so.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Key, Fire)> {
-        let now = self.since_origin(now);
+    #[inline]
+    pub fn pop_due(&mut self, now: Tick) -> Option<(Key, Fire)> {
         match self.heap.peek() {
-            Some(Reverse(e)) if e.at <= now => {}
+            Some(Reverse(e)) if e.at <= now.0 => {}
             _ => return None,
         }
         let Reverse(e) = self.heap.pop().expect("peeked");
@@ -181,7 +191,7 @@ mod tests {
             );
         }
         let later = now + Duration::from_millis(25);
-        let order: Vec<u32> = std::iter::from_fn(|| t.pop_due(later))
+        let order: Vec<u32> = std::iter::from_fn(|| t.pop_due(t.tick(later)))
             .map(|(k, _)| k.index)
             .collect();
         assert_eq!(order, [1, 2]);
@@ -197,7 +207,7 @@ mod tests {
         t.arm(now, big, Fire::Deadline);
         t.arm(now, big, Fire::Timeout);
         t.arm(now - Duration::from_secs(1), key(7), Fire::Deadline);
-        let popped: Vec<_> = std::iter::from_fn(|| t.pop_due(now)).collect();
+        let popped: Vec<_> = std::iter::from_fn(|| t.pop_due(t.tick(now))).collect();
         assert_eq!(popped.len(), 3);
         assert_eq!(
             popped[0],
@@ -226,7 +236,7 @@ mod tests {
             "the heap was rebuilt: {}",
             t.heap.len()
         );
-        let due: Vec<_> = std::iter::from_fn(|| t.pop_due(now + Duration::from_secs(61)))
+        let due: Vec<_> = std::iter::from_fn(|| t.pop_due(t.tick(now + Duration::from_secs(61))))
             .filter(|(k, _)| live.contains(k))
             .collect();
         assert_eq!(

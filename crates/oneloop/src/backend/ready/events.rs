@@ -21,6 +21,7 @@ use crate::sys::posix as sio;
 impl<B: Beneath> Ready<B> {
     /// Fires every timer due at `now`.
     pub(super) fn fire_timers(&mut self, now: Instant, out: &mut Sink) {
+        let now = self.timers.tick(now);
         while let Some((key, fire)) = self.timers.pop_due(now) {
             let live = self.slots.get(key).is_some_and(|s| s.has_timer(fire));
             if !live {

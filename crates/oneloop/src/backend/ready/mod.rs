@@ -478,32 +478,42 @@ impl<B: Beneath> Ready<B> {
     /// Ends slot `key` with `res`: retires it (the ring releases it when the completion is
     /// taken), disarms its timers and waiter, hands back its op's output.
     pub fn complete(&mut self, key: Key, res: i32, out: &mut Sink) {
-        let Some(mut slot) = self.slots.retire(key) else {
+        // What the rest needs is taken out in place; the slot's remains are dropped there.
+        let taken = self.slots.retire_if(key, |slot| {
+            let timers =
+                usize::from(slot.deadline) + usize::from(matches!(slot.state, State::Timer));
+            let waiting_on = match slot.state {
+                State::Fd(fd) => Some(fd),
+                _ => None,
+            };
+            let op = slot.op.take().expect("completing a slot that holds its op");
+            Some((op, slot.fd, slot.user_data, timers, waiting_on))
+        });
+        let Some((op, fd, user_data, timers, waiting_on)) = taken else {
             return;
         };
-        self.by_fd.remove(slot.fd, key);
-        self.forget(key, &slot);
-        let op = slot.op.take().expect("completing a slot that holds its op");
+        self.by_fd.remove(fd, key);
+        self.forget(key, timers, waiting_on);
         // Every caller passes what this slot's op did, or an errno (see `inflight.rs`).
         let (result, output) = complete(op, res);
         out.push_back(Completion {
             id: OpId(key.pack()),
-            user_data: slot.user_data,
+            user_data,
             result,
             more: false,
             output,
         });
     }
 
-    /// Drops what refers to a removed slot: its timers (lazily) and its fd waiter.
-    fn forget(&mut self, key: Key, slot: &ReadySlot<B::Request>) {
-        let timers = usize::from(slot.deadline) + usize::from(matches!(slot.state, State::Timer));
+    /// Drops what refers to a removed slot: its `timers` armed (lazily) and its waiter on the
+    /// descriptor it was `waiting_on`.
+    fn forget(&mut self, key: Key, timers: usize, waiting_on: Option<RawFd>) {
         for _ in 0..timers {
             let slots = &self.slots;
             self.timers
                 .disarm(|k, fire| slots.get(k).is_some_and(|s| s.has_timer(fire)));
         }
-        if let State::Fd(fd) = slot.state {
+        if let Some(fd) = waiting_on {
             self.fds.remove(fd, key);
         }
     }

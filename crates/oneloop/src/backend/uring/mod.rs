@@ -568,6 +568,7 @@ impl Uring {
 
     fn fire_due_timers(&mut self, out: &mut Sink) {
         let now = Instant::now();
+        let now = self.timers.tick(now);
         while let Some((key, _)) = self.timers.pop_due(now) {
             match self.table.slots.get_mut(key) {
                 Some(slot) if slot.timer => {
