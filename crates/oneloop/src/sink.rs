@@ -227,6 +227,13 @@ impl Sink {
             self.delivered += 1;
             return;
         }
+        self.push_unwatched_event(id, user_data, events);
+    }
+
+    /// [`push_event`](Self::push_event) for a poll without a watch: a `MORE` completion (out
+    /// of line, so that the watch's path stays small enough to inline where events arrive).
+    #[inline(never)]
+    fn push_unwatched_event(&mut self, id: OpId, user_data: u64, events: u32) {
         self.push_back(Completion {
             id,
             user_data,
