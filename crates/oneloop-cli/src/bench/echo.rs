@@ -19,7 +19,7 @@ use oneloop::{BackendKind, EpollEvents};
 use oneloop_rt::time::timeout;
 
 use super::randread::{test_file, Offsets};
-use super::{Params, Row, Sample};
+use super::{echo_raw, Params, Row, Sample};
 
 /// What the server does with each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +43,9 @@ impl Serve {
     }
 }
 
-pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<Row> {
+/// The rows of one workload at `conns` connections: ours beside the baseline, and for `echo`
+/// on io_uring also beside io_uring's own ceiling (`echo_raw`).
+pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<Vec<Row>> {
     let file = match serve {
         Serve::FileRead => Some(test_file(p.file_mib)?),
         Serve::Echo => None,
@@ -93,7 +95,7 @@ pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<
     } else {
         ""
     };
-    Ok(Row {
+    let mut rows = vec![Row {
         workload,
         params: format!("{conns} conns{cold}"),
         backend: kind.name(),
@@ -101,7 +103,24 @@ pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<
         ours,
         baseline_name,
         baseline,
-    })
+    }];
+    if kind == BackendKind::Uring && serve == Serve::Echo {
+        if let Err(why) = echo_raw::supported() {
+            eprintln!("SKIP echo {conns} conns vs raw uring: {why}");
+            return Ok(rows);
+        }
+        let server = |listener, stop, _| echo_raw::server(listener, stop);
+        rows.push(Row {
+            workload,
+            params: format!("{conns} conns vs raw"),
+            backend: kind.name(),
+            unit: "round trips",
+            ours,
+            baseline_name: "raw io-uring: multishot accept and receive, buffer ring",
+            baseline: session(conns, serve, p, None, server)?,
+        });
+    }
+    Ok(rows)
 }
 
 /// Starts `server` on a thread, drives it with `conns` clients for the duration, stops it;

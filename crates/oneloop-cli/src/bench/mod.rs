@@ -6,6 +6,7 @@
 //! shared machine speed drifts but cost per op is steadier.
 
 mod echo;
+mod echo_raw;
 mod http;
 mod nop;
 mod pipes;
@@ -159,12 +160,16 @@ pub fn run(
                 }
                 Workload::Echo => {
                     for &conns in &p.conns {
-                        done(echo::run(kind, conns, echo::Serve::Echo, p)?);
+                        for row in echo::run(kind, conns, echo::Serve::Echo, p)? {
+                            done(row);
+                        }
                     }
                 }
                 Workload::Mixed => {
                     for &conns in &p.conns {
-                        done(echo::run(kind, conns, echo::Serve::FileRead, p)?);
+                        for row in echo::run(kind, conns, echo::Serve::FileRead, p)? {
+                            done(row);
+                        }
                     }
                 }
                 Workload::Http => {
