@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use oneloop::{Accept, BackendKind, CancelOutcome, Nop, Ring, Timeout};
 
+#[path = "support/rings.rs"]
+mod support_rings;
+use support_rings::rings_with;
+
 struct Count(AtomicUsize);
 
 impl Wake for Count {
@@ -25,22 +29,6 @@ impl Wake for Count {
 /// others.
 fn rings() -> impl Iterator<Item = (BackendKind, Ring)> {
     rings_with(|kind| Ring::builder().backend(kind).in_flight_max(1))
-}
-
-/// A ring of each kind this machine runs, as `builder` makes it; SKIP with the reason for the
-/// others.
-fn rings_with(
-    builder: impl Fn(BackendKind) -> oneloop::RingBuilder,
-) -> impl Iterator<Item = (BackendKind, Ring)> {
-    BackendKind::ALL
-        .into_iter()
-        .filter_map(move |kind| match builder(kind).build() {
-            Ok(ring) => Some((kind, ring)),
-            Err(e) => {
-                eprintln!("SKIP {kind}: {e}");
-                None
-            }
-        })
 }
 
 fn counter() -> (Arc<Count>, Waker) {

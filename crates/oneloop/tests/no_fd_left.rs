@@ -7,7 +7,11 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use oneloop::{BackendKind, EpollEvents, EpollWait, Ring, SendFile};
+use oneloop::{EpollEvents, EpollWait, Ring, SendFile};
+
+#[path = "support/rings.rs"]
+mod support_rings;
+use support_rings::rings_with;
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -24,20 +28,14 @@ fn dropped_rings_leave_no_descriptor() {
     #[allow(unsafe_code)]
     let epfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
     let before = fd_count();
-    for kind in BackendKind::ALL {
-        for emulate in [true, false] {
-            let mut ring = match Ring::builder()
+    for emulate in [true, false] {
+        let builder = |kind| {
+            Ring::builder()
                 .backend(kind)
                 .entries(8)
                 .emulate_epoll_wait(emulate)
-                .build()
-            {
-                Ok(ring) => ring,
-                Err(e) => {
-                    eprintln!("SKIP {kind}: {e}");
-                    continue;
-                }
-            };
+        };
+        for (kind, mut ring) in rings_with(builder) {
             let wait = EpollWait::new(epfd.as_raw_fd(), EpollEvents::with_capacity(4));
             ring.submit(wait.deadline(Duration::from_millis(5)), 1)
                 .unwrap();

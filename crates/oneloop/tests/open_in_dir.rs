@@ -8,7 +8,11 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oneloop::{BackendKind, OpenAt, Ring};
+use oneloop::{OpenAt, Ring};
+
+#[path = "support/rings.rs"]
+mod support_rings;
+use support_rings::rings_with;
 
 #[test]
 fn an_open_in_a_directory_holds_the_directory_until_it_ends() {
@@ -20,14 +24,7 @@ fn an_open_in_a_directory_holds_the_directory_until_it_ends() {
     #[allow(unsafe_code)]
     let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) };
     assert_eq!(rc, 0);
-    for kind in BackendKind::ALL {
-        let mut ring = match Ring::builder().backend(kind).build() {
-            Ok(ring) => ring,
-            Err(e) => {
-                eprintln!("SKIP {kind}: {e}");
-                continue;
-            }
-        };
+    for (kind, mut ring) in rings_with(|kind| Ring::builder().backend(kind)) {
         let handle = Arc::new(OwnedFd::from(std::fs::File::open(&dir).unwrap()));
         let open = OpenAt::in_dir(Arc::clone(&handle), "f", libc::O_RDONLY).unwrap();
         ring.submit(open, 1).unwrap();

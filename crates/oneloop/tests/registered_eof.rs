@@ -8,18 +8,15 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use oneloop::{BackendKind, Recv, Ring};
+use oneloop::{Recv, Ring};
+
+#[path = "support/rings.rs"]
+mod support_rings;
+use support_rings::rings_with;
 
 #[test]
 fn a_short_read_before_end_of_stream_does_not_hide_it() {
-    for kind in BackendKind::ALL {
-        let mut ring = match Ring::builder().backend(kind).build() {
-            Ok(ring) => ring,
-            Err(e) => {
-                eprintln!("SKIP {kind}: {e}");
-                continue;
-            }
-        };
+    for (kind, mut ring) in rings_with(|kind| Ring::builder().backend(kind)) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();

@@ -9,7 +9,11 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use oneloop::{BackendKind, Poll, PollMask, Ring};
+use oneloop::{Poll, PollMask, Ring};
+
+#[path = "support/rings.rs"]
+mod support_rings;
+use support_rings::rings_with;
 
 #[test]
 fn a_pending_signal_makes_its_signalfd_readable() {
@@ -27,14 +31,7 @@ fn a_pending_signal_makes_its_signalfd_readable() {
     assert!(fd >= 0, "signalfd: {}", std::io::Error::last_os_error());
     // SAFETY: `signalfd` just returned this descriptor; nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    for kind in [BackendKind::Uring, BackendKind::Aio, BackendKind::Epoll] {
-        let mut ring = match Ring::builder().backend(kind).build() {
-            Ok(ring) => ring,
-            Err(e) => {
-                eprintln!("SKIP {kind}: {e}");
-                continue;
-            }
-        };
+    for (kind, mut ring) in rings_with(|kind| Ring::builder().backend(kind)) {
         ring.submit(Poll::new(fd.as_raw_fd(), PollMask::IN), 1)
             .unwrap();
         ring.wait(0, Some(Duration::ZERO)).unwrap();
