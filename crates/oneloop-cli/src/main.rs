@@ -187,6 +187,11 @@ struct BenchArgs {
     /// `http`: client connections (keep-alive, one request in flight each).
     #[arg(long, default_value_t = 64)]
     http_conns: usize,
+    /// `http`: also hold this many connections that have each sent a 27-byte partial request
+    /// head, on freshly started servers, and print each server's resident memory growth per
+    /// connection (0: skip).
+    #[arg(long, default_value_t = 0)]
+    partial_heads: usize,
 }
 
 /// Where the tokio peer binary is.
@@ -249,6 +254,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         peer: args.peer.as_ref().map(|_| tokio_peer()).transpose()?,
         serve_threads: args.serve_threads.clamp(1, 1024),
         http_conns: args.http_conns.clamp(1, 20_000),
+        partial_heads: args.partial_heads.min(20_000),
     };
     let kinds = backends(&args.backend)?;
     let total = bench::count(args.workload, &kinds, &params);

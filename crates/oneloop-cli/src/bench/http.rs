@@ -624,11 +624,77 @@ fn fit_descriptors(conns: usize) -> Result<u64> {
     Ok(have)
 }
 
+/// A request head cut short: 27 bytes, no blank line, so a server must keep the connection
+/// and what it read until the rest comes (or its header timeout).
+const PARTIAL_HEAD: &[u8; 27] = b"GET /1k.bin HTTP/1.1\r\nHost:";
+
+/// Resident memory of process `pid` and its children (nginx's workers), bytes.
+fn resident(pid: u32) -> Result<u64> {
+    let one = |pid: &str| -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .with_context(|| format!("no VmRSS for process {pid}"))?;
+        Ok(kib * 1024)
+    };
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let mut total = one(&pid.to_string())?;
+    for child in children.split_whitespace() {
+        total += one(child)?;
+    }
+    Ok(total)
+}
+
+/// How much `server`'s resident memory grows per connection while `n` connections each hold
+/// a [`PARTIAL_HEAD`] (bytes per connection; negative growth counts as 0).
+fn growth_per_partial_head(server: &Server, n: usize) -> Result<f64> {
+    use std::io::Write;
+    let pid = server.child.id();
+    let before = resident(pid)?;
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = std::net::TcpStream::connect(server.addr)
+            .with_context(|| format!("connection {i} of {n}"))?;
+        s.write_all(PARTIAL_HEAD)?;
+        held.push(s);
+    }
+    // Let the server accept and read every one (well within its header timeout).
+    std::thread::sleep(Duration::from_secs(2));
+    let after = resident(pid)?;
+    drop(held);
+    Ok(after.saturating_sub(before) as f64 / n as f64)
+}
+
+/// `--partial-heads N`: fresh servers (ours on `kind`, nginx), `N` connections holding a
+/// partial request head each; prints each server's memory growth per connection.
+fn partial_heads(kind: BackendKind, p: &Params, site: &Site) -> Result<()> {
+    let n = p.partial_heads;
+    fit_descriptors(n)?;
+    let ours = start_ours(site, kind, p.serve_threads, n)?;
+    let per_ours = growth_per_partial_head(&ours, n)?;
+    drop(ours);
+    let nginx = start_nginx(site, p.serve_threads, false)?;
+    let per_nginx = growth_per_partial_head(&nginx, n)?;
+    drop(nginx);
+    println!(
+        "memory  {n} partial heads  {kind}: oneloop serve +{:.0} bytes per connection, nginx +{:.0} \
+         (resident memory, /proc/PID/status VmRSS, before and 2 s after connecting)",
+        per_ours, per_nginx
+    );
+    Ok(())
+}
+
 /// Runs every load on `kind` beside nginx (or says why nginx is skipped).
 pub fn run(kind: BackendKind, p: &Params, site: &Site, mut done: impl FnMut(Row)) -> Result<()> {
     if !have("nginx") {
         println!("SKIP http {kind}: nginx is not installed ({NGINX_INSTALL}); no baseline, no row");
         return Ok(());
+    }
+    if p.partial_heads > 0 {
+        partial_heads(kind, p, site)?;
     }
     let (threads, conns) = (p.serve_threads, p.http_conns);
     // Whether the client may hold both servers' connections at once.

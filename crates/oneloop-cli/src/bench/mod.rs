@@ -110,6 +110,8 @@ pub struct Params {
     pub serve_threads: usize,
     /// `http`: client connections.
     pub http_conns: usize,
+    /// `http`: connections holding a partial request head, for the memory measurement (0: none).
+    pub partial_heads: usize,
 }
 
 /// Runs `workload` on each of `backends`, calling `done` after each measurement.
