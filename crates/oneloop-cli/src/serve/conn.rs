@@ -30,6 +30,10 @@ use super::http::{self, Parsed, Range, Request, Status};
 /// A file this size or smaller is read into the response buffer beside its head and sent
 /// with it; larger ones go out in chunks of [`CHUNK`].
 const SMALL: u64 = 128 * 1024;
+/// A connection's head buffer at first (it grows to `max_header_bytes` when a head needs it).
+const HEAD_START: usize = 1024;
+/// A connection's response buffer, allocated when its first answer is written.
+const OUT_START: usize = 16 * 1024;
 const CHUNK: usize = 256 * 1024;
 /// A body this size or larger goes out with the ring's `SendFile` (no copy through user space;
 /// on epoll and aio a range not in the page cache is read on the pool, on io_uring by the
@@ -148,7 +152,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
         stream,
         peer,
         t: &t,
-        out: Some(Vec::with_capacity(16 * 1024)),
+        // Allocated when the first answer is written (see `out_mut`): a connection that only
+        // waits holds no output buffer.
+        out: Some(Vec::new()),
     };
     let _ = conn.run().await;
 }
@@ -164,7 +170,10 @@ struct Conn<'a> {
 impl Conn<'_> {
     async fn run(&mut self) -> Result<(), Closed> {
         let limits = self.t.limits;
-        let mut inbuf: Vec<u8> = Vec::with_capacity(limits.max_header_bytes);
+        // The head buffer starts small and grows to `max_header_bytes` only for a head that
+        // needs it: a connection that waits with a few bytes holds little.
+        let head_start = HEAD_START.min(limits.max_header_bytes);
+        let mut inbuf: Vec<u8> = Vec::with_capacity(head_start);
         let mut busy: Option<Counted<'_>> = None;
         let mut head_deadline: Option<Instant> = None;
         loop {
@@ -202,7 +211,7 @@ impl Conn<'_> {
             busy = None;
             // An idle connection keeps a small buffer, whatever its last answer needed.
             if let Some(out) = self.out.as_mut().filter(|o| o.capacity() > 64 * 1024) {
-                out.shrink_to(16 * 1024);
+                out.shrink_to(OUT_START);
             }
             if self.t.stopping.get() && inbuf.is_empty() {
                 return Ok(());
@@ -214,6 +223,14 @@ impl Conn<'_> {
                     *head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
                 deadline.saturating_duration_since(Instant::now())
             };
+            if inbuf.is_empty() && inbuf.capacity() > head_start {
+                inbuf.shrink_to(head_start);
+            } else if inbuf.len() == inbuf.capacity() {
+                // A partial head filled the buffer (and is shorter than the limit, or it
+                // would have been refused): room for more, up to the limit.
+                let grown = (inbuf.capacity() * 2).min(limits.max_header_bytes);
+                inbuf.reserve_exact(grown - inbuf.len());
+            }
             let (res, buf) = timeout(wait, self.stream.read(inbuf))
                 .await
                 .map_err(|_| Closed)?;
@@ -229,8 +246,13 @@ impl Conn<'_> {
         }
     }
 
+    /// The response buffer, allocated on first use.
     fn out_mut(&mut self) -> &mut Vec<u8> {
-        self.out.as_mut().expect("the response buffer is home")
+        let out = self.out.as_mut().expect("the response buffer is home");
+        if out.capacity() == 0 {
+            out.reserve(OUT_START);
+        }
+        out
     }
 
     fn pending(&self) -> usize {
