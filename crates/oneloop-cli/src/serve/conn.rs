@@ -223,7 +223,9 @@ impl Conn<'_> {
                     *head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
                 deadline.saturating_duration_since(Instant::now())
             };
-            if inbuf.is_empty() && inbuf.capacity() > head_start {
+            // An idle connection gives back a buffer a big head grew (heads of a few KiB, a
+            // browser's, keep theirs: no reallocation per request).
+            if inbuf.is_empty() && inbuf.capacity() > 4 * head_start {
                 inbuf.shrink_to(head_start);
             } else if inbuf.len() == inbuf.capacity() {
                 // A partial head filled the buffer (and is shorter than the limit, or it
