@@ -9,46 +9,13 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use oneloop_rt::net::UnixStream;
 use oneloop_rt::time::timeout;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static MEASURING: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: defers every call to `System`, only counting on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "../../oneloop/tests/support/counting.rs"]
+mod counting;
 
 const WARM_UP: usize = 500;
 const MEASURED: usize = 2_000;
@@ -83,8 +50,7 @@ fn no_allocation_per_round_trip_in_steady_state() {
         let mut counted = 0;
         for i in 0..WARM_UP + MEASURED {
             if i == WARM_UP {
-                ALLOCATIONS.store(0, Ordering::SeqCst);
-                MEASURING.with(|m| m.set(true));
+                counting::start();
             }
             buf.clear();
             buf.extend_from_slice(&[i as u8; MESSAGE]);
@@ -94,8 +60,7 @@ fn no_allocation_per_round_trip_in_steady_state() {
             assert_eq!(buf, [i as u8; MESSAGE], "{kind}: the echo differs");
             counted += 1;
         }
-        MEASURING.with(|m| m.set(false));
-        let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+        let allocations = counting::stop();
         echo.await;
         assert_eq!(counted, MEASURED + WARM_UP);
         assert_eq!(

@@ -3,45 +3,12 @@
 //! by this test's thread while the measured loop runs.
 #![allow(missing_docs)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use oneloop::{BackendKind, Nop, Poll, PollMask, Read, Ring, Write};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static MEASURING: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: defers every call to `System`, only counting on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting.rs"]
+mod counting;
 
 const WARMUP: usize = 1_000;
 const MEASURED: usize = 10_000;
@@ -51,13 +18,11 @@ fn allocations_per_op(name: &str, mut step: impl FnMut()) -> usize {
     for _ in 0..WARMUP {
         step();
     }
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    MEASURING.with(|m| m.set(true));
+    counting::start();
     for _ in 0..MEASURED {
         step();
     }
-    MEASURING.with(|m| m.set(false));
-    let n = ALLOCATIONS.load(Ordering::SeqCst);
+    let n = counting::stop();
     eprintln!("{name}: {n} allocations over {MEASURED} ops");
     n
 }
