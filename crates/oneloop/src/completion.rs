@@ -67,6 +67,24 @@ impl fmt::Debug for Completion {
 }
 
 impl Completion {
+    /// Op `id`'s final completion, from what [`finish`] made of it: its result and what it
+    /// hands back.
+    #[inline]
+    pub(crate) fn last(
+        id: OpId,
+        user_data: u64,
+        finished: (io::Result<u32>, Output),
+    ) -> Completion {
+        let (result, output) = finished;
+        Completion {
+            id,
+            user_data,
+            result,
+            more: false,
+            output,
+        }
+    }
+
     /// The id `submit` returned.
     pub fn id(&self) -> OpId {
         self.id

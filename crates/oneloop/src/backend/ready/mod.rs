@@ -267,14 +267,7 @@ impl<B: Beneath> Ready<B> {
         if let Some(Next::Done(res)) = first {
             self.inline_ops += 1;
             let id = OpId(INLINE_ID | (self.inline_ops & ((1 << 56) - 1)));
-            let (result, output) = complete(op, res);
-            out.push_back(Completion {
-                id,
-                user_data,
-                result,
-                more: false,
-                output,
-            });
+            out.push_back(Completion::last(id, user_data, complete(op, res)));
             return Ok(id);
         }
         // The clock is read only for ops that need it (a timer, a deadline).
@@ -495,14 +488,11 @@ impl<B: Beneath> Ready<B> {
         self.by_fd.remove(fd, key);
         self.forget(key, timers, waiting_on);
         // Every caller passes what this slot's op did, or an errno (see `inflight.rs`).
-        let (result, output) = complete(op, res);
-        out.push_back(Completion {
-            id: OpId(key.pack()),
+        out.push_back(Completion::last(
+            OpId(key.pack()),
             user_data,
-            result,
-            more: false,
-            output,
-        });
+            complete(op, res),
+        ));
     }
 
     /// Drops what refers to a removed slot: its `timers` armed (lazily) and its waiter on the

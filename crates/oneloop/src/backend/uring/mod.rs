@@ -525,18 +525,9 @@ impl Uring {
             let op = std::mem::replace(&mut slot.op, Op::Nop(crate::op::Nop));
             Some((op, res, slot.user_data))
         });
-        let Some((op, res, user_data)) = taken else {
-            return;
-        };
-        self.by_fd.remove(op.fd(), key);
-        let (result, output) = inflight::complete(op, res);
-        out.push_back(Completion {
-            id: OpId(key.pack()),
-            user_data,
-            result,
-            more: false,
-            output,
-        });
+        if let Some((op, res, user_data)) = taken {
+            self.deliver(key, op, res, user_data, out);
+        }
     }
 
     /// Delivers plain op `key`'s final completion with `res`, its last CQE's result, and
@@ -544,18 +535,17 @@ impl Uring {
     /// linked timeout fired.
     #[inline]
     fn end_plain(&mut self, key: Key, res: i32, out: &mut Sink) {
-        let Some(UringSlot { op, user_data, .. }) = self.table.slots.retire(key) else {
-            return;
-        };
+        if let Some(UringSlot { op, user_data, .. }) = self.table.slots.retire(key) {
+            self.deliver(key, op, res, user_data, out);
+        }
+    }
+
+    /// Hands retired slot `key`'s op back in its final completion, with `res`.
+    #[inline(always)]
+    fn deliver(&mut self, key: Key, op: Op, res: i32, user_data: u64, out: &mut Sink) {
         self.by_fd.remove(op.fd(), key);
-        let (result, output) = inflight::complete(op, res);
-        out.push_back(Completion {
-            id: OpId(key.pack()),
-            user_data,
-            result,
-            more: false,
-            output,
-        });
+        let id = OpId(key.pack());
+        out.push_back(Completion::last(id, user_data, inflight::complete(op, res)));
     }
 
     /// Ends every `Timeout` op that is due with `-ETIME`.
