@@ -98,7 +98,8 @@ impl Completion {
     pub fn result(&self) -> &io::Result<u32> {
         &self.result
     }
-    /// Whether more completions follow for this op (a multishot poll); `false` on the final one.
+    /// Whether more completions follow for this op (a multishot poll, receive, read or
+    /// accept); `false` on the final one.
     pub fn is_more(&self) -> bool {
         self.more
     }
@@ -117,7 +118,9 @@ impl Completion {
             .ok()
             .map(|&bits| PollMask::from_bits(bits))
     }
-    /// What the op hands back (buffers, events, a new descriptor); empty on `MORE` completions.
+    /// What the op hands back (buffers, events, a new descriptor). On `MORE` completions:
+    /// what that one result produced (a [`Lease`](crate::Lease), an accepted socket), or
+    /// nothing (a multishot poll).
     pub fn output(&self) -> &Output {
         &self.output
     }

@@ -45,6 +45,7 @@
 
 mod backend;
 pub mod buf;
+pub mod buf_ring;
 mod common;
 mod completion;
 pub mod epoll_set;
@@ -63,6 +64,7 @@ pub mod sockets;
 mod sys;
 
 pub use buf::{AlignedBuf, Buf, IoBuf, IoBufMut};
+pub use buf_ring::{BufRing, Lease};
 pub use common::{BackendKind, Stats, SubmitError};
 pub use completion::{CancelCount, CancelOutcome, Completion};
 // Every op, its builder types and answers (a new op needs no line here).

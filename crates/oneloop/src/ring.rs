@@ -7,6 +7,9 @@
 //! The contract every backend keeps (each point is a conformance case):
 //! 1. exactly one final completion per accepted submission (multishot: `MORE`s, then one);
 //! 2. the ring owns what an op names until that final completion, and hands buffers back there;
+//!    a multishot op's `MORE` completions carry what each result produced (a
+//!    [`Lease`](crate::Lease) on a buffer-ring buffer, an accepted socket), which is the
+//!    caller's from then on;
 //! 3. ids carry a generation, so stale ids never touch a reused slot;
 //! 4. cancel is a request: `Cancelled` means the op ends `ECANCELED`, `TooLate` that its real
 //!    result stands, `NotFound` that the id is unknown or finished;
@@ -20,7 +23,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task;
 use std::time::Duration;
@@ -222,6 +225,10 @@ pub struct Ring {
     kind: BackendKind,
     skipped: Vec<Skipped>,
     wake: Arc<WakeFd>,
+    /// This ring among every ring the process made (buffer rings are checked against it).
+    serial: u64,
+    /// Buffer rings made so far (the next one's id).
+    buf_rings: u16,
     _single_thread: PhantomData<*const ()>,
 }
 
@@ -258,6 +265,7 @@ impl Ring {
     ) -> Ring {
         // A tag for each ring the process makes, never 0 (see `OpId`).
         static NEXT_TAG: AtomicU8 = AtomicU8::new(0);
+        static NEXT_SERIAL: AtomicU64 = AtomicU64::new(0);
         let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed) % 127 + 1;
         Ring {
             driver,
@@ -266,8 +274,39 @@ impl Ring {
             kind,
             skipped,
             wake,
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            buf_rings: 0,
             _single_thread: PhantomData,
         }
+    }
+
+    /// A group of `count` buffers of `size` bytes each that multishot receives
+    /// ([`RecvMulti`](crate::RecvMulti), [`ReadMulti`](crate::ReadMulti)) pick from when data
+    /// arrives (see [`buf_ring`](crate::buf_ring)). It stays registered for the ring's life.
+    ///
+    /// # Errors
+    /// `InvalidInput`: `count` is not a power of two from 1 to 32,768, `size` is 0 or above
+    /// 2 GiB, or this ring already has 65,536 buffer rings. On io_uring, what
+    /// `IORING_REGISTER_PBUF_RING` says (a kernel before 5.19: `EINVAL`).
+    ///
+    /// # Examples
+    /// ```
+    /// let mut ring = oneloop::Ring::new()?;
+    /// let bufs = ring.buf_ring(64, 16 * 1024)?;
+    /// assert_eq!((bufs.count(), bufs.size()), (64, 16 * 1024));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn buf_ring(&mut self, count: u32, size: u32) -> io::Result<crate::BufRing> {
+        let bgid = self.buf_rings;
+        let next = bgid.checked_add(1).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a ring holds at most 65,535 buffer rings",
+            )
+        })?;
+        let pool = self.driver.buf_ring(count, size, self.serial, bgid)?;
+        self.buf_rings = next;
+        Ok(crate::BufRing { pool })
     }
 
     /// The backend this ring runs on.
@@ -301,6 +340,15 @@ impl Ring {
         user_data: u64,
     ) -> Result<OpId, SubmitError> {
         let sub = op.into();
+        if let Some(pool) = sub.op.buf_pool() {
+            if pool.owner != self.serial {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the op's buffer ring belongs to another ring",
+                );
+                return Err(SubmitError::new(e, sub.op));
+            }
+        }
         let kind = sub.op_kind();
         let submitted = self.driver.submit(sub, user_data, &mut self.sink);
         self.settle();

@@ -24,6 +24,7 @@ use crate::completion::{CancelCount, CancelOutcome};
 use crate::op::OpId;
 use crate::op::Submission;
 use crate::sink::Sink;
+use crate::sys::buf_ring::Pool;
 
 /// Hashes a descriptor number cheaply (descriptors are small, dense integers; SipHash's
 /// protection against chosen keys buys nothing here and cost ~5% of an echo round trip).
@@ -117,6 +118,24 @@ impl Driver {
             Driver::Uring(d) => d.submit_queued(out),
             Driver::Aio(_) | Driver::Epoll(_) => Ok(()),
         }
+    }
+
+    /// A group of `count` buffers of `size` bytes for ring `owner`, as group `bgid`: on
+    /// io_uring registered with the kernel; on the others, every buffer starts available in
+    /// user space (an emulated receive takes it there).
+    pub fn buf_ring(
+        &mut self,
+        count: u32,
+        size: u32,
+        owner: u64,
+        bgid: u16,
+    ) -> io::Result<Arc<Pool>> {
+        let kernel_picks = matches!(self, Driver::Uring(_));
+        let pool = Arc::new(Pool::new(count, size, owner, bgid, !kernel_picks)?);
+        if let Driver::Uring(d) = self {
+            d.add_buf_ring(Arc::clone(&pool))?;
+        }
+        Ok(pool)
     }
 
     pub fn register_fd(&mut self, fd: RawFd) -> io::Result<()> {

@@ -22,6 +22,7 @@
 
 mod file;
 mod fs;
+mod multi;
 mod net;
 pub(crate) mod plan;
 mod poll;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 // Every family's public items: a new op (or its answer type) needs no line here.
 pub use self::file::*;
 pub use self::fs::*;
+pub use self::multi::*;
 pub use self::net::*;
 pub use self::poll::*;
 pub use self::send_file::*;
@@ -165,8 +167,12 @@ pub enum Output {
     Bufs(Vec<Buf>),
     /// The events an `EpollWait` returned.
     Events(EpollEvents),
-    /// A new descriptor (`Accept`, `OpenAt`), or the descriptor of a cancelled `Close`.
+    /// A new descriptor (`Accept`, `AcceptMulti`, `OpenAt`), or the descriptor of a
+    /// cancelled `Close`.
     Fd(OwnedFd),
+    /// A buffer of a [`BufRing`](crate::BufRing) holding what a `RecvMulti` or `ReadMulti`
+    /// received (on `MORE` completions, and on a final one that carries data).
+    Lease(crate::buf_ring::Lease),
 }
 
 impl Op {
@@ -423,9 +429,52 @@ ops! {
     Close,
     /// `openat2`.
     OpenAt,
+    /// `recv`, multishot, into a buffer ring.
+    RecvMulti,
+    /// `read`, multishot, into a buffer ring.
+    ReadMulti,
+    /// `accept4`, multishot.
+    AcceptMulti,
 }
 
 impl Op {
+    /// The buffer group a multishot receive picks from.
+    #[inline]
+    pub(crate) fn buf_pool(&self) -> Option<&std::sync::Arc<crate::sys::buf_ring::Pool>> {
+        match self {
+            Op::RecvMulti(o) => Some(&o.pool),
+            Op::ReadMulti(o) => Some(&o.pool),
+            _ => None,
+        }
+    }
+
+    /// A multishot op's next attempt on the readiness backends (see `multi.rs`).
+    pub(crate) fn multi_again(&mut self, closed: bool) -> self::plan::Multi {
+        use self::multi::MultiPlan;
+        match self {
+            Op::RecvMulti(o) => o.round(closed),
+            Op::ReadMulti(o) => o.round(closed),
+            Op::AcceptMulti(o) => o.round(closed),
+            _ => unreachable!("not a multishot op with rounds"),
+        }
+    }
+
+    /// Keeps the buffer of a multishot receive's final result, for its final completion.
+    pub(crate) fn keep_lease(&mut self, lease: crate::buf_ring::Lease) {
+        use self::multi::MultiPlan;
+        match self {
+            Op::RecvMulti(o) => o.keep(lease),
+            Op::ReadMulti(o) => o.keep(lease),
+            _ => drop(lease),
+        }
+    }
+
+    /// Whether the op's `MORE` completions carry new descriptors (`AcceptMulti`).
+    #[inline]
+    pub(crate) fn accepts_many(&self) -> bool {
+        matches!(self, Op::AcceptMulti(_))
+    }
+
     /// The op's name, for messages (`"Read"`, `"EpollWait"`, ...).
     pub fn name(&self) -> &'static str {
         Op::NAMES[self.kind()]

@@ -264,6 +264,23 @@ pub(crate) enum Next {
     Timer(Deadline),
 }
 
+/// One attempt of a multishot op's round on the readiness backends (`op/multi.rs`).
+#[derive(Debug)]
+pub(crate) enum Multi {
+    /// A result for a `MORE` completion, with what it carries. `drained`: the transfer moved
+    /// less than it could, so the descriptor likely has nothing more now (the round stops
+    /// until the next readiness edge).
+    More {
+        res: i32,
+        output: Output,
+        drained: bool,
+    },
+    /// Nothing now (`EAGAIN`): wait for the next readiness edge.
+    Wait,
+    /// The op ends with this raw result.
+    End(i32),
+}
+
 /// The op on the aio backend.
 pub(crate) trait AioPlan {
     /// The AIO request the op becomes now, or [`AioStart::Ready`] for the readiness path.

@@ -11,6 +11,7 @@
 
 pub(crate) mod aio;
 mod alloc;
+pub(crate) mod buf_ring;
 mod done;
 pub(crate) mod posix;
 

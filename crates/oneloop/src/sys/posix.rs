@@ -342,6 +342,19 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// What `fd` reports now for `events` (`poll` with a zero timeout): the bits it is ready for
+/// (with `POLLERR`/`POLLHUP`/`POLLNVAL` whether asked or not), 0 if none.
+pub(crate) fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY (syscall!): `p` is one writable `pollfd` that outlives the call.
+    syscall!(poll(&mut p, 1, 0))?;
+    Ok(p.revents)
+}
+
 /// Clears `O_NONBLOCK` on a descriptor.
 pub(crate) fn clear_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY (syscall!): no pointers.

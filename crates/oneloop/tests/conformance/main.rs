@@ -11,6 +11,7 @@ mod cases_cancel;
 mod cases_disk;
 mod cases_epoll;
 mod cases_input;
+mod cases_multi;
 mod cases_ops;
 mod cases_poll;
 mod cases_queue;
@@ -81,6 +82,15 @@ macro_rules! all_cases {
             // Wave 3: SendFile
             cases_sendfile::c30_sendfile_cached_and_uncached,
             cases_sendfile::c30_sendfile_stalled_peer_and_cancel,
+            // Wave 3: buffer rings and multishot receive, read, accept
+            cases_multi::m1_recv_multi_stream_and_end,
+            cases_multi::m2_recv_multi_empty_ring_enobufs,
+            cases_multi::m3_cancel_leases_outlive_op_and_ring,
+            cases_multi::m4_buffer_given_back_is_reused,
+            cases_multi::m5_accept_multi,
+            cases_multi::m6_read_multi_pipe_and_file,
+            cases_multi::m7_buf_ring_bad_input,
+            cases_multi::m8_drop_ring_with_multishot_in_flight,
         }
     };
 }

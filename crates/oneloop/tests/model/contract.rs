@@ -22,23 +22,58 @@ use crate::world::{pattern, FILE_LEN};
 #[derive(Clone, Debug)]
 pub enum Kind {
     Nop,
-    ReadFile { offset: usize, len: usize },
-    ReadPipe { len: usize },
-    WriteFile { len: usize },
-    WritePipe { len: usize },
-    Readv { offset: usize, lens: Vec<usize> },
-    Writev { lens: Vec<usize> },
+    ReadFile {
+        offset: usize,
+        len: usize,
+    },
+    ReadPipe {
+        len: usize,
+    },
+    WriteFile {
+        len: usize,
+    },
+    WritePipe {
+        len: usize,
+    },
+    Readv {
+        offset: usize,
+        lens: Vec<usize>,
+    },
+    Writev {
+        lens: Vec<usize>,
+    },
     Fsync,
-    Poll { mask: u32, multishot: bool },
-    EpollWait { capacity: usize },
-    Timeout { not_before: Instant },
+    Poll {
+        mask: u32,
+        multishot: bool,
+    },
+    EpollWait {
+        capacity: usize,
+    },
+    Timeout {
+        not_before: Instant,
+    },
     Accept,
     Connect,
-    Recv { len: usize },
-    Send { len: usize },
+    Recv {
+        len: usize,
+    },
+    Send {
+        len: usize,
+    },
     Close,
     OpenAt,
-    SendFile { offset: usize, len: usize },
+    SendFile {
+        offset: usize,
+        len: usize,
+    },
+    /// A multishot receive on a socket (`b'y'` bytes) or read on a pipe (`b'x'`), into a
+    /// buffer ring of buffers of `size` bytes.
+    RecvMulti {
+        byte: u8,
+        size: usize,
+    },
+    AcceptMulti,
 }
 
 impl Kind {
@@ -253,6 +288,16 @@ impl Model {
         if c.is_more() {
             self.tally.mores += 1;
             match live.kind {
+                Kind::RecvMulti { byte, size } => {
+                    if let Err(msg) = check_lease(&c, byte, size) {
+                        self.violation(format!("multishot receive MORE: {msg}: {c:?}"));
+                    }
+                }
+                Kind::AcceptMulti => {
+                    if let Err(msg) = check_fd(&mut c) {
+                        self.violation(format!("multishot accept MORE: {msg}: {c:?}"));
+                    }
+                }
                 Kind::Poll {
                     mask,
                     multishot: true,
@@ -347,6 +392,16 @@ impl Model {
 
     /// Whether a completion that is neither cancelled nor timed out fits its op.
     fn check_result(&mut self, kind: &Kind, c: &mut Completion) -> Result<(), String> {
+        // A multishot receive ends when its buffer ring runs dry (`ENOBUFS`), or with a last
+        // result of its own (the backend could not go on).
+        match kind {
+            Kind::RecvMulti { .. } if errno(c) == Some(libc::ENOBUFS) => {
+                return expect(matches!(c.output(), Output::None), "ENOBUFS with output")
+            }
+            Kind::RecvMulti { byte, size } => return check_lease(c, *byte, *size),
+            Kind::AcceptMulti => return check_fd(c),
+            _ => {}
+        }
         let res = match c.result() {
             Ok(n) => *n as usize,
             Err(e)
@@ -443,6 +498,7 @@ impl Model {
                 self.short(res, want);
                 expect((1..=want).contains(&res), "sendfile length")
             }
+            Kind::RecvMulti { .. } | Kind::AcceptMulti => unreachable!("checked above"),
         }
     }
 
@@ -581,6 +637,41 @@ impl Model {
         self.abandoned.clear();
         self.groups.clear();
     }
+}
+
+/// A completion's errno, if it failed.
+fn errno(c: &Completion) -> Option<i32> {
+    c.result().as_ref().err().and_then(|e| e.raw_os_error())
+}
+
+/// A multishot receive's result: `n > 0` bytes, all `byte`, in a lease of a `size`-byte buffer.
+fn check_lease(c: &Completion, byte: u8, size: usize) -> Result<(), String> {
+    let n = *c
+        .result()
+        .as_ref()
+        .map_err(|e| format!("unexpected error {e}"))? as usize;
+    let Output::Lease(lease) = c.output() else {
+        return Err("no lease".into());
+    };
+    expect(
+        n > 0 && lease.len() == n,
+        "lease length differs from the result",
+    )?;
+    expect(lease.capacity() == size, "a lease of another ring")?;
+    expect(lease.iter().all(|&b| b == byte), "bytes nobody wrote")
+}
+
+/// An accept's result: the descriptor number of the socket handed over.
+fn check_fd(c: &mut Completion) -> Result<(), String> {
+    let n = *c
+        .result()
+        .as_ref()
+        .map_err(|e| format!("unexpected error {e}"))?;
+    let fd = c.take_fd().ok_or("no descriptor")?;
+    expect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd) == n as RawFd,
+        "descriptor differs from result",
+    )
 }
 
 fn expect(ok: bool, what: &str) -> Result<(), String> {

@@ -160,6 +160,8 @@ struct Run {
     /// Ops claimed in the ring: their completions are taken with `poll_take`, not from the
     /// queue.
     claimed: Vec<OpId>,
+    /// The current ring's buffer ring (for multishot receives).
+    bufs: Option<BufRing>,
 }
 
 fn run(kind: BackendKind, faults: bool) {
@@ -202,6 +204,7 @@ fn run(kind: BackendKind, faults: bool) {
         ring: None,
         wake_tx,
         claimed: Vec::new(),
+        bufs: None,
     };
     run.model.pool_may_refuse = faults;
     for step in 0..steps() {
@@ -336,6 +339,8 @@ impl Run {
                     }
                 }
             }
+            // Few small buffers: multishot receives run dry (`ENOBUFS`) often.
+            self.bufs = Some(ring.buf_ring(4, 64).expect("buffer ring"));
             self.ring = Some(ring);
         }
         self.ring.as_mut().unwrap()
@@ -419,6 +424,7 @@ impl Run {
 
     fn drop_ring(&mut self) {
         self.claimed.clear();
+        self.bufs = None;
         if let Some(ring) = self.ring.take() {
             drop(ring);
             self.model.ring_dropped();
@@ -623,6 +629,8 @@ impl Run {
     /// A random op, what the model checks it against, its descriptor (as `Op::fd` names it),
     /// and a descriptor the test must keep open until it ends.
     fn make_op(&mut self) -> (Submission, Kind, Option<i32>, Option<std::os::fd::OwnedFd>) {
+        self.ring();
+        let bufs = self.bufs.clone().expect("made with the ring");
         let w = &self.world;
         let pipe = self.rng.below(w.pipes.len() as u64) as usize;
         let sock = self.rng.below(w.sockets.len() as u64) as usize;
@@ -683,7 +691,29 @@ impl Run {
                 (op.into(), Kind::Fsync, Some(wfd), None)
             }
             39..=40 => (Nop.into(), Kind::Nop, None, None),
-            41..=54 => {
+            52 => {
+                let op = RecvMulti::new(sa, &bufs);
+                let kind = Kind::RecvMulti {
+                    byte: b'y',
+                    size: 64,
+                };
+                (op.into(), kind, Some(sa), None)
+            }
+            53 => {
+                let op = ReadMulti::new(prd, &bufs);
+                let kind = Kind::RecvMulti {
+                    byte: b'x',
+                    size: 64,
+                };
+                (op.into(), kind, Some(prd), None)
+            }
+            54 => (
+                AcceptMulti::new(lfd).into(),
+                Kind::AcceptMulti,
+                Some(lfd),
+                None,
+            ),
+            41..=51 => {
                 let (fd, mask) = match self.rng.below(3) {
                     0 => (prd, in_),
                     1 => (pwr, out),

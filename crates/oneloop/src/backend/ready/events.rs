@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::fds;
-use super::{complete, Beneath, Ready, ReadySlot, State, DATA_POOL, DATA_WAKE};
+use super::{complete, Beneath, Ready, ReadySlot, State, DATA_POOL, DATA_WAKE, MULTI_ROUND};
 use crate::backend::timers::Fire;
+use crate::completion::Completion;
 use crate::fault::{self, Fault};
-use crate::op::plan::Next;
+use crate::op::plan::{Multi, Next, IN};
 use crate::op::OpId;
 use crate::op::{Op, UNMASKED};
 use crate::sink::Sink;
@@ -85,6 +86,10 @@ impl<B: Beneath> Ready<B> {
             self.complete(key, got as i32, out);
             return false;
         }
+        if op.is_multishot() {
+            let closed = events & UNMASKED != 0;
+            return self.multi_round(key, closed, blocked, out);
+        }
         match op.ready_again(false) {
             Next::Wait(bits) => {
                 *blocked |= bits;
@@ -107,6 +112,79 @@ impl<B: Beneath> Ready<B> {
                 false
             }
             Next::Timer(_) => unreachable!("a timer is armed at the start"),
+        }
+    }
+
+    /// A multishot op's round (`op/multi.rs`): up to [`MULTI_ROUND`] attempts, a `MORE`
+    /// completion each, until the fd says `EAGAIN` (its interest is added to `blocked`) or a
+    /// short transfer says it is drained; `true` if the op keeps waiting. `closed`: the fd
+    /// reported a hang-up or error (then only `EAGAIN` or the end stops the round). A round
+    /// cut short by the cap goes on at the next wait.
+    pub(super) fn multi_round(
+        &mut self,
+        key: Key,
+        closed: bool,
+        blocked: &mut u32,
+        out: &mut Sink,
+    ) -> bool {
+        for _ in 0..MULTI_ROUND {
+            let Some(slot) = self.slots.get_mut(key) else {
+                return false;
+            };
+            let (user_data, fd) = (slot.user_data, slot.fd);
+            let op = slot.op.as_mut().expect("a waiting slot holds its op");
+            match op.multi_again(closed) {
+                Multi::More {
+                    res,
+                    output,
+                    drained,
+                } => {
+                    out.push_back(Completion {
+                        id: OpId(key.pack()),
+                        user_data,
+                        result: Ok(res as u32),
+                        more: true,
+                        output,
+                    });
+                    if drained {
+                        if let Some(fd) = fd {
+                            self.fds.short_transfer(fd, IN);
+                        }
+                        return true;
+                    }
+                }
+                Multi::Wait => {
+                    *blocked |= IN;
+                    return true;
+                }
+                Multi::End(res) => {
+                    self.complete(key, res, out);
+                    return false;
+                }
+            }
+        }
+        self.multi_pending.push(key);
+        true
+    }
+
+    /// Goes on with the multishot rounds the cap cut short.
+    pub(super) fn run_multi_pending(&mut self, out: &mut Sink) {
+        let mut pending = std::mem::take(&mut self.multi_pending);
+        for key in pending.drain(..) {
+            let fd = match self.slots.get(key) {
+                Some(ReadySlot {
+                    state: State::Fd(fd),
+                    ..
+                }) => *fd,
+                _ => continue,
+            };
+            let mut blocked = 0;
+            if self.multi_round(key, true, &mut blocked, out) {
+                self.fds.blocked(fd, blocked);
+            }
+        }
+        if self.multi_pending.is_empty() {
+            self.multi_pending = pending;
         }
     }
 

@@ -166,7 +166,12 @@ pub(crate) struct Ready<B: Beneath> {
     cancel_scratch: Vec<Key>,
     /// The live slots of each descriptor, for `cancel_where`.
     by_fd: ByFd,
+    /// Multishot ops whose round the cap cut short (see `multi_round`).
+    multi_pending: Vec<Key>,
 }
+
+/// The most attempts of one multishot op per readiness event.
+pub(super) const MULTI_ROUND: usize = 16;
 
 impl<B: Beneath> Ready<B> {
     /// The core with `beneath` under it: an epoll set, the pool and its eventfd.
@@ -195,6 +200,7 @@ impl<B: Beneath> Ready<B> {
             inline_ops: 0,
             cancel_scratch: Vec::with_capacity(64),
             by_fd: ByFd::default(),
+            multi_pending: Vec::new(),
         })
     }
 
@@ -521,6 +527,9 @@ impl<B: Beneath> Ready<B> {
             if let Some(now) = now {
                 self.fire_timers(now, out);
             }
+            if !self.multi_pending.is_empty() {
+                self.run_multi_pending(out);
+            }
             if out.len() >= min_complete || self.woken {
                 break;
             }
@@ -532,6 +541,10 @@ impl<B: Beneath> Ready<B> {
             if let Some(due) = self.timers.next_due() {
                 let until = due.saturating_duration_since(now);
                 limit = Some(limit.map_or(until, |l| l.min(until)));
+            }
+            // Rounds still to go on: look at the fds without blocking, then go on with them.
+            if !self.multi_pending.is_empty() {
+                limit = Some(Duration::ZERO);
             }
             B::wait_once(self, limit, out)?;
         }

@@ -285,3 +285,34 @@ pub(super) fn complete(op: Op, res: i32) -> (std::io::Result<u32>, Output) {
     // SAFETY: as above: `res` is this op's own result or an errno.
     finish(op, unsafe { Done::new(res) })
 }
+
+/// What a `MORE` CQE of `op` carries, from its result `res` and `flags`: an accepted socket,
+/// or the buffer the kernel picked (as a lease).
+///
+/// The driver calls this only with a `MORE` CQE of this op's own main request (the kernel's
+/// word that it made this descriptor, or wrote `res` bytes into the buffer named in `flags`
+/// and gave it up), so the result vouches for both.
+pub(super) fn more_output(op: &Op, res: i32, flags: u32) -> Output {
+    if res < 0 {
+        return Output::None;
+    }
+    if op.accepts_many() {
+        // SAFETY: as above: a new descriptor the kernel made for this accept.
+        return unsafe { Done::new(res) }
+            .into_fd()
+            .map_or(Output::None, Output::Fd);
+    }
+    selected(op, res, flags).map_or(Output::None, Output::Lease)
+}
+
+/// The buffer a CQE of `op` names in `flags` (an op that picks from a buffer ring), as a
+/// lease of the `res` bytes the kernel wrote; the same contract as [`more_output`], for the
+/// op's `MORE` or last CQE.
+pub(super) fn selected(op: &Op, res: i32, flags: u32) -> Option<crate::buf_ring::Lease> {
+    let bid = io_uring::cqueue::buffer_select(flags)?;
+    let pool = op.buf_pool()?;
+    let len = u32::try_from(res).unwrap_or(0);
+    // SAFETY: the kernel named buffer `bid` of this op's group in the op's own CQE, having
+    // written `len` bytes there and given it up.
+    Some(unsafe { crate::buf_ring::Lease::from_kernel(std::sync::Arc::clone(pool), bid, len) })
+}

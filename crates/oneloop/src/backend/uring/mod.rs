@@ -47,6 +47,7 @@ use crate::op::OpId;
 use crate::op::{Op, Submission};
 use crate::sink::Sink;
 use crate::slab::Key;
+use crate::sys::buf_ring::{KernelRing, Pool};
 
 const TAG_SHIFT: u32 = 56;
 const TAG_MAIN: u64 = 0;
@@ -97,6 +98,8 @@ pub(crate) struct Uring {
     /// when they have no deadline.
     plain: u64,
     setup: &'static str,
+    /// The buffer rings registered with this ring (`Ring::buf_ring`).
+    groups: Vec<KernelRing>,
 }
 
 impl Uring {
@@ -320,6 +323,12 @@ impl Uring {
     /// `timeout`). Interruptions, expiry and backpressure are normal returns: callers loop.
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
         self.check_broken()?;
+        // Buffers given back since the last call are the kernel's again before it runs.
+        for group in &mut self.groups {
+            if group.pool.has_returns() {
+                group.refill();
+            }
+        }
         let res = if fault::hit(Fault::SubmitBusy) {
             Err(io::Error::from_raw_os_error(libc::EBUSY))
         } else if want > 0 && fault::hit(Fault::WaitInterrupted) {
@@ -464,9 +473,13 @@ impl Uring {
                 user_data: slot.user_data,
                 result,
                 more: true,
-                output: Default::default(),
+                output: inflight::more_output(&slot.op, res, flags),
             });
             return;
+        }
+        // A multishot receive's last CQE may carry a buffer too: it goes with the final.
+        if let Some(lease) = inflight::selected(&slot.op, res, flags) {
+            slot.op.keep_lease(lease);
         }
         if let (Op::EpollWait(o), false, true) = (&mut slot.op, self.native_epoll_wait, res >= 0) {
             // Emulated EpollWait: the poll on the epoll fd fired; collect the events now.
@@ -641,6 +654,14 @@ impl Uring {
         Ok(())
     }
 
+    /// Registers `pool`'s group with the kernel (`IORING_REGISTER_PBUF_RING`).
+    pub fn add_buf_ring(&mut self, pool: Arc<Pool>) -> io::Result<()> {
+        self.check_broken()?;
+        let group = KernelRing::register(&self.table.ring.submitter(), pool)?;
+        self.groups.push(group);
+        Ok(())
+    }
+
     /// Puts `fd` in the fixed-file table (see `files.rs`).
     pub fn register_fd(&mut self, fd: i32) -> io::Result<()> {
         self.apply_unregistered();
@@ -677,6 +698,14 @@ impl Uring {
                 if self.wait(1, Some(Duration::from_millis(100)), out).is_err() {
                     break;
                 }
+            }
+        }
+        // No op picks from a buffer ring once every slot is gone: unregister them. Slots
+        // the kernel still holds keep theirs (registered groups are leaked on drop).
+        if self.table.slots.is_empty() {
+            let submitter = self.table.ring.submitter();
+            for group in self.groups.drain(..) {
+                group.unregister(&submitter);
             }
         }
         self.leak_held_slots();

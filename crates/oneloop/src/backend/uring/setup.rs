@@ -68,6 +68,7 @@ impl Uring {
             files,
             broken: None,
             setup,
+            groups: Vec::new(),
         };
         uring.arm_wake(&mut crate::sink::Sink::new(0, 0))?;
         Ok(uring)

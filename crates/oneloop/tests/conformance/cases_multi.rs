@@ -1,0 +1,352 @@
+//! Case 31 (wave 3): buffer rings and multishot `RecvMulti`, `ReadMulti`, `AcceptMulti` — the
+//! same completions on every backend (io_uring's kernel ops, the emulation elsewhere).
+//! `MORE` completions carry output: a lease on the buffer that holds the bytes, or the
+//! accepted socket (contract point 2, as amended).
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use oneloop::{
+    AcceptMulti, BufRing, CancelOutcome, Completion, Lease, OpId, Output, ReadMulti, RecvMulti,
+    Ring,
+};
+
+use crate::harness::*;
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// A connected loopback TCP pair: (ours, the peer's).
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (ours, peer)
+}
+
+/// Distinct bytes, so that a misplaced or repeated range shows.
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + seed + i / 251) as u8).collect()
+}
+
+/// The lease a completion carries (panics if it carries something else).
+fn lease_of(c: Completion) -> Lease {
+    match c.into_output() {
+        Output::Lease(l) => l,
+        other => panic!("expected a lease, got {other:?}"),
+    }
+}
+
+/// Waits for op `id`'s completions until `want` bytes arrived in `MORE` completions (their
+/// leases kept, in order), or its final completion came; returns both.
+fn receive(ring: &mut Ring, id: OpId, want: usize) -> (Vec<Lease>, Option<Completion>) {
+    let start = Instant::now();
+    let (mut leases, mut got) = (Vec::new(), 0);
+    while got < want {
+        assert!(
+            start.elapsed() < LONG,
+            "received {got} of {want} bytes in 10 s"
+        );
+        ring.wait(1, Some(Duration::from_millis(100))).unwrap();
+        while let Some(c) = ring.next_completion() {
+            assert_eq!(c.id(), id, "a completion of another op: {c:?}");
+            if !c.is_more() {
+                return (leases, Some(c));
+            }
+            let n = *c.result().as_ref().expect("a MORE completion is a success") as usize;
+            let lease = lease_of(c);
+            assert_eq!(lease.len(), n, "the result is the lease's length");
+            assert!(n > 0, "a MORE receive moved bytes");
+            got += n;
+            leases.push(lease);
+        }
+    }
+    (leases, None)
+}
+
+fn concat(leases: &[Lease]) -> Vec<u8> {
+    leases.iter().flat_map(|l| l.iter().copied()).collect()
+}
+
+/// Several sends arrive as `MORE` completions, each with a lease holding the bytes in order;
+/// the peer's close ends the op with `Ok(0)`; nothing follows the final completion.
+pub fn m1_recv_multi_stream_and_end(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(16, 4096).unwrap();
+    let (ours, mut peer) = tcp_pair();
+    let id = ring
+        .submit(RecvMulti::new(ours.as_raw_fd(), &bufs), 5)
+        .unwrap();
+    let mut sent = Vec::new();
+    let mut leases = Vec::new();
+    for round in 0..5 {
+        let chunk = pattern(3000 + round * 500, round);
+        peer.write_all(&chunk).unwrap();
+        sent.extend_from_slice(&chunk);
+        let (got, end) = receive(&mut ring, id, chunk.len());
+        assert!(end.is_none(), "ended early: {end:?}");
+        // Leases given back as they go: a ring of 16 never runs dry.
+        leases.push(concat(&got));
+    }
+    assert_eq!(
+        leases.concat(),
+        sent,
+        "bytes in order, none lost or repeated"
+    );
+    drop(peer);
+    let (rest, end) = receive(&mut ring, id, usize::MAX);
+    assert!(rest.is_empty(), "no bytes after the end: {rest:?}");
+    let end = end.expect("a final completion");
+    assert_eq!(end.result().as_ref().unwrap(), &0, "end of stream is Ok(0)");
+    assert_eq!(end.user_data(), 5);
+    assert!(quiet(&mut ring, Duration::from_millis(50)).is_empty());
+    Outcome::Pass
+}
+
+/// With every buffer lent out, data that arrives ends the op with `ENOBUFS`, and the bytes
+/// stay in the socket: nothing is lost. Giving the leases back (one on another thread) and
+/// submitting again goes on where it stopped.
+pub fn m2_recv_multi_empty_ring_enobufs(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(2, 16).unwrap();
+    let (ours, mut peer) = tcp_pair();
+    let fd = ours.as_raw_fd();
+    let sent = pattern(100, 3);
+    peer.write_all(&sent).unwrap();
+    let mut got = Vec::new();
+    let mut dry = 0;
+    let start = Instant::now();
+    while got.len() < sent.len() {
+        assert!(start.elapsed() < LONG, "received {} of 100", got.len());
+        let id = ring.submit(RecvMulti::new(fd, &bufs), 1).unwrap();
+        let (held, end) = receive(&mut ring, id, sent.len() - got.len());
+        got.extend_from_slice(&concat(&held));
+        match end {
+            Some(end) => {
+                assert_eq!(errno(&end), Some(libc::ENOBUFS), "{end:?}");
+                assert_eq!(held.len(), 2, "ends only with both buffers lent: {held:?}");
+                dry += 1;
+            }
+            None => {
+                ring.cancel(id).unwrap();
+                let (late, _) = final_of(&mut ring, id);
+                assert!(late.is_empty(), "no data was left: {late:?}");
+            }
+        }
+        let mut held = held.into_iter();
+        if let Some(first) = held.next() {
+            std::thread::spawn(move || drop(first)).join().unwrap();
+        }
+    }
+    assert_eq!(got, sent, "every byte, in order, across each ENOBUFS");
+    assert!(
+        dry >= 3,
+        "100 bytes in 16-byte buffers, two at a time: ran dry {dry} times"
+    );
+    Outcome::Pass
+}
+
+/// Cancel ends the op with `ECANCELED` (or, if a result raced it, the op's own end); leases
+/// delivered before stay valid — after the cancel, and after the ring itself is dropped.
+pub fn m3_cancel_leases_outlive_op_and_ring(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(4, 4096).unwrap();
+    let (ours, mut peer) = tcp_pair();
+    let id = ring
+        .submit(RecvMulti::new(ours.as_raw_fd(), &bufs), 1)
+        .unwrap();
+    let sent = pattern(1000, 9);
+    peer.write_all(&sent).unwrap();
+    let (held, end) = receive(&mut ring, id, sent.len());
+    assert!(end.is_none());
+    let outcome = ring.cancel(id).unwrap();
+    assert_eq!(
+        outcome,
+        CancelOutcome::Cancelled,
+        "a waiting receive is cancellable"
+    );
+    let (_, end) = final_of(&mut ring, id);
+    assert!(end.is_cancelled(), "{end:?}");
+    assert_eq!(concat(&held), sent, "leases intact after the cancel");
+    drop(bufs);
+    drop(ring);
+    assert_eq!(concat(&held), sent, "leases intact after the ring is gone");
+    // Given back after the ring: nothing to do but free the memory (no crash, no leak shows).
+    std::thread::spawn(move || drop(held)).join().unwrap();
+    Outcome::Pass
+}
+
+/// A ring of one buffer: the second message waits in the socket until the lease is dropped
+/// (on another thread) and the op submitted again — so a buffer given back is used again.
+pub fn m4_buffer_given_back_is_reused(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(1, 64).unwrap();
+    let (ours, mut peer) = tcp_pair();
+    let fd = ours.as_raw_fd();
+    for round in 0..20 {
+        let id = ring.submit(RecvMulti::new(fd, &bufs), round).unwrap();
+        let msg = pattern(40, round as usize);
+        peer.write_all(&msg).unwrap();
+        let (mut got, end) = receive(&mut ring, id, msg.len());
+        assert!(end.is_none(), "round {round}: {end:?}");
+        let lease = got.pop().unwrap();
+        assert_eq!(&lease[..], &msg[..]);
+        assert_eq!(lease.buffer_id(), 0);
+        // Cancel before giving back, so the next round's op starts from a known state.
+        ring.cancel(id).unwrap();
+        let (_, end) = final_of(&mut ring, id);
+        assert!(
+            end.is_cancelled() || errno(&end) == Some(libc::ENOBUFS),
+            "{end:?}"
+        );
+        std::thread::spawn(move || drop(lease)).join().unwrap();
+    }
+    Outcome::Pass
+}
+
+/// `AcceptMulti`: one op, a `MORE` completion with a new socket per connection (the one the
+/// client made), cancel ends it with `ECANCELED`.
+pub fn m5_accept_multi(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let id = ring
+        .submit(AcceptMulti::new(listener.as_raw_fd()), 3)
+        .unwrap();
+    let mut clients = Vec::new();
+    let mut accepted = Vec::new();
+    let start = Instant::now();
+    for _ in 0..5 {
+        clients.push(TcpStream::connect(addr).unwrap());
+    }
+    while accepted.len() < 5 {
+        assert!(start.elapsed() < LONG, "accepted {} of 5", accepted.len());
+        ring.wait(1, Some(Duration::from_millis(100))).unwrap();
+        for c in ring.completions() {
+            assert!(c.is_more(), "ended early: {c:?}");
+            let n = *c.result().as_ref().unwrap();
+            let Output::Fd(fd) = c.into_output() else {
+                panic!("an accept hands a socket")
+            };
+            assert_eq!(fd.as_raw_fd() as u32, n);
+            accepted.push(TcpStream::from(fd));
+        }
+    }
+    let mut peers: Vec<_> = accepted.iter().map(|s| s.peer_addr().unwrap()).collect();
+    let mut locals: Vec<_> = clients.iter().map(|s| s.local_addr().unwrap()).collect();
+    peers.sort();
+    locals.sort();
+    assert_eq!(peers, locals, "each accepted socket is one client's");
+    // The sockets work.
+    accepted[0].write_all(b"hi").unwrap();
+    let mut two = [0u8; 2];
+    let i = locals
+        .iter()
+        .position(|a| *a == accepted[0].peer_addr().unwrap())
+        .unwrap();
+    let client = clients
+        .iter_mut()
+        .find(|c| c.local_addr().unwrap() == locals[i])
+        .unwrap();
+    client.read_exact(&mut two).unwrap();
+    assert_eq!(&two, b"hi");
+    assert_eq!(ring.cancel(id).unwrap(), CancelOutcome::Cancelled);
+    let (mores, end) = final_of(&mut ring, id);
+    assert!(mores.is_empty());
+    assert!(end.is_cancelled(), "{end:?}");
+    Outcome::Pass
+}
+
+/// `ReadMulti` on a pipe, plain and registered (`register_fd`): writes arrive as leases, the
+/// writer's close ends it with `Ok(0)`; a regular file is refused with `EBADFD`.
+pub fn m6_read_multi_pipe_and_file(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(8, 1024).unwrap();
+    for registered in [false, true] {
+        let (r, w) = pipe();
+        if registered {
+            ring.register_fd(r.as_raw_fd()).unwrap();
+        }
+        let id = ring
+            .submit(ReadMulti::new(r.as_raw_fd(), &bufs), 4)
+            .unwrap();
+        for round in 0..4 {
+            let chunk = pattern(700, round);
+            write_fd(w.as_raw_fd(), &chunk);
+            let (got, end) = receive(&mut ring, id, chunk.len());
+            assert!(end.is_none(), "registered {registered}: {end:?}");
+            assert_eq!(concat(&got), chunk, "registered {registered}");
+        }
+        drop(w);
+        let (rest, end) = receive(&mut ring, id, usize::MAX);
+        assert!(rest.is_empty());
+        assert_eq!(end.expect("final").result().as_ref().unwrap(), &0);
+        if registered {
+            ring.unregister_fd(r.as_raw_fd());
+        }
+    }
+    let file = TempFile::new("readmulti", b"abc");
+    let id = ring.submit(ReadMulti::new(file.fd(), &bufs), 5).unwrap();
+    let (mores, end) = final_of(&mut ring, id);
+    assert!(mores.is_empty());
+    assert_eq!(errno(&end), Some(libc::EBADFD), "{end:?}");
+    Outcome::Pass
+}
+
+/// Bad input: a buffer ring of another ring is refused at submit (`InvalidInput`); sizes that
+/// are not a power of two, zero, or too many, are refused when the ring is made.
+pub fn m7_buf_ring_bad_input(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let mut other = h.ring();
+    let theirs: BufRing = other.buf_ring(4, 64).unwrap();
+    let (ours, _peer) = tcp_pair();
+    let err = ring
+        .submit(RecvMulti::new(ours.as_raw_fd(), &theirs), 0)
+        .expect_err("another ring's buffers");
+    assert_eq!(err.error().kind(), std::io::ErrorKind::InvalidInput);
+    for (count, size) in [(3, 64), (0, 64), (4, 0), (65_536, 64)] {
+        let e = ring.buf_ring(count, size).expect_err("bad sizes");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{count} × {size}"
+        );
+    }
+    Outcome::Pass
+}
+
+/// Dropping a ring with a multishot receive in flight and leases out: the drop cancels and
+/// drains the op, the leases stay readable, and no descriptor is left behind.
+pub fn m8_drop_ring_with_multishot_in_flight(h: &Harness) -> Outcome {
+    let (ours, mut peer) = tcp_pair();
+    let before = fd_count();
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(8, 512).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ring.submit(AcceptMulti::new(listener.as_raw_fd()), 1)
+        .unwrap();
+    let id = ring
+        .submit(RecvMulti::new(ours.as_raw_fd(), &bufs), 2)
+        .unwrap();
+    let sent = pattern(300, 1);
+    peer.write_all(&sent).unwrap();
+    let (held, end) = receive(&mut ring, id, sent.len());
+    assert!(end.is_none());
+    drop(ring);
+    drop(listener);
+    assert_eq!(concat(&held), sent);
+    drop(held);
+    drop(bufs);
+    assert_eq!(
+        fd_count(),
+        before,
+        "the ring's descriptors are gone, none leaked"
+    );
+    // The socket still works after the ring let go of it.
+    peer.write_all(b"after").unwrap();
+    let mut five = [0u8; 5];
+    (&ours).read_exact(&mut five).unwrap();
+    assert_eq!(&five, b"after");
+    Outcome::Pass
+}
