@@ -96,6 +96,8 @@ pub(crate) struct Context {
     /// This executor among all of the process's (op futures remember it with their slot: a
     /// future that outlives its executor must not touch a later one's table).
     pub(crate) id: u64,
+    /// The buffer ring stream reads are fed from (io_uring; see `net::Readiness`), if any.
+    pub(crate) recv_bufs: Option<oneloop::BufRing>,
 }
 
 impl Context {
@@ -285,12 +287,28 @@ impl Wake for MainWake {
 }
 
 /// Configures a runtime: the backend and sizes of each thread's ring.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Builder {
     ring: RingBuilderConfig,
     threads: Option<usize>,
     pin: bool,
+    recv_buffers: Option<(u32, u32)>,
 }
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            ring: RingBuilderConfig::default(),
+            threads: None,
+            pin: false,
+            recv_buffers: Some(RECV_BUFFERS),
+        }
+    }
+}
+
+/// Each io_uring executor's buffer ring for stream reads, by default: 1,024 buffers of 4 KiB
+/// (4 MiB of address space, resident as connections use them).
+const RECV_BUFFERS: (u32, u32) = (1024, 4096);
 
 #[derive(Clone, Debug, Default)]
 struct RingBuilderConfig {
@@ -321,6 +339,14 @@ impl Builder {
     /// wait for the disk at once.
     pub fn pool_threads(mut self, threads: usize) -> Self {
         self.ring.pool_threads = Some(threads);
+        self
+    }
+    /// The buffer ring each io_uring executor feeds stream reads from: `count` buffers (a
+    /// power of two) of `size` bytes (default 1,024 × 4 KiB); `None` switches the feed off,
+    /// and reads go the readiness way, as on epoll and aio. See [`net`](crate::net) for what
+    /// the feed does.
+    pub fn recv_buffers(mut self, buffers: Option<(u32, u32)>) -> Self {
+        self.recv_buffers = buffers;
         self
     }
     /// How many executor threads [`Runtime::run`] starts (default: one per CPU).
@@ -384,7 +410,13 @@ impl Runtime {
     /// # Panics
     /// If called inside another `block_on` on the same thread.
     pub fn block_on<F: Future>(&self, future: F) -> io::Result<F::Output> {
-        let ring = self.config.ring().build()?;
+        let mut ring = self.config.ring().build()?;
+        let recv_bufs = match self.config.recv_buffers {
+            Some((count, size)) if ring.backend() == BackendKind::Uring => {
+                Some(ring.buf_ring(count, size)?)
+            }
+            _ => None,
+        };
         let ring_waker = ring.waker();
         let shared = Arc::new(Injector {
             injected: Mutex::new(VecDeque::new()),
@@ -397,6 +429,7 @@ impl Runtime {
             deferred_abandons: RefCell::new(Vec::new()),
             shared,
             id: next_executor_id(),
+            recv_bufs,
         });
         CURRENT.with(|c| {
             let mut c = c.borrow_mut();

@@ -140,6 +140,26 @@ impl Buf {
         }
     }
 
+    /// Puts `bytes` where a read would (see the module table), as many as there is room for:
+    /// the count put, which is what a read that received them would report.
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::IoBuf;
+    /// let mut buf = Vec::<u8>::with_capacity(4).into_buf();
+    /// assert_eq!(buf.fill_from(b"hello"), 4);
+    /// assert_eq!(buf.as_slice(), b"hell");
+    /// ```
+    pub fn fill_from(&mut self, bytes: &[u8]) -> usize {
+        let n = self.room().min(bytes.len());
+        match self {
+            Buf::Vec(v) => v.extend_from_slice(&bytes[..n]),
+            Buf::Boxed(b) => b[..n].copy_from_slice(&bytes[..n]),
+            Buf::Aligned(a) => a.extend_from_slice(&bytes[..n]),
+        }
+        n
+    }
+
     /// Unwraps a `Vec<u8>`; `None` if the buffer is of another kind.
     pub fn into_vec(self) -> Option<Vec<u8>> {
         match self {

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::op::Op;
 use crate::pool::{Ownership, Release};
@@ -101,6 +101,9 @@ impl FromStr for BackendKind {
     }
 }
 
+/// Hand-overs posted to a ring: each op and where its completions go.
+pub(crate) type Handed = Vec<(crate::op::OpId, Arc<crate::Handover>)>;
+
 /// The eventfd a [`Waker`](crate::Waker) signals and the ring's backend watches.
 ///
 /// Wakes follow the [ownership protocol](crate::pool::Ownership): a waker that raises the
@@ -117,8 +120,11 @@ pub(crate) struct WakeFd {
     has_unregistered: AtomicBool,
     /// Ops abandoned through a [`Waker`] (from any thread), not yet applied.
     abandoned: Mutex<Vec<crate::op::OpId>>,
-    /// Whether `abandoned` may hold any (checked without the lock).
+    /// Whether `abandoned` or `handed` may hold any (checked without the lock).
     has_abandoned: AtomicBool,
+    /// Ops handed over through a [`Waker`] (from any thread), not yet applied; `None` once
+    /// the ring is gone (a hand-over posted then is closed at once).
+    handed: Mutex<Option<Handed>>,
 }
 
 impl WakeFd {
@@ -130,6 +136,7 @@ impl WakeFd {
             has_unregistered: AtomicBool::new(false),
             abandoned: Mutex::new(Vec::new()),
             has_abandoned: AtomicBool::new(false),
+            handed: Mutex::new(Some(Vec::new())),
         })
     }
 
@@ -158,6 +165,31 @@ impl WakeFd {
             .unwrap_or_else(|e| e.into_inner())
             .push(id);
         self.has_abandoned.store(true, Ordering::Release);
+    }
+
+    /// Records that op `id` is handed over to `to` from another thread (see
+    /// `Waker::hand_over`); closes `to` at once if the ring is gone.
+    pub(crate) fn post_handed(&self, id: crate::op::OpId, to: Arc<crate::Handover>) {
+        let mut handed = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+        match handed.as_mut() {
+            Some(list) => {
+                list.push((id, to));
+                self.has_abandoned.store(true, Ordering::Release);
+            }
+            None => to.close(),
+        }
+    }
+
+    /// The ring's side: the hand-overs posted since the last call; `closing`: the ring is
+    /// going, and later posts are closed at once.
+    pub(crate) fn take_handed(&self, closing: bool) -> Handed {
+        let mut handed = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = if closing {
+            handed.take()
+        } else {
+            handed.as_mut().map(std::mem::take)
+        };
+        taken.unwrap_or_default()
     }
 
     /// Whether ops were abandoned through a [`Waker`](crate::Waker) since the last

@@ -196,6 +196,17 @@ impl Waker {
         self.wake.wake();
     }
 
+    /// Hands op `id` over to `to`, from any thread: the ring asks the op to end
+    /// ([`Ring::cancel_nowait`]) and puts its completions into `to` — those waiting in the ring
+    /// and those still to come, up to the final one, in order — at its next
+    /// [`wait`](Ring::wait), which this wakes. For a consumer that moved to another thread
+    /// while its op ran (a socket moved there and read there): nothing the op produced is lost.
+    /// If the ring is gone, or `id` unknown, `to` is closed (it yields nothing more).
+    pub fn hand_over(&self, id: OpId, to: Arc<crate::Handover>) {
+        self.wake.post_handed(id, to);
+        self.wake.wake();
+    }
+
     /// Whether this waker wakes `ring`.
     pub fn wakes(&self, ring: &Ring) -> bool {
         Arc::ptr_eq(&self.wake, &ring.wake)
@@ -363,6 +374,71 @@ impl Ring {
         if !self.sink.released.is_empty() {
             self.release_dropped();
         }
+        if !self.sink.over.is_empty() {
+            self.cancel_over();
+        }
+    }
+
+    /// Asks the ops past their bound of unread completions to end (see
+    /// [`bound_unread`](Self::bound_unread)).
+    #[cold]
+    fn cancel_over(&mut self) {
+        let mut over = std::mem::take(&mut self.sink.over);
+        for id in over.drain(..) {
+            if let Some(local) = self.sink.untag(id) {
+                if let Err(e) = self.driver.cancel_nowait(local, &mut self.sink) {
+                    tracing::error!(error = %e, ?id, "cannot cancel an op past its bound");
+                }
+            }
+        }
+        if self.sink.over.is_empty() {
+            self.sink.over = over;
+        }
+    }
+
+    /// Bounds how many `MORE` completions of claimed multishot op `id` (see
+    /// [`set_waker`](Self::set_waker)) may wait untaken: when `max` wait, the ring asks the op to
+    /// end ([`cancel_nowait`](Self::cancel_nowait)) as soon as it settles — a burst that was
+    /// under way may add a few more (io_uring posts what one wake-up of the kernel received;
+    /// the emulation's round, up to 16). Its final completion (`ECANCELED`, or its own end if
+    /// that came first) follows what it produced before. A consumer that stops taking
+    /// thus stops the op from taking more — a [`RecvMulti`](crate::RecvMulti) that would drain
+    /// its buffer ring for one connection nobody reads, say; the consumer submits it again when
+    /// it reads. `max` 0 removes the bound; unknown, finished or foreign ids are ignored.
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{RecvMulti, Ring};
+    /// use std::io::Write;
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::task::Waker;
+    ///
+    /// let mut ring = Ring::new()?;
+    /// let bufs = ring.buf_ring(16, 8)?;
+    /// let (a, mut b) = UnixStream::pair()?;
+    /// let id = ring.submit(RecvMulti::new(a.as_raw_fd(), &bufs), 0)?;
+    /// ring.set_waker(id, Waker::noop());
+    /// ring.bound_unread(id, 2);
+    /// b.write_all(&[7; 64])?; // eight buffers' worth
+    /// let mut got = Vec::new();
+    /// while got.last().is_none_or(|c: &oneloop::Completion| c.is_more()) {
+    ///     ring.wait(1, Some(std::time::Duration::from_millis(10)))?;
+    ///     while let Some(c) = ring.take(id) {
+    ///         got.push(c);
+    ///     }
+    /// }
+    /// // Ended by its bound (nobody cancelled it), after at most what one burst produced.
+    /// assert!(got.last().unwrap().is_cancelled());
+    /// assert!(got.len() <= 9);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bound_unread(&mut self, id: OpId, max: u16) {
+        let Some(local) = self.sink.untag(id) else {
+            return;
+        };
+        let driver = &self.driver;
+        self.sink.bound(id, max, || driver.is_live(local));
     }
 
     #[cold]
@@ -632,6 +708,45 @@ impl Ring {
         }
     }
 
+    /// Hands op `id` over to `to` on this thread: see [`Waker::hand_over`], which does it from
+    /// any thread. The op is asked to end; its completions, waiting and to come, go to `to`.
+    ///
+    /// # Errors
+    /// As [`cancel_nowait`](Self::cancel_nowait).
+    ///
+    /// # Examples
+    /// ```
+    /// use oneloop::{Handover, Ring, Timeout};
+    /// use std::task::{Context, Poll, Waker};
+    /// use std::time::Duration;
+    ///
+    /// let mut ring = Ring::new()?;
+    /// let id = ring.submit(Timeout::after(Duration::from_secs(60)), 0)?;
+    /// let to = Handover::new();
+    /// ring.hand_over(id, to.clone())?;
+    /// ring.wait(0, None)?;
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// let Poll::Ready(Some(end)) = to.poll_next(&mut cx) else { panic!("handed over") };
+    /// assert!(end.is_cancelled());
+    /// assert!(matches!(to.poll_next(&mut cx), Poll::Ready(None)));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn hand_over(&mut self, id: OpId, to: Arc<crate::Handover>) -> io::Result<()> {
+        let Some(local) = self.sink.untag(id) else {
+            to.close();
+            return Ok(());
+        };
+        let driver = &self.driver;
+        match self.sink.hand_over(id, to, || driver.is_live(local)) {
+            Some(true) => {
+                self.release(local);
+                Ok(())
+            }
+            Some(false) => self.cancel_nowait(id),
+            None => Ok(()),
+        }
+    }
+
     /// Gives up on op `id`: what arrived for it is dropped now (buffers freed, descriptors
     /// closed), and its final completion, if still to come, is dropped on arrival — after a
     /// [`cancel_nowait`](Self::cancel_nowait), which this makes. For a future dropped before
@@ -797,6 +912,9 @@ impl Ring {
         for id in self.wake.take_abandoned() {
             self.abandon(id)?;
         }
+        for (id, to) in self.wake.take_handed(false) {
+            self.hand_over(id, to)?;
+        }
         Ok(())
     }
 
@@ -888,6 +1006,15 @@ impl Drop for Completions<'_> {
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        // Hand-overs posted before the drop are applied (their ops end with the rest).
+        for (id, to) in self.wake.take_handed(false) {
+            let _ = self.hand_over(id, to);
+        }
         self.driver.shutdown(&mut self.sink);
+        // Posted since, or from now on: their ops are gone.
+        for (_, to) in self.wake.take_handed(true) {
+            to.close();
+        }
+        self.sink.close_forwarded();
     }
 }

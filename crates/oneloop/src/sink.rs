@@ -61,6 +61,12 @@ pub(crate) enum Claim {
     /// Nobody will take the final completion: it is dropped on arrival (buffers freed,
     /// descriptors closed) and the slot released.
     Abandoned { id: OpId },
+    /// Handed over (`Ring::hand_over`): every completion goes to `to`; the slot is released
+    /// when the final one has gone.
+    Forwarded {
+        id: OpId,
+        to: std::sync::Arc<crate::Handover>,
+    },
 }
 
 /// The completions a ring holds: its queue and its claims.
@@ -74,6 +80,11 @@ pub(crate) struct Sink {
     delivered: usize,
     /// This ring's tag, in the bits above [`KEY_BITS`].
     tag: u64,
+    /// By slot index: the most unread `MORE`s a claimed multishot op may have before the
+    /// ring asks it to end (0: no bound). See [`bound`](Self::bound).
+    bounds: Vec<u16>,
+    /// Ops past their bound: the ring cancels them (`cancel_nowait`) when it settles.
+    pub(crate) over: Vec<OpId>,
 }
 
 impl Sink {
@@ -87,6 +98,8 @@ impl Sink {
             released: Vec::new(),
             delivered: 0,
             tag: (u64::from(tag) << 56) & TAG_BITS,
+            bounds: Vec::new(),
+            over: Vec::new(),
         }
     }
 
@@ -129,6 +142,19 @@ impl Sink {
     /// queue's path stays short).
     #[inline(never)]
     fn push_claimed(&mut self, c: Completion, index: usize) {
+        if let Some(bound) = self.bounds.get_mut(index).filter(|b| **b != 0) {
+            // The final completion ends the op's bound; a `MORE` may reach it.
+            let unread = match &self.claims[index] {
+                Claim::Stream { queue, .. } => queue.len() + 1,
+                _ => 1,
+            };
+            if !c.more {
+                *bound = 0;
+            } else if unread >= usize::from(*bound) {
+                *bound = 0;
+                self.over.push(c.id);
+            }
+        }
         let claim = &mut self.claims[index];
         match claim {
             Claim::Unclaimed => unreachable!("claimed"),
@@ -138,15 +164,27 @@ impl Sink {
                 self.released.push(c.id);
                 return;
             }
+            Claim::Forwarded { to, .. } => {
+                let (last, id) = (!c.more, c.id);
+                to.push(c);
+                if last {
+                    *claim = Claim::Unclaimed;
+                    self.released.push(id);
+                }
+                return;
+            }
             Claim::Waiting { .. } => {
                 let Claim::Waiting { id, waker } = std::mem::take(claim) else {
                     unreachable!("matched above")
                 };
                 if c.more {
+                    // Room for a few: a stream's queue is made once and never grows after.
+                    let mut queue = VecDeque::with_capacity(4);
+                    queue.push_back(c);
                     *claim = Claim::Stream {
                         id,
                         waker: None,
-                        queue: VecDeque::from([c]),
+                        queue,
                     };
                 } else {
                     *claim = Claim::Done(c);
@@ -259,7 +297,8 @@ impl Sink {
             Claim::Waiting { id: i, .. }
             | Claim::Stream { id: i, .. }
             | Claim::Watch { id: i, .. }
-            | Claim::Abandoned { id: i } => *i == id,
+            | Claim::Abandoned { id: i }
+            | Claim::Forwarded { id: i, .. } => *i == id,
             Claim::Done(c) => c.id == id,
         };
         ours.then_some(claim)
@@ -271,6 +310,22 @@ impl Sink {
     #[inline]
     pub(crate) fn set_waker(&mut self, id: OpId, waker: &Waker, live: impl FnOnce() -> bool) {
         self.claim(id, waker, false, live);
+    }
+
+    /// Bounds claimed multishot op `id`'s unread `MORE` completions to `max` (0: no bound):
+    /// when that many wait in its claim, `id` joins [`over`](Self::over) once.
+    pub(crate) fn bound(&mut self, id: OpId, max: u16, live: impl FnOnce() -> bool) {
+        if id.0 & INLINE != 0 || !live() {
+            return;
+        }
+        let index = index_of(id);
+        if index >= self.bounds.len() {
+            // As long as the claims (which this op's claim has grown already), so that later
+            // ops in slots below theirs never grow it again.
+            let len = (index + 1).max(self.claims.capacity());
+            self.bounds.resize(len, 0);
+        }
+        self.bounds[index] = max;
     }
 
     /// Claims multishot op `id` as [`set_waker`](Self::set_waker) does, but its `MORE`s fold:
@@ -492,6 +547,10 @@ impl Sink {
         let claim = self.claim_mut(index_of(id));
         let had_final = match std::mem::replace(claim, Claim::Abandoned { id }) {
             Claim::Done(_) => true,
+            Claim::Forwarded { to, .. } => {
+                to.close();
+                false
+            }
             Claim::Stream { queue, .. } => queue.back().is_some_and(|c| !c.more),
             _ => false,
         };
@@ -499,6 +558,66 @@ impl Sink {
             *claim = Claim::Unclaimed;
         }
         Some(had_final)
+    }
+
+    /// Hands op `id` over to `to` (see `Ring::hand_over`): what arrived for it moves there now,
+    /// in order, and what comes later goes there too. `Some(true)`: its final completion was
+    /// among what moved (the ring releases its slot); `Some(false)`: it still runs (the ring
+    /// ends it); `None`: no such op (`to` is closed).
+    pub(crate) fn hand_over(
+        &mut self,
+        id: OpId,
+        to: std::sync::Arc<crate::Handover>,
+        live: impl FnOnce() -> bool,
+    ) -> Option<bool> {
+        // Unclaimed: its completions wait in the queue.
+        if self.claim_of(id).is_none() {
+            let mut ended = false;
+            let mut i = 0;
+            while i < self.queue.len() {
+                if self.queue[i].id == id {
+                    let c = self.queue.remove(i).expect("in range");
+                    ended |= !c.more;
+                    to.push(c);
+                } else {
+                    i += 1;
+                }
+            }
+            if ended {
+                return Some(true);
+            }
+            if id.0 & INLINE != 0 || !live() {
+                to.close();
+                return None;
+            }
+        } else {
+            while let Some(c) = self.take(id) {
+                let last = !c.more;
+                to.push(c);
+                if last {
+                    return Some(true);
+                }
+            }
+            if matches!(
+                self.claim_of(id),
+                Some(Claim::Abandoned { .. } | Claim::Forwarded { .. })
+            ) {
+                // Given up on, or handed over already: nothing more will come here.
+                to.close();
+                return None;
+            }
+        }
+        *self.claim_mut(index_of(id)) = Claim::Forwarded { id, to };
+        Some(false)
+    }
+
+    /// Closes every hand-over still open (the ring is gone: what was to come will not).
+    pub(crate) fn close_forwarded(&mut self) {
+        for claim in &mut self.claims {
+            if let Claim::Forwarded { to, .. } = claim {
+                to.close();
+            }
+        }
     }
 
     /// Op `id`'s final completion, if it is here (queued or in its claim), not yet taken.

@@ -22,7 +22,10 @@ use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use oneloop::{IoBuf, IoBufMut, OpId, Poll as Poll_, PollMask, Recv, Send, Submission};
+use oneloop::{
+    Handover, IoBuf, IoBufMut, Lease, OpId, Output, Poll as Poll_, PollMask, Recv, RecvMulti, Send,
+    Submission,
+};
 
 use crate::executor::{
     op_budget_left, ring_epoch, spend_op_budget, try_with_context, with_context,
@@ -50,6 +53,16 @@ use crate::op::{abandon, run, typed, with_buf, Submit};
 /// `Send` op that waits for room, then sends). One that sends its whole buffer reopens the
 /// direction. A wrong guess costs one system call, never a lost wake-up.
 ///
+/// **On io_uring, reads are fed** by one multishot [`RecvMulti`] per stream instead, into the
+/// executor's buffer ring ([`Builder::recv_buffers`](crate::Builder::recv_buffers)): the
+/// kernel receives as data arrives, and a read takes the next buffer's bytes without a system
+/// call. Submitted at the stream's first read, it runs until it ends; a buffer holds what a
+/// read had no room for until the next read. At most [`FEED_UNREAD`] buffers wait unread: then
+/// the ring cancels the receive ([`Ring::bound_unread`](oneloop::Ring::bound_unread)), and
+/// the next read submits it again — so a connection nobody reads cannot take the ring's
+/// buffers from the others, and TCP's flow control still pushes back on its sender. When the
+/// buffer ring is empty (`ENOBUFS`), that read goes the readiness way.
+///
 /// Every attempt counts against the task's op budget: past it, the task yields first.
 #[derive(Default)]
 pub(crate) struct Readiness {
@@ -72,6 +85,34 @@ pub(crate) struct Readiness {
     left_waker: Cell<(usize, usize)>,
     /// The waker of the ring that runs the watch: how a thread it moved to reaches it.
     watch_ring: Cell<Option<oneloop::Waker>>,
+    /// The multishot receive feeding reads (io_uring): its op and executor.
+    feed: Cell<Option<(OpId, u64)>>,
+    /// The waker of the ring that runs the feed: how a thread the stream moved to reaches it.
+    feed_ring: Cell<Option<oneloop::Waker>>,
+    /// A fed buffer a read had no room for all of: its bytes from `.1` on come next.
+    rest: std::cell::RefCell<Option<(Lease, usize)>>,
+    /// What the feed of a thread the stream left hands over (see `Waker::hand_over`).
+    handed: std::cell::RefCell<Option<std::sync::Arc<Handover>>>,
+}
+
+/// Whether this thread's executor feeds stream reads from a buffer ring (io_uring, unless
+/// [`Builder::recv_buffers`](crate::Builder::recv_buffers) switched it off); `false` outside a
+/// runtime.
+pub fn reads_fed() -> bool {
+    try_with_context(|ctx| ctx.recv_bufs.is_some()).unwrap_or(false)
+}
+
+/// The most fed buffers a stream holds unread before its receive is cancelled.
+pub(crate) const FEED_UNREAD: u16 = 2;
+
+/// What a fed read found.
+enum Fed {
+    /// Bytes (or the end, 0, or an error) for the read.
+    Ready(io::Result<usize>),
+    /// Nothing yet: parked on the feed's claim.
+    Pending,
+    /// No feed here (not io_uring, switched off, the ring ran dry): go the readiness way.
+    Off,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -156,11 +197,117 @@ impl Readiness {
         })
     }
 
-    /// Ends the watch (the stream is being dropped): its final completion is dropped when it
-    /// comes.
+    /// Ends the watch and the feed (the stream is being dropped): their final completions
+    /// are dropped when they come.
     pub(crate) fn release(&self) {
         let here = try_with_context(|ctx| ctx.id).unwrap_or(0);
         self.end_watch(here);
+        let ring = self.feed_ring.take();
+        match self.feed.take() {
+            Some((id, executor)) if executor == here => abandon(id, executor),
+            Some((id, _)) => {
+                if let Some(ring) = ring {
+                    ring.abandon(id);
+                }
+            }
+            None => {}
+        }
+        self.rest.take();
+        self.handed.take();
+    }
+
+    /// A fed read into `buf`: bytes left from the last buffer, else the feed's next buffer
+    /// (submitting the feed if it is not running).
+    fn poll_feed(&self, fd: RawFd, buf: &mut oneloop::Buf, cx: &mut Context<'_>) -> Fed {
+        if let Some((lease, at)) = self.rest.take() {
+            return Fed::Ready(Ok(self.fill(buf, lease, at)));
+        }
+        loop {
+            // What the feed received on the thread the stream left comes first, in order.
+            let handed = self.handed.borrow().clone();
+            if let Some(handed) = handed {
+                match handed.poll_next(cx) {
+                    Poll::Pending => return Fed::Pending,
+                    Poll::Ready(None) => {
+                        self.handed.take();
+                        continue;
+                    }
+                    Poll::Ready(Some(c)) => {
+                        if !c.is_more() {
+                            self.handed.take();
+                        }
+                        match self.fed(c, buf) {
+                            Some(fed) => return fed,
+                            None => continue,
+                        }
+                    }
+                }
+            }
+            let taken = try_with_context(|ctx| {
+                let bufs = ctx.recv_bufs.as_ref()?;
+                let mut ring = ctx.ring_mut();
+                let id = match self.feed.get() {
+                    Some((id, executor)) if executor == ctx.id => id,
+                    // Running on the ring of a thread the stream left: that ring hands what
+                    // it received (and will, until the feed ends) over to this thread.
+                    Some(_) => {
+                        let to = Handover::new();
+                        if let Some(ring) = self.feed_ring.take() {
+                            ring.hand_over(self.feed.take()?.0, std::sync::Arc::clone(&to));
+                        }
+                        self.feed.set(None);
+                        self.handed.replace(Some(to));
+                        return Some(None);
+                    }
+                    None => {
+                        let id = ring.submit(RecvMulti::new(fd, bufs), 0).ok()?;
+                        ring.set_waker(id, cx.waker());
+                        ring.bound_unread(id, FEED_UNREAD);
+                        self.feed.set(Some((id, ctx.id)));
+                        self.feed_ring.set(Some(ring.waker()));
+                        return Some(Some(Poll::Pending));
+                    }
+                };
+                Some(Some(ring.poll_take(id, cx.waker())))
+            })
+            .flatten();
+            let c = match taken {
+                None => return Fed::Off,
+                Some(None) => continue,
+                Some(Some(Poll::Pending)) => return Fed::Pending,
+                Some(Some(Poll::Ready(c))) => c,
+            };
+            if !c.is_more() {
+                self.feed.set(None);
+                self.feed_ring.take();
+            }
+            if let Some(fed) = self.fed(c, buf) {
+                return fed;
+            }
+        }
+    }
+
+    /// What one of the feed's completions gives a read; `None`: the feed ended by a cancel
+    /// (its bound, a hand-over): submit it again.
+    fn fed(&self, c: oneloop::Completion, buf: &mut oneloop::Buf) -> Option<Fed> {
+        let (result, output) = c.into_parts();
+        Some(match (result, output) {
+            (Ok(_), Output::Lease(lease)) => Fed::Ready(Ok(self.fill(buf, lease, 0))),
+            (Ok(n), _) => Fed::Ready(Ok(n as usize)),
+            (Err(e), _) if e.raw_os_error() == Some(libc::ECANCELED) => return None,
+            // The buffer ring is empty: this read goes the readiness way.
+            (Err(e), _) if e.raw_os_error() == Some(libc::ENOBUFS) => Fed::Off,
+            (Err(e), _) => Fed::Ready(Err(e)),
+        })
+    }
+
+    /// Copies `lease`'s bytes from `at` into `buf`; what does not fit waits in `rest`.
+    fn fill(&self, buf: &mut oneloop::Buf, lease: Lease, at: usize) -> usize {
+        let n = buf.fill_from(&lease[at..]);
+        if at + n < lease.len() {
+            self.rest.replace(Some((lease, at + n)));
+        }
+        n
     }
 
     /// Gives up the watch, from executor `here`: abandoned in place if it is this executor's,
@@ -216,6 +363,15 @@ impl<B: IoBufMut> Read<'_, B> {
         }
     }
 
+    /// A fed read (see [`Readiness::poll_feed`]) into this read's buffer.
+    fn poll_fed(&mut self, cx: &mut Context<'_>) -> Fed {
+        let op = self.op.take().expect("a read polled after it ended");
+        let mut buf = op.into_buf();
+        let fed = self.ready.poll_feed(self.fd, &mut buf, cx);
+        self.op = Some(Recv::new(self.fd, buf));
+        fed
+    }
+
     /// Ends the read with `res` and the buffer.
     fn end(&mut self, res: io::Result<usize>) -> Poll<(io::Result<usize>, B)> {
         self.unpark();
@@ -240,6 +396,23 @@ impl<B: IoBufMut> Future for Read<'_, B> {
                 this.yielded = true;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
+            }
+            // Fed (io_uring): only one read at a time takes from the feed, as from the watch.
+            if !this.ready.parked.get() || this.parked {
+                match this.poll_fed(cx) {
+                    Fed::Ready(res) => {
+                        spend_op_budget();
+                        return this.end(res);
+                    }
+                    Fed::Pending => {
+                        if !this.parked {
+                            this.ready.parked.set(true);
+                            this.parked = true;
+                        }
+                        return Poll::Pending;
+                    }
+                    Fed::Off => {}
+                }
             }
             if !this.ready.read_blocked.get() {
                 let op = this.op.as_mut().expect("a read polled after it ended");

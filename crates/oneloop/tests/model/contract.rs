@@ -125,6 +125,10 @@ struct Live {
     /// A descriptor the op uses that the test owns until the op ends (a `Connect`'s socket).
     _owned: Option<OwnedFd>,
     step: u64,
+    /// Handed over (`Ring::hand_over`): its completions arrive in a `Handover`, and its slot
+    /// may leave the ring before the test takes its final one — the ring then says
+    /// `NotFound`, so nothing else is asked of it.
+    handed: bool,
 }
 
 /// A cancel by fd or of all: how many it said it cancelled, and what its undecided members did.
@@ -161,6 +165,8 @@ pub struct Tally {
     pub claimed: u64,
     pub watched: u64,
     pub abandoned: u64,
+    /// Ops handed over (`Ring::hand_over`).
+    pub handed_over: u64,
 }
 
 pub struct Model {
@@ -214,7 +220,17 @@ impl Model {
     pub fn may_abandon(&self, id: OpId) -> bool {
         self.live
             .get(&id)
-            .is_some_and(|l| !matches!(l.decided, Some(Decided::Group(_))))
+            .is_some_and(|l| !l.handed && !matches!(l.decided, Some(Decided::Group(_))))
+    }
+
+    /// Op `id` was handed over: it ends as it will (a cancel was asked), its completions come
+    /// through the hand-over.
+    pub fn handed_over(&mut self, id: OpId) {
+        self.tally.handed_over += 1;
+        if let Some(live) = self.live.get_mut(&id) {
+            live.decided.get_or_insert(Decided::Nowait);
+            live.handed = true;
+        }
     }
 
     /// Op `id` was abandoned: it is no longer live, and nothing of it may surface again.
@@ -233,7 +249,15 @@ impl Model {
             return None;
         }
         // HashMap order is not stable across runs: choose by the sorted order of ids.
-        let mut ids: Vec<OpId> = self.live.keys().copied().collect();
+        let mut ids: Vec<OpId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| !l.handed)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return None;
+        }
         ids.sort_by_key(|id| id.as_u64());
         Some(ids[(pick % ids.len() as u64) as usize])
     }
@@ -262,6 +286,7 @@ impl Model {
             decided: None,
             _owned: owned,
             step: self.step,
+            handed: false,
         };
         if self.live.insert(id, live).is_some() {
             self.violation(format!("{id:?} given to two live ops"));
@@ -581,9 +606,15 @@ impl Model {
         let members: Vec<OpId> = self
             .live
             .iter()
-            .filter(|(_, l)| fd.is_none() || l.fd == fd)
+            .filter(|(_, l)| !l.handed && (fd.is_none() || l.fd == fd))
             .map(|(id, _)| *id)
             .collect();
+        // Handed-over ops still in flight are reached too (too late: their end is decided).
+        let handed = self
+            .live
+            .values()
+            .filter(|l| l.handed && (fd.is_none() || l.fd == fd))
+            .count();
         let what = match fd {
             Some(fd) => format!("cancel_fd({fd})"),
             None => "cancel_all".to_string(),
@@ -593,7 +624,8 @@ impl Model {
             .abandoned
             .iter()
             .filter(|(_, f)| fd.is_none() || *f == fd)
-            .count();
+            .count()
+            + handed;
         let extra = count.total().checked_sub(members.len());
         if extra.is_none_or(|extra| extra > abandoned.min(count.too_late)) {
             self.violation(format!(

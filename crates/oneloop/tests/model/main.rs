@@ -162,6 +162,8 @@ struct Run {
     claimed: Vec<OpId>,
     /// The current ring's buffer ring (for multishot receives).
     bufs: Option<BufRing>,
+    /// Ops handed over (`Ring::hand_over`): their completions arrive here.
+    handovers: Vec<std::sync::Arc<Handover>>,
 }
 
 fn run(kind: BackendKind, faults: bool) {
@@ -205,6 +207,7 @@ fn run(kind: BackendKind, faults: bool) {
         wake_tx,
         claimed: Vec::new(),
         bufs: None,
+        handovers: Vec::new(),
     };
     run.model.pool_may_refuse = faults;
     for step in 0..steps() {
@@ -251,10 +254,10 @@ fn run(kind: BackendKind, faults: bool) {
     }
     let t = &model.tally;
     note(&format!(
-        "{name}: {} ops in {:.1?} ({} MORE, {} cancelled, {} too late, {} timed out, {} short, {} stale cancels, {} nowait cancels, {} group cancels, {} poll updates, {} pool refusals, {} rings dropped, {} claimed, {} watched, {} abandoned), {} violations",
+        "{name}: {} ops in {:.1?} ({} MORE, {} cancelled, {} too late, {} timed out, {} short, {} stale cancels, {} nowait cancels, {} group cancels, {} poll updates, {} pool refusals, {} rings dropped, {} claimed, {} watched, {} abandoned, {} handed over), {} violations",
         t.submitted, started.elapsed(), t.mores, t.cancelled, t.too_late, t.timed_out, t.short_transfers,
         t.stale_cancels, t.nowait_cancels, t.group_cancels, t.updates, t.pool_refusals, t.rings_dropped,
-        t.claimed, t.watched, t.abandoned,
+        t.claimed, t.watched, t.abandoned, t.handed_over,
         violations.len()
     ));
     if let Some(hits) = &hits {
@@ -365,8 +368,24 @@ impl Run {
         }
     }
 
-    /// Takes every ready completion into the model: the queue's, then each claimed op's.
+    /// Takes what the hand-overs received into the model; drops those that are done.
+    fn take_handed(&mut self) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut handovers = std::mem::take(&mut self.handovers);
+        handovers.retain(|to| loop {
+            match to.poll_next(&mut cx) {
+                std::task::Poll::Ready(Some(c)) => self.model.completion(c),
+                std::task::Poll::Ready(None) => break false,
+                std::task::Poll::Pending => break true,
+            }
+        });
+        self.handovers = handovers;
+    }
+
+    /// Takes every ready completion into the model: the queue's, then each claimed op's, then
+    /// the hand-overs'.
     fn take(&mut self) {
+        self.take_handed();
         let Some(ring) = self.ring.as_mut() else {
             return;
         };
@@ -427,6 +446,14 @@ impl Run {
         self.bufs = None;
         if let Some(ring) = self.ring.take() {
             drop(ring);
+            // The drop ended the handed-over ops: their finals are in the hand-overs, which
+            // are closed now.
+            self.take_handed();
+            if !self.handovers.is_empty() {
+                self.model
+                    .violation("a hand-over still open after its ring was dropped".into());
+                self.handovers.clear();
+            }
             self.model.ring_dropped();
         }
     }
@@ -491,6 +518,22 @@ impl Run {
                 }
             }
             10 | 11 => self.update(pick),
+            0 | 1 if self.rng.chance(300) => {
+                // As a consumer that moved threads asks: the op ends as it will, and all it
+                // produced, waiting and to come, arrives in the hand-over, once, in order.
+                let Some(id) = self.model.pick_live(pick) else {
+                    return;
+                };
+                let to = Handover::new();
+                match self.ring().hand_over(id, std::sync::Arc::clone(&to)) {
+                    Ok(()) => {
+                        self.model.handed_over(id);
+                        self.claimed.retain(|c| *c != id);
+                        self.handovers.push(to);
+                    }
+                    Err(e) => self.model.violation(format!("hand_over failed: {e}")),
+                }
+            }
             0 | 1 => {
                 // As a dropped future asks: no answer, the op ends as it will.
                 let Some(id) = self.model.pick_live(pick) else {

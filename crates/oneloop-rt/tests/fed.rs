@@ -1,0 +1,230 @@
+//! Stream reads fed by a multishot receive into the executor's buffer ring (io_uring's default;
+//! see `net::Readiness`): bytes a read has no room for wait for the next read; a stream nobody
+//! reads holds at most a couple of buffers (its receive is cancelled, TCP pushes back on its
+//! sender) and others go on being fed; a ring that runs dry sends a read the readiness way; a
+//! stream moved to another thread keeps every byte its old thread's feed received. Each test
+//! runs on every read path (`common::on_every_backend` runs io_uring fed and not fed); the
+//! properties hold on all of them, the feed's own counts only where reads are fed.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use oneloop_rt::net::{TcpListener, TcpStream, UnixStream};
+use oneloop_rt::time::{sleep, timeout};
+
+fn submitted(name: &str) -> u64 {
+    let kind = oneloop::Op::NAMES.iter().position(|n| *n == name).unwrap();
+    oneloop_rt::stats().unwrap().ring.submitted[kind]
+}
+
+fn pattern(i: usize) -> u8 {
+    (i * 7 + i / 251) as u8
+}
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// Reads `total` bytes with reads of at most `chunk`, checking each against the pattern.
+async fn read_exactly(s: &UnixStream, total: usize, chunk: usize) {
+    let mut got = 0;
+    while got < total {
+        let (res, buf) = timeout(LONG, s.read(Vec::with_capacity(chunk)))
+            .await
+            .expect("a read timed out");
+        let n = res.expect("read");
+        assert!(n > 0, "early end of stream at {got} of {total}");
+        assert!(n <= chunk);
+        for (i, &b) in buf.iter().enumerate() {
+            assert_eq!(b, pattern(got + i), "byte {}", got + i);
+        }
+        got += n;
+    }
+}
+
+/// Reads smaller than what arrived: the rest of a buffer waits for the next read, in order.
+#[test]
+fn small_reads_take_a_buffer_in_pieces() {
+    common::on_every_backend("small reads of fed buffers", |_| async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let total = 64 << 10;
+        let writer = oneloop_rt::spawn(async move {
+            let bytes: Vec<u8> = (0..total).map(pattern).collect();
+            let (res, _) = a.write_all(bytes).await;
+            res.unwrap();
+            a
+        });
+        read_exactly(&b, total, 7).await;
+        drop(writer.await);
+        let (res, _) = b.read(Vec::with_capacity(8)).await;
+        assert_eq!(res.unwrap(), 0, "end of stream after the writer closed");
+    });
+}
+
+/// A stream nobody reads, whose peer sends much more than a few buffers: its receive is
+/// cancelled at its bound, so it holds few of the ring's buffers and another stream is still
+/// fed; read later, every byte is there, in order (TCP held the rest back).
+#[test]
+fn an_unread_stream_does_not_drain_the_ring() {
+    common::on_every_backend("unread stream bounded", |_| async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let total = 8 << 20; // 2,048 buffers' worth: more than the ring holds
+        let sender = oneloop_rt::spawn(async move {
+            let s = TcpStream::connect(addr).await.unwrap();
+            let bytes: Vec<u8> = (0..total).map(pattern).collect();
+            let (res, _) = s.write_all(bytes).await;
+            res.unwrap();
+        });
+        let (quiet, _) = listener.accept().await.unwrap();
+        // One read arms the feed; then nobody reads this stream for a while.
+        let (res, first) = quiet.read(Vec::with_capacity(1)).await;
+        assert_eq!(res.unwrap(), 1);
+        assert_eq!(first[0], pattern(0));
+        sleep(Duration::from_millis(100)).await;
+        // Another connection is fed meanwhile — by one receive, from the ring's buffers, which
+        // the quiet stream did not take (had it, the ring would be dry: each of these reads
+        // would find its receive ended with ENOBUFS and submit another).
+        let multis = submitted("RecvMulti");
+        let (c, d) = UnixStream::pair().unwrap();
+        for round in 0..50 {
+            let (res, _) = c.write_all(vec![round as u8; 100]).await;
+            res.unwrap();
+            let (res, got) = timeout(LONG, d.read(Vec::with_capacity(100)))
+                .await
+                .expect("another stream starved");
+            assert_eq!(res.unwrap(), 100);
+            assert!(got.iter().all(|&b| b == round as u8));
+        }
+        if oneloop_rt::net::reads_fed() {
+            let resubmitted = submitted("RecvMulti") - multis;
+            assert!(
+                resubmitted <= 2,
+                "the ring ran dry: the other stream's receive was submitted {resubmitted} times"
+            );
+            // The quiet stream's feed ended at its bound: in flight are at most the other
+            // stream's feed and the sender's send, waiting for room.
+            let stats = oneloop_rt::stats().unwrap();
+            assert!(
+                stats.in_flight <= 2,
+                "the quiet stream's receive was cancelled: {} in flight",
+                stats.in_flight
+            );
+        }
+        let mut got = 1;
+        while got < total {
+            let (res, buf) = timeout(LONG, quiet.read(Vec::with_capacity(64 << 10)))
+                .await
+                .expect("a read timed out");
+            let n = res.unwrap();
+            assert!(n > 0);
+            for (i, &b) in buf.iter().enumerate() {
+                assert_eq!(b, pattern(got + i), "byte {}", got + i);
+            }
+            got += n;
+        }
+        sender.await;
+    });
+}
+
+/// A buffer ring of two tiny buffers shared by four streams: the feed runs dry again and
+/// again (`ENOBUFS`) and those reads go the readiness way — every byte still arrives once, in
+/// order, on every stream.
+#[test]
+fn a_dry_ring_loses_nothing() {
+    let forced = oneloop::BackendKind::from_env().unwrap();
+    if forced.is_some_and(|f| f != oneloop::BackendKind::Uring) {
+        eprintln!("SKIP dry ring: ONELOOP_BACKEND selects another backend");
+        return;
+    }
+    if !common::usable(oneloop::BackendKind::Uring, "dry ring") {
+        return;
+    }
+    let rt = oneloop_rt::Runtime::builder()
+        .backend(oneloop::BackendKind::Uring)
+        .recv_buffers(Some((2, 16)))
+        .build();
+    rt.block_on(async {
+        assert!(oneloop_rt::net::reads_fed());
+        let total = 20_000;
+        let mut readers = Vec::new();
+        for _ in 0..4 {
+            let (a, b) = UnixStream::pair().unwrap();
+            oneloop_rt::spawn(async move {
+                let bytes: Vec<u8> = (0..total).map(pattern).collect();
+                let (res, _) = a.write_all(bytes).await;
+                res.unwrap();
+            });
+            readers.push(oneloop_rt::spawn(async move {
+                read_exactly(&b, total, 4096).await
+            }));
+        }
+        for r in readers {
+            r.await;
+        }
+    })
+    .unwrap();
+    eprintln!("PASS uring dry ring");
+}
+
+/// A stream that was read on one thread (its feed received more than was read) moves to
+/// another thread and is read there: the old thread's ring hands what its feed received over
+/// (`Waker::hand_over`) — every byte arrives once, in order.
+#[test]
+fn a_stream_moved_after_reading_keeps_every_byte() {
+    use std::sync::mpsc;
+    for kind in oneloop::BackendKind::ALL {
+        if !common::usable(kind, "moved fed stream") {
+            continue;
+        }
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let total = 256 << 10;
+        let (to_b, from_a) = mpsc::channel::<UnixStream>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let a = std::thread::spawn(move || {
+            let rt = oneloop_rt::Runtime::builder().backend(kind).build();
+            rt.block_on(async move {
+                let stream = UnixStream::from(std::os::fd::OwnedFd::from(ours));
+                let mut peer = theirs;
+                let bytes: Vec<u8> = (0..total).map(pattern).collect();
+                let writer = std::thread::spawn(move || {
+                    std::io::Write::write_all(&mut peer, &bytes).unwrap();
+                    peer
+                });
+                // Read a little; the feed (io_uring) receives more meanwhile.
+                read_exactly(&stream, 1000, 1000).await;
+                sleep(Duration::from_millis(50)).await;
+                to_b.send(stream).unwrap();
+                // Keep turning, so this ring hands over what its feed received.
+                while done_rx.try_recv().is_err() {
+                    sleep(Duration::from_millis(2)).await;
+                }
+                drop(writer.join().unwrap());
+            })
+            .unwrap();
+        });
+        let stream = from_a.recv().unwrap();
+        let b = std::thread::spawn(move || {
+            let rt = oneloop_rt::Runtime::builder().backend(kind).build();
+            rt.block_on(async move {
+                let mut got = 1000;
+                while got < total {
+                    let (res, buf) = timeout(LONG, stream.read(Vec::with_capacity(8192)))
+                        .await
+                        .expect("a read on the new thread timed out");
+                    let n = res.unwrap();
+                    assert!(n > 0, "{kind}: early end at {got}");
+                    for (i, &b) in buf.iter().enumerate() {
+                        assert_eq!(b, pattern(got + i), "{kind}: byte {}", got + i);
+                    }
+                    got += n;
+                }
+            })
+            .unwrap();
+        });
+        b.join().unwrap();
+        done_tx.send(()).unwrap();
+        a.join().unwrap();
+        eprintln!("PASS {kind} moved fed stream");
+    }
+}
