@@ -133,6 +133,16 @@ pub(crate) fn ring_epoch() -> (u64, u64) {
     (EXECUTOR.get(), EPOCH.get())
 }
 
+/// Each running executor's ring waker, by executor id: how a stream that moved threads
+/// reaches the ring its ops run on (a rare path; a lock is fine).
+static RINGS: std::sync::Mutex<Vec<(u64, oneloop::Waker)>> = std::sync::Mutex::new(Vec::new());
+
+/// The waker of executor `id`'s ring, while that executor runs.
+pub(crate) fn ring_waker_of(id: u64) -> Option<oneloop::Waker> {
+    let rings = RINGS.lock().unwrap_or_else(|e| e.into_inner());
+    rings.iter().find(|(i, _)| *i == id).map(|(_, w)| w.clone())
+}
+
 /// A number for each executor the process starts.
 fn next_executor_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -441,6 +451,10 @@ impl Runtime {
         });
         HOME.set(Arc::as_ptr(&ctx.shared) as usize);
         EXECUTOR.set(ctx.id);
+        RINGS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((ctx.id, ctx.shared.ring_waker.clone()));
         SPAWNED.set(0);
         tracing::debug!(backend = %backend_of(&ctx), "oneloop-rt: executor started");
         let _teardown = Teardown(Rc::clone(&ctx));
@@ -547,6 +561,10 @@ impl Drop for Teardown {
         drain();
         HOME.set(0);
         EXECUTOR.set(0);
+        RINGS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.0.id);
         tracing::debug!(tasks = SPAWNED.get(), "oneloop-rt: executor stopped");
         // Taken out first, dropped outside the borrow: what the drop runs may look here.
         let current = CURRENT.with(|c| c.borrow_mut().take());

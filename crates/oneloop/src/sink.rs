@@ -41,7 +41,8 @@ pub(crate) enum Claim {
     Unclaimed,
     /// Claimed; nothing arrived yet. The waker is woken when something does.
     Waiting { id: OpId, waker: Waker },
-    /// The final completion, waiting to be taken.
+    /// One completion waiting to be taken: the final one, or a multishot op's `MORE` (a
+    /// second one makes it a `Stream`).
     Done(Completion),
     /// A multishot op's completions, oldest first (the final one last, once it came).
     Stream {
@@ -85,6 +86,18 @@ pub(crate) struct Sink {
     bounds: Vec<u16>,
     /// Ops past their bound: the ring cancels them (`cancel_nowait`) when it settles.
     pub(crate) over: Vec<OpId>,
+    /// Empty stream queues, kept with their capacity: a claimed multishot op's queue is taken
+    /// from here when a completion arrives and given back when emptied, so steady streams
+    /// allocate nothing and waiting ones hold no queue.
+    spare_queues: Vec<VecDeque<Completion>>,
+}
+
+/// The most empty stream queues kept for reuse.
+const SPARE_QUEUES: usize = 1024;
+
+/// An empty stream queue: a spare, or a new one with room for a few.
+fn spare_queue(spares: &mut Vec<VecDeque<Completion>>) -> VecDeque<Completion> {
+    spares.pop().unwrap_or_else(|| VecDeque::with_capacity(4))
 }
 
 impl Sink {
@@ -100,6 +113,7 @@ impl Sink {
             tag: (u64::from(tag) << 56) & TAG_BITS,
             bounds: Vec::new(),
             over: Vec::new(),
+            spare_queues: Vec::new(),
         }
     }
 
@@ -146,6 +160,7 @@ impl Sink {
             // The final completion ends the op's bound; a `MORE` may reach it.
             let unread = match &self.claims[index] {
                 Claim::Stream { queue, .. } => queue.len() + 1,
+                Claim::Done(_) => 2,
                 _ => 1,
             };
             if !c.more {
@@ -174,24 +189,17 @@ impl Sink {
                 return;
             }
             Claim::Waiting { .. } => {
-                let Claim::Waiting { id, waker } = std::mem::take(claim) else {
+                let Claim::Waiting { waker, .. } = std::mem::take(claim) else {
                     unreachable!("matched above")
                 };
-                if c.more {
-                    // Room for a few: a stream's queue is made once and never grows after.
-                    let mut queue = VecDeque::with_capacity(4);
-                    queue.push_back(c);
-                    *claim = Claim::Stream {
-                        id,
-                        waker: None,
-                        queue,
-                    };
-                } else {
-                    *claim = Claim::Done(c);
-                }
+                // One completion, `MORE` or final, waits in place (no queue is made for it).
+                *claim = Claim::Done(c);
                 waker.wake();
             }
             Claim::Stream { waker, queue, .. } => {
+                if queue.capacity() == 0 {
+                    *queue = spare_queue(&mut self.spare_queues);
+                }
                 queue.push_back(c);
                 if let Some(w) = waker.take() {
                     w.wake();
@@ -238,6 +246,21 @@ impl Sink {
                 if let Some(w) = waker {
                     w.wake();
                 }
+            }
+            Claim::Done(first) if first.more => {
+                // A second completion before the first was taken: now they need a queue.
+                let Claim::Done(first) = std::mem::take(claim) else {
+                    unreachable!("matched above")
+                };
+                let mut queue = spare_queue(&mut self.spare_queues);
+                let id = first.id;
+                queue.push_back(first);
+                queue.push_back(c);
+                *claim = Claim::Stream {
+                    id,
+                    waker: None,
+                    queue,
+                };
             }
             Claim::Done(_) => unreachable!("a completion after the final one"),
         }
@@ -452,13 +475,27 @@ impl Sink {
         let claim = self.claims.get_mut(index_of(id))?;
         match claim {
             Claim::Done(c) if c.id == id => match std::mem::take(claim) {
-                Claim::Done(c) => Some(c),
+                Claim::Done(c) => {
+                    if c.more {
+                        // Still claimed, nothing waiting: what comes next waits here.
+                        *claim = Claim::Stream {
+                            id,
+                            waker: None,
+                            queue: VecDeque::new(),
+                        };
+                    }
+                    Some(c)
+                }
                 _ => unreachable!("matched above"),
             },
             Claim::Stream { queue, .. } if queue.front().is_some_and(|c| c.id == id) => {
                 let c = queue.pop_front().expect("checked");
                 if !c.more {
                     *claim = Claim::Unclaimed;
+                } else if queue.is_empty() && self.spare_queues.len() < SPARE_QUEUES {
+                    // Emptied: the queue goes back to the spares, so a stream that waits
+                    // (an idle connection) holds none.
+                    self.spare_queues.push(std::mem::take(queue));
                 }
                 Some(c)
             }
@@ -546,7 +583,7 @@ impl Sink {
         }
         let claim = self.claim_mut(index_of(id));
         let had_final = match std::mem::replace(claim, Claim::Abandoned { id }) {
-            Claim::Done(_) => true,
+            Claim::Done(c) => !c.more,
             Claim::Forwarded { to, .. } => {
                 to.close();
                 false
@@ -625,7 +662,7 @@ impl Sink {
     pub(crate) fn final_of(&self, id: OpId) -> Option<&Completion> {
         let id = self.tag(id.0 & KEY_BITS);
         match self.claims.get(index_of(id)) {
-            Some(Claim::Done(c)) if c.id == id => Some(c),
+            Some(Claim::Done(c)) if c.id == id => Some(c).filter(|c| !c.more),
             Some(Claim::Stream { queue, .. }) if queue.back().is_some_and(|c| c.id == id) => {
                 queue.back().filter(|c| !c.more)
             }

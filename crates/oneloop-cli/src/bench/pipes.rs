@@ -78,7 +78,6 @@ impl Pipes {
             }
         }
     }
-
 }
 
 pub fn run(kind: BackendKind, n: usize, tokens: usize, duration: Duration) -> Result<Row> {
@@ -106,7 +105,10 @@ fn ours(kind: BackendKind, n: usize, tokens: usize, duration: Duration) -> Resul
         return ours_readiness(ring, pipes, duration);
     }
     // At most `tokens` bytes are in flight, so a few buffers per token are plenty.
-    let bufs = ring.buf_ring((tokens * 4).next_power_of_two().clamp(64, 32_768) as u32, 64)?;
+    let bufs = ring.buf_ring(
+        (tokens * 4).next_power_of_two().clamp(64, 32_768) as u32,
+        64,
+    )?;
     for (i, rd) in pipes.rd.iter().enumerate() {
         ring.submit(ReadMulti::new(rd.as_raw_fd(), &bufs), i as u64)?;
     }

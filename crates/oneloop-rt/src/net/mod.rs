@@ -28,7 +28,7 @@ use oneloop::{
 };
 
 use crate::executor::{
-    op_budget_left, ring_epoch, spend_op_budget, try_with_context, with_context,
+    op_budget_left, ring_epoch, ring_waker_of, spend_op_budget, try_with_context, with_context,
 };
 pub(crate) use crate::fs::Registration;
 use crate::op::{abandon, run, typed, with_buf, Submit};
@@ -83,16 +83,12 @@ pub(crate) struct Readiness {
     /// task is alive.
     left: Cell<Option<(u64, u64)>>,
     left_waker: Cell<(usize, usize)>,
-    /// The waker of the ring that runs the watch: how a thread it moved to reaches it.
-    watch_ring: Cell<Option<oneloop::Waker>>,
     /// The multishot receive feeding reads (io_uring): its op and executor.
     feed: Cell<Option<(OpId, u64)>>,
-    /// The waker of the ring that runs the feed: how a thread the stream moved to reaches it.
-    feed_ring: Cell<Option<oneloop::Waker>>,
     /// A fed buffer a read had no room for all of: its bytes from `.1` on come next.
-    rest: std::cell::RefCell<Option<(Lease, usize)>>,
+    rest: Cell<Option<(Lease, usize)>>,
     /// What the feed of a thread the stream left hands over (see `Waker::hand_over`).
-    handed: std::cell::RefCell<Option<std::sync::Arc<Handover>>>,
+    handed: Cell<Option<std::sync::Arc<Handover>>>,
 }
 
 /// Whether this thread's executor feeds stream reads from a buffer ring (io_uring, unless
@@ -180,7 +176,6 @@ impl Readiness {
             match ring.submit(Submission::from(Poll_::new(fd, WATCHED).multishot()), 0) {
                 Ok(id) => {
                     self.watch.set(Some((id, ctx.id)));
-                    self.watch_ring.set(Some(ring.waker()));
                     // Reports the socket's state now: an event already there wakes at once.
                     ring.watch(id, cx.waker());
                     Poll::Pending
@@ -202,11 +197,10 @@ impl Readiness {
     pub(crate) fn release(&self) {
         let here = try_with_context(|ctx| ctx.id).unwrap_or(0);
         self.end_watch(here);
-        let ring = self.feed_ring.take();
         match self.feed.take() {
             Some((id, executor)) if executor == here => abandon(id, executor),
-            Some((id, _)) => {
-                if let Some(ring) = ring {
+            Some((id, executor)) => {
+                if let Some(ring) = ring_waker_of(executor) {
                     ring.abandon(id);
                 }
             }
@@ -224,17 +218,16 @@ impl Readiness {
         }
         loop {
             // What the feed received on the thread the stream left comes first, in order.
-            let handed = self.handed.borrow().clone();
-            if let Some(handed) = handed {
+            if let Some(handed) = self.handed.take() {
                 match handed.poll_next(cx) {
-                    Poll::Pending => return Fed::Pending,
-                    Poll::Ready(None) => {
-                        self.handed.take();
-                        continue;
+                    Poll::Pending => {
+                        self.handed.set(Some(handed));
+                        return Fed::Pending;
                     }
+                    Poll::Ready(None) => continue,
                     Poll::Ready(Some(c)) => {
-                        if !c.is_more() {
-                            self.handed.take();
+                        if c.is_more() {
+                            self.handed.set(Some(handed));
                         }
                         match self.fed(c, buf) {
                             Some(fed) => return fed,
@@ -250,13 +243,15 @@ impl Readiness {
                     Some((id, executor)) if executor == ctx.id => id,
                     // Running on the ring of a thread the stream left: that ring hands what
                     // it received (and will, until the feed ends) over to this thread.
-                    Some(_) => {
-                        let to = Handover::new();
-                        if let Some(ring) = self.feed_ring.take() {
-                            ring.hand_over(self.feed.take()?.0, std::sync::Arc::clone(&to));
-                        }
+                    Some((id, executor)) => {
                         self.feed.set(None);
-                        self.handed.replace(Some(to));
+                        let to = Handover::new();
+                        match ring_waker_of(executor) {
+                            Some(ring) => ring.hand_over(id, std::sync::Arc::clone(&to)),
+                            // That executor is gone, and its ring with it: nothing to hand over.
+                            None => return Some(None),
+                        }
+                        self.handed.set(Some(to));
                         return Some(None);
                     }
                     None => {
@@ -264,7 +259,6 @@ impl Readiness {
                         ring.set_waker(id, cx.waker());
                         ring.bound_unread(id, FEED_UNREAD);
                         self.feed.set(Some((id, ctx.id)));
-                        self.feed_ring.set(Some(ring.waker()));
                         return Some(Some(Poll::Pending));
                     }
                 };
@@ -279,7 +273,6 @@ impl Readiness {
             };
             if !c.is_more() {
                 self.feed.set(None);
-                self.feed_ring.take();
             }
             if let Some(fed) = self.fed(c, buf) {
                 return fed;
@@ -305,7 +298,7 @@ impl Readiness {
     fn fill(&self, buf: &mut oneloop::Buf, lease: Lease, at: usize) -> usize {
         let n = buf.fill_from(&lease[at..]);
         if at + n < lease.len() {
-            self.rest.replace(Some((lease, at + n)));
+            self.rest.set(Some((lease, at + n)));
         }
         n
     }
@@ -314,13 +307,12 @@ impl Readiness {
     /// else posted to its ring (the stream moved threads), which ends it at its next wait — on
     /// io_uring its poll would otherwise hold the socket open after the stream closed it.
     fn end_watch(&self, here: u64) {
-        let ring = self.watch_ring.take();
         let Some((id, executor)) = self.watch.take() else {
             return;
         };
         if executor == here {
             abandon(id, executor);
-        } else if let Some(ring) = ring {
+        } else if let Some(ring) = ring_waker_of(executor) {
             ring.abandon(id);
         }
     }
