@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use oneloop::probe::{probe, ProbeReport};
+use oneloop::probe::{probe, Feature, ProbeReport};
 use serde_json::{json, Value};
 
 /// Prints the report.
@@ -82,9 +82,14 @@ fn write_table(out: &mut impl Write, r: &ProbeReport) -> std::io::Result<()> {
         };
         writeln!(out, "{:<8} {:<7} {detail}", b.backend.name(), usable)?;
         let (have, lack): (Vec<_>, Vec<_>) = b.features.iter().partition(|f| f.available);
-        if !have.is_empty() {
-            let names: Vec<&str> = have.iter().map(|f| f.name.as_str()).collect();
+        let (noted, plain): (Vec<&Feature>, Vec<&Feature>) =
+            have.iter().partition(|f| !f.note.is_empty());
+        if !plain.is_empty() {
+            let names: Vec<&str> = plain.iter().map(|f| f.name.as_str()).collect();
             writeln!(out, "{:<16} has: {}", "", names.join(" "))?;
+        }
+        for f in noted {
+            writeln!(out, "{:<16} has {}: {}", "", f.name, f.note)?;
         }
         for f in lack {
             writeln!(out, "{:<16} lacks {}: {}", "", f.name, f.note)?;

@@ -423,7 +423,15 @@ impl Runtime {
         let mut ring = self.config.ring().build()?;
         let recv_bufs = match self.config.recv_buffers {
             Some((count, size)) if ring.backend() == BackendKind::Uring => {
-                Some(ring.buf_ring(count, size)?)
+                match ring.buf_ring(count, size) {
+                    Ok(bufs) => Some(bufs),
+                    // A kernel without provided-buffer rings (before 5.19), or a bad size:
+                    // reads go the readiness way, as on the other backends.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "oneloop-rt: no buffer ring, stream reads not fed");
+                        None
+                    }
+                }
             }
             _ => None,
         };

@@ -228,3 +228,29 @@ fn a_stream_moved_after_reading_keeps_every_byte() {
         eprintln!("PASS {kind} moved fed stream");
     }
 }
+
+/// A buffer ring the ring refuses (here: 3 buffers, not a power of two; on a kernel before
+/// 5.19, any) leaves reads unfed: the runtime starts, and reads go the readiness way.
+#[test]
+fn a_refused_buffer_ring_leaves_reads_unfed() {
+    for kind in oneloop::BackendKind::ALL {
+        if !common::usable(kind, "refused buffer ring") {
+            continue;
+        }
+        let rt = oneloop_rt::Runtime::builder()
+            .backend(kind)
+            .recv_buffers(Some((3, 4096)))
+            .build();
+        rt.block_on(async {
+            assert!(!oneloop_rt::net::reads_fed());
+            let (a, b) = UnixStream::pair().unwrap();
+            let (res, _) = a.write_all(b"hello".to_vec()).await;
+            res.unwrap();
+            let (res, buf) = b.read(Vec::with_capacity(8)).await;
+            assert_eq!(res.unwrap(), 5);
+            assert_eq!(buf, b"hello");
+        })
+        .unwrap();
+        eprintln!("PASS {kind} refused buffer ring");
+    }
+}

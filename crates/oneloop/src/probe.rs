@@ -84,18 +84,120 @@ fn probe_uring() -> BackendReport {
         .build()
         .map(|r| r.describe())
         .map_err(|e| e.to_string());
-    let features = match crate::backend::uring::probe_opcodes() {
+    let mut features = match crate::backend::uring::probe_opcodes() {
         Ok(ops) => ops
             .into_iter()
             .map(|(name, ok)| Feature::new(name, ok, if ok { "" } else { "opcode missing" }))
             .collect(),
         Err(e) => vec![Feature::new("io_uring_setup", false, e.to_string())],
     };
+    if status.is_ok() {
+        features.extend(probe_uring_kernel_side());
+    }
     BackendReport {
         backend: BackendKind::Uring,
         status,
         features,
     }
+}
+
+/// io_uring's kernel-side features for receives, each tried for real on a small ring: a note
+/// says whether oneloop uses it ("used: ...") or not, and why.
+fn probe_uring_kernel_side() -> Vec<Feature> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    let ring = || {
+        Ring::builder()
+            .backend(BackendKind::Uring)
+            .entries(8)
+            .build()
+    };
+    let mut out = Vec::new();
+    // A provided-buffer ring, then each multishot op receiving into it (or accepting).
+    let tried = (|| -> std::io::Result<Vec<Feature>> {
+        let mut ring = ring()?;
+        let bufs = ring.buf_ring(4, 64)?;
+        let mut found = vec![Feature::new(
+            "PBUF_RING",
+            true,
+            "used: RecvMulti and ReadMulti receive into Ring::buf_ring's buffers",
+        )];
+        let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+        let (pr, pw) = std::io::pipe()?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let recv = ring.submit(crate::RecvMulti::new(a.as_raw_fd(), &bufs), 1);
+        let read = ring.submit(crate::ReadMulti::new(pr.as_raw_fd(), &bufs), 2);
+        let accept = ring.submit(crate::AcceptMulti::new(listener.as_raw_fd()), 3);
+        b.write_all(b"probe")?;
+        (&pw).write_all(b"probe")?;
+        let _client = std::net::TcpStream::connect(addr)?;
+        let mut seen = [None, None, None];
+        let start = std::time::Instant::now();
+        while seen.iter().any(Option::is_none) && start.elapsed().as_secs() < 2 {
+            ring.wait(1, Some(std::time::Duration::from_millis(100)))?;
+            for c in ring.completions() {
+                let i = c.user_data() as usize - 1;
+                if seen[i].is_none() {
+                    seen[i] = Some(match c.result() {
+                        Ok(_) if c.is_more() => Ok(()),
+                        Ok(n) => Err(format!("ended at once with {n}")),
+                        Err(e) => Err(e.to_string()),
+                    });
+                }
+            }
+        }
+        let names = [
+            (
+                "RECV multishot",
+                "used: RecvMulti; oneloop-rt feeds stream reads with it",
+            ),
+            ("READ_MULTISHOT", "used: ReadMulti"),
+            ("ACCEPT multishot", "used: AcceptMulti"),
+        ];
+        let submitted = [recv.is_ok(), read.is_ok(), accept.is_ok()];
+        for (i, (name, used)) in names.into_iter().enumerate() {
+            found.push(match (&seen[i], submitted[i]) {
+                (Some(Ok(())), _) => Feature::new(name, true, used),
+                (Some(Err(e)), _) => Feature::new(
+                    name,
+                    false,
+                    format!("{e}: emulated ops run on epoll and aio only"),
+                ),
+                (None, false) => Feature::new(name, false, "refused at submit (opcode missing)"),
+                (None, true) => Feature::new(name, false, "no completion within 2 s"),
+            });
+        }
+        Ok(found)
+    })();
+    match tried {
+        Ok(found) => out.extend(found),
+        Err(e) => out.push(Feature::new(
+            "PBUF_RING",
+            false,
+            format!("{e} (Linux 5.19+): oneloop-rt reads the readiness way"),
+        )),
+    }
+    // Incremental consumption (6.12) and bundles (6.10): there, not used yet.
+    out.push(match crate::sys::buf_ring::KernelRing::probe_flags(2) {
+        Ok(()) => Feature::new(
+            "PBUF_RING_INC",
+            true,
+            "not used: each completion takes a whole buffer (no partial consumption)",
+        ),
+        Err(e) => Feature::new("PBUF_RING_INC", false, format!("{e} (Linux 6.12+)")),
+    });
+    let bundle = io_uring::IoUring::new(4).map(|r| r.params().is_feature_recvsend_bundle());
+    out.push(match bundle {
+        Ok(true) => Feature::new(
+            "RECVSEND_BUNDLE",
+            true,
+            "not used: one lease per completion (a bundle would hand several buffers at once)",
+        ),
+        Ok(false) => Feature::new("RECVSEND_BUNDLE", false, "feature bit absent (Linux 6.10+)"),
+        Err(e) => Feature::new("RECVSEND_BUNDLE", false, e.to_string()),
+    });
+    out
 }
 
 fn probe_aio() -> BackendReport {

@@ -95,9 +95,15 @@ pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<
     } else {
         ""
     };
+    // Which read path ours ran with: fed by a multishot receive (io_uring), or readiness.
+    let fed = if OURS_FED.load(Ordering::Relaxed) {
+        " fed"
+    } else {
+        ""
+    };
     let mut rows = vec![Row {
         workload,
-        params: format!("{conns} conns{cold}"),
+        params: format!("{conns} conns{cold}{fed}"),
         backend: kind.name(),
         unit: "round trips",
         ours,
@@ -112,7 +118,7 @@ pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<
         let server = |listener, stop, _| echo_raw::server(listener, stop);
         rows.push(Row {
             workload,
-            params: format!("{conns} conns vs raw"),
+            params: format!("{conns} conns{fed} vs raw"),
             backend: kind.name(),
             unit: "round trips",
             ours,
@@ -269,6 +275,9 @@ fn client(addr: SocketAddr, conns: usize, serve: Serve, p: &Params) -> Result<(u
     Ok((trips, secs, p99))
 }
 
+/// Whether ours' last server fed its stream reads from a buffer ring (see `ours_server`).
+static OURS_FED: AtomicBool = AtomicBool::new(false);
+
 /// Ours: a oneloop-rt server, one task per connection.
 fn ours_server(
     kind: BackendKind,
@@ -280,6 +289,7 @@ fn ours_server(
     let cpu0 = oneloop::probe::thread_cpu_time()?;
     let rt = oneloop_rt::Runtime::builder().backend(kind).build();
     rt.block_on(async move {
+        OURS_FED.store(oneloop_rt::net::reads_fed(), Ordering::Relaxed);
         let listener = oneloop_rt::net::TcpListener::from_std(listener);
         let file = match path {
             Some(p) => Some(Rc::new(oneloop_rt::fs::File::open(p).await?)),

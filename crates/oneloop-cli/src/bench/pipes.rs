@@ -85,7 +85,11 @@ pub fn run(kind: BackendKind, n: usize, tokens: usize, duration: Duration) -> Re
     let baseline = measure(|| epoll_loop(n, tokens, duration))?;
     Ok(Row {
         workload: "pipes",
-        params: format!("{n} pipes/{tokens} tok"),
+        params: if kind == BackendKind::Uring {
+            format!("{n} pipes/{tokens} tok ReadMulti")
+        } else {
+            format!("{n} pipes/{tokens} tok")
+        },
         backend: kind.name(),
         unit: "passes",
         ours,

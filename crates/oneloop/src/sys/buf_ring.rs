@@ -423,6 +423,33 @@ impl KernelRing {
         Ok(ring)
     }
 
+    /// Whether this kernel registers a provided-buffer ring with `flags` (e.g.
+    /// `IOU_PBUF_RING_INC`, 2): one of 8 buffers is registered on a throwaway io_uring and
+    /// unregistered again.
+    pub fn probe_flags(flags: u16) -> io::Result<()> {
+        let ring = io_uring::IoUring::new(4)?;
+        let layout = Layout::from_size_align(8 * 16, 4096)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: non-zero size.
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        if raw.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        // SAFETY: page-aligned, 8 zeroed entries (an empty ring: tail 0), alive until the
+        // io_uring is dropped below, after it is unregistered.
+        let registered = unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(raw as u64, 8, 0, flags)
+        };
+        if registered.is_ok() {
+            let _ = ring.submitter().unregister_buf_ring(0);
+        }
+        drop(ring);
+        // SAFETY: allocated above with this layout; the io_uring that knew it is gone.
+        unsafe { alloc::dealloc(raw, layout) };
+        registered
+    }
+
     /// Writes an entry making `bid` available (published by [`publish`](Self::publish)).
     fn push(&mut self, bid: u16) {
         let at = (self.tail & self.mask) as usize;
