@@ -39,12 +39,17 @@ fn bench_all_counts_work_on_every_backend() {
         })
         .collect();
     // nop runs two batch sizes; the others one setting each here; uring's randread has a
-    // second row against a raw io-uring loop, and so has its echo where the kernel has buffer
-    // rings (the bench says SKIP otherwise).
+    // second row against a raw io-uring loop, and so have its echo and pipes where the kernel
+    // has buffer rings and multishot receives (the bench says SKIP otherwise, for both).
     let stderr = String::from_utf8_lossy(&out.stderr);
     let echo_raw_skipped = stderr.contains("SKIP echo 2 conns vs raw uring");
+    assert_eq!(
+        echo_raw_skipped,
+        stderr.contains("SKIP pipes vs raw uring"),
+        "echo and pipes skip their raw rows for the same reason"
+    );
     let uring = usable.contains(&"uring");
-    let expected = usable.len() * 6 + usize::from(uring) * (2 - usize::from(echo_raw_skipped));
+    let expected = usable.len() * 6 + usize::from(uring) * (3 - 2 * usize::from(echo_raw_skipped));
     assert_eq!(rows.len(), expected, "{rows:#?}");
     if uring && !echo_raw_skipped {
         assert!(
@@ -55,6 +60,12 @@ fn bench_all_counts_work_on_every_backend() {
                     .unwrap()
                     .contains("buffer ring")),
             "echo lacks its raw io-uring row"
+        );
+        assert!(
+            rows.iter()
+                .any(|r| r["workload"] == "pipes"
+                    && r["params"].as_str().unwrap().ends_with("vs raw")),
+            "pipes lacks its raw io-uring row"
         );
     }
     if usable.contains(&"uring") {

@@ -19,7 +19,7 @@ use oneloop::{BackendKind, EpollEvents};
 use oneloop_rt::time::timeout;
 
 use super::randread::{test_file, Offsets};
-use super::{echo_raw, Params, Row, Sample};
+use super::{raw, Params, Row, Sample};
 
 /// What the server does with each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl Serve {
 }
 
 /// The rows of one workload at `conns` connections: ours beside the baseline, and for `echo`
-/// on io_uring also beside io_uring's own ceiling (`echo_raw`).
+/// on io_uring also beside io_uring's own ceiling (`raw.rs`).
 pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<Vec<Row>> {
     let file = match serve {
         Serve::FileRead => Some(test_file(p.file_mib)?),
@@ -111,11 +111,11 @@ pub fn run(kind: BackendKind, conns: usize, serve: Serve, p: &Params) -> Result<
         baseline,
     }];
     if kind == BackendKind::Uring && serve == Serve::Echo {
-        if let Err(why) = echo_raw::supported() {
+        if let Err(why) = raw::supported() {
             eprintln!("SKIP echo {conns} conns vs raw uring: {why}");
             return Ok(rows);
         }
-        let server = |listener, stop, _| echo_raw::server(listener, stop);
+        let server = |listener, stop, _| raw::server(listener, stop);
         rows.push(Row {
             workload,
             params: format!("{conns} conns{fed} vs raw"),

@@ -6,11 +6,11 @@
 //! shared machine speed drifts but cost per op is steadier.
 
 mod echo;
-mod echo_raw;
 mod http;
 mod nop;
 mod pipes;
 mod randread;
+mod raw;
 mod report;
 
 use std::time::{Duration, Instant};
@@ -76,7 +76,8 @@ pub enum Workload {
     /// Submit and reap no-op ops (batches of 1 and 32) vs a raw io-uring loop (uring) or a
     /// user-space queue (aio, epoll, where a no-op never leaves user space).
     Nop,
-    /// Token passing over many pipes vs a plain epoll loop.
+    /// Token passing over many pipes vs a plain epoll loop (and, on uring, a raw io-uring loop
+    /// with READ_MULTISHOT into a buffer ring).
     Pipes,
     /// 4 KiB random reads of a file at a queue depth vs a synchronous pread loop (and, on
     /// uring, a raw io-uring loop with the file and buffers registered).
@@ -152,7 +153,11 @@ pub fn run(
                         done(nop::run(kind, batch, p.duration)?);
                     }
                 }
-                Workload::Pipes => done(pipes::run(kind, p.pipes, p.tokens, p.duration)?),
+                Workload::Pipes => {
+                    for row in pipes::run(kind, p.pipes, p.tokens, p.duration)? {
+                        done(row);
+                    }
+                }
                 Workload::Randread => {
                     for &qd in &p.qd {
                         for row in randread::run(kind, qd, p.direct, p.file_mib, p.duration)? {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use oneloop::{BackendKind, EpollEvents, Output, Poll, PollMask, ReadMulti, Ring};
 
-use super::{measure, Row};
+use super::{measure, raw, Row};
 
 struct Pipes {
     rd: Vec<File>,
@@ -80,22 +80,43 @@ impl Pipes {
     }
 }
 
-pub fn run(kind: BackendKind, n: usize, tokens: usize, duration: Duration) -> Result<Row> {
+pub fn run(kind: BackendKind, n: usize, tokens: usize, duration: Duration) -> Result<Vec<Row>> {
     let ours = measure(|| ours(kind, n, tokens, duration))?;
     let baseline = measure(|| epoll_loop(n, tokens, duration))?;
-    Ok(Row {
+    let params = if kind == BackendKind::Uring {
+        format!("{n} pipes/{tokens} tok ReadMulti")
+    } else {
+        format!("{n} pipes/{tokens} tok")
+    };
+    let mut rows = vec![Row {
         workload: "pipes",
-        params: if kind == BackendKind::Uring {
-            format!("{n} pipes/{tokens} tok ReadMulti")
-        } else {
-            format!("{n} pipes/{tokens} tok")
-        },
+        params: params.clone(),
         backend: kind.name(),
         unit: "passes",
         ours,
         baseline_name: "plain epoll_wait loop",
         baseline,
-    })
+    }];
+    if kind == BackendKind::Uring {
+        if let Err(why) = raw::supported() {
+            eprintln!("SKIP pipes vs raw uring: {why}");
+            return Ok(rows);
+        }
+        let raw_loop = || {
+            let pipes = Pipes::new(n, tokens)?;
+            raw::pipes(&pipes.rd, &pipes.wr, tokens, duration)
+        };
+        rows.push(Row {
+            workload: "pipes",
+            params: format!("{params} vs raw"),
+            backend: kind.name(),
+            unit: "passes",
+            ours,
+            baseline_name: "raw io-uring: READ_MULTISHOT into a buffer ring, write",
+            baseline: measure(raw_loop)?,
+        });
+    }
+    Ok(rows)
 }
 
 fn ours(kind: BackendKind, n: usize, tokens: usize, duration: Duration) -> Result<u64> {

@@ -1,12 +1,17 @@
-//! io_uring's own ceiling for `echo`: a server written directly on the `io-uring` crate with
-//! what the kernel offers a receive-heavy server — one multishot `ACCEPT`, one multishot `RECV`
-//! per connection into a provided buffer ring (the kernel picks a buffer only when data
-//! arrives), a `SEND` straight from that buffer, the buffer given back to the ring when the send
-//! is done. No abstraction, no timeouts, no cancellation: the row "echo N conns vs raw" shows how
-//! close the Ring's runtime comes to it.
+//! io_uring's own ceiling, written directly on the `io-uring` crate, for two workloads:
+//!
+//! * `echo`: what the kernel offers a receive-heavy server — one multishot `ACCEPT`, one
+//!   multishot `RECV` per connection into a provided buffer ring (the kernel picks a buffer
+//!   only when data arrives), a `SEND` straight from that buffer, the buffer given back to the
+//!   ring when the send is done;
+//! * `pipes`: one `READ_MULTISHOT` per pipe into a provided buffer ring, each token written on
+//!   with `write` — what ours does on the Ring.
+//!
+//! No abstraction, no timeouts, no cancellation: the rows "... vs raw" show how close the Ring
+//! (and its runtime) comes to it.
 //!
 //! Memory shared with the kernel (the buffer ring and its buffers) is what makes this module
-//! `unsafe`: both live in `BufRing`, which the server drops only after the io_uring.
+//! `unsafe`: both live in `BufRing`, which each loop drops only after the io_uring.
 #![allow(unsafe_code)]
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -20,7 +25,7 @@ use anyhow::{Context, Result};
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
-/// Buffers in the ring (a power of two, at most 32,768) and the size of each.
+/// `echo`'s buffers (a power of two, at most 32,768) and the size of each.
 const BUFFERS: u16 = 4096;
 const BUFFER_SIZE: usize = 1024;
 /// The buffer group the ring is registered as.
@@ -34,18 +39,21 @@ const SEND: u64 = 1 << 60;
 
 /// A provided buffer ring: the ring the kernel takes buffer ids from, and the buffers.
 struct BufRing {
-    /// `BUFFERS` entries, page-aligned, shared with the kernel.
+    /// `count` entries, page-aligned, shared with the kernel.
     entries: *mut BufRingEntry,
     layout: Layout,
     buffers: Vec<u8>,
+    count: u16,
+    size: usize,
     /// The next tail to publish.
     tail: u16,
 }
 
 impl BufRing {
-    fn new() -> Result<BufRing> {
+    /// `count` (a power of two) buffers of `size` bytes, every one available.
+    fn new(count: u16, size: usize) -> Result<BufRing> {
         let layout = Layout::from_size_align(
-            usize::from(BUFFERS) * std::mem::size_of::<BufRingEntry>(),
+            usize::from(count) * std::mem::size_of::<BufRingEntry>(),
             4096,
         )?;
         // SAFETY: the layout has a non-zero size.
@@ -54,10 +62,12 @@ impl BufRing {
         let mut ring = BufRing {
             entries,
             layout,
-            buffers: vec![0; usize::from(BUFFERS) * BUFFER_SIZE],
+            buffers: vec![0; usize::from(count) * size],
+            count,
+            size,
             tail: 0,
         };
-        for bid in 0..BUFFERS {
+        for bid in 0..count {
             ring.give_back(bid);
         }
         Ok(ring)
@@ -65,17 +75,17 @@ impl BufRing {
 
     /// Where buffer `bid` starts.
     fn buffer(&self, bid: u16) -> *const u8 {
-        self.buffers[usize::from(bid) * BUFFER_SIZE..].as_ptr()
+        self.buffers[usize::from(bid) * self.size..].as_ptr()
     }
 
     /// Puts buffer `bid` back at the ring's tail, for the kernel to pick again.
     fn give_back(&mut self, bid: u16) {
-        let slot = usize::from(self.tail & (BUFFERS - 1));
-        // SAFETY: `slot` < BUFFERS, inside the allocation; the kernel reads only entries
+        let slot = usize::from(self.tail & (self.count - 1));
+        // SAFETY: `slot` < count, inside the allocation; the kernel reads only entries
         // between its head and the published tail, and this one is past the tail.
         let entry = unsafe { &mut *self.entries.add(slot) };
         entry.set_addr(self.buffer(bid) as u64);
-        entry.set_len(BUFFER_SIZE as u32);
+        entry.set_len(self.size as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
         // SAFETY: the tail field lies in the first entry of the live allocation; an atomic
@@ -99,7 +109,7 @@ impl Drop for BufRing {
 /// registered buffer ring (Linux 5.19+; multishot receive needs 6.0). `Err` says why not.
 pub fn supported() -> Result<(), String> {
     let ring = setup().map_err(|e| format!("{e:#}"))?;
-    let bufs = BufRing::new().map_err(|e| format!("{e:#}"))?;
+    let bufs = BufRing::new(8, 64).map_err(|e| format!("{e:#}"))?;
     register(&ring, &bufs).map_err(|e| format!("{e:#}"))?;
     let probe = {
         let mut p = io_uring::Probe::new();
@@ -108,8 +118,14 @@ pub fn supported() -> Result<(), String> {
             .map_err(|e| format!("io_uring probe: {e}"))?;
         p
     };
-    if !probe.is_supported(opcode::RecvMulti::CODE) || !probe.is_supported(opcode::Send::CODE) {
-        return Err("this kernel's io_uring lacks RECV or SEND".into());
+    for (name, code) in [
+        ("RECV", opcode::RecvMulti::CODE),
+        ("SEND", opcode::Send::CODE),
+        ("READ_MULTISHOT", opcode::ReadMulti::CODE),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("this kernel's io_uring lacks {name}"));
+        }
     }
     drop(ring);
     drop(bufs);
@@ -131,7 +147,7 @@ fn register(ring: &IoUring, bufs: &BufRing) -> Result<()> {
     // the io_uring.
     unsafe {
         ring.submitter()
-            .register_buf_ring_with_flags(bufs.entries as u64, BUFFERS, GROUP, 0)
+            .register_buf_ring_with_flags(bufs.entries as u64, bufs.count, GROUP, 0)
     }
     .context("register a provided buffer ring (Linux 5.19+)")
 }
@@ -140,7 +156,7 @@ fn register(ring: &IoUring, bufs: &BufRing) -> Result<()> {
 pub fn server(listener: TcpListener, stop: Arc<AtomicBool>) -> Result<Duration> {
     let cpu0 = oneloop::probe::thread_cpu_time()?;
     let mut ring = setup()?;
-    let mut bufs = BufRing::new()?;
+    let mut bufs = BufRing::new(BUFFERS, BUFFER_SIZE)?;
     register(&ring, &bufs)?;
     // What each buffer holds while it is being sent back: (length, bytes sent).
     let mut held = vec![(0u32, 0u32); usize::from(BUFFERS)];
@@ -255,4 +271,69 @@ fn push(ring: &mut IoUring, entry: squeue::Entry) -> Result<()> {
         }
         ring.submit().context("io_uring_enter")?;
     }
+}
+
+/// `pipes`' ceiling: `n` pipes with `tokens` in flight, one `READ_MULTISHOT` per pipe into a
+/// provided buffer ring, each token read written on to another pipe with `write` (the same
+/// pipes and passing rule as ours). Runs for `duration`; returns the passes.
+pub fn pipes(
+    rd: &[std::fs::File],
+    wr: &[std::fs::File],
+    tokens: usize,
+    duration: Duration,
+) -> Result<u64> {
+    let n = rd.len();
+    let mut ring = setup()?;
+    let count = (tokens * 4).next_power_of_two().clamp(64, 32_768) as u16;
+    let mut bufs = BufRing::new(count, 64)?;
+    register(&ring, &bufs)?;
+    let read = |i: usize| {
+        opcode::ReadMulti::new(Fd(rd[i].as_raw_fd()), 0, GROUP)
+            .build()
+            .user_data(i as u64)
+    };
+    for i in 0..n {
+        push(&mut ring, read(i))?;
+    }
+    let ts = Timespec::new().nsec(100_000_000);
+    let mut cqes = Vec::with_capacity(1024);
+    let start = std::time::Instant::now();
+    let mut passes = 0;
+    while start.elapsed() < duration {
+        match ring
+            .submitter()
+            .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+        {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e).context("io_uring_enter"),
+        }
+        cqes.clear();
+        cqes.extend(
+            ring.completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(ud, res, flags) in &cqes {
+            let i = ud as usize;
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                for j in 0..res.max(0) as usize {
+                    let next = (i * 31 + j + 1) % n;
+                    std::io::Write::write_all(&mut &wr[next], b"t")?;
+                }
+                passes += res.max(0) as u64;
+                bufs.give_back(bid);
+            }
+            if !cqueue::more(flags) {
+                push(&mut ring, read(i))?;
+            }
+        }
+    }
+    // Buffers the kernel may still hold are freed only after the ring is gone.
+    drop(ring);
+    drop(bufs);
+    Ok(passes)
 }
