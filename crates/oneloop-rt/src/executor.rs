@@ -165,6 +165,15 @@ thread_local! {
     static EPOCH: Cell<u64> = const { Cell::new(0) };
     /// The id of the executor running on this thread (0: none).
     static EXECUTOR: Cell<u64> = const { Cell::new(0) };
+    /// Whether the executor on this thread feeds stream reads from a buffer ring (one load on
+    /// every read, so that the other backends pay nothing for the feed).
+    static FED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the executor on this thread feeds stream reads (see `net::Readiness`).
+#[inline]
+pub(crate) fn reads_fed() -> bool {
+    FED.get()
 }
 
 /// A snapshot of this thread's runtime: its backend, its ring's counters (ops by kind, pool
@@ -459,6 +468,7 @@ impl Runtime {
         });
         HOME.set(Arc::as_ptr(&ctx.shared) as usize);
         EXECUTOR.set(ctx.id);
+        FED.set(ctx.recv_bufs.is_some());
         RINGS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -569,6 +579,7 @@ impl Drop for Teardown {
         drain();
         HOME.set(0);
         EXECUTOR.set(0);
+        FED.set(false);
         RINGS
             .lock()
             .unwrap_or_else(|e| e.into_inner())

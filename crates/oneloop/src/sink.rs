@@ -86,14 +86,16 @@ pub(crate) struct Sink {
     bounds: Vec<u16>,
     /// Ops past their bound: the ring cancels them (`cancel_nowait`) when it settles.
     pub(crate) over: Vec<OpId>,
-    /// Empty stream queues, kept with their capacity: a claimed multishot op's queue is taken
-    /// from here when a completion arrives and given back when emptied, so steady streams
-    /// allocate nothing and waiting ones hold no queue.
+    /// Empty stream queues, kept with their capacity: a claimed multishot op whose completions
+    /// pile up (two or more untaken: one waits in place, see `Claim::Done`) takes its queue
+    /// from here, and gives it back when the op ends — so steady streams allocate nothing.
     spare_queues: Vec<VecDeque<Completion>>,
 }
 
 /// The most empty stream queues kept for reuse.
 const SPARE_QUEUES: usize = 1024;
+/// Stream queues a sink makes when it is made.
+const SPARES_MADE: usize = 8;
 
 /// An empty stream queue: a spare, or a new one with room for a few.
 fn spare_queue(spares: &mut Vec<VecDeque<Completion>>) -> VecDeque<Completion> {
@@ -113,7 +115,11 @@ impl Sink {
             tag: (u64::from(tag) << 56) & TAG_BITS,
             bounds: Vec::new(),
             over: Vec::new(),
-            spare_queues: Vec::new(),
+            // A few made up front: a stream's queue is needed at its end too (its last data
+            // and its final completion, untaken together), which steady state reaches first.
+            spare_queues: (0..SPARES_MADE)
+                .map(|_| VecDeque::with_capacity(4))
+                .collect(),
         }
     }
 
@@ -196,10 +202,16 @@ impl Sink {
                 *claim = Claim::Done(c);
                 waker.wake();
             }
-            Claim::Stream { waker, queue, .. } => {
-                if queue.capacity() == 0 {
-                    *queue = spare_queue(&mut self.spare_queues);
+            // Nothing waiting and no queue (the last one was taken from `Done`): this one
+            // waits in place too.
+            Claim::Stream { waker, queue, .. } if queue.capacity() == 0 => {
+                let waker = waker.take();
+                *claim = Claim::Done(c);
+                if let Some(w) = waker {
+                    w.wake();
                 }
+            }
+            Claim::Stream { waker, queue, .. } => {
                 queue.push_back(c);
                 if let Some(w) = waker.take() {
                     w.wake();
@@ -491,11 +503,11 @@ impl Sink {
             Claim::Stream { queue, .. } if queue.front().is_some_and(|c| c.id == id) => {
                 let c = queue.pop_front().expect("checked");
                 if !c.more {
+                    // The op's end: its queue goes back to the spares for another stream.
+                    if self.spare_queues.len() < SPARE_QUEUES {
+                        self.spare_queues.push(std::mem::take(queue));
+                    }
                     *claim = Claim::Unclaimed;
-                } else if queue.is_empty() && self.spare_queues.len() < SPARE_QUEUES {
-                    // Emptied: the queue goes back to the spares, so a stream that waits
-                    // (an idle connection) holds none.
-                    self.spare_queues.push(std::mem::take(queue));
                 }
                 Some(c)
             }

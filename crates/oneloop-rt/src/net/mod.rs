@@ -95,7 +95,7 @@ pub(crate) struct Readiness {
 /// [`Builder::recv_buffers`](crate::Builder::recv_buffers) switched it off); `false` outside a
 /// runtime.
 pub fn reads_fed() -> bool {
-    try_with_context(|ctx| ctx.recv_bufs.is_some()).unwrap_or(false)
+    crate::executor::reads_fed()
 }
 
 /// The most fed buffers a stream holds unread before its receive is cancelled.
@@ -356,12 +356,10 @@ impl<B: IoBufMut> Read<'_, B> {
     }
 
     /// A fed read (see [`Readiness::poll_feed`]) into this read's buffer.
+    #[inline]
     fn poll_fed(&mut self, cx: &mut Context<'_>) -> Fed {
-        let op = self.op.take().expect("a read polled after it ended");
-        let mut buf = op.into_buf();
-        let fed = self.ready.poll_feed(self.fd, &mut buf, cx);
-        self.op = Some(Recv::new(self.fd, buf));
-        fed
+        let op = self.op.as_mut().expect("a read polled after it ended");
+        self.ready.poll_feed(self.fd, op.buf_mut(), cx)
     }
 
     /// Ends the read with `res` and the buffer.
@@ -390,7 +388,7 @@ impl<B: IoBufMut> Future for Read<'_, B> {
                 return Poll::Pending;
             }
             // Fed (io_uring): only one read at a time takes from the feed, as from the watch.
-            if !this.ready.parked.get() || this.parked {
+            if crate::executor::reads_fed() && (!this.ready.parked.get() || this.parked) {
                 match this.poll_fed(cx) {
                     Fed::Ready(res) => {
                         spend_op_budget();

@@ -129,6 +129,13 @@ impl Recv {
     pub fn into_buf(self) -> Buf {
         self.buf
     }
+
+    /// The buffer, for a caller that fills it another way before (or instead of) submitting
+    /// the op — with bytes from a [`Lease`](crate::Lease), say ([`Buf::fill_from`]).
+    #[inline]
+    pub fn buf_mut(&mut self) -> &mut Buf {
+        &mut self.buf
+    }
 }
 
 /// What one attempt of [`Recv::try_now`] or [`Send::try_now`] moved: `done` bytes of the

@@ -46,9 +46,10 @@ pub(crate) const COUNT_MAX: u32 = 32_768;
 
 /// A group of equal buffers and its return queue.
 pub(crate) struct Pool {
-    /// `count * size` bytes, page-aligned, zeroed at allocation.
+    /// `count * size` bytes of anonymous memory (`mmap`): page-aligned, zero, and backed by
+    /// pages only as buffers are first written.
     base: NonNull<u8>,
-    layout: Layout,
+    len: usize,
     size: u32,
     count: u32,
     /// The ring this group belongs to (see `Ring`'s serial), and its id there.
@@ -95,21 +96,32 @@ impl Pool {
                 format!("a buffer ring's buffers hold 1 byte to 2 GiB (asked for {size})"),
             ));
         }
-        let bytes = (count as usize)
+        let len = (count as usize)
             .checked_mul(size as usize)
-            .filter(|&b| b <= isize::MAX as usize / 2);
-        let layout = bytes
-            .and_then(|b| Layout::from_size_align(b, 4096).ok())
+            .filter(|&b| b <= isize::MAX as usize / 2)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "buffer ring too large"))?;
-        // SAFETY: `layout` has a non-zero size (count >= 1, size >= 1).
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let base = NonNull::new(raw).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        // SAFETY: a fresh private anonymous mapping of `len` (> 0) bytes: no pointer is passed.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(raw.cast::<u8>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
         let cells: Box<[AtomicU32]> = (0..count)
             .map(|bid| AtomicU32::new(if available { bid + 1 } else { 0 }))
             .collect();
         Ok(Pool {
             base,
-            layout,
+            len,
             size,
             count,
             owner,
@@ -181,9 +193,9 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; every lease and every op holds an
-        // `Arc`, and the kernel's ring was unregistered before its driver let its `Arc` go.
-        unsafe { alloc::dealloc(self.base.as_ptr(), self.layout) }
+        // SAFETY: mapped in `new` with this length; every lease and every op holds an `Arc`,
+        // and the kernel's ring was unregistered before its driver let its `Arc` go.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 
@@ -332,7 +344,8 @@ impl Deref for Lease {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: the buffer is leased (module doc: only this lease touches it), `len <= size`
-        // bytes, all initialised (zeroed at allocation, then written by the kernel).
+        // bytes, all initialised (anonymous memory is zero when mapped, then written by the
+        // kernel).
         unsafe { std::slice::from_raw_parts(self.pool.addr(self.bid), self.len as usize) }
     }
 }
