@@ -168,23 +168,7 @@ pub fn server(listener: TcpListener, stop: Arc<AtomicBool>) -> Result<Duration> 
     let ts = Timespec::new().nsec(20_000_000);
     let mut cqes = Vec::with_capacity(1024);
     while !stop.load(Ordering::Acquire) {
-        match ring
-            .submitter()
-            .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
-        {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e).context("io_uring_enter"),
-        }
-        cqes.clear();
-        cqes.extend(
-            ring.completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
+        enter_and_reap(&mut ring, &ts, &mut cqes)?;
         for &(ud, res, flags) in &cqes {
             let fd = (ud & 0xFFFF_FFFF) as i32;
             if ud & ACCEPT != 0 {
@@ -261,6 +245,34 @@ fn send(fd: i32, at: *const u8, len: u32, bid: u16) -> squeue::Entry {
         .user_data(SEND | (u64::from(bid) << 32) | fd as u32 as u64)
 }
 
+/// Submits what is queued and waits up to `ts` for a completion (an interruption, the
+/// timeout or backpressure is a normal return), then takes every completion into `cqes` as
+/// `(user_data, result, flags)`.
+fn enter_and_reap(
+    ring: &mut IoUring,
+    ts: &Timespec,
+    cqes: &mut Vec<(u64, i32, u32)>,
+) -> Result<()> {
+    match ring
+        .submitter()
+        .submit_with_args(1, &SubmitArgs::new().timespec(ts))
+    {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+            ) => {}
+        Err(e) => return Err(e).context("io_uring_enter"),
+    }
+    cqes.clear();
+    cqes.extend(
+        ring.completion()
+            .map(|c| (c.user_data(), c.result(), c.flags())),
+    );
+    Ok(())
+}
+
 /// Queues `entry`, submitting what is queued first if the SQ is full.
 fn push(ring: &mut IoUring, entry: squeue::Entry) -> Result<()> {
     loop {
@@ -300,23 +312,7 @@ pub fn pipes(
     let start = std::time::Instant::now();
     let mut passes = 0;
     while start.elapsed() < duration {
-        match ring
-            .submitter()
-            .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
-        {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e).context("io_uring_enter"),
-        }
-        cqes.clear();
-        cqes.extend(
-            ring.completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
+        enter_and_reap(&mut ring, &ts, &mut cqes)?;
         for &(ud, res, flags) in &cqes {
             let i = ud as usize;
             if let Some(bid) = cqueue::buffer_select(flags) {

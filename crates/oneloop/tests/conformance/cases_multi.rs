@@ -17,14 +17,6 @@ use crate::harness::*;
 
 const LONG: Duration = Duration::from_secs(10);
 
-/// A connected loopback TCP pair: (ours, the peer's).
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    (ours, peer)
-}
-
 /// Distinct bytes, so that a misplaced or repeated range shows.
 fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + seed + i / 251) as u8).collect()

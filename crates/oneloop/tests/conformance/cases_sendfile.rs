@@ -1,7 +1,7 @@
 //! Case 30 (wave 3): `SendFile` — bytes of a file to a socket without a user-space copy.
 
 use std::io::Read as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -10,14 +10,6 @@ use oneloop::{Ring, SendFile};
 use crate::harness::*;
 
 const LONG: Duration = Duration::from_secs(10);
-
-/// A connected loopback TCP pair: (ours, the peer's).
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    (ours, peer)
-}
 
 /// Distinct bytes, so that a misplaced or repeated range shows.
 fn pattern(len: usize) -> Vec<u8> {

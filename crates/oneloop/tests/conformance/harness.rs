@@ -127,6 +127,14 @@ pub fn final_of(ring: &mut Ring, id: OpId) -> (Vec<Completion>, Completion) {
     }
 }
 
+/// A connected loopback TCP pair: (ours, the peer's).
+pub fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (ours, peer)
+}
+
 /// A pipe: (read end, write end).
 pub fn pipe() -> (OwnedFd, OwnedFd) {
     let (r, w) = std::io::pipe().expect("pipe");
