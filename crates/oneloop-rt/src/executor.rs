@@ -168,6 +168,71 @@ thread_local! {
     /// Whether the executor on this thread feeds stream reads from a buffer ring (one load on
     /// every read, so that the other backends pay nothing for the feed).
     static FED: Cell<bool> = const { Cell::new(false) };
+    /// Every task of this thread's executor not yet ended: a waker of each (see [`Tasks`]).
+    static TASKS: RefCell<Tasks> = const { RefCell::new(Tasks { wakers: Vec::new(), free: Vec::new() }) };
+}
+
+/// The tasks of this thread's executor, so that teardown can drop each one — also a task
+/// parked on a waker nothing outside it can reach (a wait list it holds itself): dropping its
+/// handle detached it, and without this list the cycle task → wait list → waker → task would
+/// keep it, and what it owns (sockets), alive for the life of the process.
+///
+/// Slot `i` holds a waker of the task spawned into it; the task's future empties its slot when
+/// it ends or is dropped ([`Untrack`]). Teardown wakes every waker left, and drops the
+/// runnables that wakes queue: async-task drops a task's future with its last runnable.
+struct Tasks {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl Tasks {
+    fn insert(&mut self, waker: Waker) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.wakers[i] = Some(waker);
+                i
+            }
+            None => {
+                self.wakers.push(Some(waker));
+                // Room for every slot in the free list, made here (a spawn allocates anyway):
+                // a task's end then frees its slot without allocating.
+                self.free.reserve(self.wakers.len() - self.free.len());
+                self.wakers.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        if let Some(slot) = self.wakers.get_mut(i).filter(|w| w.is_some()) {
+            *slot = None;
+            self.free.push(i);
+        }
+    }
+}
+
+/// Owned by a spawned future: empties the task's slot in [`TASKS`] when the future ends or
+/// is dropped.
+struct Untrack {
+    slot: usize,
+    executor: u64,
+}
+
+impl Drop for Untrack {
+    fn drop(&mut self) {
+        untrack(self.slot, self.executor);
+    }
+}
+
+/// Empties slot `slot` of executor `executor`'s task list, if that executor runs here (a
+/// future dropped after its executor's teardown finds the list already empty).
+fn untrack(slot: usize, executor: u64) {
+    if EXECUTOR.get() == executor {
+        TASKS.with(|t| {
+            if let Ok(mut t) = t.try_borrow_mut() {
+                t.remove(slot);
+            }
+        });
+    }
 }
 
 /// Whether the executor on this thread feeds stream reads (see `net::Readiness`).
@@ -577,6 +642,13 @@ impl Drop for Teardown {
         let room = std::mem::take(&mut *self.0.room_waiters.borrow_mut());
         drop(room);
         drain();
+        // Every task left, wherever it is parked: woken into the queue, and dropped there.
+        let tasks = TASKS.with(|t| std::mem::take(&mut t.borrow_mut().wakers));
+        TASKS.with(|t| t.borrow_mut().free.clear());
+        for waker in tasks.into_iter().flatten() {
+            waker.wake();
+        }
+        drain();
         HOME.set(0);
         EXECUTOR.set(0);
         FED.set(false);
@@ -630,7 +702,18 @@ where
 {
     let shared = with_context(|ctx| Arc::clone(&ctx.shared));
     SPAWNED.set(SPAWNED.get() + 1);
+    // The slot is taken before the task exists and filled right after.
+    let slot = TASKS.with(|t| t.borrow_mut().insert(Waker::noop().clone()));
+    let untrack = Untrack {
+        slot,
+        executor: EXECUTOR.get(),
+    };
+    let future = async move {
+        let _untrack = untrack;
+        future.await
+    };
     let (runnable, task) = async_task::spawn_local(future, move |r| shared.schedule(r));
+    TASKS.with(|t| t.borrow_mut().wakers[slot] = Some(runnable.waker()));
     runnable.schedule();
     JoinHandle { task: Some(task) }
 }

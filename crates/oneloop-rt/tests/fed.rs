@@ -254,3 +254,89 @@ fn a_refused_buffer_ring_leaves_reads_unfed() {
         eprintln!("PASS {kind} refused buffer ring");
     }
 }
+
+/// Many request/response exchanges, each response two buffers long, over more streams than a
+/// small buffer ring has buffers (the ring runs dry often, and every response reaches a
+/// stream's bound): every exchange completes, none stalls.
+#[test]
+fn many_streams_on_a_small_ring_never_stall() {
+    const CONNS: usize = 300;
+    const ROUNDS: usize = 30;
+    const RESPONSE: usize = 4300;
+    let forced = oneloop::BackendKind::from_env().expect("ONELOOP_BACKEND");
+    if forced.is_some_and(|f| f != oneloop::BackendKind::Uring && f != oneloop::BackendKind::Auto) {
+        eprintln!("SKIP many streams on a small ring: reads are fed on io_uring only");
+        return;
+    }
+    if !common::usable(oneloop::BackendKind::Uring, "many streams on a small ring") {
+        return;
+    }
+    let rt = oneloop_rt::Runtime::builder()
+        .backend(oneloop::BackendKind::Uring)
+        .recv_buffers(Some((64, 4096)))
+        .build();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = oneloop_rt::spawn(async move {
+            let mut tasks = Vec::new();
+            for _ in 0..CONNS {
+                let (s, _) = listener.accept().await.unwrap();
+                tasks.push(oneloop_rt::spawn(async move {
+                    let response: Vec<u8> = (0..RESPONSE).map(pattern).collect();
+                    let mut response = Some(response);
+                    loop {
+                        let (res, _) = s.read(Vec::with_capacity(64)).await;
+                        if res.unwrap() == 0 {
+                            return;
+                        }
+                        let (res, back) = s.write_all(response.take().unwrap()).await;
+                        res.unwrap();
+                        response = Some(back);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+        });
+        let mut clients = Vec::new();
+        for c in 0..CONNS {
+            // One connection at a time: a burst of thousands would overflow the listen backlog.
+            let s = TcpStream::connect(addr).await.unwrap();
+            clients.push(oneloop_rt::spawn(async move {
+                let mut buf = Vec::with_capacity(256 << 10);
+                for round in 0..ROUNDS {
+                    let (res, _) = s.write_all(b"GET\n".to_vec()).await;
+                    res.unwrap();
+                    let mut got = 0;
+                    while got < RESPONSE {
+                        buf.clear();
+                        let (res, back) = timeout(LONG, s.read(buf))
+                            .await
+                            .unwrap_or_else(|_| panic!("conn {c} round {round}: stalled at {got}"));
+                        buf = back;
+                        let n = res.unwrap();
+                        assert!(n > 0, "conn {c} round {round}: end of stream at {got}");
+                        for (i, &b) in buf.iter().enumerate() {
+                            assert_eq!(
+                                b,
+                                pattern(got + i),
+                                "conn {c} round {round} byte {}",
+                                got + i
+                            );
+                        }
+                        got += n;
+                    }
+                    assert_eq!(got, RESPONSE);
+                }
+            }));
+        }
+        for c in clients {
+            c.await;
+        }
+        server.await;
+    })
+    .unwrap();
+    eprintln!("PASS uring many streams on a small ring");
+}

@@ -457,3 +457,46 @@ fn a_task_parked_on_a_read_is_dropped_at_teardown() {
         eprintln!("PASS {kind} teardown");
     }
 }
+
+/// A detached task parked on a waker only it can reach (a wait list it holds itself, as a
+/// gate's or channel's waiters are) is dropped with the runtime too: its stream closes.
+/// Without the executor's own list of its tasks, the cycle — task, wait list, waker, task —
+/// would keep the task, and its socket, alive for the life of the process.
+#[test]
+fn a_task_parked_on_its_own_wait_list_is_dropped_at_teardown() {
+    use std::cell::RefCell;
+    use std::os::fd::OwnedFd;
+    use std::rc::Rc;
+
+    for kind in oneloop::BackendKind::ALL {
+        if !common::usable(kind, "teardown of a self-parked task") {
+            continue;
+        }
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let rt = oneloop_rt::Runtime::builder().backend(kind).build();
+        rt.block_on(async move {
+            let stream = oneloop_rt::net::UnixStream::from(OwnedFd::from(ours));
+            let waiters: Rc<RefCell<Vec<std::task::Waker>>> = Rc::default();
+            drop(oneloop_rt::spawn(async move {
+                let _stream = stream;
+                let held = Rc::clone(&waiters);
+                std::future::poll_fn(move |cx| {
+                    held.borrow_mut().push(cx.waker().clone());
+                    std::task::Poll::<()>::Pending
+                })
+                .await;
+                drop(waiters);
+            }));
+            sleep(Duration::from_millis(20)).await;
+        })
+        .unwrap();
+        let got = common::read_once(&mut peer);
+        assert_eq!(
+            got,
+            Ok(0),
+            "{kind}: the self-parked task's stream is closed once the runtime is gone"
+        );
+        eprintln!("PASS {kind} teardown of a self-parked task");
+    }
+}
