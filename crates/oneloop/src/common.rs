@@ -20,6 +20,8 @@ pub(crate) struct Settings {
     pub cq_entries: Option<u32>,
     pub in_flight_max: usize,
     pub emulate_epoll_wait: bool,
+    /// Run multishot receive, read and accept in user space on io_uring too.
+    pub emulate_multishot: bool,
     pub pool_threads: usize,
 }
 
@@ -30,6 +32,7 @@ impl Default for Settings {
             cq_entries: None,
             in_flight_max: 16_384,
             emulate_epoll_wait: false,
+            emulate_multishot: false,
             pool_threads: 4,
         }
     }

@@ -116,6 +116,19 @@ fn probe_uring_kernel_side() -> Vec<Feature> {
     // A provided-buffer ring, then each multishot op receiving into it (or accepting).
     let tried = (|| -> std::io::Result<Vec<Feature>> {
         let mut ring = ring()?;
+        if !ring.kernel_multishot() {
+            // This kernel lacks READ_MULTISHOT (6.7): the ring emulates all three ops.
+            let why = "emulated: a poll, then receives into user-space buffers (no READ_MULTISHOT, Linux 6.7+)";
+            return Ok([
+                "PBUF_RING",
+                "RECV multishot",
+                "READ_MULTISHOT",
+                "ACCEPT multishot",
+            ]
+            .into_iter()
+            .map(|name| Feature::new(name, false, why))
+            .collect());
+        }
         let bufs = ring.buf_ring(4, 64)?;
         let mut found = vec![Feature::new(
             "PBUF_RING",
@@ -162,7 +175,7 @@ fn probe_uring_kernel_side() -> Vec<Feature> {
                 (Some(Err(e)), _) => Feature::new(
                     name,
                     false,
-                    format!("{e}: emulated ops run on epoll and aio only"),
+                    format!("{e}: RingBuilder::emulate_multishot runs it in user space"),
                 ),
                 (None, false) => Feature::new(name, false, "refused at submit (opcode missing)"),
                 (None, true) => Feature::new(name, false, "no completion within 2 s"),

@@ -103,6 +103,18 @@ impl RingBuilder {
         self
     }
 
+    /// On io_uring, runs [`RecvMulti`](crate::RecvMulti), [`ReadMulti`](crate::ReadMulti) and
+    /// [`AcceptMulti`](crate::AcceptMulti) as the other backends do — a poll of the fd, then
+    /// rounds of non-blocking attempts in user space into buffers taken from the
+    /// [`BufRing`](crate::BufRing) there — instead of the kernel's multishot requests and a
+    /// registered buffer ring. The same completions either way. A kernel without them (before
+    /// 6.7's `READ_MULTISHOT`) gets this path by itself; the switch makes it run on any
+    /// kernel, for tests and for comparison ([`Ring::kernel_multishot`] says which runs).
+    pub fn emulate_multishot(mut self, emulate: bool) -> Self {
+        self.settings.emulate_multishot = emulate;
+        self
+    }
+
     /// The most threads the blocking pool may run (default 4; epoll and aio backends only).
     /// Threads start on demand: a ring that never needs the pool starts none.
     pub fn pool_threads(mut self, threads: usize) -> Self {
@@ -318,6 +330,14 @@ impl Ring {
         let pool = self.driver.buf_ring(count, size, self.serial, bgid)?;
         self.buf_rings = next;
         Ok(crate::BufRing { pool })
+    }
+
+    /// Whether multishot ops run in the kernel: `true` on io_uring with multishot receive,
+    /// read and accept and provided-buffer rings (6.7 and later), unless
+    /// [`RingBuilder::emulate_multishot`] said otherwise; `false` where they are emulated (the
+    /// other backends, or an older kernel).
+    pub fn kernel_multishot(&self) -> bool {
+        self.driver.kernel_multishot()
     }
 
     /// The backend this ring runs on.

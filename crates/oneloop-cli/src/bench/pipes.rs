@@ -1,7 +1,8 @@
 //! `pipes`: the classic scalability test of async poll. N pipe pairs, T tokens in flight; each
 //! token read from one pipe is written to another; counts token passes. Ours on io_uring: one
 //! `ReadMulti` per pipe into a buffer ring (the kernel reads, `READ_MULTISHOT`), each token
-//! written on with `write`. Ours on epoll and aio: one multishot poll per pipe; a ready pipe
+//! written on with `write`. Ours on epoll and aio (and on io_uring where the kernel lacks
+//! `READ_MULTISHOT`): one multishot poll per pipe; a ready pipe
 //! is read until a read comes back short (a pipe's read returns what it holds, so short means
 //! empty: no extra read to `EAGAIN`), its tokens written with `write`. Baseline: a
 //! plain level-triggered `epoll_wait` loop, same pipes, one read per ready pipe (what is left
@@ -81,9 +82,16 @@ impl Pipes {
 }
 
 pub fn run(kind: BackendKind, n: usize, tokens: usize, duration: Duration) -> Result<Vec<Row>> {
-    let ours = measure(|| ours(kind, n, tokens, duration))?;
+    // ReadMulti where the kernel runs it (io_uring, 6.7+); elsewhere poll + read.
+    let multi = kind == BackendKind::Uring
+        && Ring::builder()
+            .backend(kind)
+            .entries(4)
+            .build()
+            .is_ok_and(|r| r.kernel_multishot());
+    let ours = measure(|| ours(kind, multi, n, tokens, duration))?;
     let baseline = measure(|| epoll_loop(n, tokens, duration))?;
-    let params = if kind == BackendKind::Uring {
+    let params = if multi {
         format!("{n} pipes/{tokens} tok ReadMulti")
     } else {
         format!("{n} pipes/{tokens} tok")
@@ -119,14 +127,20 @@ pub fn run(kind: BackendKind, n: usize, tokens: usize, duration: Duration) -> Re
     Ok(rows)
 }
 
-fn ours(kind: BackendKind, n: usize, tokens: usize, duration: Duration) -> Result<u64> {
+fn ours(
+    kind: BackendKind,
+    multi: bool,
+    n: usize,
+    tokens: usize,
+    duration: Duration,
+) -> Result<u64> {
     let mut pipes = Pipes::new(n, tokens)?;
     let mut ring = Ring::builder()
         .backend(kind)
         .entries(1024)
         .in_flight_max(n + 16)
         .build()?;
-    if kind != BackendKind::Uring {
+    if !multi {
         return ours_readiness(ring, pipes, duration);
     }
     // At most `tokens` bytes are in flight, so a few buffers per token are plenty.

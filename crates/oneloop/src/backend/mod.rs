@@ -121,8 +121,9 @@ impl Driver {
     }
 
     /// A group of `count` buffers of `size` bytes for ring `owner`, as group `bgid`: on
-    /// io_uring registered with the kernel; on the others, every buffer starts available in
-    /// user space (an emulated receive takes it there).
+    /// io_uring with multishot ops in the kernel, registered with it; elsewhere (the other
+    /// backends, multishot emulated) every buffer starts available in user space, where an
+    /// emulated receive takes it.
     pub fn buf_ring(
         &mut self,
         count: u32,
@@ -130,12 +131,20 @@ impl Driver {
         owner: u64,
         bgid: u16,
     ) -> io::Result<Arc<Pool>> {
-        let kernel_picks = matches!(self, Driver::Uring(_));
+        let kernel_picks = self.kernel_multishot();
         let pool = Arc::new(Pool::new(count, size, owner, bgid, !kernel_picks)?);
-        if let Driver::Uring(d) = self {
+        if let (Driver::Uring(d), true) = (&mut *self, kernel_picks) {
             d.add_buf_ring(Arc::clone(&pool))?;
         }
         Ok(pool)
+    }
+
+    /// Whether multishot ops run in the kernel (io_uring, not emulated).
+    pub fn kernel_multishot(&self) -> bool {
+        match self {
+            Driver::Uring(d) => d.native_multishot(),
+            _ => false,
+        }
     }
 
     pub fn register_fd(&mut self, fd: RawFd) -> io::Result<()> {

@@ -459,6 +459,17 @@ impl Op {
         }
     }
 
+    /// Prepares a multishot op's fd where it is emulated (see `MultiPlan::prepare`).
+    pub(crate) fn prepare_rounds(&self) -> std::io::Result<()> {
+        use self::multi::MultiPlan;
+        match self {
+            Op::RecvMulti(o) => o.prepare(),
+            Op::ReadMulti(o) => o.prepare(),
+            Op::AcceptMulti(o) => o.prepare(),
+            _ => Ok(()),
+        }
+    }
+
     /// Keeps the buffer of a multishot receive's final result, for its final completion.
     pub(crate) fn keep_lease(&mut self, lease: crate::buf_ring::Lease) {
         use self::multi::MultiPlan;
@@ -467,6 +478,16 @@ impl Op {
             Op::ReadMulti(o) => o.keep(lease),
             _ => drop(lease),
         }
+    }
+
+    /// Whether the op runs in rounds where multishot ops are emulated (`RecvMulti`,
+    /// `ReadMulti`, `AcceptMulti`; see `multi.rs`).
+    #[inline]
+    pub(crate) fn has_rounds(&self) -> bool {
+        matches!(
+            self,
+            Op::RecvMulti(_) | Op::ReadMulti(_) | Op::AcceptMulti(_)
+        )
     }
 
     /// Whether the op's `MORE` completions carry new descriptors (`AcceptMulti`).

@@ -189,6 +189,12 @@ macro_rules! multi_request {
     };
 }
 
+/// An emulated multishot op's request on io_uring: a one-shot poll for input on its fd; the
+/// driver runs the op's round ([`MultiPlan::round`]) when it fires, and polls again.
+fn emulated(cx: &mut UringCx<'_>, fd: RawFd) -> Lowered {
+    Lowered::Sqe(on_fd!(cx, fd, |t| opcode::PollAdd::new(t, IN).build()))
+}
+
 impl UringPlan for RecvMulti {
     multi_request!();
     const OPCODES: &'static [(&'static str, u8)] = &[("RECV", opcode::Recv::CODE)];
@@ -196,6 +202,9 @@ impl UringPlan for RecvMulti {
         Some(opcode::RecvMulti::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
+        if !cx.native_multishot {
+            return emulated(cx, self.fd);
+        }
         let bgid = self.pool.bgid;
         Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::RecvMulti::new(t, bgid)
             .flags(self.flags)
@@ -210,6 +219,9 @@ impl UringPlan for ReadMulti {
         Some(opcode::ReadMulti::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
+        if !cx.native_multishot {
+            return emulated(cx, self.fd);
+        }
         let bgid = self.pool.bgid;
         // The builder assigns the SQE's flags (buffer select) rather than adding to them,
         // dropping the fixed-file flag `on_fd!` set: put it back, or the kernel would read
@@ -230,16 +242,20 @@ impl UringPlan for AcceptMulti {
         Some(opcode::AcceptMulti::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
+        if !cx.native_multishot {
+            return emulated(cx, self.fd);
+        }
         Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::AcceptMulti::new(t)
             .flags(self.flags)
             .build()))
     }
 }
 
-/// `ReadyPlan` for a multishot op: prepared by `$prepare` at submission, then armed for `IN`
-/// (reporting the fd's current readiness); its rounds are [`MultiPlan::round`]'s.
+/// `ReadyPlan` for a multishot op: prepared ([`MultiPlan::prepare`]) at submission, then
+/// armed for `IN` (reporting the fd's current readiness); its rounds are
+/// [`MultiPlan::round`]'s.
 macro_rules! ready_multi {
-    (|$this:ident| $prepare:expr) => {
+    () => {
         pool_is_final!();
         fn direction(&self) -> Option<(RawFd, u32)> {
             None
@@ -248,8 +264,7 @@ macro_rules! ready_multi {
             false
         }
         fn first(&mut self, _: &ReadyCx) -> Next {
-            let $this = &*self;
-            match $prepare {
+            match MultiPlan::prepare(&*self) {
                 Ok(()) => Next::Arm(IN),
                 Err(e) => Next::Done(-errno(&e)),
             }
@@ -264,19 +279,15 @@ macro_rules! ready_multi {
 }
 
 impl ReadyPlan for RecvMulti {
-    ready_multi!(|_op| Ok(()));
+    ready_multi!();
 }
 
 impl ReadyPlan for ReadMulti {
-    ready_multi!(|op| match sio::fd_kind(op.fd) {
-        Ok(sio::FdKind::Pollable) => Ok(()),
-        Ok(_) => Err(std::io::Error::from_raw_os_error(libc::EBADFD)),
-        Err(e) => Err(e),
-    });
+    ready_multi!();
 }
 
 impl ReadyPlan for AcceptMulti {
-    ready_multi!(|op| sio::set_nonblocking(op.fd));
+    ready_multi!();
 }
 
 impl AioPlan for RecvMulti {
@@ -289,8 +300,15 @@ impl AioPlan for AcceptMulti {
     aio_takes_readiness!();
 }
 
-/// A multishot op on the readiness backends: one attempt of a round.
+/// A multishot op where it is emulated (the readiness backends; io_uring when told or on a
+/// kernel without the multishot requests): its preparation, and one attempt of a round.
 pub(crate) trait MultiPlan {
+    /// Checks and prepares the op's fd once, at submission: `EBADFD` for a `ReadMulti` of a
+    /// file that is never "not ready" (as the kernel's `READ_MULTISHOT`); a listening socket
+    /// made non-blocking for `AcceptMulti` (its rounds must stop at `EAGAIN`).
+    fn prepare(&self) -> std::io::Result<()> {
+        Ok(())
+    }
     /// One non-blocking attempt after readiness; `closed`: the fd reported a hang-up or error
     /// (a short receive then says nothing about what is left).
     fn round(&mut self, closed: bool) -> Multi;
@@ -343,6 +361,13 @@ impl MultiPlan for RecvMulti {
 }
 
 impl MultiPlan for ReadMulti {
+    fn prepare(&self) -> std::io::Result<()> {
+        match sio::fd_kind(self.fd) {
+            Ok(sio::FdKind::Pollable) => Ok(()),
+            Ok(_) => Err(std::io::Error::from_raw_os_error(libc::EBADFD)),
+            Err(e) => Err(e),
+        }
+    }
     fn round(&mut self, closed: bool) -> Multi {
         let fd = self.fd;
         attempt_into(fd, &self.pool, closed, |buf| buf.read(fd))
@@ -353,6 +378,9 @@ impl MultiPlan for ReadMulti {
 }
 
 impl MultiPlan for AcceptMulti {
+    fn prepare(&self) -> std::io::Result<()> {
+        sio::set_nonblocking(self.fd)
+    }
     fn round(&mut self, _: bool) -> Multi {
         match retry(|| sio::accept(self.fd, self.flags)) {
             Ok(fd) => {

@@ -147,6 +147,9 @@ pub(crate) struct UringCx<'a> {
     pub scratch: &'a mut Option<Box<UringScratch>>,
     /// Whether the kernel has `IORING_OP_EPOLL_WAIT` (and it is not to be emulated).
     pub native_epoll_wait: bool,
+    /// Whether multishot ops are the kernel's (else each request is a one-shot poll of the
+    /// op's fd, and the driver runs the op's rounds when it fires).
+    pub native_multishot: bool,
     /// The clock at submission, for ops that read it.
     pub now: Option<Instant>,
 }
@@ -263,6 +266,10 @@ pub(crate) enum Next {
     /// A timer in the ring's heap (a `Timeout` op).
     Timer(Deadline),
 }
+
+/// The most attempts of one emulated multishot op per readiness event (every backend's
+/// emulation, io_uring's too).
+pub(crate) const MULTI_ROUND: usize = 16;
 
 /// One attempt of a multishot op's round on the readiness backends (`op/multi.rs`).
 #[derive(Debug)]

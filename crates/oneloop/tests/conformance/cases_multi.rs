@@ -65,6 +65,12 @@ fn concat(leases: &[Lease]) -> Vec<u8> {
 /// the peer's close ends the op with `Ok(0)`; nothing follows the final completion.
 pub fn m1_recv_multi_stream_and_end(h: &Harness) -> Outcome {
     let mut ring = h.ring();
+    if h.emulate_multishot {
+        assert!(
+            !ring.kernel_multishot(),
+            "the switch emulates multishot ops"
+        );
+    }
     let bufs = ring.buf_ring(16, 4096).unwrap();
     let (ours, mut peer) = tcp_pair();
     let id = ring

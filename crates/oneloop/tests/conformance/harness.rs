@@ -22,6 +22,8 @@ static EXCLUSIVE: RwLock<()> = RwLock::new(());
 /// The backend a case runs on, and how to build rings for it.
 pub struct Harness {
     pub kind: BackendKind,
+    /// io_uring only: multishot ops emulated (`RingBuilder::emulate_multishot`).
+    pub emulate_multishot: bool,
 }
 
 /// Prints a line on stderr, past the test harness's capture.
@@ -31,11 +33,26 @@ pub fn note(line: &str) {
 
 /// Runs `case` on `kind`, printing its outcome; a failure panics (fails the test).
 pub fn run(kind: BackendKind, name: &str, case: fn(&Harness) -> Outcome) {
+    run_as(kind, false, name, case);
+}
+
+/// Runs `case` on io_uring with multishot ops emulated, as on a kernel without them.
+pub fn run_emulated_multishot(name: &str, case: fn(&Harness) -> Outcome) {
+    run_as(BackendKind::Uring, true, name, case);
+}
+
+fn run_as(kind: BackendKind, emulate_multishot: bool, name: &str, case: fn(&Harness) -> Outcome) {
     let say = |line: String| note(&line);
+    let label = if emulate_multishot {
+        format!("{kind} (multishot emulated)")
+    } else {
+        kind.to_string()
+    };
+    let kind_label = &label;
     match BackendKind::from_env() {
         Ok(Some(forced)) if forced != kind && forced != BackendKind::Auto => {
             say(format!(
-                "SKIP {kind} {name}: ONELOOP_BACKEND={forced} selects another backend"
+                "SKIP {kind_label} {name}: ONELOOP_BACKEND={forced} selects another backend"
             ));
             return;
         }
@@ -51,12 +68,18 @@ pub fn run(kind: BackendKind, name: &str, case: fn(&Harness) -> Outcome) {
     }
     // Probed under the lock too: a probe ring's descriptors must not overlap a counting case.
     if let Err(e) = Ring::builder().backend(kind).entries(4).build() {
-        say(format!("SKIP {kind} {name}: backend unavailable here: {e}"));
+        say(format!(
+            "SKIP {kind_label} {name}: backend unavailable here: {e}"
+        ));
         return;
     }
-    match case(&Harness { kind }) {
-        Outcome::Pass => say(format!("PASS {kind} {name}")),
-        Outcome::Skip(why) => say(format!("SKIP {kind} {name}: {why}")),
+    let harness = Harness {
+        kind,
+        emulate_multishot,
+    };
+    match case(&harness) {
+        Outcome::Pass => say(format!("PASS {kind_label} {name}")),
+        Outcome::Skip(why) => say(format!("SKIP {kind_label} {name}: {why}")),
     }
 }
 
@@ -67,6 +90,7 @@ impl Harness {
             .backend(self.kind)
             .entries(64)
             .in_flight_max(16_384)
+            .emulate_multishot(self.emulate_multishot)
     }
 
     /// A ring for this backend.

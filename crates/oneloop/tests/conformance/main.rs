@@ -112,3 +112,31 @@ macro_rules! stamp {
 all_cases!(stamp(uring, oneloop::BackendKind::Uring));
 all_cases!(stamp(aio, oneloop::BackendKind::Aio));
 all_cases!(stamp(epoll, oneloop::BackendKind::Epoll));
+
+/// The multishot cases once more on io_uring with those ops emulated — the path a kernel
+/// without multishot receive, read and accept (before 6.7) takes: the same completions.
+mod uring_multishot_emulated {
+    macro_rules! emulated {
+        ($($case:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $case() {
+                    crate::harness::run_emulated_multishot(
+                        stringify!($case),
+                        crate::cases_multi::$case,
+                    );
+                }
+            )*
+        };
+    }
+    emulated!(
+        m1_recv_multi_stream_and_end,
+        m2_recv_multi_empty_ring_enobufs,
+        m3_cancel_leases_outlive_op_and_ring,
+        m4_buffer_given_back_is_reused,
+        m5_accept_multi,
+        m6_read_multi_pipe_and_file,
+        m7_buf_ring_bad_input,
+        m8_drop_ring_with_multishot_in_flight,
+    );
+}

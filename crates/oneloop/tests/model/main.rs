@@ -152,6 +152,8 @@ fn fault_plan(seed: u64) -> Plan {
 struct Run {
     kind: BackendKind,
     faults: bool,
+    /// io_uring with multishot ops emulated (`RingBuilder::emulate_multishot`).
+    emulate_multishot: bool,
     rng: Rng,
     world: World,
     model: Model,
@@ -167,6 +169,10 @@ struct Run {
 }
 
 fn run(kind: BackendKind, faults: bool) {
+    run_with(kind, faults, false);
+}
+
+fn run_with(kind: BackendKind, faults: bool, emulate_multishot: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Ok(Some(forced)) = BackendKind::from_env() {
         if forced != kind && forced != BackendKind::Auto {
@@ -174,14 +180,19 @@ fn run(kind: BackendKind, faults: bool) {
             return;
         }
     }
-    if let Err(e) = builder(kind, faults).build() {
+    if let Err(e) = builder(kind, faults, emulate_multishot).build() {
         note(&format!("SKIP model {kind}: backend unavailable here: {e}"));
         return;
     }
     warm_up(kind);
     let seed = seed();
     let name = format!(
-        "model {kind}{} seed {seed:x}",
+        "model {kind}{}{} seed {seed:x}",
+        if emulate_multishot {
+            " (multishot emulated)"
+        } else {
+            ""
+        },
         if faults { " under faults" } else { "" }
     );
     note(&format!("{name}: {} steps", steps()));
@@ -196,10 +207,11 @@ fn run(kind: BackendKind, faults: bool) {
             waker.wake();
         }
     });
-    let world = World::new(&format!("{kind}-{faults}"));
+    let world = World::new(&format!("{kind}-{faults}-{emulate_multishot}"));
     let mut run = Run {
         kind,
         faults,
+        emulate_multishot,
         rng: Rng(seed),
         model: Model::new(world.epoll_tags()),
         world,
@@ -301,8 +313,11 @@ fn applies(kind: BackendKind, fault: Fault) -> bool {
     }
 }
 
-fn builder(kind: BackendKind, faults: bool) -> RingBuilder {
-    let b = Ring::builder().backend(kind).in_flight_max(512);
+fn builder(kind: BackendKind, faults: bool, emulate_multishot: bool) -> RingBuilder {
+    let b = Ring::builder()
+        .backend(kind)
+        .in_flight_max(512)
+        .emulate_multishot(emulate_multishot);
     if faults {
         // A small CQ, so that reaping one at a time makes it overflow.
         b.entries(8).cq_entries(16)
@@ -331,7 +346,9 @@ fn warm_up(kind: BackendKind) {
 impl Run {
     fn ring(&mut self) -> &mut Ring {
         if self.ring.is_none() {
-            let mut ring = builder(self.kind, self.faults).build().expect("ring");
+            let mut ring = builder(self.kind, self.faults, self.emulate_multishot)
+                .build()
+                .expect("ring");
             // About half the descriptors are registered (`register_fd`): they outlive the
             // ring, so none needs unregistering.
             for fd in self.world.pollable_fds() {
@@ -840,6 +857,12 @@ fn model_uring() {
 #[test]
 fn model_uring_under_faults() {
     run(BackendKind::Uring, true);
+}
+
+/// The multishot ops as a kernel without them runs them: a poll, then rounds in user space.
+#[test]
+fn model_uring_multishot_emulated_under_faults() {
+    run_with(BackendKind::Uring, true, true);
 }
 
 #[test]

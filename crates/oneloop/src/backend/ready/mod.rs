@@ -170,8 +170,7 @@ pub(crate) struct Ready<B: Beneath> {
     multi_pending: Vec<Key>,
 }
 
-/// The most attempts of one multishot op per readiness event.
-pub(super) const MULTI_ROUND: usize = 16;
+pub(super) use crate::op::plan::MULTI_ROUND;
 
 impl<B: Beneath> Ready<B> {
     /// The core with `beneath` under it: an epoll set, the pool and its eventfd.

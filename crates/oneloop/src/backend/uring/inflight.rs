@@ -138,7 +138,7 @@ impl InFlight {
         &mut self,
         key: Key,
         files: &Files,
-        native_epoll_wait: bool,
+        native: lower::Native,
         now: Option<Instant>,
         user_data: (u64, u64),
     ) -> Armed {
@@ -150,7 +150,7 @@ impl InFlight {
             &mut slot.aux.scratch,
             files,
             user_data.0,
-            native_epoll_wait,
+            native,
             now,
         ) {
             Lowered::Sqe(main) => main,
@@ -192,7 +192,7 @@ impl InFlight {
         &mut self,
         key: Key,
         files: &Files,
-        native_epoll_wait: bool,
+        native: lower::Native,
         user_data: u64,
     ) -> bool {
         if sq_room(&mut self.ring) == 0 {
@@ -204,7 +204,7 @@ impl InFlight {
             &mut slot.aux.scratch,
             files,
             user_data,
-            native_epoll_wait,
+            native,
             None,
         ) {
             Lowered::Sqe(main) => main,

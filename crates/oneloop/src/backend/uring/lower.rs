@@ -21,25 +21,34 @@ pub(super) fn timespec(d: Duration) -> Timespec {
     Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos())
 }
 
+/// Which of the kernel's requests lowering picks where the driver has a choice.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Native {
+    /// `IORING_OP_EPOLL_WAIT`; otherwise an `EpollWait` is a one-shot `POLL_ADD` on the epoll
+    /// fd, and the driver calls `epoll_wait(.., 0)` when it fires.
+    pub epoll_wait: bool,
+    /// Multishot `RECV`, `READ_MULTISHOT`, `ACCEPT` with the kernel picking buffers; otherwise
+    /// each is a one-shot `POLL_ADD` on its fd, and the driver runs its round when it fires.
+    pub multishot: bool,
+}
+
 /// Builds the main SQE for `op` (with its slot's `scratch`); ops on registered fds name their
 /// fixed-file slot.
-///
-/// `native_epoll_wait` picks `IORING_OP_EPOLL_WAIT`; otherwise an `EpollWait` is a one-shot
-/// `POLL_ADD` on the epoll fd, and the driver calls `epoll_wait(.., 0)` when it fires.
 #[inline]
 pub(super) fn lower(
     op: &mut Op,
     scratch: &mut Option<Box<UringScratch>>,
     files: &Files,
     user_data: u64,
-    native_epoll_wait: bool,
+    native: Native,
     now: Option<Instant>,
 ) -> Lowered {
     let fixed = op.fd().and_then(|fd| files.slot(fd));
     let mut cx = UringCx {
         fixed,
         scratch,
-        native_epoll_wait,
+        native_epoll_wait: native.epoll_wait,
+        native_multishot: native.multishot,
         now,
     };
     match op.uring_lower(&mut cx) {

@@ -37,12 +37,13 @@ use std::time::{Duration, Instant};
 
 use self::files::Files;
 use self::inflight::{Armed, InFlight, UringSlot};
+use self::lower::Native;
 use super::by_fd::ByFd;
 use super::timers::{Fire, Timers};
 use crate::common::{Stats, SubmitError, WakeFd};
 use crate::completion::{raw_result, Completion};
 use crate::fault::{self, Fault};
-use crate::op::plan::Step;
+use crate::op::plan::{Multi, Step};
 use crate::op::OpId;
 use crate::op::{Op, Submission};
 use crate::sink::Sink;
@@ -73,6 +74,9 @@ pub(crate) struct Uring {
     table: InFlight,
     probe: Probe,
     native_epoll_wait: bool,
+    /// Whether `RecvMulti`, `ReadMulti` and `AcceptMulti` are the kernel's multishot requests
+    /// (else a one-shot poll each time, and the op's rounds run here, as on epoll).
+    native_multishot: bool,
     wake: Arc<WakeFd>,
     woken: bool,
     /// Raw CQEs reaped but not yet processed (reused; never reallocates in steady state).
@@ -180,6 +184,11 @@ impl Uring {
             (Op::EpollWait(o), false) => crate::sys::epoll_check(o.epfd, self.wake.raw())
                 .err()
                 .map(|e| -e.raw_os_error().unwrap_or(libc::EINVAL)),
+            // So does an emulated multishot op, its fd prepared as on the other backends.
+            (op, _) if !self.native_multishot && op.has_rounds() => op
+                .prepare_rounds()
+                .err()
+                .map(|e| -e.raw_os_error().unwrap_or(libc::EINVAL)),
             _ => None,
         };
         let (fd, target) = (slot.op.fd(), slot.op.target());
@@ -219,7 +228,7 @@ impl Uring {
         self.by_fd.add(fd, key);
         // Unregistrations posted from other threads apply before any fd is looked up.
         self.apply_unregistered();
-        let native = self.native_epoll_wait;
+        let native = self.native();
         if !self
             .table
             .push_plain(key, &self.files, native, user_data(TAG_MAIN, key))
@@ -252,7 +261,24 @@ impl Uring {
         (res != 0).then_some(res)
     }
 
+    /// Which of the kernel's requests lowering picks.
+    #[inline]
+    fn native(&self) -> Native {
+        Native {
+            epoll_wait: self.native_epoll_wait,
+            multishot: self.native_multishot,
+        }
+    }
+
+    /// Whether multishot ops are the kernel's (see the field).
+    pub fn native_multishot(&self) -> bool {
+        self.native_multishot
+    }
+
     fn check_supported(&self, op: &Op) -> io::Result<()> {
+        if op.has_rounds() && !self.native_multishot {
+            return Ok(()); // a poll, which every kernel this driver runs on has
+        }
         let Some(code) = op.uring_opcode(self.native_epoll_wait) else {
             return Ok(());
         };
@@ -275,7 +301,7 @@ impl Uring {
         self.apply_unregistered();
         let user_data = (user_data(TAG_MAIN, key), user_data(TAG_LINK, key));
         loop {
-            let native = self.native_epoll_wait;
+            let native = self.native();
             match self.table.push_op(key, &self.files, native, now, user_data) {
                 // A re-armed emulated EpollWait is held by no request until its SQE is
                 // queued: the flag is cleared only then (if making room fails, a cancel still
@@ -501,6 +527,24 @@ impl Uring {
             || slot.cancel_answered
             || slot.user_cancelled
             || slot.link_fired;
+        if !self.native_multishot && res >= 0 && slot.op.has_rounds() {
+            // An emulated multishot op: its poll fired; its round runs here.
+            if stop {
+                res = slot.stopped();
+            } else {
+                match emulated_round(slot, key, res as u32, out) {
+                    Some(end) => res = end,
+                    None if slot.deadline.is_some_and(|d| d <= Instant::now()) => {
+                        res = -libc::ETIME;
+                    }
+                    None => {
+                        slot.rearm_pending = true;
+                        self.rearms.push(key);
+                        return;
+                    }
+                }
+            }
+        }
         match slot.op.uring_step(res, stop) {
             Step::Done(res) => {
                 slot.main_res = Some(res);
@@ -727,4 +771,37 @@ impl Uring {
             std::mem::forget(self.table.slots.remove(key));
         }
     }
+}
+
+/// The round of an emulated multishot op whose poll reported `revents`: up to
+/// [`MULTI_ROUND`](crate::op::plan::MULTI_ROUND) non-blocking attempts, a `MORE` completion
+/// each, as on the readiness backends. `Some(res)`: the op ends with `res`; `None`: it waits
+/// for its fd again (it found `EAGAIN`, a short transfer, or the cap; a poll re-armed on a fd
+/// still readable fires at once).
+fn emulated_round(slot: &mut UringSlot, key: Key, revents: u32, out: &mut Sink) -> Option<i32> {
+    let closed = revents & (libc::POLLHUP | libc::POLLERR) as u32 != 0;
+    let (id, user_data) = (OpId(key.pack()), slot.user_data);
+    for _ in 0..crate::op::plan::MULTI_ROUND {
+        match slot.op.multi_again(closed) {
+            Multi::More {
+                res,
+                output,
+                drained,
+            } => {
+                out.push_back(Completion {
+                    id,
+                    user_data,
+                    result: Ok(res as u32),
+                    more: true,
+                    output,
+                });
+                if drained {
+                    return None;
+                }
+            }
+            Multi::Wait => return None,
+            Multi::End(res) => return Some(res),
+        }
+    }
+    None
 }

@@ -46,6 +46,10 @@ impl Uring {
         ring.submitter().register_probe(&mut probe)?;
         let native_epoll_wait =
             !config.emulate_epoll_wait && probe.is_supported(opcode::EpollWait::CODE);
+        // READ_MULTISHOT (6.7) comes after multishot RECV and ACCEPT and provided-buffer
+        // rings: with it, all of them are there.
+        let native_multishot =
+            !config.emulate_multishot && probe.is_supported(opcode::ReadMulti::CODE);
         let cq = ring.params().cq_entries() as usize;
         let files = Files::open(&ring);
         let mut uring = Uring {
@@ -53,10 +57,11 @@ impl Uring {
                 ring,
                 slots: Slab::with_capacity(config.in_flight_max),
             },
-            refused: refused_kinds(&probe, native_epoll_wait),
+            refused: refused_kinds(&probe, native_epoll_wait, native_multishot),
             plain: crate::op::Op::uring_plain_kinds(native_epoll_wait),
             probe,
             native_epoll_wait,
+            native_multishot,
             wake,
             woken: false,
             cqes: Vec::with_capacity(cq.max(64)),
@@ -78,7 +83,7 @@ impl Uring {
     pub fn describe(&self) -> String {
         let p = self.table.ring.params();
         format!(
-            "uring (setup {}, sq {}, cq {}, EpollWait {}, {})",
+            "uring (setup {}, sq {}, cq {}, EpollWait {}, multishot {}, {})",
             self.setup,
             p.sq_entries(),
             p.cq_entries(),
@@ -86,6 +91,11 @@ impl Uring {
                 "native"
             } else {
                 "poll + epoll_wait"
+            },
+            if self.native_multishot {
+                "native"
+            } else {
+                "emulated (poll + rounds)"
             },
             self.files.describe()
         )
@@ -147,12 +157,17 @@ pub(crate) fn describe_setup_error(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), why)
 }
 
-/// Bit `k` set for each op kind `k` whose opcode `probe` lacks (see `Uring::refused`).
-fn refused_kinds(probe: &Probe, native_epoll_wait: bool) -> u64 {
+/// Bit `k` set for each op kind `k` whose opcode `probe` lacks (see `Uring::refused`); the
+/// multishot ops need only a poll where they are emulated.
+fn refused_kinds(probe: &Probe, native_epoll_wait: bool, native_multishot: bool) -> u64 {
     const _: () = assert!(Op::COUNT <= 64, "one bit per op kind");
     Op::uring_opcodes(native_epoll_wait)
         .iter()
         .enumerate()
+        .filter(|(kind, _)| {
+            native_multishot
+                || !matches!(Op::NAMES[*kind], "RecvMulti" | "ReadMulti" | "AcceptMulti")
+        })
         .filter(|(_, code)| code.is_some_and(|c| !probe.is_supported(c)))
         .fold(0, |bits, (kind, _)| bits | 1 << kind)
 }
