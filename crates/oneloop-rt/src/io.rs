@@ -9,6 +9,12 @@
 //! caller that gets `Pending` from `poll_write` must call again with the same bytes, as the
 //! traits require.
 //!
+//! The runtime's streams ([`TcpStream`](crate::net::TcpStream),
+//! [`UnixStream`](crate::net::UnixStream)) are read the way their own reads go: on io_uring
+//! from the stream's feed (see [`net`](crate::net)), so bytes the stream received before it
+//! was wrapped, or holds from a read that had no room for them, come first and once. Another
+//! socket type implements [`Socket`] with its defaults, and is read with `Recv` ops.
+//!
 //! # Cancellation
 //! Dropping the adapter cancels its in-flight read and write; their buffers stay with the
 //! ring until the final completions.
@@ -25,6 +31,17 @@ use oneloop::{Recv, Send};
 use crate::op::{with_buf, Submit};
 
 const CHUNK: usize = 64 * 1024;
+
+/// A socket [`AsyncStream`] can wrap: anything [`AsRawFd`] that supports `recv`/`send`. The
+/// runtime's streams implement it to lend their fed reads; for another type the defaults do
+/// (`impl oneloop_rt::io::Socket for MySocket {}`), and the adapter reads with `Recv` ops.
+pub trait Socket: AsRawFd {
+    /// The stream's fed reads, if it has them.
+    #[doc(hidden)]
+    fn feed(&self) -> Option<crate::net::FeedOf<'_>> {
+        None
+    }
+}
 
 /// A socket (anything [`AsRawFd`] that supports `recv`/`send`) as `AsyncRead + AsyncWrite`.
 ///
@@ -46,7 +63,7 @@ pub struct AsyncStream<S> {
     spare: Option<Vec<u8>>,
 }
 
-impl<S: AsRawFd> AsyncStream<S> {
+impl<S: Socket> AsyncStream<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> AsyncStream<S> {
         AsyncStream {
@@ -76,10 +93,30 @@ impl<S: AsRawFd> AsyncStream<S> {
     }
 }
 
-impl<S: AsRawFd> AsyncStream<S> {
+impl<S: Socket> AsyncStream<S> {
     /// Bytes read and not yet handed out, reading more (up to `want`, at least 1) when there
     /// are none; empty at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<&[u8]>> {
+        if self.read_pos == self.read_buf.len() && self.read.is_none() {
+            if let Some(feed) = self.inner.feed() {
+                let mut buf = std::mem::take(&mut self.read_buf);
+                buf.clear();
+                buf.reserve(want.clamp(1, CHUNK));
+                let mut buf = oneloop::Buf::Vec(buf);
+                let polled = feed.poll_read(cx, &mut buf);
+                self.read_buf = buf.into_vec().expect("lent as a Vec");
+                self.read_pos = 0;
+                match polled {
+                    Some(Poll::Ready(res)) => {
+                        res?;
+                        return Poll::Ready(Ok(&self.read_buf[..]));
+                    }
+                    Some(Poll::Pending) => return Poll::Pending,
+                    // Not fed here: a `Recv` of the adapter's own.
+                    None => {}
+                }
+            }
+        }
         if self.read_pos == self.read_buf.len() {
             let op = self.read.get_or_insert_with(|| {
                 self.read_pos = 0;
@@ -140,7 +177,7 @@ impl<S: AsRawFd> AsyncStream<S> {
     }
 }
 
-impl<S: AsRawFd + Unpin> futures_io::AsyncRead for AsyncStream<S> {
+impl<S: Socket + Unpin> futures_io::AsyncRead for AsyncStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -158,7 +195,7 @@ impl<S: AsRawFd + Unpin> futures_io::AsyncRead for AsyncStream<S> {
     }
 }
 
-impl<S: AsRawFd + Unpin> futures_io::AsyncWrite for AsyncStream<S> {
+impl<S: Socket + Unpin> futures_io::AsyncWrite for AsyncStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -180,7 +217,7 @@ impl<S: AsRawFd + Unpin> futures_io::AsyncWrite for AsyncStream<S> {
 /// `tokio-util` codecs and other crates written against tokio's I/O traits run on oneloop-rt
 /// (no tokio runtime is involved).
 #[cfg(feature = "tokio")]
-impl<S: AsRawFd + Unpin> tokio::io::AsyncRead for AsyncStream<S> {
+impl<S: Socket + Unpin> tokio::io::AsyncRead for AsyncStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -192,7 +229,7 @@ impl<S: AsRawFd + Unpin> tokio::io::AsyncRead for AsyncStream<S> {
 }
 
 #[cfg(feature = "tokio")]
-impl<S: AsRawFd + Unpin> tokio::io::AsyncWrite for AsyncStream<S> {
+impl<S: Socket + Unpin> tokio::io::AsyncWrite for AsyncStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -213,7 +250,7 @@ impl<S: AsRawFd + Unpin> tokio::io::AsyncWrite for AsyncStream<S> {
 /// With the `hyper` feature: the adapter as `hyper::rt::Read + Write`, so hyper's HTTP/1
 /// client and server connections run over ring sockets.
 #[cfg(feature = "hyper")]
-impl<S: AsRawFd + Unpin> hyper::rt::Read for AsyncStream<S> {
+impl<S: Socket + Unpin> hyper::rt::Read for AsyncStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -225,7 +262,7 @@ impl<S: AsRawFd + Unpin> hyper::rt::Read for AsyncStream<S> {
 }
 
 #[cfg(feature = "hyper")]
-impl<S: AsRawFd + Unpin> hyper::rt::Write for AsyncStream<S> {
+impl<S: Socket + Unpin> hyper::rt::Write for AsyncStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

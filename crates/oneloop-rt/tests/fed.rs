@@ -340,3 +340,45 @@ fn many_streams_on_a_small_ring_never_stall() {
     .unwrap();
     eprintln!("PASS uring many streams on a small ring");
 }
+
+/// A stream read directly (its feed running), then wrapped in `AsyncStream`: the adapter reads
+/// through the same feed, so every byte comes once and in order — none taken by a receive of
+/// its own while the feed still holds or receives others.
+#[test]
+fn async_stream_reads_through_the_feed() {
+    use futures_io::AsyncRead;
+    use oneloop_rt::io::AsyncStream;
+    common::on_every_backend("AsyncStream after direct reads", |_| async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let total = 256 << 10;
+        let writer = oneloop_rt::spawn(async move {
+            let bytes: Vec<u8> = (0..total).map(pattern).collect();
+            let (res, _) = a.write_all(bytes[..100].to_vec()).await;
+            res.unwrap();
+            sleep(Duration::from_millis(20)).await;
+            let (res, _) = a.write_all(bytes[100..].to_vec()).await;
+            res.unwrap();
+            a
+        });
+        // A direct read first: on io_uring it starts the stream's feed.
+        read_exactly(&b, 10, 10).await;
+        let mut io = AsyncStream::new(b);
+        let mut got = 10;
+        let mut chunk = vec![0u8; 3000];
+        while got < total {
+            let n = timeout(
+                LONG,
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut io).poll_read(cx, &mut chunk)),
+            )
+            .await
+            .expect("a read through the adapter timed out")
+            .unwrap();
+            assert!(n > 0, "early end of stream at {got} of {total}");
+            for (i, &byte) in chunk[..n].iter().enumerate() {
+                assert_eq!(byte, pattern(got + i), "byte {}", got + i);
+            }
+            got += n;
+        }
+        drop(writer.await);
+    });
+}

@@ -98,6 +98,38 @@ pub fn reads_fed() -> bool {
     crate::executor::reads_fed()
 }
 
+/// A stream's fed reads, lent to [`AsyncStream`](crate::io::AsyncStream) (see
+/// [`io::Socket`](crate::io::Socket)): the adapter takes bytes where the stream's own reads
+/// do, so none is skipped or read twice.
+#[doc(hidden)]
+pub struct FeedOf<'a> {
+    ready: &'a Readiness,
+    fd: RawFd,
+}
+
+impl<'a> FeedOf<'a> {
+    pub(crate) fn new(ready: &'a Readiness, fd: RawFd) -> Self {
+        FeedOf { ready, fd }
+    }
+
+    /// A read into `buf` from the stream's feed; `None` where it is not fed (not io_uring,
+    /// switched off, the buffer ring ran dry): the caller reads another way.
+    pub(crate) fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut oneloop::Buf,
+    ) -> Option<Poll<io::Result<usize>>> {
+        if !crate::executor::reads_fed() {
+            return None;
+        }
+        match self.ready.poll_feed(self.fd, buf, cx) {
+            Fed::Ready(res) => Some(Poll::Ready(res)),
+            Fed::Pending => Some(Poll::Pending),
+            Fed::Off => None,
+        }
+    }
+}
+
 /// The most fed buffers a stream holds unread before its receive is cancelled.
 pub(crate) const FEED_UNREAD: u16 = 2;
 

@@ -279,6 +279,12 @@ impl OwnedWriteHalf {
     }
 }
 
+impl crate::io::Socket for TcpStream {
+    fn feed(&self) -> Option<super::FeedOf<'_>> {
+        Some(super::FeedOf::new(&self.ready, self.inner.as_raw_fd()))
+    }
+}
+
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
         self.inner.as_raw_fd()

@@ -121,6 +121,12 @@ impl UnixStream {
     }
 }
 
+impl crate::io::Socket for UnixStream {
+    fn feed(&self) -> Option<super::FeedOf<'_>> {
+        Some(super::FeedOf::new(&self.ready, self.inner.as_raw_fd()))
+    }
+}
+
 impl AsRawFd for UnixStream {
     fn as_raw_fd(&self) -> RawFd {
         self.inner.as_raw_fd()
