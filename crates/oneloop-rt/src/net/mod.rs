@@ -10,7 +10,7 @@ mod tcp;
 mod udp;
 mod unix;
 
-pub use tcp::{OwnedReadHalf, OwnedWriteHalf, TcpListener, TcpStream};
+pub use tcp::{Incoming, OwnedReadHalf, OwnedWriteHalf, TcpListener, TcpStream, INCOMING_UNTAKEN};
 pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream};
 

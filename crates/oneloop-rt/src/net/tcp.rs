@@ -6,7 +6,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use oneloop::{Accept, Connect, IoBuf, IoBufMut, PollMask, SendFile};
+use oneloop::{Accept, AcceptMulti, Connect, IoBuf, IoBufMut, OpId, Output, PollMask, SendFile};
 
 use super::{write_all, Readiness, Registration};
 use crate::fs::cancel_ops_on;
@@ -59,6 +59,111 @@ impl TcpListener {
         let stream = TcpStream::from_fd(fd);
         let peer = stream.inner.peer_addr()?;
         Ok((stream, peer))
+    }
+
+    /// Connections as they arrive, from one multishot accept ([`AcceptMulti`]) that serves
+    /// them all: on io_uring the kernel's (no request per connection), elsewhere rounds of
+    /// `accept4` on readiness. Take them with [`Incoming::next`].
+    ///
+    /// At most [`INCOMING_UNTAKEN`] accepted connections wait untaken: then the accept is
+    /// stopped, and the next call starts it again (new connections wait in the listen backlog
+    /// meanwhile). An error (`EMFILE`, say) ends the accept: `next` returns it, and the call
+    /// after it starts a new one.
+    ///
+    /// # Cancellation
+    /// Dropping `Incoming` ends its accept; connections it accepted and nobody took are
+    /// closed. It stays on the thread that made it.
+    ///
+    /// # Examples
+    /// ```
+    /// # oneloop_rt::block_on(async {
+    /// let listener = oneloop_rt::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let addr = listener.local_addr().unwrap();
+    /// let client = oneloop_rt::spawn(async move {
+    ///     oneloop_rt::net::TcpStream::connect(addr).await.unwrap()
+    /// });
+    /// let mut incoming = listener.incoming();
+    /// let (stream, peer) = incoming.next().await.unwrap();
+    /// assert_eq!(peer, client.await.local_addr().unwrap());
+    /// # drop(stream);
+    /// # });
+    /// ```
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            listener: self,
+            op: None,
+            _one_thread: std::marker::PhantomData,
+        }
+    }
+}
+
+/// The most accepted connections an [`Incoming`] holds untaken before its accept stops.
+pub const INCOMING_UNTAKEN: u16 = 64;
+
+/// A listener's connections as they arrive (see [`TcpListener::incoming`]).
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+    /// The multishot accept and the executor that runs it.
+    op: Option<(OpId, u64)>,
+    _one_thread: std::marker::PhantomData<std::rc::Rc<()>>,
+}
+
+impl Incoming<'_> {
+    /// The next connection and its peer's address.
+    pub async fn next(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Polls for the next connection (what [`next`](Self::next) awaits).
+    pub fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<(TcpStream, SocketAddr)>> {
+        use std::task::Poll;
+        let fd = self.listener.inner.as_raw_fd();
+        loop {
+            let taken = crate::executor::with_context(|ctx| {
+                let mut ring = ctx.ring_mut();
+                let id = match self.op {
+                    Some((id, executor)) if executor == ctx.id => id,
+                    _ => {
+                        let id = ring
+                            .submit(AcceptMulti::new(fd), 0)
+                            .map_err(|e| clone_error(e.error()))?;
+                        ring.set_waker(id, cx.waker());
+                        ring.bound_unread(id, INCOMING_UNTAKEN);
+                        self.op = Some((id, ctx.id));
+                        return Ok::<_, io::Error>(Poll::Pending);
+                    }
+                };
+                Ok(ring.poll_take(id, cx.waker()))
+            })?;
+            let Poll::Ready(c) = taken else {
+                return Poll::Pending;
+            };
+            if !c.is_more() {
+                self.op = None;
+            }
+            match c.into_parts() {
+                (Ok(_), Output::Fd(fd)) => {
+                    let stream = TcpStream::from_fd(fd);
+                    return Poll::Ready(stream.inner.peer_addr().map(|peer| (stream, peer)));
+                }
+                // Stopped at its bound: start again.
+                (Err(e), _) if e.raw_os_error() == Some(libc::ECANCELED) => {}
+                (Err(e), _) => return Poll::Ready(Err(e)),
+                (Ok(_), _) => {}
+            }
+        }
+    }
+}
+
+impl Drop for Incoming<'_> {
+    fn drop(&mut self) {
+        if let Some((id, executor)) = self.op.take() {
+            crate::op::abandon(id, executor);
+        }
     }
 }
 
