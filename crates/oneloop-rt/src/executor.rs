@@ -178,7 +178,7 @@ thread_local! {
 /// keep it, and what it owns (sockets), alive for the life of the process.
 ///
 /// Slot `i` holds a waker of the task spawned into it; the task's future empties its slot when
-/// it ends or is dropped ([`Untrack`]). Teardown wakes every waker left, and drops the
+/// it ends or is dropped ([`Tracked`]). Teardown wakes every waker left, and drops the
 /// runnables that wakes queue: async-task drops a task's future with its last runnable.
 struct Tasks {
     wakers: Vec<Option<Waker>>,
@@ -210,16 +210,30 @@ impl Tasks {
     }
 }
 
-/// Owned by a spawned future: empties the task's slot in [`TASKS`] when the future ends or
-/// is dropped.
-struct Untrack {
-    slot: usize,
-    executor: u64,
+pin_project_lite::pin_project! {
+    /// A spawned future that empties its task's slot in [`TASKS`] when it is dropped (it is
+    /// dropped when it ends, or with its task). A struct rather than an `async` block around
+    /// the future: such a block would hold the future twice, doubling every task's memory.
+    struct Tracked<F> {
+        #[pin]
+        future: F,
+        slot: usize,
+        executor: u64,
+    }
+
+    impl<F> PinnedDrop for Tracked<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            untrack(*this.slot, *this.executor);
+        }
+    }
 }
 
-impl Drop for Untrack {
-    fn drop(&mut self) {
-        untrack(self.slot, self.executor);
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        self.project().future.poll(cx)
     }
 }
 
@@ -710,13 +724,10 @@ where
     SPAWNED.set(SPAWNED.get() + 1);
     // The slot is taken before the task exists and filled right after.
     let slot = TASKS.with(|t| t.borrow_mut().insert(Waker::noop().clone()));
-    let untrack = Untrack {
+    let future = Tracked {
+        future,
         slot,
         executor: EXECUTOR.get(),
-    };
-    let future = async move {
-        let _untrack = untrack;
-        future.await
     };
     let (runnable, task) = async_task::spawn_local(future, move |r| shared.schedule(r));
     TASKS.with(|t| t.borrow_mut().wakers[slot] = Some(runnable.waker()));

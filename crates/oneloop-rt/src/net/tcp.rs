@@ -159,6 +159,17 @@ impl Incoming<'_> {
     }
 }
 
+/// `Stream` of the ecosystem's traits: it never ends (`Some` every time).
+impl futures_core::Stream for Incoming<'_> {
+    type Item = io::Result<(TcpStream, SocketAddr)>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        Incoming::poll_next(self.get_mut(), cx).map(Some)
+    }
+}
+
 impl Drop for Incoming<'_> {
     fn drop(&mut self) {
         if let Some((id, executor)) = self.op.take() {
