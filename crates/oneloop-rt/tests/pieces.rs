@@ -426,25 +426,26 @@ fn a_stream_moved_to_another_thread_closes_when_dropped_there() {
     }
 }
 
-/// A detached task still parked on a read when `block_on` returns is dropped with the runtime:
-/// its stream closes (the peer reads end of stream), nothing keeps it alive.
-#[test]
-fn a_task_parked_on_a_read_is_dropped_at_teardown() {
+/// Spawns `park(stream)` detached on each backend, lets it park, and returns from `block_on`:
+/// the task must be dropped with the runtime, so that the stream's peer reads end of stream.
+fn stream_closes_at_teardown<F, Fut>(name: &str, park: F)
+where
+    F: Fn(oneloop_rt::net::UnixStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     use std::os::fd::OwnedFd;
 
     for kind in oneloop::BackendKind::ALL {
-        if !common::usable(kind, "teardown") {
+        if !common::usable(kind, name) {
             continue;
         }
         let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let rt = oneloop_rt::Runtime::builder().backend(kind).build();
-        rt.block_on(async move {
+        rt.block_on(async {
             let stream = oneloop_rt::net::UnixStream::from(OwnedFd::from(ours));
-            drop(oneloop_rt::spawn(async move {
-                let _ = stream.read(Vec::with_capacity(8)).await;
-            }));
-            // The task runs, finds nothing, and parks on its stream's watch.
+            drop(oneloop_rt::spawn(park(stream)));
+            // The task runs, and parks.
             sleep(Duration::from_millis(20)).await;
         })
         .unwrap();
@@ -452,10 +453,20 @@ fn a_task_parked_on_a_read_is_dropped_at_teardown() {
         assert_eq!(
             got,
             Ok(0),
-            "{kind}: the parked task's stream is closed once the runtime is gone"
+            "{kind} {name}: the parked task's stream is closed once the runtime is gone"
         );
-        eprintln!("PASS {kind} teardown");
+        eprintln!("PASS {kind} {name}");
     }
+}
+
+/// A detached task still parked on a read when `block_on` returns is dropped with the runtime:
+/// its stream closes (the peer reads end of stream), nothing keeps it alive.
+#[test]
+fn a_task_parked_on_a_read_is_dropped_at_teardown() {
+    stream_closes_at_teardown("teardown", |stream| async move {
+        // Finds nothing, and parks on its stream's watch.
+        let _ = stream.read(Vec::with_capacity(8)).await;
+    });
 }
 
 /// A detached task parked on a waker only it can reach (a wait list it holds itself, as a
@@ -465,38 +476,17 @@ fn a_task_parked_on_a_read_is_dropped_at_teardown() {
 #[test]
 fn a_task_parked_on_its_own_wait_list_is_dropped_at_teardown() {
     use std::cell::RefCell;
-    use std::os::fd::OwnedFd;
     use std::rc::Rc;
 
-    for kind in oneloop::BackendKind::ALL {
-        if !common::usable(kind, "teardown of a self-parked task") {
-            continue;
-        }
-        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let rt = oneloop_rt::Runtime::builder().backend(kind).build();
-        rt.block_on(async move {
-            let stream = oneloop_rt::net::UnixStream::from(OwnedFd::from(ours));
-            let waiters: Rc<RefCell<Vec<std::task::Waker>>> = Rc::default();
-            drop(oneloop_rt::spawn(async move {
-                let _stream = stream;
-                let held = Rc::clone(&waiters);
-                std::future::poll_fn(move |cx| {
-                    held.borrow_mut().push(cx.waker().clone());
-                    std::task::Poll::<()>::Pending
-                })
-                .await;
-                drop(waiters);
-            }));
-            sleep(Duration::from_millis(20)).await;
+    stream_closes_at_teardown("teardown of a self-parked task", |stream| async move {
+        let _stream = stream;
+        let waiters: Rc<RefCell<Vec<std::task::Waker>>> = Rc::default();
+        let held = Rc::clone(&waiters);
+        std::future::poll_fn(move |cx| {
+            held.borrow_mut().push(cx.waker().clone());
+            std::task::Poll::<()>::Pending
         })
-        .unwrap();
-        let got = common::read_once(&mut peer);
-        assert_eq!(
-            got,
-            Ok(0),
-            "{kind}: the self-parked task's stream is closed once the runtime is gone"
-        );
-        eprintln!("PASS {kind} teardown of a self-parked task");
-    }
+        .await;
+        drop(waiters);
+    });
 }

@@ -85,6 +85,23 @@ impl Completion {
         }
     }
 
+    /// One of op `id`'s `MORE` completions (a multishot op's): its result and what it carries.
+    #[inline]
+    pub(crate) fn more(
+        id: OpId,
+        user_data: u64,
+        result: io::Result<u32>,
+        output: Output,
+    ) -> Completion {
+        Completion {
+            id,
+            user_data,
+            result,
+            more: true,
+            output,
+        }
+    }
+
     /// The id `submit` returned.
     pub fn id(&self) -> OpId {
         self.id

@@ -139,13 +139,8 @@ impl<B: Beneath> Ready<B> {
                     output,
                     drained,
                 } => {
-                    out.push_back(Completion {
-                        id: OpId(key.pack()),
-                        user_data,
-                        result: Ok(res as u32),
-                        more: true,
-                        output,
-                    });
+                    let id = OpId(key.pack());
+                    out.push_back(Completion::more(id, user_data, Ok(res as u32), output));
                     if drained {
                         if let Some(fd) = fd {
                             self.fds.short_transfer(fd, IN);

@@ -493,14 +493,13 @@ impl Uring {
                 out.push_event(id, slot.user_data, res as u32);
                 return;
             }
-            let result = raw_result(res);
-            out.push_back(Completion {
+            let output = inflight::more_output(&slot.op, res, flags);
+            out.push_back(Completion::more(
                 id,
-                user_data: slot.user_data,
-                result,
-                more: true,
-                output: inflight::more_output(&slot.op, res, flags),
-            });
+                slot.user_data,
+                raw_result(res),
+                output,
+            ));
             return;
         }
         // A multishot receive's last CQE may carry a buffer too: it goes with the final.
@@ -788,13 +787,7 @@ fn emulated_round(slot: &mut UringSlot, key: Key, revents: u32, out: &mut Sink) 
                 output,
                 drained,
             } => {
-                out.push_back(Completion {
-                    id,
-                    user_data,
-                    result: Ok(res as u32),
-                    more: true,
-                    output,
-                });
+                out.push_back(Completion::more(id, user_data, Ok(res as u32), output));
                 if drained {
                     return None;
                 }
