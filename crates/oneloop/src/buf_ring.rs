@@ -43,6 +43,12 @@ impl BufRing {
     pub fn id(&self) -> u16 {
         self.pool.bgid
     }
+    /// Whether the kernel consumes these buffers incrementally (io_uring's
+    /// `IOU_PBUF_RING_INC`, see [`RingBuilder::incremental_buffers`](crate::RingBuilder::incremental_buffers)):
+    /// a lease may then be a piece of a buffer. `false` on the other backends.
+    pub fn incremental(&self) -> bool {
+        self.pool.incremental()
+    }
 }
 
 impl fmt::Debug for BufRing {
@@ -51,6 +57,7 @@ impl fmt::Debug for BufRing {
             .field("id", &self.id())
             .field("count", &self.count())
             .field("size", &self.size())
+            .field("incremental", &self.incremental())
             .finish()
     }
 }

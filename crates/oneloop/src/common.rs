@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub emulate_epoll_wait: bool,
     /// Run multishot receive, read and accept in user space on io_uring too.
     pub emulate_multishot: bool,
+    /// Register buffer rings for incremental consumption where io_uring has it.
+    pub incremental_buffers: bool,
     pub pool_threads: usize,
 }
 
@@ -33,6 +35,7 @@ impl Default for Settings {
             in_flight_max: 16_384,
             emulate_epoll_wait: false,
             emulate_multishot: false,
+            incremental_buffers: true,
             pool_threads: 4,
         }
     }

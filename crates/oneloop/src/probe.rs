@@ -191,14 +191,19 @@ fn probe_uring_kernel_side() -> Vec<Feature> {
             format!("{e} (Linux 5.19+): oneloop-rt reads the readiness way"),
         )),
     }
-    // Incremental consumption (6.12) and bundles (6.10): there, not used yet.
+    // Incremental consumption (6.12).
     out.push(match crate::sys::buf_ring::KernelRing::probe_flags(2) {
         Ok(()) => Feature::new(
             "PBUF_RING_INC",
             true,
-            "not used: each completion takes a whole buffer (no partial consumption)",
+            "used: a receive takes only the bytes it fills from a buffer \
+             (RingBuilder::incremental_buffers(false) takes whole buffers)",
         ),
-        Err(e) => Feature::new("PBUF_RING_INC", false, format!("{e} (Linux 6.12+)")),
+        Err(e) => Feature::new(
+            "PBUF_RING_INC",
+            false,
+            format!("{e} (Linux 6.12+): each receive takes a whole buffer"),
+        ),
     });
     let bundle = io_uring::IoUring::new(4).map(|r| r.params().is_feature_recvsend_bundle());
     out.push(match bundle {

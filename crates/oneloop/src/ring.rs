@@ -115,6 +115,18 @@ impl RingBuilder {
         self
     }
 
+    /// On io_uring, registers [`BufRing`](crate::BufRing)s for incremental consumption
+    /// (`IOU_PBUF_RING_INC`, Linux 6.12; default on): a receive takes from a buffer only the
+    /// bytes it fills, and the next receive fills the rest, so a 16 KiB buffer can hold many
+    /// small messages and a large one still arrives in one lease. Leases are then pieces of
+    /// buffers ([`Lease::offset`](crate::buf_ring::Lease::offset)); a buffer returns when
+    /// every piece is dropped. Off, or on a kernel without it, each receive takes a whole
+    /// buffer. The other backends always take whole buffers. [`Ring::describe`] says which.
+    pub fn incremental_buffers(mut self, incremental: bool) -> Self {
+        self.settings.incremental_buffers = incremental;
+        self
+    }
+
     /// The most threads the blocking pool may run (default 4; epoll and aio backends only).
     /// Threads start on demand: a ring that never needs the pool starts none.
     pub fn pool_threads(mut self, threads: usize) -> Self {

@@ -132,11 +132,11 @@ impl Driver {
         bgid: u16,
     ) -> io::Result<Arc<Pool>> {
         let kernel_picks = self.kernel_multishot();
-        let pool = Arc::new(Pool::new(count, size, owner, bgid, !kernel_picks)?);
-        if let (Driver::Uring(d), true) = (&mut *self, kernel_picks) {
-            d.add_buf_ring(Arc::clone(&pool))?;
+        let pool = Pool::new(count, size, owner, bgid, !kernel_picks)?;
+        match (&mut *self, kernel_picks) {
+            (Driver::Uring(d), true) => d.add_buf_ring(pool),
+            _ => Ok(Arc::new(pool)),
         }
-        Ok(pool)
     }
 
     /// Whether multishot ops run in the kernel (io_uring, not emulated).

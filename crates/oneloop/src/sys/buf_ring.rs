@@ -17,6 +17,18 @@
 //! when the lease drops, 4 → 1 on the ring's thread. So at most one party touches a buffer at
 //! a time, and a lease's slice is as exclusive as a `&mut [u8]`.
 //!
+//! # Incremental consumption
+//! Registered with `IOU_PBUF_RING_INC` (io_uring, 6.12), the kernel takes from a buffer only
+//! the bytes a receive fills, and keeps the rest available for the next one (its completion
+//! says `IORING_CQE_F_BUF_MORE`). A buffer is then split along its length: bytes before
+//! `off` are leased in pieces (disjoint ranges, each lease its own), bytes from `off` on are
+//! still the kernel's. `off` only grows while the kernel holds the buffer, so the pieces never
+//! overlap each other or the kernel's part. The buffer goes to the return queue (4) when the
+//! kernel has given up its part — a completion without `BUF_MORE` — and every piece is
+//! dropped: `refs` counts the kernel's hold (1 while it has one) plus the live pieces, and
+//! whoever brings it to 0 gives the buffer back. Only the ring's thread reads `off` and adds
+//! to `refs` (always while the kernel's hold keeps it above 0), so neither races a give-back.
+//!
 //! # The return queue
 //! A bounded queue of `count` cells, many producers (lease drops, on any thread), one
 //! consumer (the ring's thread). A producer reserves a cell with one `fetch_add` on `tail` and
@@ -61,6 +73,16 @@ pub(crate) struct Pool {
     tail: AtomicU32,
     /// The consumer's next cell (only the ring's thread reads or writes it).
     head: AtomicU32,
+    /// Per buffer under incremental consumption (module doc); empty otherwise.
+    parts: Box<[Part]>,
+}
+
+/// A buffer's state under incremental consumption (module doc).
+struct Part {
+    /// Where the kernel's part begins (ring's thread only).
+    off: AtomicU32,
+    /// The kernel's hold (1 or 0) plus the live leases on pieces of the buffer.
+    refs: AtomicU32,
 }
 
 // SAFETY: the block is shared under the protocol in the module doc (one party per buffer at a
@@ -129,7 +151,23 @@ impl Pool {
             cells,
             tail: AtomicU32::new(if available { count } else { 0 }),
             head: AtomicU32::new(0),
+            parts: Box::new([]),
         })
+    }
+
+    /// Switches the group to incremental consumption (module doc), before anyone shares it.
+    fn make_incremental(&mut self) {
+        self.parts = (0..self.count)
+            .map(|_| Part {
+                off: AtomicU32::new(0),
+                refs: AtomicU32::new(1),
+            })
+            .collect();
+    }
+
+    /// Whether the kernel consumes this group's buffers incrementally.
+    pub fn incremental(&self) -> bool {
+        !self.parts.is_empty()
     }
 
     /// Bytes per buffer.
@@ -147,6 +185,18 @@ impl Pool {
         assert!(u32::from(bid) < self.count, "buffer id {bid} out of range");
         // SAFETY: `bid < count`, so the offset stays inside the block.
         unsafe { self.base.as_ptr().add(bid as usize * self.size as usize) }
+    }
+
+    /// Gives up one hold on `bid` (a lease's, or the kernel's last piece): the buffer goes to
+    /// the return queue once no hold is left (module doc).
+    fn release(&self, bid: u16) {
+        if let Some(part) = self.parts.get(usize::from(bid)) {
+            // AcqRel: the last holder's give-back follows every other holder's use.
+            if part.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+                return;
+            }
+        }
+        self.give_back(bid);
     }
 
     /// Puts `bid` in the return queue (any thread).
@@ -268,6 +318,7 @@ impl Taken {
         Lease {
             pool,
             bid: this.bid,
+            off: 0,
             len: len.min(this.pool.size as usize) as u32,
         }
     }
@@ -284,7 +335,13 @@ impl Drop for Taken {
 /// even after the op, a cancel, or the ring itself.
 ///
 /// A lease is `Send` and `Sync`, and derefs to its bytes (`&[u8]`, or `&mut [u8]`: no one else
-/// touches the buffer while it is lent).
+/// touches them while they are lent).
+///
+/// Where the kernel consumes buffers incrementally (io_uring with `IOU_PBUF_RING_INC`, see
+/// [`RingBuilder::incremental_buffers`](crate::RingBuilder::incremental_buffers)), a lease
+/// may hold a piece of a buffer — the bytes one receive wrote — and later receives fill the
+/// rest; the buffer returns to the ring when the kernel is done with it and every piece is
+/// dropped. Two live leases may then share a [`buffer_id`](Self::buffer_id), never bytes.
 ///
 /// # Examples
 /// ```
@@ -310,23 +367,50 @@ impl Drop for Taken {
 pub struct Lease {
     pool: Arc<Pool>,
     bid: u16,
+    /// Where the piece begins in the buffer (0 unless consumed incrementally).
+    off: u32,
     len: u32,
 }
 
 impl Lease {
-    /// The buffer the kernel named in a completion, holding `len` bytes it wrote.
+    /// The buffer the kernel named in a completion, holding `len` bytes it wrote; `more`:
+    /// the completion said `IORING_CQE_F_BUF_MORE` (the kernel keeps the rest).
     ///
     /// # Safety
     /// The kernel must have just reported, for an op that picks from `pool`'s group, that it
-    /// wrote `len` bytes into buffer `bid` and gave the buffer up (a completion carrying
-    /// `IORING_CQE_F_BUFFER` with this id): the buffer is then in no one else's hands.
-    pub(crate) unsafe fn from_kernel(pool: Arc<Pool>, bid: u16, len: u32) -> Lease {
+    /// wrote `len` bytes into buffer `bid` (a completion carrying `IORING_CQE_F_BUFFER` with
+    /// this id), and — unless the group is consumed incrementally and `more` is set — given
+    /// the buffer up. Under incremental consumption the bytes are those from where the last
+    /// piece of `bid` ended (module doc); completions are taken in the kernel's order.
+    pub(crate) unsafe fn from_kernel(pool: Arc<Pool>, bid: u16, len: u32, more: bool) -> Lease {
         assert!(
             u32::from(bid) < pool.count,
             "kernel named buffer {bid} out of range"
         );
-        let len = len.min(pool.size);
-        Lease { pool, bid, len }
+        let Some(part) = pool.parts.get(usize::from(bid)) else {
+            let len = len.min(pool.size);
+            return Lease {
+                pool,
+                bid,
+                off: 0,
+                len,
+            };
+        };
+        let off = part.off.load(Ordering::Relaxed);
+        let len = len.min(pool.size - off);
+        if more || len == 0 {
+            // The kernel keeps the rest (an empty piece consumed nothing: the buffer is still
+            // at the head of the kernel's ring, whatever the flag says). The piece adds a hold.
+            part.off.store(off + len, Ordering::Relaxed);
+            part.refs.fetch_add(1, Ordering::Relaxed);
+        }
+        // Else the kernel's hold passes to this, its last piece.
+        Lease {
+            pool,
+            bid,
+            off,
+            len,
+        }
     }
 
     /// The buffer's id in its ring.
@@ -334,32 +418,49 @@ impl Lease {
         self.bid
     }
 
-    /// How many bytes the buffer can hold.
+    /// How many bytes the buffer holds from where this lease's bytes begin (its whole size,
+    /// unless the lease is a piece of an incrementally consumed buffer).
     pub fn capacity(&self) -> usize {
-        self.pool.size as usize
+        (self.pool.size - self.off) as usize
+    }
+
+    /// Where this lease's bytes begin in its buffer (0, unless the lease is a piece of an
+    /// incrementally consumed buffer).
+    pub fn offset(&self) -> usize {
+        self.off as usize
     }
 }
 
 impl Deref for Lease {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the buffer is leased (module doc: only this lease touches it), `len <= size`
-        // bytes, all initialised (anonymous memory is zero when mapped, then written by the
-        // kernel).
-        unsafe { std::slice::from_raw_parts(self.pool.addr(self.bid), self.len as usize) }
+        // SAFETY: the bytes are leased (module doc: only this lease touches them), `off + len
+        // <= size` of them, all initialised (anonymous memory is zero when mapped, then
+        // written by the kernel).
+        unsafe {
+            std::slice::from_raw_parts(
+                self.pool.addr(self.bid).add(self.off as usize),
+                self.len as usize,
+            )
+        }
     }
 }
 
 impl DerefMut for Lease {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` makes this the only access.
-        unsafe { std::slice::from_raw_parts_mut(self.pool.addr(self.bid), self.len as usize) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.pool.addr(self.bid).add(self.off as usize),
+                self.len as usize,
+            )
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.pool.give_back(self.bid);
+        self.pool.release(self.bid);
     }
 }
 
@@ -368,6 +469,7 @@ impl fmt::Debug for Lease {
         f.debug_struct("Lease")
             .field("bgid", &self.pool.bgid)
             .field("bid", &self.bid)
+            .field("off", &self.off)
             .field("len", &self.len)
             .finish()
     }
@@ -388,10 +490,14 @@ pub(crate) struct KernelRing {
 }
 
 impl KernelRing {
-    /// Registers `pool`'s group with `submitter`'s ring and makes every buffer available.
+    /// Registers `pool`'s group with `submitter`'s ring and makes every buffer available;
+    /// `incremental`: asks for incremental consumption (module doc), and registers without
+    /// it where the kernel refuses it (`EINVAL`, before 6.12) — [`Pool::incremental`] says
+    /// which.
     pub fn register(
         submitter: &io_uring::Submitter<'_>,
-        pool: Arc<Pool>,
+        mut pool: Pool,
+        incremental: bool,
     ) -> io::Result<KernelRing> {
         let count = pool.count;
         let layout = Layout::from_size_align(
@@ -403,26 +509,37 @@ impl KernelRing {
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let entries =
             NonNull::new(raw.cast()).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let bgid = pool.bgid;
+        // SAFETY: `entries` is page-aligned, `count` entries long, zeroed (tail 0), and lives
+        // until `unregister` (or is leaked if that fails): valid while registered.
+        let register = |flags: u16| unsafe {
+            submitter.register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                count as u16,
+                bgid,
+                flags,
+            )
+        };
+        let mut registered = Err(io::Error::from_raw_os_error(libc::EINVAL));
+        if incremental {
+            registered = register(io_uring::types::IOU_PBUF_RING_INC as u16);
+            if registered.is_ok() {
+                pool.make_incremental();
+            }
+        }
+        if matches!(&registered, Err(e) if e.raw_os_error() == Some(libc::EINVAL)) {
+            registered = register(0);
+        }
         let mut ring = KernelRing {
             entries,
             layout,
             mask: (count - 1) as u16,
             tail: 0,
-            pool,
+            pool: Arc::new(pool),
             registered: false,
         };
-        // SAFETY: `entries` is page-aligned, `count` entries long, zeroed (tail 0), and lives
-        // until `unregister` (or is leaked if that fails): valid while registered.
-        unsafe {
-            submitter.register_buf_ring_with_flags(
-                entries.as_ptr() as u64,
-                count as u16,
-                ring.pool.bgid,
-                0,
-            )
-        }
         // Refused: `ring` drops unregistered, freeing the entries.
-        .map_err(|e| {
+        registered.map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("IORING_REGISTER_PBUF_RING of {count} buffers: {e}"),
@@ -441,6 +558,12 @@ impl KernelRing {
     /// unregistered again.
     pub fn probe_flags(flags: u16) -> io::Result<()> {
         let ring = io_uring::IoUring::new(4)?;
+        Self::probe_flags_on(&ring.submitter(), flags)
+    }
+
+    /// [`probe_flags`](Self::probe_flags) on an existing ring, with the last group id
+    /// (65,535, which `Ring::buf_ring` never hands out): registered and unregistered again.
+    pub fn probe_flags_on(submitter: &io_uring::Submitter<'_>, flags: u16) -> io::Result<()> {
         let layout = Layout::from_size_align(8 * 16, 4096)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: non-zero size.
@@ -450,21 +573,24 @@ impl KernelRing {
         }
         // SAFETY: page-aligned, 8 zeroed entries (an empty ring: tail 0), alive until the
         // io_uring is dropped below, after it is unregistered.
-        let registered = unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(raw as u64, 8, 0, flags)
-        };
-        if registered.is_ok() {
-            let _ = ring.submitter().unregister_buf_ring(0);
+        let registered =
+            unsafe { submitter.register_buf_ring_with_flags(raw as u64, 8, u16::MAX, flags) };
+        if registered.is_ok() && submitter.unregister_buf_ring(u16::MAX).is_err() {
+            // Still registered: the entries must stay.
+            return registered;
         }
-        drop(ring);
-        // SAFETY: allocated above with this layout; the io_uring that knew it is gone.
+        // SAFETY: allocated above with this layout; no longer registered.
         unsafe { alloc::dealloc(raw, layout) };
         registered
     }
 
     /// Writes an entry making `bid` available (published by [`publish`](Self::publish)).
     fn push(&mut self, bid: u16) {
+        if let Some(part) = self.pool.parts.get(usize::from(bid)) {
+            // Back from the return queue: no piece is out, the kernel holds it whole again.
+            part.off.store(0, Ordering::Relaxed);
+            part.refs.store(1, Ordering::Relaxed);
+        }
         let at = (self.tail & self.mask) as usize;
         // SAFETY: `at < count`; the kernel does not read entries past the published tail, so
         // this one is ours to write.

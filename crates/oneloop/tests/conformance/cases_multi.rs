@@ -177,6 +177,7 @@ pub fn m3_cancel_leases_outlive_op_and_ring(h: &Harness) -> Outcome {
 
 /// A ring of one buffer: the second message waits in the socket until the lease is dropped
 /// (on another thread) and the op submitted again — so a buffer given back is used again.
+/// Each message fills the buffer, so an incrementally consumed one is given up whole too.
 pub fn m4_buffer_given_back_is_reused(h: &Harness) -> Outcome {
     let mut ring = h.ring();
     let bufs = ring.buf_ring(1, 64).unwrap();
@@ -184,7 +185,7 @@ pub fn m4_buffer_given_back_is_reused(h: &Harness) -> Outcome {
     let fd = ours.as_raw_fd();
     for round in 0..20 {
         let id = ring.submit(RecvMulti::new(fd, &bufs), round).unwrap();
-        let msg = pattern(40, round as usize);
+        let msg = pattern(64, round as usize);
         peer.write_all(&msg).unwrap();
         let (mut got, end) = receive(&mut ring, id, msg.len());
         assert!(end.is_none(), "round {round}: {end:?}");
@@ -346,5 +347,135 @@ pub fn m8_drop_ring_with_multishot_in_flight(h: &Harness) -> Outcome {
     let mut five = [0u8; 5];
     (&ours).read_exact(&mut five).unwrap();
     assert_eq!(&five, b"after");
+    Outcome::Pass
+}
+
+/// Incremental consumption (io_uring, 6.12): receives take pieces of one buffer — each lease
+/// its own bytes at its own offset — and the buffer returns to the ring only when the kernel
+/// has filled it and every piece is dropped (the last on another thread). Where buffers are
+/// taken whole (the other backends, or the switch off), each receive takes a buffer of its own.
+pub fn m9_incremental_pieces_share_a_buffer(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(1, 256).unwrap();
+    let (ours, mut peer) = tcp_pair();
+    let fd = ours.as_raw_fd();
+    let expect_incremental =
+        h.kind == oneloop::BackendKind::Uring && h.incremental && ring.kernel_multishot();
+    if bufs.incremental() != expect_incremental {
+        // Only a kernel before 6.12 registers whole buffers when asked for pieces.
+        assert!(
+            expect_incremental,
+            "buffers are consumed incrementally only on io_uring, when asked: {bufs:?}"
+        );
+        return Outcome::Skip("this kernel has no incremental consumption (6.12+)".into());
+    }
+    let id = ring.submit(RecvMulti::new(fd, &bufs), 1).unwrap();
+    let (a, b) = (pattern(100, 1), pattern(100, 2));
+    peer.write_all(&a).unwrap();
+    let (mut first, end) = receive(&mut ring, id, a.len());
+    assert!(end.is_none(), "{end:?}");
+    let first = first.remove(0);
+    assert_eq!(&first[..], &a[..]);
+    assert_eq!(first.offset(), 0);
+    peer.write_all(&b).unwrap();
+    if !bufs.incremental() {
+        // The one buffer is lent whole: the op ends dry, the bytes wait in the socket.
+        let (none, end) = receive(&mut ring, id, b.len());
+        assert!(none.is_empty(), "{none:?}");
+        assert_eq!(errno(&end.expect("ended")), Some(libc::ENOBUFS));
+        drop(first);
+        let id = ring.submit(RecvMulti::new(fd, &bufs), 2).unwrap();
+        let (got, _) = receive(&mut ring, id, b.len());
+        assert_eq!(concat(&got), b);
+        return Outcome::Pass;
+    }
+    let (mut second, end) = receive(&mut ring, id, b.len());
+    assert!(end.is_none(), "{end:?}");
+    let second = second.remove(0);
+    assert_eq!(
+        &second[..],
+        &b[..],
+        "the second piece holds the second bytes"
+    );
+    assert_eq!((second.buffer_id(), second.offset()), (0, 100));
+    assert_eq!(
+        &first[..],
+        &a[..],
+        "the first piece is untouched by the second"
+    );
+    // 56 bytes fill the buffer (the kernel gives it up); the other 44 find the ring empty.
+    let c = pattern(100, 3);
+    peer.write_all(&c).unwrap();
+    let (mut third, end) = receive(&mut ring, id, 56);
+    let third = third.remove(0);
+    assert_eq!((third.offset(), third.len()), (200, 56));
+    assert_eq!(&third[..], &c[..56]);
+    let end = match end {
+        Some(end) => end,
+        None => final_of(&mut ring, id).1,
+    };
+    assert_eq!(errno(&end), Some(libc::ENOBUFS), "{end:?}");
+    // Two pieces dropped: the third still holds the buffer, so the ring stays empty.
+    drop((first, second));
+    let id = ring.submit(RecvMulti::new(fd, &bufs), 3).unwrap();
+    let (none, end) = receive(&mut ring, id, 44);
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(errno(&end.expect("ended")), Some(libc::ENOBUFS));
+    // The last piece, dropped on another thread, brings the buffer back, whole.
+    std::thread::spawn(move || drop(third)).join().unwrap();
+    let id = ring.submit(RecvMulti::new(fd, &bufs), 4).unwrap();
+    let (got, end) = receive(&mut ring, id, 44);
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(concat(&got), &c[56..]);
+    assert_eq!(
+        got[0].offset(),
+        0,
+        "a returned buffer is filled from its start"
+    );
+    Outcome::Pass
+}
+
+/// 24 connections share a ring of 8 small buffers, their bytes arriving interleaved in
+/// messages of many sizes (incrementally consumed buffers hold pieces of several
+/// connections): each connection's bytes arrive in order, none lost, none another's. Leases
+/// are dropped as read; an op that ends dry is submitted again.
+pub fn m10_many_streams_share_one_ring(h: &Harness) -> Outcome {
+    const CONNS: usize = 24;
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(8, 512).unwrap();
+    let pairs: Vec<_> = (0..CONNS).map(|_| tcp_pair()).collect();
+    let mut ids = Vec::new();
+    for (i, (ours, _)) in pairs.iter().enumerate() {
+        ids.push(
+            ring.submit(RecvMulti::new(ours.as_raw_fd(), &bufs), i as u64)
+                .unwrap(),
+        );
+    }
+    let mut sent = vec![Vec::new(); CONNS];
+    let mut got = vec![Vec::new(); CONNS];
+    let start = Instant::now();
+    for round in 0..40 {
+        for (i, (_, peer)) in pairs.iter().enumerate() {
+            let msg = pattern(1 + (round * 37 + i * 11) % 300, i * 1000 + round);
+            (&*peer).write_all(&msg).unwrap();
+            sent[i].extend_from_slice(&msg);
+        }
+        while got.iter().zip(&sent).any(|(g, s)| g.len() < s.len()) {
+            assert!(start.elapsed() < LONG, "stalled at round {round}");
+            ring.wait(1, Some(Duration::from_millis(100))).unwrap();
+            while let Some(c) = ring.next_completion() {
+                let i = c.user_data() as usize;
+                assert_eq!(c.id(), ids[i]);
+                if c.is_more() {
+                    got[i].extend_from_slice(&lease_of(c));
+                    continue;
+                }
+                assert_eq!(errno(&c), Some(libc::ENOBUFS), "conn {i}: {c:?}");
+                let fd = pairs[i].0.as_raw_fd();
+                ids[i] = ring.submit(RecvMulti::new(fd, &bufs), i as u64).unwrap();
+            }
+        }
+    }
+    assert_eq!(got, sent, "each connection's bytes, in order");
     Outcome::Pass
 }

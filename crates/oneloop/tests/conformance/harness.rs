@@ -24,6 +24,17 @@ pub struct Harness {
     pub kind: BackendKind,
     /// io_uring only: multishot ops emulated (`RingBuilder::emulate_multishot`).
     pub emulate_multishot: bool,
+    /// io_uring only: buffer rings consumed incrementally where the kernel can
+    /// (`RingBuilder::incremental_buffers`, on by default).
+    pub incremental: bool,
+}
+
+/// Which io_uring paths a case runs on (the other backends have one).
+#[derive(Clone, Copy)]
+enum Variant {
+    Default,
+    EmulatedMultishot,
+    WholeBuffers,
 }
 
 /// Prints a line on stderr, past the test harness's capture.
@@ -33,20 +44,26 @@ pub fn note(line: &str) {
 
 /// Runs `case` on `kind`, printing its outcome; a failure panics (fails the test).
 pub fn run(kind: BackendKind, name: &str, case: fn(&Harness) -> Outcome) {
-    run_as(kind, false, name, case);
+    run_as(kind, Variant::Default, name, case);
 }
 
 /// Runs `case` on io_uring with multishot ops emulated, as on a kernel without them.
 pub fn run_emulated_multishot(name: &str, case: fn(&Harness) -> Outcome) {
-    run_as(BackendKind::Uring, true, name, case);
+    run_as(BackendKind::Uring, Variant::EmulatedMultishot, name, case);
 }
 
-fn run_as(kind: BackendKind, emulate_multishot: bool, name: &str, case: fn(&Harness) -> Outcome) {
+/// Runs `case` on io_uring with buffer rings taken whole, as on a kernel without incremental
+/// consumption (before 6.12).
+pub fn run_whole_buffers(name: &str, case: fn(&Harness) -> Outcome) {
+    run_as(BackendKind::Uring, Variant::WholeBuffers, name, case);
+}
+
+fn run_as(kind: BackendKind, variant: Variant, name: &str, case: fn(&Harness) -> Outcome) {
     let say = |line: String| note(&line);
-    let label = if emulate_multishot {
-        format!("{kind} (multishot emulated)")
-    } else {
-        kind.to_string()
+    let label = match variant {
+        Variant::Default => kind.to_string(),
+        Variant::EmulatedMultishot => format!("{kind} (multishot emulated)"),
+        Variant::WholeBuffers => format!("{kind} (whole buffers)"),
     };
     let kind_label = &label;
     match BackendKind::from_env() {
@@ -75,7 +92,8 @@ fn run_as(kind: BackendKind, emulate_multishot: bool, name: &str, case: fn(&Harn
     }
     let harness = Harness {
         kind,
-        emulate_multishot,
+        emulate_multishot: matches!(variant, Variant::EmulatedMultishot),
+        incremental: !matches!(variant, Variant::WholeBuffers),
     };
     match case(&harness) {
         Outcome::Pass => say(format!("PASS {kind_label} {name}")),
@@ -91,6 +109,7 @@ impl Harness {
             .entries(64)
             .in_flight_max(16_384)
             .emulate_multishot(self.emulate_multishot)
+            .incremental_buffers(self.incremental)
     }
 
     /// A ring for this backend.

@@ -91,6 +91,8 @@ macro_rules! all_cases {
             cases_multi::m6_read_multi_pipe_and_file,
             cases_multi::m7_buf_ring_bad_input,
             cases_multi::m8_drop_ring_with_multishot_in_flight,
+            cases_multi::m9_incremental_pieces_share_a_buffer,
+            cases_multi::m10_many_streams_share_one_ring,
         }
     };
 }
@@ -138,5 +140,34 @@ mod uring_multishot_emulated {
         m6_read_multi_pipe_and_file,
         m7_buf_ring_bad_input,
         m8_drop_ring_with_multishot_in_flight,
+        m10_many_streams_share_one_ring,
+    );
+}
+
+/// The buffer-ring cases once more on io_uring with buffers taken whole — the path a kernel
+/// without incremental consumption (before 6.12) takes: the same completions.
+mod uring_whole_buffers {
+    macro_rules! whole {
+        ($($case:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $case() {
+                    crate::harness::run_whole_buffers(
+                        stringify!($case),
+                        crate::cases_multi::$case,
+                    );
+                }
+            )*
+        };
+    }
+    whole!(
+        m1_recv_multi_stream_and_end,
+        m2_recv_multi_empty_ring_enobufs,
+        m3_cancel_leases_outlive_op_and_ring,
+        m4_buffer_given_back_is_reused,
+        m6_read_multi_pipe_and_file,
+        m8_drop_ring_with_multishot_in_flight,
+        m9_incremental_pieces_share_a_buffer,
+        m10_many_streams_share_one_ring,
     );
 }

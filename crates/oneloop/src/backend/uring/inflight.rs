@@ -312,7 +312,11 @@ pub(super) fn selected(op: &Op, res: i32, flags: u32) -> Option<crate::buf_ring:
     let bid = io_uring::cqueue::buffer_select(flags)?;
     let pool = op.buf_pool()?;
     let len = u32::try_from(res).unwrap_or(0);
+    let more = io_uring::cqueue::buffer_more(flags);
     // SAFETY: the kernel named buffer `bid` of this op's group in the op's own CQE, having
-    // written `len` bytes there and given it up.
-    Some(unsafe { crate::buf_ring::Lease::from_kernel(std::sync::Arc::clone(pool), bid, len) })
+    // written `len` bytes there and given it up unless it says `BUF_MORE`; CQEs are taken in
+    // the order the kernel posted them.
+    Some(unsafe {
+        crate::buf_ring::Lease::from_kernel(std::sync::Arc::clone(pool), bid, len, more)
+    })
 }

@@ -104,6 +104,9 @@ pub(crate) struct Uring {
     setup: &'static str,
     /// The buffer rings registered with this ring (`Ring::buf_ring`).
     groups: Vec<KernelRing>,
+    /// Whether buffer rings are registered for incremental consumption (`IOU_PBUF_RING_INC`):
+    /// the setting, until a kernel refuses it.
+    pub(super) incremental: bool,
 }
 
 impl Uring {
@@ -697,12 +700,16 @@ impl Uring {
         Ok(())
     }
 
-    /// Registers `pool`'s group with the kernel (`IORING_REGISTER_PBUF_RING`).
-    pub fn add_buf_ring(&mut self, pool: Arc<Pool>) -> io::Result<()> {
+    /// Registers `pool`'s group with the kernel (`IORING_REGISTER_PBUF_RING`), consumed
+    /// incrementally where the settings ask for it and the kernel takes it.
+    pub fn add_buf_ring(&mut self, pool: Pool) -> io::Result<Arc<Pool>> {
         self.check_broken()?;
-        let group = KernelRing::register(&self.table.ring.submitter(), pool)?;
+        let group = KernelRing::register(&self.table.ring.submitter(), pool, self.incremental)?;
+        // A kernel that refused it once refuses it for every group.
+        self.incremental = group.pool.incremental();
+        let pool = Arc::clone(&group.pool);
         self.groups.push(group);
-        Ok(())
+        Ok(pool)
     }
 
     /// Puts `fd` in the fixed-file table (see `files.rs`).

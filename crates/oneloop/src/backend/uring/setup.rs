@@ -17,6 +17,7 @@ use crate::common::{Settings, WakeFd};
 use crate::fault::{self, Fault};
 use crate::op::Op;
 use crate::slab::Slab;
+use crate::sys::buf_ring::KernelRing;
 
 /// Setup flag sets tried in order, most capable first, with their names.
 const SETUP_ATTEMPTS: [(&str, u8); 3] = [
@@ -50,6 +51,14 @@ impl Uring {
         // rings: with it, all of them are there.
         let native_multishot =
             !config.emulate_multishot && probe.is_supported(opcode::ReadMulti::CODE);
+        // Incremental consumption (6.12): asked of a group that is registered and dropped again.
+        let incremental = native_multishot
+            && config.incremental_buffers
+            && KernelRing::probe_flags_on(
+                &ring.submitter(),
+                io_uring::types::IOU_PBUF_RING_INC as u16,
+            )
+            .is_ok();
         let cq = ring.params().cq_entries() as usize;
         let files = Files::open(&ring);
         let mut uring = Uring {
@@ -74,6 +83,7 @@ impl Uring {
             broken: None,
             setup,
             groups: Vec::new(),
+            incremental,
         };
         uring.arm_wake(&mut crate::sink::Sink::new(0, 0))?;
         Ok(uring)
@@ -92,10 +102,10 @@ impl Uring {
             } else {
                 "poll + epoll_wait"
             },
-            if self.native_multishot {
-                "native"
-            } else {
-                "emulated (poll + rounds)"
+            match (self.native_multishot, self.incremental) {
+                (true, true) => "native, buffers incremental",
+                (true, false) => "native, whole buffers",
+                (false, _) => "emulated (poll + rounds)",
             },
             self.files.describe()
         )
