@@ -24,6 +24,8 @@ pub(crate) struct Settings {
     pub emulate_multishot: bool,
     /// Register buffer rings for incremental consumption where io_uring has it.
     pub incremental_buffers: bool,
+    /// Multishot receives fill several buffers at once where io_uring has bundles.
+    pub recv_bundles: bool,
     pub pool_threads: usize,
 }
 
@@ -36,6 +38,7 @@ impl Default for Settings {
             emulate_epoll_wait: false,
             emulate_multishot: false,
             incremental_buffers: true,
+            recv_bundles: true,
             pool_threads: 4,
         }
     }

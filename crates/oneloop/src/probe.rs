@@ -191,7 +191,7 @@ fn probe_uring_kernel_side() -> Vec<Feature> {
             format!("{e} (Linux 5.19+): oneloop-rt reads the readiness way"),
         )),
     }
-    // Incremental consumption (6.12).
+    // Incremental consumption (6.12) and bundles (6.10).
     out.push(match crate::sys::buf_ring::KernelRing::probe_flags(2) {
         Ok(()) => Feature::new(
             "PBUF_RING_INC",
@@ -210,9 +210,14 @@ fn probe_uring_kernel_side() -> Vec<Feature> {
         Ok(true) => Feature::new(
             "RECVSEND_BUNDLE",
             true,
-            "not used: one lease per completion (a bundle would hand several buffers at once)",
+            "used: a RecvMulti fills several buffers in one go when more bytes wait than one \
+             holds, a completion each (RingBuilder::recv_bundles(false) fills one at a time)",
         ),
-        Ok(false) => Feature::new("RECVSEND_BUNDLE", false, "feature bit absent (Linux 6.10+)"),
+        Ok(false) => Feature::new(
+            "RECVSEND_BUNDLE",
+            false,
+            "feature bit absent (Linux 6.10+): each receive fills one buffer",
+        ),
         Err(e) => Feature::new("RECVSEND_BUNDLE", false, e.to_string()),
     });
     out

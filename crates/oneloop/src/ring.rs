@@ -127,6 +127,16 @@ impl RingBuilder {
         self
     }
 
+    /// On io_uring, lets a [`RecvMulti`](crate::RecvMulti) fill several buffers in one go
+    /// when more bytes wait than one buffer holds (`IORING_RECVSEND_BUNDLE`, Linux 6.10;
+    /// default on): one receive in the kernel, one completion per buffer here — the same
+    /// completions as without, fewer trips through the socket. Off, or on a kernel without
+    /// it, each receive fills one buffer. [`Ring::describe`] says which.
+    pub fn recv_bundles(mut self, bundles: bool) -> Self {
+        self.settings.recv_bundles = bundles;
+        self
+    }
+
     /// The most threads the blocking pool may run (default 4; epoll and aio backends only).
     /// Threads start on demand: a ring that never needs the pool starts none.
     pub fn pool_threads(mut self, threads: usize) -> Self {

@@ -88,6 +88,19 @@ pub fn table(rows: &[Row]) -> String {
     }
     out.push_str("(rates per second: ops, token passes, reads or round trips; cpu = CPU seconds per million ops of the measured threads)
 ");
+    // The kernel features each backend's rows ran with (a ring's own description).
+    let mut seen: Vec<&str> = Vec::new();
+    for r in rows {
+        if seen.contains(&r.backend) {
+            continue;
+        }
+        seen.push(r.backend);
+        if let Ok(kind) = r.backend.parse::<oneloop::BackendKind>() {
+            if let Ok(ring) = oneloop::Ring::builder().backend(kind).entries(8).build() {
+                let _ = writeln!(out, "({} rows ran on: {})", r.backend, ring.describe());
+            }
+        }
+    }
     out
 }
 

@@ -206,9 +206,22 @@ impl UringPlan for RecvMulti {
             return emulated(cx, self.fd);
         }
         let bgid = self.pool.bgid;
-        Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::RecvMulti::new(t, bgid)
-            .flags(self.flags)
-            .build()))
+        let entry = if cx.recv_bundle {
+            on_fd!(cx, self.fd, |t| opcode::RecvMultiBundle::new(t, bgid)
+                .flags(self.flags)
+                .build())
+        } else {
+            on_fd!(cx, self.fd, |t| opcode::RecvMulti::new(t, bgid)
+                .flags(self.flags)
+                .build())
+        };
+        // Waits for data before it picks a buffer: an empty ring ends it (`ENOBUFS`) only
+        // when data is there, as on the other backends — also when the driver submits it
+        // again after a bundle took the ring's last buffer.
+        Lowered::Sqe(crate::sys::sqe_with_ioprio(
+            entry,
+            crate::sys::RECVSEND_POLL_FIRST,
+        ))
     }
 }
 

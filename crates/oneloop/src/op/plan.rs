@@ -150,6 +150,8 @@ pub(crate) struct UringCx<'a> {
     /// Whether multishot ops are the kernel's (else each request is a one-shot poll of the
     /// op's fd, and the driver runs the op's rounds when it fires).
     pub native_multishot: bool,
+    /// Whether a multishot receive may fill several buffers at once (a bundle).
+    pub recv_bundle: bool,
     /// The clock at submission, for ops that read it.
     pub now: Option<Instant>,
 }

@@ -477,12 +477,28 @@ impl fmt::Debug for Lease {
 
 /// The kernel's ring of entries for one group (io_uring, `IORING_REGISTER_PBUF_RING`): the
 /// ring's thread writes entries and publishes them by storing the tail; the kernel reads them.
+///
+/// # Which buffers a completion names
+/// The kernel takes entries in ring order, from its head. A completion names the first
+/// buffer it used; a bundle (`IORING_RECVSEND_BUNDLE`) goes on through the entries after
+/// it, as many as its bytes fill. So the ring remembers, per position, the bid it wrote there
+/// and whether the kernel still has it *unreported* (written, and no completion has given it
+/// up yet); per bid, the position it was written at. An entry is rewritten only once its bid
+/// is reported: a bid given back while the entry at the tail is still unreported (the
+/// kernel took it, its completion is not processed yet) waits in `waiting`, so the entries a
+/// bundle's completion walks are always the ones the kernel took.
 pub(crate) struct KernelRing {
     entries: NonNull<io_uring::types::BufRingEntry>,
     layout: Layout,
     mask: u16,
     /// The next entry to write (published up to here).
     tail: u16,
+    /// Per position (`pos & mask`): the bid written there, and whether it is unreported.
+    slots: Box<[(u16, bool)]>,
+    /// Per bid: the position it was last written at.
+    pos_of: Box<[u16]>,
+    /// Given-back bids whose entry is not free yet (see the type's doc), oldest first.
+    waiting: std::collections::VecDeque<u16>,
     pub pool: Arc<Pool>,
     /// Registered with the kernel: dropping it then leaks the entries and the buffers (the
     /// kernel might still use them); [`unregister`](Self::unregister) is the way out.
@@ -535,6 +551,9 @@ impl KernelRing {
             layout,
             mask: (count - 1) as u16,
             tail: 0,
+            slots: vec![(0, false); count as usize].into_boxed_slice(),
+            pos_of: vec![0; count as usize].into_boxed_slice(),
+            waiting: std::collections::VecDeque::new(),
             pool: Arc::new(pool),
             registered: false,
         };
@@ -547,7 +566,8 @@ impl KernelRing {
         })?;
         ring.registered = true;
         for bid in 0..count {
-            ring.push(bid as u16);
+            let pushed = ring.push(bid as u16);
+            debug_assert!(pushed, "a fresh ring has every entry free");
         }
         ring.publish();
         Ok(ring)
@@ -584,8 +604,15 @@ impl KernelRing {
         registered
     }
 
-    /// Writes an entry making `bid` available (published by [`publish`](Self::publish)).
-    fn push(&mut self, bid: u16) {
+    /// Writes an entry making `bid` available (published by [`publish`](Self::publish)), if
+    /// the entry at the tail is free (its bid reported); `false` if not.
+    fn push(&mut self, bid: u16) -> bool {
+        let slot = &mut self.slots[usize::from(self.tail & self.mask)];
+        if slot.1 {
+            return false;
+        }
+        *slot = (bid, true);
+        self.pos_of[usize::from(bid)] = self.tail;
         if let Some(part) = self.pool.parts.get(usize::from(bid)) {
             // Back from the return queue: no piece is out, the kernel holds it whole again.
             part.off.store(0, Ordering::Relaxed);
@@ -599,6 +626,7 @@ impl KernelRing {
         entry.set_len(self.pool.size);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
+        true
     }
 
     /// Lets the kernel see every entry written so far.
@@ -616,12 +644,70 @@ impl KernelRing {
     /// Makes every returned buffer available to the kernel again.
     pub fn refill(&mut self) {
         let mut any = false;
+        while let Some(&bid) = self.waiting.front() {
+            if !self.push(bid) {
+                break;
+            }
+            self.waiting.pop_front();
+            any = true;
+        }
         while let Some(bid) = self.pool.take_returned() {
-            self.push(bid);
+            if !self.waiting.is_empty() || !self.push(bid) {
+                self.waiting.push_back(bid);
+                continue;
+            }
             any = true;
         }
         if any {
             self.publish();
+        }
+    }
+
+    /// The leases of a completion that names buffer `bid` and `len` bytes (`more`: it said
+    /// `IORING_CQE_F_BUF_MORE`), in order, handed to `each`: one for a plain receive, one per
+    /// buffer for a bundle (every buffer full but the last). Buffers the kernel gave up are
+    /// marked reported; one it keeps (an incrementally consumed buffer, partly filled) is not.
+    ///
+    /// # Safety
+    /// As [`Lease::from_kernel`]: a completion of an op that picks from this group, taken in
+    /// the kernel's order, whose `len` bytes the kernel wrote from buffer `bid` on.
+    ///
+    /// # Panics
+    /// If the kernel names a buffer it does not hold (a broken kernel contract).
+    pub unsafe fn take(&mut self, bid: u16, len: u32, more: bool, mut each: impl FnMut(Lease)) {
+        let (size, incremental) = (self.pool.size, self.pool.incremental());
+        let mut at = self.pos_of[usize::from(bid)];
+        let mut bid = bid;
+        let mut left = len;
+        loop {
+            let slot = &mut self.slots[usize::from(at & self.mask)];
+            assert!(
+                *slot == (bid, true),
+                "the kernel named buffer {bid}, which it does not hold"
+            );
+            let room = size
+                - self
+                    .pool
+                    .parts
+                    .get(usize::from(bid))
+                    .map_or(0, |p| p.off.load(Ordering::Relaxed));
+            let n = left.min(room);
+            left -= n;
+            let last = left == 0;
+            // Kept: a piece of an incrementally consumed buffer the kernel goes on filling
+            // (an empty piece never gives a buffer up, module doc).
+            let kept = incremental && last && (more || n == 0);
+            if !kept {
+                slot.1 = false;
+            }
+            // SAFETY: the caller's contract; the entries walked are those the kernel took
+            // (the type's doc), each full but the last.
+            each(unsafe { Lease::from_kernel(Arc::clone(&self.pool), bid, n, kept) });
+            if last {
+                return;
+            }
+            at = at.wrapping_add(1);
+            bid = self.slots[usize::from(at & self.mask)].0;
         }
     }
 

@@ -479,3 +479,114 @@ pub fn m10_many_streams_share_one_ring(h: &Harness) -> Outcome {
     assert_eq!(got, sent, "each connection's bytes, in order");
     Outcome::Pass
 }
+
+/// Bytes already queued when a receive starts, more than one buffer holds: on io_uring with
+/// bundles (6.10) the kernel fills several buffers in one go; here each still arrives as a
+/// completion of its own, no lease longer than its buffer, every byte in order. Then more
+/// than the whole ring, so receives end dry and start again while buffers come back (some
+/// on another thread) in another order than they went out.
+pub fn m11_bundles_span_buffers(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let bundles = h.kind == oneloop::BackendKind::Uring && h.bundles && ring.kernel_multishot();
+    let kernel_has = || {
+        oneloop::probe::probe().backends.iter().any(|b| {
+            b.features
+                .iter()
+                .any(|f| f.name == "RECVSEND_BUNDLE" && f.available)
+        })
+    };
+    assert_eq!(
+        ring.describe().contains("receive bundles"),
+        bundles && kernel_has(),
+        "bundles are used exactly where asked for and the kernel has them: {}",
+        ring.describe()
+    );
+    let bufs = ring.buf_ring(8, 1024).unwrap();
+    let (ours, mut peer) = tcp_pair();
+    let fd = ours.as_raw_fd();
+    let first = pattern(6000, 4);
+    peer.write_all(&first).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let id = ring.submit(RecvMulti::new(fd, &bufs), 1).unwrap();
+    let (held, end) = receive(&mut ring, id, first.len());
+    assert!(end.is_none(), "{end:?}");
+    assert!(
+        held.len() >= 6,
+        "6,000 bytes in 1,024-byte buffers: {} leases",
+        held.len()
+    );
+    for l in &held {
+        assert!(l.len() <= l.capacity() && l.len() <= 1024, "{l:?}");
+    }
+    assert_eq!(concat(&held), first);
+    // Given back out of order, half of them on another thread.
+    let mut held = held;
+    held.reverse();
+    let other: Vec<Lease> = held.drain(..held.len() / 2).collect();
+    std::thread::spawn(move || drop(other)).join().unwrap();
+    drop(held);
+    let more = pattern(40_000, 5);
+    let writer = {
+        let mut peer = peer.try_clone().unwrap();
+        let more = more.clone();
+        std::thread::spawn(move || peer.write_all(&more).unwrap())
+    };
+    let mut got = Vec::new();
+    let mut id = id;
+    let start = Instant::now();
+    while got.len() < more.len() {
+        assert!(start.elapsed() < LONG, "received {} of 40,000", got.len());
+        ring.wait(1, Some(Duration::from_millis(100))).unwrap();
+        while let Some(c) = ring.next_completion() {
+            assert_eq!(c.id(), id);
+            if c.is_more() {
+                let lease = lease_of(c);
+                assert!(lease.len() <= 1024);
+                got.extend_from_slice(&lease);
+                continue;
+            }
+            assert_eq!(errno(&c), Some(libc::ENOBUFS), "{c:?}");
+            id = ring.submit(RecvMulti::new(fd, &bufs), 1).unwrap();
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(got, more, "every byte in order across buffers coming back");
+    drop(peer);
+    Outcome::Pass
+}
+
+/// A receive submitted while the ring is empty waits like any other (nothing comes while no
+/// data does), and ends with `ENOBUFS` only when data arrives — the same on every backend.
+pub fn m12_empty_ring_waits_for_data(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(1, 64).unwrap();
+    let (a, mut peer_a) = tcp_pair();
+    let (b, mut peer_b) = tcp_pair();
+    let first = ring
+        .submit(RecvMulti::new(a.as_raw_fd(), &bufs), 1)
+        .unwrap();
+    let msg = pattern(64, 1);
+    peer_a.write_all(&msg).unwrap();
+    let (held, _) = receive(&mut ring, first, msg.len());
+    assert_eq!(concat(&held), msg, "the only buffer, filled and held");
+    let second = ring
+        .submit(RecvMulti::new(b.as_raw_fd(), &bufs), 2)
+        .unwrap();
+    let early: Vec<_> = quiet(&mut ring, Duration::from_millis(50))
+        .into_iter()
+        .filter(|c| c.id() == second)
+        .collect();
+    assert!(early.is_empty(), "no data, no ending: {early:?}");
+    peer_b.write_all(b"late").unwrap();
+    let (none, end) = receive(&mut ring, second, usize::MAX);
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(errno(&end.expect("ended")), Some(libc::ENOBUFS));
+    // The bytes stayed in the socket.
+    drop(held);
+    let again = ring
+        .submit(RecvMulti::new(b.as_raw_fd(), &bufs), 3)
+        .unwrap();
+    let (got, _) = receive(&mut ring, again, 4);
+    assert_eq!(concat(&got), b"late");
+    Outcome::Pass
+}

@@ -27,6 +27,9 @@ pub struct Harness {
     /// io_uring only: buffer rings consumed incrementally where the kernel can
     /// (`RingBuilder::incremental_buffers`, on by default).
     pub incremental: bool,
+    /// io_uring only: multishot receives fill several buffers at once where the kernel can
+    /// (`RingBuilder::recv_bundles`, on by default).
+    pub bundles: bool,
 }
 
 /// Which io_uring paths a case runs on (the other backends have one).
@@ -35,6 +38,7 @@ enum Variant {
     Default,
     EmulatedMultishot,
     WholeBuffers,
+    OneBufferEach,
 }
 
 /// Prints a line on stderr, past the test harness's capture.
@@ -58,12 +62,19 @@ pub fn run_whole_buffers(name: &str, case: fn(&Harness) -> Outcome) {
     run_as(BackendKind::Uring, Variant::WholeBuffers, name, case);
 }
 
+/// Runs `case` on io_uring with buffers taken whole and no bundles (one buffer per receive),
+/// as on a kernel before 6.10.
+pub fn run_one_buffer_each(name: &str, case: fn(&Harness) -> Outcome) {
+    run_as(BackendKind::Uring, Variant::OneBufferEach, name, case);
+}
+
 fn run_as(kind: BackendKind, variant: Variant, name: &str, case: fn(&Harness) -> Outcome) {
     let say = |line: String| note(&line);
     let label = match variant {
         Variant::Default => kind.to_string(),
         Variant::EmulatedMultishot => format!("{kind} (multishot emulated)"),
         Variant::WholeBuffers => format!("{kind} (whole buffers)"),
+        Variant::OneBufferEach => format!("{kind} (one buffer per receive)"),
     };
     let kind_label = &label;
     match BackendKind::from_env() {
@@ -93,7 +104,8 @@ fn run_as(kind: BackendKind, variant: Variant, name: &str, case: fn(&Harness) ->
     let harness = Harness {
         kind,
         emulate_multishot: matches!(variant, Variant::EmulatedMultishot),
-        incremental: !matches!(variant, Variant::WholeBuffers),
+        incremental: !matches!(variant, Variant::WholeBuffers | Variant::OneBufferEach),
+        bundles: !matches!(variant, Variant::OneBufferEach),
     };
     match case(&harness) {
         Outcome::Pass => say(format!("PASS {kind_label} {name}")),
@@ -110,6 +122,7 @@ impl Harness {
             .in_flight_max(16_384)
             .emulate_multishot(self.emulate_multishot)
             .incremental_buffers(self.incremental)
+            .recv_bundles(self.bundles)
     }
 
     /// A ring for this backend.

@@ -93,6 +93,8 @@ macro_rules! all_cases {
             cases_multi::m8_drop_ring_with_multishot_in_flight,
             cases_multi::m9_incremental_pieces_share_a_buffer,
             cases_multi::m10_many_streams_share_one_ring,
+            cases_multi::m11_bundles_span_buffers,
+            cases_multi::m12_empty_ring_waits_for_data,
         }
     };
 }
@@ -141,6 +143,8 @@ mod uring_multishot_emulated {
         m7_buf_ring_bad_input,
         m8_drop_ring_with_multishot_in_flight,
         m10_many_streams_share_one_ring,
+        m11_bundles_span_buffers,
+        m12_empty_ring_waits_for_data,
     );
 }
 
@@ -169,5 +173,35 @@ mod uring_whole_buffers {
         m8_drop_ring_with_multishot_in_flight,
         m9_incremental_pieces_share_a_buffer,
         m10_many_streams_share_one_ring,
+        m11_bundles_span_buffers,
+        m12_empty_ring_waits_for_data,
+    );
+}
+
+/// The buffer-ring cases once more on io_uring with one whole buffer per receive (no
+/// incremental consumption, no bundles) — the path of a kernel from 6.7 to 6.9.
+mod uring_one_buffer_each {
+    macro_rules! one_each {
+        ($($case:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $case() {
+                    crate::harness::run_one_buffer_each(
+                        stringify!($case),
+                        crate::cases_multi::$case,
+                    );
+                }
+            )*
+        };
+    }
+    one_each!(
+        m1_recv_multi_stream_and_end,
+        m2_recv_multi_empty_ring_enobufs,
+        m3_cancel_leases_outlive_op_and_ring,
+        m4_buffer_given_back_is_reused,
+        m8_drop_ring_with_multishot_in_flight,
+        m10_many_streams_share_one_ring,
+        m11_bundles_span_buffers,
+        m12_empty_ring_waits_for_data,
     );
 }

@@ -28,6 +28,7 @@ use crate::completion::finish;
 use crate::op::plan::UringScratch;
 use crate::op::{Op, Output};
 use crate::slab::Slab;
+use crate::sys::buf_ring::{KernelRing, Lease};
 use crate::sys::Done;
 
 /// Kernel-visible scratch an op may need besides its buffers.
@@ -286,37 +287,49 @@ pub(super) fn complete(op: Op, res: i32) -> (std::io::Result<u32>, Output) {
     finish(op, unsafe { Done::new(res) })
 }
 
-/// What a `MORE` CQE of `op` carries, from its result `res` and `flags`: an accepted socket,
-/// or the buffer the kernel picked (as a lease).
+/// What a `MORE` CQE of `op` carries besides buffers (see [`leases`]), from its result
+/// `res`: an accepted socket.
 ///
 /// The driver calls this only with a `MORE` CQE of this op's own main request (the kernel's
-/// word that it made this descriptor, or wrote `res` bytes into the buffer named in `flags`
-/// and gave it up), so the result vouches for both.
-pub(super) fn more_output(op: &Op, res: i32, flags: u32) -> Output {
-    if res < 0 {
+/// word that it made this descriptor), so the result vouches for it.
+pub(super) fn more_output(op: &Op, res: i32) -> Output {
+    if res < 0 || !op.accepts_many() {
         return Output::None;
     }
-    if op.accepts_many() {
-        // SAFETY: as above: a new descriptor the kernel made for this accept.
-        return unsafe { Done::new(res) }
-            .into_fd()
-            .map_or(Output::None, Output::Fd);
-    }
-    selected(op, res, flags).map_or(Output::None, Output::Lease)
+    // SAFETY: as above: a new descriptor the kernel made for this accept.
+    unsafe { Done::new(res) }
+        .into_fd()
+        .map_or(Output::None, Output::Fd)
 }
 
-/// The buffer a CQE of `op` names in `flags` (an op that picks from a buffer ring), as a
-/// lease of the `res` bytes the kernel wrote; the same contract as [`more_output`], for the
-/// op's `MORE` or last CQE.
-pub(super) fn selected(op: &Op, res: i32, flags: u32) -> Option<crate::buf_ring::Lease> {
-    let bid = io_uring::cqueue::buffer_select(flags)?;
-    let pool = op.buf_pool()?;
+/// The leases a CQE of `op` carries (an op that picks from a buffer ring, a CQE that names a
+/// buffer in `flags`), in order, handed to `each`: the `res` bytes the kernel wrote, in one
+/// buffer or — a bundle — several. `groups`: the ring's registered groups, by id.
+///
+/// The driver calls this only with a CQE of this op's own main request, in the order the
+/// kernel posted them, so the result and flags vouch for the buffers.
+pub(super) fn leases(
+    groups: &mut [KernelRing],
+    op: &Op,
+    res: i32,
+    flags: u32,
+    each: impl FnMut(Lease),
+) {
+    let (Some(bid), Some(pool)) = (io_uring::cqueue::buffer_select(flags), op.buf_pool()) else {
+        return;
+    };
+    let Some(group) = groups
+        .get_mut(usize::from(pool.bgid))
+        .filter(|g| std::sync::Arc::ptr_eq(&g.pool, pool))
+    else {
+        tracing::error!(
+            bgid = pool.bgid,
+            "a CQE names a buffer of a group not registered here"
+        );
+        return;
+    };
     let len = u32::try_from(res).unwrap_or(0);
-    let more = io_uring::cqueue::buffer_more(flags);
     // SAFETY: the kernel named buffer `bid` of this op's group in the op's own CQE, having
-    // written `len` bytes there and given it up unless it says `BUF_MORE`; CQEs are taken in
-    // the order the kernel posted them.
-    Some(unsafe {
-        crate::buf_ring::Lease::from_kernel(std::sync::Arc::clone(pool), bid, len, more)
-    })
+    // written `len` bytes from there on; CQEs are taken in the order the kernel posted them.
+    unsafe { group.take(bid, len, io_uring::cqueue::buffer_more(flags), each) }
 }

@@ -30,6 +30,8 @@ pub(super) struct Native {
     /// Multishot `RECV`, `READ_MULTISHOT`, `ACCEPT` with the kernel picking buffers; otherwise
     /// each is a one-shot `POLL_ADD` on its fd, and the driver runs its round when it fires.
     pub multishot: bool,
+    /// Multishot `RECV` fills several buffers at once (`IORING_RECVSEND_BUNDLE`).
+    pub recv_bundle: bool,
 }
 
 /// Builds the main SQE for `op` (with its slot's `scratch`); ops on registered fds name their
@@ -49,6 +51,7 @@ pub(super) fn lower(
         scratch,
         native_epoll_wait: native.epoll_wait,
         native_multishot: native.multishot,
+        recv_bundle: native.recv_bundle,
         now,
     };
     match op.uring_lower(&mut cx) {

@@ -45,7 +45,7 @@ use crate::completion::{raw_result, Completion};
 use crate::fault::{self, Fault};
 use crate::op::plan::{Multi, Step};
 use crate::op::OpId;
-use crate::op::{Op, Submission};
+use crate::op::{Op, Output, Submission};
 use crate::sink::Sink;
 use crate::slab::Key;
 use crate::sys::buf_ring::{KernelRing, Pool};
@@ -107,6 +107,8 @@ pub(crate) struct Uring {
     /// Whether buffer rings are registered for incremental consumption (`IOU_PBUF_RING_INC`):
     /// the setting, until a kernel refuses it.
     pub(super) incremental: bool,
+    /// Whether multishot receives fill several buffers at once (`IORING_RECVSEND_BUNDLE`).
+    pub(super) recv_bundles: bool,
 }
 
 impl Uring {
@@ -270,6 +272,7 @@ impl Uring {
         Native {
             epoll_wait: self.native_epoll_wait,
             multishot: self.native_multishot,
+            recv_bundle: self.recv_bundles,
         }
     }
 
@@ -496,17 +499,54 @@ impl Uring {
                 out.push_event(id, slot.user_data, res as u32);
                 return;
             }
-            let output = inflight::more_output(&slot.op, res, flags);
-            out.push_back(Completion::more(
-                id,
-                slot.user_data,
-                raw_result(res),
-                output,
-            ));
+            let user_data = slot.user_data;
+            let mut leased = false;
+            // A completion per buffer (a bundle fills several), each with its own length.
+            inflight::leases(&mut self.groups, &slot.op, res, flags, |lease| {
+                leased = true;
+                let n = lease.len() as u32;
+                out.push_back(Completion::more(id, user_data, Ok(n), Output::Lease(lease)));
+            });
+            if !leased {
+                let output = inflight::more_output(&slot.op, res);
+                out.push_back(Completion::more(id, user_data, raw_result(res), output));
+            }
             return;
         }
-        // A multishot receive's last CQE may carry a buffer too: it goes with the final.
-        if let Some(lease) = inflight::selected(&slot.op, res, flags) {
+        // A multishot receive's last CQE may carry buffers too: the kernel ends one whose
+        // bundle took the ring's last buffer, or that could not post a CQE. Its bytes go out
+        // as `MORE` completions and the receive is submitted again (it goes on, or ends with
+        // `ENOBUFS` if data waits and the ring is still empty) — unless a stop is under way:
+        // then the last buffer goes with the final (which counts its bytes).
+        let (id, user_data) = (OpId(key.pack()), slot.user_data);
+        let stopping = slot.discarded
+            || slot.cancels_pending > 0
+            || slot.cancel_answered
+            || slot.user_cancelled
+            || slot.link_fired
+            || slot.deadline.is_some_and(|d| d <= Instant::now());
+        let goes_on = self.native_multishot && res > 0 && !stopping;
+        let mut last = None;
+        inflight::leases(&mut self.groups, &slot.op, res, flags, |lease| {
+            if let Some(before) = last.replace(lease) {
+                let n = before.len() as u32;
+                out.push_back(Completion::more(
+                    id,
+                    user_data,
+                    Ok(n),
+                    Output::Lease(before),
+                ));
+            }
+        });
+        if let Some(lease) = last {
+            if goes_on {
+                let n = lease.len() as u32;
+                out.push_back(Completion::more(id, user_data, Ok(n), Output::Lease(lease)));
+                slot.rearm_pending = true;
+                self.rearms.push(key);
+                return;
+            }
+            res = lease.len() as i32;
             slot.op.keep_lease(lease);
         }
         if let (Op::EpollWait(o), false, true) = (&mut slot.op, self.native_epoll_wait, res >= 0) {

@@ -59,6 +59,9 @@ impl Uring {
                 io_uring::types::IOU_PBUF_RING_INC as u16,
             )
             .is_ok();
+        // Bundles (6.10): a feature bit.
+        let recv_bundles =
+            native_multishot && config.recv_bundles && params.is_feature_recvsend_bundle();
         let cq = ring.params().cq_entries() as usize;
         let files = Files::open(&ring);
         let mut uring = Uring {
@@ -84,6 +87,7 @@ impl Uring {
             setup,
             groups: Vec::new(),
             incremental,
+            recv_bundles,
         };
         uring.arm_wake(&mut crate::sink::Sink::new(0, 0))?;
         Ok(uring)
@@ -102,10 +106,12 @@ impl Uring {
             } else {
                 "poll + epoll_wait"
             },
-            match (self.native_multishot, self.incremental) {
-                (true, true) => "native, buffers incremental",
-                (true, false) => "native, whole buffers",
-                (false, _) => "emulated (poll + rounds)",
+            match (self.native_multishot, self.incremental, self.recv_bundles) {
+                (true, true, true) => "native, buffers incremental, receive bundles",
+                (true, true, false) => "native, buffers incremental",
+                (true, false, true) => "native, whole buffers, receive bundles",
+                (true, false, false) => "native, whole buffers",
+                (false, _, _) => "emulated (poll + rounds)",
             },
             self.files.describe()
         )
