@@ -560,7 +560,7 @@ async fn exchange(stream: &TcpStream, load: Load, rng: &mut u64, buf: &mut Vec<u
     let mut b = std::mem::take(buf);
     b.clear();
     let (head_len, body_len, status) = loop {
-        let (res, back) = stream.read(b).await;
+        let (res, back) = read_or_stall(stream, b).await?;
         b = back;
         if res? == 0 {
             bail!("the server closed the connection");
@@ -592,7 +592,7 @@ async fn exchange(stream: &TcpStream, load: Load, rng: &mut u64, buf: &mut Vec<u
     let mut left = body_len.saturating_sub(b.len() - head_len);
     while left > 0 {
         b.clear();
-        let (res, back) = stream.read(b).await;
+        let (res, back) = read_or_stall(stream, b).await?;
         b = back;
         match res? {
             0 => bail!("the server closed mid-body"),
@@ -601,6 +601,28 @@ async fn exchange(stream: &TcpStream, load: Load, rng: &mut u64, buf: &mut Vec<u
     }
     *buf = b;
     Ok(())
+}
+
+/// How long a read may wait for the server's next bytes before the connection counts as lost.
+const READ_STALL: Duration = Duration::from_secs(20);
+
+/// A read of the response that fails after [`READ_STALL`] without bytes. A server's reset can
+/// be lost on loopback — when thousands of connections close at once, the kernel's per-CPU
+/// backlog (`net.core.netdev_max_backlog`) drops packets, and a reset is never sent again —
+/// leaving a connection open here whose server side is gone: without this bound the
+/// measurement would wait for it forever.
+async fn read_or_stall(
+    stream: &TcpStream,
+    buf: Vec<u8>,
+) -> Result<(std::io::Result<usize>, Vec<u8>)> {
+    oneloop_rt::time::timeout(READ_STALL, stream.read(buf))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no bytes from the server in {} s (its reset lost? see net.core.netdev_max_backlog)",
+                READ_STALL.as_secs()
+            )
+        })
 }
 
 /// Raises this process's `RLIMIT_NOFILE` soft limit to its hard limit (the servers it starts
