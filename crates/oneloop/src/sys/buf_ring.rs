@@ -226,7 +226,7 @@ impl Pool {
         Some((v - 1) as u16)
     }
 
-    /// Whether a returned bid may be waiting (a cheap look, for the ring's thread).
+    /// Whether a returned bid may be waiting in the queue (a cheap look, for the ring's thread).
     pub fn has_returns(&self) -> bool {
         self.tail.load(Ordering::Acquire) != self.head.load(Ordering::Relaxed)
     }
@@ -419,7 +419,9 @@ impl Lease {
     }
 
     /// How many bytes the buffer holds from where this lease's bytes begin (its whole size,
-    /// unless the lease is a piece of an incrementally consumed buffer).
+    /// unless the lease is a piece of an incrementally consumed buffer — then bytes past
+    /// [`len`](<[u8]>::len) may belong to later pieces or to the kernel: the lease reaches
+    /// only its own).
     pub fn capacity(&self) -> usize {
         (self.pool.size - self.off) as usize
     }
@@ -487,6 +489,14 @@ impl fmt::Debug for Lease {
 /// is reported: a bid given back while the entry at the tail is still unreported (the
 /// kernel took it, its completion is not processed yet) waits in `waiting`, so the entries a
 /// bundle's completion walks are always the ones the kernel took.
+///
+/// Both this walk and incremental offsets rest on completions being processed in the order
+/// the kernel took the entries: the ring's thread reaps in CQ order, and the kernel posts a
+/// receive's completion in the same pass as it takes its buffers (the issuing task, with
+/// `DEFER_TASKRUN`). Kernels before the 2025 fix that flushes deferred completions ahead of
+/// a multishot's next could post a final one late (README, known limits). Nothing here may
+/// send a buffer-ring op to the kernel's worker threads (`IOSQE_ASYNC`), where the take and
+/// the post come apart.
 pub(crate) struct KernelRing {
     entries: NonNull<io_uring::types::BufRingEntry>,
     layout: Layout,
@@ -641,6 +651,12 @@ impl KernelRing {
         tail.store(self.tail, Ordering::Release);
     }
 
+    /// Whether [`refill`](Self::refill) has anything to do: a buffer given back, or one
+    /// waiting for its entry.
+    pub fn wants_refill(&self) -> bool {
+        self.pool.has_returns() || !self.waiting.is_empty()
+    }
+
     /// Makes every returned buffer available to the kernel again.
     pub fn refill(&mut self) {
         let mut any = false;
@@ -694,9 +710,21 @@ impl KernelRing {
             let n = left.min(room);
             left -= n;
             let last = left == 0;
-            // Kept: a piece of an incrementally consumed buffer the kernel goes on filling
-            // (an empty piece never gives a buffer up, module doc).
-            let kept = incremental && last && (more || n == 0);
+            // Kept: a piece of an incrementally consumed buffer the kernel goes on filling —
+            // by the kernel's own rule (`io_kbuf_inc_commit`: room left, or nothing taken),
+            // not by `BUF_MORE`, which kernels without the fix for CVE-2026-53191 carry over
+            // from an earlier pass of a bundle receive (set on a buffer they gave up, or left
+            // off one they kept). `more` only cross-checks.
+            let kept = incremental && last && (n < room || n == 0);
+            if incremental && last && kept != more && n > 0 {
+                tracing::debug!(
+                    bid,
+                    n,
+                    room,
+                    more,
+                    "BUF_MORE disagrees with the bytes taken"
+                );
+            }
             if !kept {
                 slot.1 = false;
             }

@@ -357,7 +357,7 @@ impl Uring {
         self.check_broken()?;
         // Buffers given back since the last call are the kernel's again before it runs.
         for group in &mut self.groups {
-            if group.pool.has_returns() {
+            if group.wants_refill() {
                 group.refill();
             }
         }
@@ -519,13 +519,13 @@ impl Uring {
         // `ENOBUFS` if data waits and the ring is still empty) — unless a stop is under way:
         // then the last buffer goes with the final (which counts its bytes).
         let (id, user_data) = (OpId(key.pack()), slot.user_data);
-        let stopping = slot.discarded
+        let asked_to_stop = slot.discarded
             || slot.cancels_pending > 0
             || slot.cancel_answered
             || slot.user_cancelled
-            || slot.link_fired
-            || slot.deadline.is_some_and(|d| d <= Instant::now());
-        let goes_on = self.native_multishot && res > 0 && !stopping;
+            || slot.link_fired;
+        let expired = slot.deadline.is_some_and(|d| d <= Instant::now());
+        let goes_on = self.native_multishot && res > 0 && !asked_to_stop && !expired;
         let mut last = None;
         inflight::leases(&mut self.groups, &slot.op, res, flags, |lease| {
             if let Some(before) = last.replace(lease) {
@@ -539,15 +539,20 @@ impl Uring {
             }
         });
         if let Some(lease) = last {
-            if goes_on {
+            if goes_on || (self.native_multishot && res > 0 && expired && !asked_to_stop) {
                 let n = lease.len() as u32;
                 out.push_back(Completion::more(id, user_data, Ok(n), Output::Lease(lease)));
-                slot.rearm_pending = true;
-                self.rearms.push(key);
-                return;
+                if goes_on {
+                    slot.rearm_pending = true;
+                    self.rearms.push(key);
+                    return;
+                }
+                // Its deadline passed: the bytes are out, the op ends as a deadline ends it.
+                res = -libc::ETIME;
+            } else {
+                res = lease.len() as i32;
+                slot.op.keep_lease(lease);
             }
-            res = lease.len() as i32;
-            slot.op.keep_lease(lease);
         }
         if let (Op::EpollWait(o), false, true) = (&mut slot.op, self.native_epoll_wait, res >= 0) {
             // Emulated EpollWait: the poll on the epoll fd fired; collect the events now.
