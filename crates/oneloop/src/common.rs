@@ -38,7 +38,7 @@ impl Default for Settings {
             emulate_epoll_wait: false,
             emulate_multishot: false,
             incremental_buffers: true,
-            recv_bundles: true,
+            recv_bundles: false,
             pool_threads: 4,
         }
     }

@@ -210,8 +210,8 @@ fn probe_uring_kernel_side() -> Vec<Feature> {
         Ok(true) => Feature::new(
             "RECVSEND_BUNDLE",
             true,
-            "used: a RecvMulti fills several buffers in one go when more bytes wait than one \
-             holds, a completion each (RingBuilder::recv_bundles(false) fills one at a time)",
+            "available, off by default: RingBuilder::recv_bundles(true) lets a RecvMulti fill \
+             several buffers in one go (a completion each); one bundle can take the whole ring",
         ),
         Ok(false) => Feature::new(
             "RECVSEND_BUNDLE",

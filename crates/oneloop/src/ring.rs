@@ -129,9 +129,15 @@ impl RingBuilder {
 
     /// On io_uring, lets a [`RecvMulti`](crate::RecvMulti) fill several buffers in one go
     /// when more bytes wait than one buffer holds (`IORING_RECVSEND_BUNDLE`, Linux 6.10;
-    /// default on): one receive in the kernel, one completion per buffer here — the same
+    /// default **off**): one receive in the kernel, one completion per buffer here — the same
     /// completions as without, fewer trips through the socket. Off, or on a kernel without
     /// it, each receive fills one buffer. [`Ring::describe`] says which.
+    ///
+    /// Off by default because one bundle takes as many buffers as bytes wait in the socket —
+    /// up to the whole ring — before [`Ring::bound_unread`] can stop it: a connection that is
+    /// not read, with megabytes queued, leaves the others `ENOBUFS` (measured: oneloop-rt's
+    /// unread-stream test ran the ring dry every round with bundles on). Turn it on where
+    /// each `BufRing` serves one consumer that reads as fast as it receives.
     pub fn recv_bundles(mut self, bundles: bool) -> Self {
         self.settings.recv_bundles = bundles;
         self

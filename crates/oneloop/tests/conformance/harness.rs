@@ -28,7 +28,7 @@ pub struct Harness {
     /// (`RingBuilder::incremental_buffers`, on by default).
     pub incremental: bool,
     /// io_uring only: multishot receives fill several buffers at once where the kernel can
-    /// (`RingBuilder::recv_bundles`, on by default).
+    /// (`RingBuilder::recv_bundles`, off by default, on in the suite's default variant).
     pub bundles: bool,
 }
 
