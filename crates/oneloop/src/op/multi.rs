@@ -5,7 +5,9 @@
 //! # Endings (the same on every backend)
 //! * end of stream: the final completion is `Ok(0)`;
 //! * the buffer ring is empty while data is waiting: `ENOBUFS` (the data stays queued; give
-//!   leases back and submit again);
+//!   leases back and submit again). On io_uring a `RecvMulti` or `ReadMulti` also ends so
+//!   when it is submitted, or its bundle submitted again, while the ring is empty, data or
+//!   not: the kernel picks the buffer before it looks for data;
 //! * an error (for `AcceptMulti`, `EMFILE` too) ends it with that error;
 //! * cancel (or a deadline) ends it with `ECANCELED` (`TimedOut`); leases already delivered
 //!   stay valid;
@@ -215,13 +217,10 @@ impl UringPlan for RecvMulti {
                 .flags(self.flags)
                 .build())
         };
-        // Waits for data before it picks a buffer: an empty ring ends it (`ENOBUFS`) only
-        // when data is there, as on the other backends — also when the driver submits it
-        // again after a bundle took the ring's last buffer.
-        Lowered::Sqe(crate::sys::sqe_with_ioprio(
-            entry,
-            crate::sys::RECVSEND_POLL_FIRST,
-        ))
+        // Not `IORING_RECVSEND_POLL_FIRST` (which would make an empty ring end it only when
+        // data waits, as on the other backends): on 6.18 a multishot receive armed that way
+        // at end of stream never completes.
+        Lowered::Sqe(entry)
     }
 }
 

@@ -261,39 +261,8 @@ pub(crate) fn sqe_with_len_and_flags(
     unsafe { std::mem::transmute::<[u8; 64], io_uring::squeue::Entry>(raw) }
 }
 
-/// `IORING_RECVSEND_POLL_FIRST` (`include/uapi/linux/io_uring.h`): a receive waits for the
-/// socket to be readable before its first attempt (and before it picks a buffer).
-pub(crate) const RECVSEND_POLL_FIRST: u16 = 1;
-
-/// An io_uring SQE with `bits` added to its `ioprio` field (the `u16` at byte 2), which the
-/// io-uring crate's receive builders set themselves and expose no setter for — e.g.
-/// `IORING_RECVSEND_POLL_FIRST` on a multishot receive.
-pub(crate) fn sqe_with_ioprio(
-    entry: io_uring::squeue::Entry,
-    bits: u16,
-) -> io_uring::squeue::Entry {
-    // SAFETY: as in `sqe_with_len_and_flags`.
-    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
-    let ioprio = u16::from_ne_bytes([raw[2], raw[3]]) | bits;
-    raw[2..4].copy_from_slice(&ioprio.to_ne_bytes());
-    // SAFETY: as above.
-    unsafe { std::mem::transmute::<[u8; 64], io_uring::squeue::Entry>(raw) }
-}
-
 #[cfg(test)]
 mod sqe_tests {
-    #[test]
-    fn ioprio_bits_are_added_to_the_builders() {
-        let entry = io_uring::opcode::RecvMultiBundle::new(io_uring::types::Fd(5), 3).build();
-        let entry = super::sqe_with_ioprio(entry, super::RECVSEND_POLL_FIRST);
-        // SAFETY: as in `sqe_with_len_and_flags`.
-        let raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
-        assert_eq!(raw[0], io_uring::opcode::RecvMultiBundle::CODE);
-        let ioprio = u16::from_ne_bytes([raw[2], raw[3]]);
-        // IORING_RECV_MULTISHOT (2), IORING_RECVSEND_BUNDLE (16), POLL_FIRST (1).
-        assert_eq!(ioprio, 2 | 16 | 1);
-    }
-
     #[test]
     fn len_and_flags_land_where_the_kernel_reads_them() {
         let entry = io_uring::opcode::PollRemove::new(0x1234)
