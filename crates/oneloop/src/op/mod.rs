@@ -496,6 +496,19 @@ impl Op {
         matches!(self, Op::AcceptMulti(_))
     }
 
+    /// A multishot receive's "poll first" state on io_uring (`None` for other ops): set, its
+    /// next request is a one-shot poll for input instead of the kernel's multishot request.
+    /// The kernel picks a buffer before it looks for data, so a request made while the ring
+    /// is empty would end `ENOBUFS` with no data waiting; the driver waits for data this way
+    /// instead, as the other backends do.
+    pub(crate) fn poll_first(&mut self) -> Option<&mut bool> {
+        match self {
+            Op::RecvMulti(o) => Some(&mut o.poll_first),
+            Op::ReadMulti(o) => Some(&mut o.poll_first),
+            _ => None,
+        }
+    }
+
     /// The op's name, for messages (`"Read"`, `"EpollWait"`, ...).
     pub fn name(&self) -> &'static str {
         Op::NAMES[self.kind()]

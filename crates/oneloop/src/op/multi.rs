@@ -5,9 +5,9 @@
 //! # Endings (the same on every backend)
 //! * end of stream: the final completion is `Ok(0)`;
 //! * the buffer ring is empty while data is waiting: `ENOBUFS` (the data stays queued; give
-//!   leases back and submit again). On io_uring a `RecvMulti` or `ReadMulti` also ends so
-//!   when it is submitted, or its bundle submitted again, while the ring is empty, data or
-//!   not: the kernel picks the buffer before it looks for data;
+//!   leases back and submit again). The kernel's multishot requests pick a buffer before
+//!   they look for data: on io_uring, one that ends so with no data waiting is followed by
+//!   a poll for input, then made again;
 //! * an error (for `AcceptMulti`, `EMFILE` too) ends it with that error;
 //! * cancel (or a deadline) ends it with `ECANCELED` (`TimedOut`); leases already delivered
 //!   stay valid;
@@ -74,6 +74,8 @@ pub struct RecvMulti {
     pub(crate) fd: RawFd,
     pub(crate) pool: Arc<Pool>,
     pub(crate) flags: i32,
+    /// io_uring: its next request is a poll for data (see [`Op::poll_first`](super::Op)).
+    pub(crate) poll_first: bool,
     /// A buffer the final completion carries (io_uring: a last receive without `MORE`).
     last: Option<Lease>,
 }
@@ -85,6 +87,7 @@ impl RecvMulti {
             fd,
             pool: Arc::clone(&bufs.pool),
             flags: 0,
+            poll_first: false,
             last: None,
         }
     }
@@ -106,6 +109,8 @@ impl RecvMulti {
 pub struct ReadMulti {
     pub(crate) fd: RawFd,
     pub(crate) pool: Arc<Pool>,
+    /// io_uring: its next request is a poll for data (see [`Op::poll_first`](super::Op)).
+    pub(crate) poll_first: bool,
     last: Option<Lease>,
 }
 
@@ -115,6 +120,7 @@ impl ReadMulti {
         ReadMulti {
             fd,
             pool: Arc::clone(&bufs.pool),
+            poll_first: false,
             last: None,
         }
     }
@@ -204,7 +210,7 @@ impl UringPlan for RecvMulti {
         Some(opcode::RecvMulti::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
-        if !cx.native_multishot {
+        if !cx.native_multishot || self.poll_first {
             return emulated(cx, self.fd);
         }
         let bgid = self.pool.bgid;
@@ -217,9 +223,8 @@ impl UringPlan for RecvMulti {
                 .flags(self.flags)
                 .build())
         };
-        // Not `IORING_RECVSEND_POLL_FIRST` (which would make an empty ring end it only when
-        // data waits, as on the other backends): on 6.18 a multishot receive armed that way
-        // at end of stream never completes.
+        // Not `IORING_RECVSEND_POLL_FIRST`: on 6.18 a multishot receive armed that way at end
+        // of stream never completes. An empty ring is met by `poll_first` instead.
         Lowered::Sqe(entry)
     }
 }
@@ -231,7 +236,7 @@ impl UringPlan for ReadMulti {
         Some(opcode::ReadMulti::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
-        if !cx.native_multishot {
+        if !cx.native_multishot || self.poll_first {
             return emulated(cx, self.fd);
         }
         let bgid = self.pool.bgid;

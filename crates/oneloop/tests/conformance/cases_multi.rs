@@ -192,9 +192,8 @@ pub fn m4_buffer_given_back_is_reused(h: &Harness) -> Outcome {
         assert_eq!(&lease[..], &msg[..]);
         assert_eq!(lease.buffer_id(), 0);
         let end = match end {
-            // With its one buffer lent the op may already have ended dry: a bundle that took
-            // the ring's last buffer is submitted again, and io_uring ends a receive on an
-            // empty ring at once (see the module doc).
+            // With its one buffer lent the op may already have ended dry (data and the end
+            // of the stream count as waiting).
             Some(end) => end,
             // Cancel before giving back, so the next round's op starts from a known state.
             None => {
@@ -385,9 +384,8 @@ pub fn m9_incremental_pieces_share_a_buffer(h: &Harness) -> Outcome {
     assert_eq!(first.offset(), 0);
     peer.write_all(&b).unwrap();
     if !bufs.incremental() {
-        // The one buffer is lent whole: the op ends dry (on io_uring it may have already: a
-        // bundle that took the last buffer is submitted again and ends at once), the bytes
-        // wait in the socket.
+        // The one buffer is lent whole: the op ends dry (it may have already, had the
+        // second bytes come by then), the bytes wait in the socket.
         let end = match end {
             Some(end) => end,
             None => {
@@ -567,5 +565,54 @@ pub fn m11_bundles_span_buffers(h: &Harness) -> Outcome {
     writer.join().unwrap();
     assert_eq!(got, more, "every byte in order across buffers coming back");
     drop(peer);
+    Outcome::Pass
+}
+
+/// A receive submitted while the ring is empty waits like any other (nothing comes while no
+/// data does), and ends with `ENOBUFS` only when data arrives — on every backend (io_uring's
+/// kernel ends it at once, and the ring waits for data with a poll instead).
+pub fn m12_empty_ring_waits_for_data(h: &Harness) -> Outcome {
+    let mut ring = h.ring();
+    let bufs = ring.buf_ring(1, 64).unwrap();
+    let (a, mut peer_a) = tcp_pair();
+    let (b, mut peer_b) = tcp_pair();
+    let first = ring
+        .submit(RecvMulti::new(a.as_raw_fd(), &bufs), 1)
+        .unwrap();
+    let msg = pattern(64, 1);
+    peer_a.write_all(&msg).unwrap();
+    let (held, _) = receive(&mut ring, first, msg.len());
+    assert_eq!(concat(&held), msg, "the only buffer, filled and held");
+    let second = ring
+        .submit(RecvMulti::new(b.as_raw_fd(), &bufs), 2)
+        .unwrap();
+    let early: Vec<_> = quiet(&mut ring, Duration::from_millis(50))
+        .into_iter()
+        .filter(|c| c.id() == second)
+        .collect();
+    assert!(early.is_empty(), "no data, no ending: {early:?}");
+    peer_b.write_all(b"late").unwrap();
+    let (none, end) = receive(&mut ring, second, usize::MAX);
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(errno(&end.expect("ended")), Some(libc::ENOBUFS));
+    // The bytes stayed in the socket; with the buffer back they come.
+    drop(held);
+    let again = ring
+        .submit(RecvMulti::new(b.as_raw_fd(), &bufs), 3)
+        .unwrap();
+    let (got, _) = receive(&mut ring, again, 4);
+    assert_eq!(concat(&got), b"late");
+    // Waiting for data is still a receive: cancel ends it.
+    let (c, _peer_c) = tcp_pair();
+    let _keep = got;
+    let third = ring
+        .submit(RecvMulti::new(c.as_raw_fd(), &bufs), 4)
+        .unwrap();
+    assert!(quiet(&mut ring, Duration::from_millis(30))
+        .iter()
+        .all(|x| x.id() != third));
+    ring.cancel(third).unwrap();
+    let (_, end) = final_of(&mut ring, third);
+    assert!(end.is_cancelled(), "{end:?}");
     Outcome::Pass
 }

@@ -94,6 +94,7 @@ macro_rules! all_cases {
             cases_multi::m9_incremental_pieces_share_a_buffer,
             cases_multi::m10_many_streams_share_one_ring,
             cases_multi::m11_bundles_span_buffers,
+            cases_multi::m12_empty_ring_waits_for_data,
         }
     };
 }
@@ -143,6 +144,7 @@ mod uring_multishot_emulated {
         m8_drop_ring_with_multishot_in_flight,
         m10_many_streams_share_one_ring,
         m11_bundles_span_buffers,
+        m12_empty_ring_waits_for_data,
     );
 }
 
@@ -172,6 +174,7 @@ mod uring_whole_buffers {
         m9_incremental_pieces_share_a_buffer,
         m10_many_streams_share_one_ring,
         m11_bundles_span_buffers,
+        m12_empty_ring_waits_for_data,
     );
 }
 
@@ -199,5 +202,6 @@ mod uring_one_buffer_each {
         m8_drop_ring_with_multishot_in_flight,
         m10_many_streams_share_one_ring,
         m11_bundles_span_buffers,
+        m12_empty_ring_waits_for_data,
     );
 }

@@ -513,18 +513,47 @@ impl Uring {
             }
             return;
         }
-        // A multishot receive's last CQE may carry buffers too: the kernel ends one whose
-        // bundle took the ring's last buffer, or that could not post a CQE. Its bytes go out
-        // as `MORE` completions and the receive is submitted again (it goes on, or ends with
-        // `ENOBUFS` if data waits and the ring is still empty) — unless a stop is under way:
-        // then the last buffer goes with the final (which counts its bytes).
-        let (id, user_data) = (OpId(key.pack()), slot.user_data);
         let asked_to_stop = slot.discarded
             || slot.cancels_pending > 0
             || slot.cancel_answered
             || slot.user_cancelled
             || slot.link_fired;
         let expired = slot.deadline.is_some_and(|d| d <= Instant::now());
+        // A multishot receive and an empty ring (see `Op::poll_first`): the kernel ended it
+        // `ENOBUFS` without looking for data. With none waiting it waits for some — a poll —
+        // and then makes its request again, so `ENOBUFS` means what it means elsewhere.
+        if self.native_multishot {
+            let fd = slot.op.fd();
+            if let (Some(poll_first), Some(fd)) = (slot.op.poll_first(), fd) {
+                if *poll_first {
+                    // Its poll: fired (the request again), failed, or stopped.
+                    *poll_first = false;
+                    if res >= 0 && !asked_to_stop && !expired {
+                        slot.rearm_pending = true;
+                        self.rearms.push(key);
+                        return;
+                    }
+                    if res >= 0 {
+                        res = slot.stopped();
+                    }
+                } else if res == -libc::ENOBUFS && !asked_to_stop && !expired {
+                    let waiting = libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP;
+                    if matches!(crate::sys::posix::poll_now(fd, libc::POLLIN), Ok(b) if b & waiting == 0)
+                    {
+                        *poll_first = true;
+                        slot.rearm_pending = true;
+                        self.rearms.push(key);
+                        return;
+                    }
+                }
+            }
+        }
+        // A multishot receive's last CQE may carry buffers too: the kernel ends one whose
+        // bundle took the ring's last buffer, or that could not post a CQE. Its bytes go out
+        // as `MORE` completions and the receive is submitted again (it goes on, or ends with
+        // `ENOBUFS` if data waits and the ring is still empty) — unless a stop is under way:
+        // then the last buffer goes with the final (which counts its bytes).
+        let (id, user_data) = (OpId(key.pack()), slot.user_data);
         let goes_on = self.native_multishot && res > 0 && !asked_to_stop && !expired;
         let mut last = None;
         inflight::leases(&mut self.groups, &slot.op, res, flags, |lease| {
