@@ -614,5 +614,14 @@ pub fn m12_empty_ring_waits_for_data(h: &Harness) -> Outcome {
     ring.cancel(third).unwrap();
     let (_, end) = final_of(&mut ring, third);
     assert!(end.is_cancelled(), "{end:?}");
+    // And its deadline ends it as a deadline does.
+    let timed = ring
+        .submit(
+            RecvMulti::new(c.as_raw_fd(), &bufs).deadline(Duration::from_millis(30)),
+            5,
+        )
+        .unwrap();
+    let (_, end) = final_of(&mut ring, timed);
+    assert!(end.is_timed_out(), "{end:?}");
     Outcome::Pass
 }

@@ -534,7 +534,12 @@ impl Uring {
                         return;
                     }
                     if res >= 0 {
-                        res = slot.stopped();
+                        // Stopped while it waited: as a stop ends it (a deadline: `ETIME`).
+                        res = if asked_to_stop {
+                            slot.stopped()
+                        } else {
+                            -libc::ETIME
+                        };
                     }
                 } else if res == -libc::ENOBUFS && !asked_to_stop && !expired {
                     let waiting = libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP;
