@@ -26,6 +26,8 @@ pub(crate) struct Settings {
     pub incremental_buffers: bool,
     /// Multishot receives fill several buffers at once where io_uring has bundles.
     pub recv_bundles: bool,
+    /// Blocking waits batched on io_uring (`RingBuilder::batch_wait`).
+    pub batch_wait: Option<(u32, std::time::Duration)>,
     pub pool_threads: usize,
 }
 
@@ -39,6 +41,7 @@ impl Default for Settings {
             emulate_multishot: false,
             incremental_buffers: true,
             recv_bundles: false,
+            batch_wait: None,
             pool_threads: 4,
         }
     }

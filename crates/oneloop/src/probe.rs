@@ -220,6 +220,21 @@ fn probe_uring_kernel_side() -> Vec<Feature> {
         ),
         Err(e) => Feature::new("RECVSEND_BUNDLE", false, e.to_string()),
     });
+    // Batched waits (6.12).
+    let min_timeout = io_uring::IoUring::new(4).map(|r| r.params().is_feature_min_timeout());
+    out.push(match min_timeout {
+        Ok(true) => Feature::new(
+            "MIN_TIMEOUT",
+            true,
+            "available, off by default: RingBuilder::batch_wait(n, min_wait) batches blocking waits",
+        ),
+        Ok(false) => Feature::new(
+            "MIN_TIMEOUT",
+            false,
+            "feature bit absent (Linux 6.12+): RingBuilder::batch_wait is ignored",
+        ),
+        Err(e) => Feature::new("MIN_TIMEOUT", false, e.to_string()),
+    });
     out
 }
 

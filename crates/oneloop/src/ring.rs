@@ -143,6 +143,28 @@ impl RingBuilder {
         self
     }
 
+    /// On io_uring with `IORING_FEAT_MIN_TIMEOUT` (Linux 6.12), makes a [`wait`](Ring::wait)
+    /// that blocks a batched one: the kernel waits up to `min_wait` for `min_complete`
+    /// completions, then returns as soon as it has one — fewer wake-ups under load, at the
+    /// cost of up to `min_wait` of latency for a completion that comes alone (a wake from
+    /// another thread included; timers still fire on time). Off by default. Elsewhere (the
+    /// other backends, an older kernel) waits are as without it; [`Ring::describe`] says
+    /// whether it runs.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let ring = oneloop::Ring::builder()
+    ///     .batch_wait(16, Duration::from_micros(50))
+    ///     .build()?;
+    /// println!("{}", ring.describe());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn batch_wait(mut self, min_complete: u32, min_wait: std::time::Duration) -> Self {
+        self.settings.batch_wait = Some((min_complete, min_wait));
+        self
+    }
+
     /// The most threads the blocking pool may run (default 4; epoll and aio backends only).
     /// Threads start on demand: a ring that never needs the pool starts none.
     pub fn pool_threads(mut self, threads: usize) -> Self {

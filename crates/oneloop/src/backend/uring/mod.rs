@@ -109,6 +109,9 @@ pub(crate) struct Uring {
     pub(super) incremental: bool,
     /// Whether multishot receives fill several buffers at once (`IORING_RECVSEND_BUNDLE`).
     pub(super) recv_bundles: bool,
+    /// Blocking waits batched (`RingBuilder::batch_wait`, where the kernel has
+    /// `IORING_FEAT_MIN_TIMEOUT`): `(min_complete, min_wait_usec)`.
+    pub(super) batch_wait: Option<(usize, u32)>,
 }
 
 impl Uring {
@@ -354,6 +357,18 @@ impl Uring {
     /// One `io_uring_enter`: submits what is queued and waits for `want` CQEs (bounded by
     /// `timeout`). Interruptions, expiry and backpressure are normal returns: callers loop.
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        self.enter_with(want, timeout, None)
+    }
+
+    /// [`enter`](Self::enter), a blocking wait batched as `RingBuilder::batch_wait` says
+    /// (`Some((min_complete, min_wait_usec))`): up to `min_complete` CQEs, waiting at most
+    /// `min_wait_usec` for them before returning with what there is.
+    fn enter_with(
+        &mut self,
+        want: usize,
+        timeout: Option<Duration>,
+        batch: Option<(usize, u32)>,
+    ) -> io::Result<()> {
         self.check_broken()?;
         // Buffers given back since the last call are the kernel's again before it runs.
         for group in &mut self.groups {
@@ -365,6 +380,20 @@ impl Uring {
             Err(io::Error::from_raw_os_error(libc::EBUSY))
         } else if want > 0 && fault::hit(Fault::WaitInterrupted) {
             Err(io::Error::from_raw_os_error(libc::EINTR))
+        } else if let (Some((min_complete, usec)), true) = (batch, want > 0) {
+            let args = SubmitArgs::new().min_wait_usec(usec);
+            match timeout.map(lower::timespec) {
+                Some(ts) => self
+                    .table
+                    .ring
+                    .submitter()
+                    .submit_with_args(min_complete.max(want), &args.timespec(&ts)),
+                None => self
+                    .table
+                    .ring
+                    .submitter()
+                    .submit_with_args(min_complete.max(want), &args),
+            }
         } else {
             self.enter_now(want, timeout)
         };
@@ -766,8 +795,9 @@ impl Uring {
                 }
                 left = Some(left.map_or(until, |l| l.min(until)));
             }
-            // One completion at a time, so that a wake (one CQE) always ends the wait.
-            self.enter(1, left)?;
+            // One completion at a time, so that a wake (one CQE) always ends the wait — unless
+            // waits are batched: then after at most the batch's minimum wait.
+            self.enter_with(1, left, self.batch_wait)?;
         }
         self.woken = false;
         // Send what is still queued (and run deferred completions) only if there is any.

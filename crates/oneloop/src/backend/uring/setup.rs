@@ -62,6 +62,14 @@ impl Uring {
         // Bundles (6.10): a feature bit.
         let recv_bundles =
             native_multishot && config.recv_bundles && params.is_feature_recvsend_bundle();
+        // Batched waits (6.12): a feature bit.
+        let batch_wait = config
+            .batch_wait
+            .filter(|_| params.is_feature_min_timeout())
+            .map(|(n, wait)| {
+                let usec = u32::try_from(wait.as_micros()).unwrap_or(u32::MAX).max(1);
+                (n.max(1) as usize, usec)
+            });
         let cq = ring.params().cq_entries() as usize;
         let files = Files::open(&ring);
         let mut uring = Uring {
@@ -88,6 +96,7 @@ impl Uring {
             groups: Vec::new(),
             incremental,
             recv_bundles,
+            batch_wait,
         };
         uring.arm_wake(&mut crate::sink::Sink::new(0, 0))?;
         Ok(uring)
@@ -97,7 +106,7 @@ impl Uring {
     pub fn describe(&self) -> String {
         let p = self.table.ring.params();
         format!(
-            "uring (setup {}, sq {}, cq {}, EpollWait {}, multishot {}, {})",
+            "uring (setup {}, sq {}, cq {}, EpollWait {}, multishot {}, {}{})",
             self.setup,
             p.sq_entries(),
             p.cq_entries(),
@@ -113,7 +122,10 @@ impl Uring {
                 (true, false, false) => "native, whole buffers",
                 (false, _, _) => "emulated (poll + rounds)",
             },
-            self.files.describe()
+            self.files.describe(),
+            self.batch_wait.map_or(String::new(), |(n, us)| {
+                format!(", waits batched: up to {n} completions in {us} us")
+            })
         )
     }
 }
