@@ -344,10 +344,9 @@ fn attempt_into(
     let Some(buf) = pool.take() else {
         // No buffer: the op ends `ENOBUFS` if data (or the end of the stream) is waiting, as
         // the kernel's multishot receive does; the bytes stay queued.
-        let ready = libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP;
-        return match sio::poll_now(fd, libc::POLLIN) {
-            Ok(bits) if bits & ready != 0 => Multi::End(-libc::ENOBUFS),
-            Ok(_) => Multi::Wait,
+        return match sio::input_waiting(fd) {
+            Ok(true) => Multi::End(-libc::ENOBUFS),
+            Ok(false) => Multi::Wait,
             Err(e) => Multi::End(-errno(&e)),
         };
     };

@@ -373,16 +373,17 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The buffer the kernel named in a completion, holding `len` bytes it wrote; `more`:
-    /// the completion said `IORING_CQE_F_BUF_MORE` (the kernel keeps the rest).
+    /// The buffer the kernel named in a completion, holding `len` bytes it wrote; `kept`:
+    /// the kernel keeps the rest of an incrementally consumed buffer ([`KernelRing::take`]
+    /// decides, by the kernel's own rule).
     ///
     /// # Safety
     /// The kernel must have just reported, for an op that picks from `pool`'s group, that it
     /// wrote `len` bytes into buffer `bid` (a completion carrying `IORING_CQE_F_BUFFER` with
-    /// this id), and — unless the group is consumed incrementally and `more` is set — given
+    /// this id), and — unless the group is consumed incrementally and `kept` is set — given
     /// the buffer up. Under incremental consumption the bytes are those from where the last
     /// piece of `bid` ended (module doc); completions are taken in the kernel's order.
-    pub(crate) unsafe fn from_kernel(pool: Arc<Pool>, bid: u16, len: u32, more: bool) -> Lease {
+    pub(crate) unsafe fn from_kernel(pool: Arc<Pool>, bid: u16, len: u32, kept: bool) -> Lease {
         assert!(
             u32::from(bid) < pool.count,
             "kernel named buffer {bid} out of range"
@@ -398,9 +399,8 @@ impl Lease {
         };
         let off = part.off.load(Ordering::Relaxed);
         let len = len.min(pool.size - off);
-        if more || len == 0 {
-            // The kernel keeps the rest (an empty piece consumed nothing: the buffer is still
-            // at the head of the kernel's ring, whatever the flag says). The piece adds a hold.
+        if kept {
+            // The kernel keeps the rest; the piece adds a hold.
             part.off.store(off + len, Ordering::Relaxed);
             part.refs.fetch_add(1, Ordering::Relaxed);
         }

@@ -355,6 +355,13 @@ pub(crate) fn poll_now(fd: RawFd, events: i16) -> io::Result<i16> {
     Ok(p.revents)
 }
 
+/// Whether input waits on `fd` now — bytes, the end of the stream, or an error (what a
+/// receive would return at once).
+pub(crate) fn input_waiting(fd: RawFd) -> io::Result<bool> {
+    let waiting = libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP;
+    Ok(poll_now(fd, libc::POLLIN)? & waiting != 0)
+}
+
 /// Clears `O_NONBLOCK` on a descriptor.
 pub(crate) fn clear_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY (syscall!): no pointers.

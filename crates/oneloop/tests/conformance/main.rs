@@ -117,91 +117,61 @@ all_cases!(stamp(uring, oneloop::BackendKind::Uring));
 all_cases!(stamp(aio, oneloop::BackendKind::Aio));
 all_cases!(stamp(epoll, oneloop::BackendKind::Epoll));
 
-/// The multishot cases once more on io_uring with those ops emulated — the path a kernel
-/// without multishot receive, read and accept (before 6.7) takes: the same completions.
-mod uring_multishot_emulated {
-    macro_rules! emulated {
-        ($($case:ident),* $(,)?) => {
+/// One `#[test]` per buffer-ring case, in module `$module`, run through `$run` (a
+/// `harness` function that builds the io_uring variant).
+macro_rules! variant {
+    ($module:ident, $run:ident; $($case:ident),* $(,)?) => {
+        mod $module {
             $(
                 #[test]
                 fn $case() {
-                    crate::harness::run_emulated_multishot(
-                        stringify!($case),
-                        crate::cases_multi::$case,
-                    );
+                    crate::harness::$run(stringify!($case), crate::cases_multi::$case);
                 }
             )*
-        };
-    }
-    emulated!(
-        m1_recv_multi_stream_and_end,
-        m2_recv_multi_empty_ring_enobufs,
-        m3_cancel_leases_outlive_op_and_ring,
-        m4_buffer_given_back_is_reused,
-        m5_accept_multi,
-        m6_read_multi_pipe_and_file,
-        m7_buf_ring_bad_input,
-        m8_drop_ring_with_multishot_in_flight,
-        m10_many_streams_share_one_ring,
-        m11_bundles_span_buffers,
-        m12_empty_ring_waits_for_data,
-    );
+        }
+    };
 }
 
-/// The buffer-ring cases once more on io_uring with buffers taken whole — the path a kernel
-/// without incremental consumption (before 6.12) takes: the same completions.
-mod uring_whole_buffers {
-    macro_rules! whole {
-        ($($case:ident),* $(,)?) => {
-            $(
-                #[test]
-                fn $case() {
-                    crate::harness::run_whole_buffers(
-                        stringify!($case),
-                        crate::cases_multi::$case,
-                    );
-                }
-            )*
-        };
-    }
-    whole!(
-        m1_recv_multi_stream_and_end,
-        m2_recv_multi_empty_ring_enobufs,
-        m3_cancel_leases_outlive_op_and_ring,
-        m4_buffer_given_back_is_reused,
-        m6_read_multi_pipe_and_file,
-        m8_drop_ring_with_multishot_in_flight,
-        m9_incremental_pieces_share_a_buffer,
-        m10_many_streams_share_one_ring,
-        m11_bundles_span_buffers,
-        m12_empty_ring_waits_for_data,
-    );
-}
+// The multishot cases once more on io_uring with those ops emulated — the path a kernel
+// without multishot receive, read and accept (before 6.7) takes: the same completions.
+variant!(uring_multishot_emulated, run_emulated_multishot;
+    m1_recv_multi_stream_and_end,
+    m2_recv_multi_empty_ring_enobufs,
+    m3_cancel_leases_outlive_op_and_ring,
+    m4_buffer_given_back_is_reused,
+    m5_accept_multi,
+    m6_read_multi_pipe_and_file,
+    m7_buf_ring_bad_input,
+    m8_drop_ring_with_multishot_in_flight,
+    m10_many_streams_share_one_ring,
+    m11_bundles_span_buffers,
+    m12_empty_ring_waits_for_data,
+);
 
-/// The buffer-ring cases once more on io_uring with one whole buffer per receive (no
-/// incremental consumption, no bundles) — the path of a kernel from 6.7 to 6.9.
-mod uring_one_buffer_each {
-    macro_rules! one_each {
-        ($($case:ident),* $(,)?) => {
-            $(
-                #[test]
-                fn $case() {
-                    crate::harness::run_one_buffer_each(
-                        stringify!($case),
-                        crate::cases_multi::$case,
-                    );
-                }
-            )*
-        };
-    }
-    one_each!(
-        m1_recv_multi_stream_and_end,
-        m2_recv_multi_empty_ring_enobufs,
-        m3_cancel_leases_outlive_op_and_ring,
-        m4_buffer_given_back_is_reused,
-        m8_drop_ring_with_multishot_in_flight,
-        m10_many_streams_share_one_ring,
-        m11_bundles_span_buffers,
-        m12_empty_ring_waits_for_data,
-    );
-}
+// The buffer-ring cases once more on io_uring with buffers taken whole — the path a kernel
+// without incremental consumption (before 6.12) takes: the same completions.
+variant!(uring_whole_buffers, run_whole_buffers;
+    m1_recv_multi_stream_and_end,
+    m2_recv_multi_empty_ring_enobufs,
+    m3_cancel_leases_outlive_op_and_ring,
+    m4_buffer_given_back_is_reused,
+    m6_read_multi_pipe_and_file,
+    m8_drop_ring_with_multishot_in_flight,
+    m9_incremental_pieces_share_a_buffer,
+    m10_many_streams_share_one_ring,
+    m11_bundles_span_buffers,
+    m12_empty_ring_waits_for_data,
+);
+
+// The buffer-ring cases once more on io_uring with one whole buffer per receive (no
+// incremental consumption, no bundles) — the path of a kernel from 6.7 to 6.9.
+variant!(uring_one_buffer_each, run_one_buffer_each;
+    m1_recv_multi_stream_and_end,
+    m2_recv_multi_empty_ring_enobufs,
+    m3_cancel_leases_outlive_op_and_ring,
+    m4_buffer_given_back_is_reused,
+    m8_drop_ring_with_multishot_in_flight,
+    m10_many_streams_share_one_ring,
+    m11_bundles_span_buffers,
+    m12_empty_ring_waits_for_data,
+);

@@ -533,8 +533,7 @@ impl Uring {
             // A completion per buffer (a bundle fills several), each with its own length.
             inflight::leases(&mut self.groups, &slot.op, res, flags, |lease| {
                 leased = true;
-                let n = lease.len() as u32;
-                out.push_back(Completion::more(id, user_data, Ok(n), Output::Lease(lease)));
+                out.push_back(leased_more(id, user_data, lease));
             });
             if !leased {
                 let output = inflight::more_output(&slot.op, res);
@@ -542,6 +541,7 @@ impl Uring {
             }
             return;
         }
+        // A cancel under way stops an op of several requests where it is.
         let asked_to_stop = slot.discarded
             || slot.cancels_pending > 0
             || slot.cancel_answered
@@ -570,15 +570,15 @@ impl Uring {
                             -libc::ETIME
                         };
                     }
-                } else if res == -libc::ENOBUFS && !asked_to_stop && !expired {
-                    let waiting = libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP;
-                    if matches!(crate::sys::posix::poll_now(fd, libc::POLLIN), Ok(b) if b & waiting == 0)
-                    {
-                        *poll_first = true;
-                        slot.rearm_pending = true;
-                        self.rearms.push(key);
-                        return;
-                    }
+                } else if res == -libc::ENOBUFS
+                    && !asked_to_stop
+                    && !expired
+                    && matches!(crate::sys::posix::input_waiting(fd), Ok(false))
+                {
+                    *poll_first = true;
+                    slot.rearm_pending = true;
+                    self.rearms.push(key);
+                    return;
                 }
             }
         }
@@ -588,24 +588,17 @@ impl Uring {
         // `ENOBUFS` if data waits and the ring is still empty) — unless a stop is under way:
         // then the last buffer goes with the final (which counts its bytes).
         let (id, user_data) = (OpId(key.pack()), slot.user_data);
-        let goes_on = self.native_multishot && res > 0 && !asked_to_stop && !expired;
+        let bytes_out = self.native_multishot && res > 0 && !asked_to_stop;
         let mut last = None;
         inflight::leases(&mut self.groups, &slot.op, res, flags, |lease| {
             if let Some(before) = last.replace(lease) {
-                let n = before.len() as u32;
-                out.push_back(Completion::more(
-                    id,
-                    user_data,
-                    Ok(n),
-                    Output::Lease(before),
-                ));
+                out.push_back(leased_more(id, user_data, before));
             }
         });
         if let Some(lease) = last {
-            if goes_on || (self.native_multishot && res > 0 && expired && !asked_to_stop) {
-                let n = lease.len() as u32;
-                out.push_back(Completion::more(id, user_data, Ok(n), Output::Lease(lease)));
-                if goes_on {
+            if bytes_out {
+                out.push_back(leased_more(id, user_data, lease));
+                if !expired {
                     slot.rearm_pending = true;
                     self.rearms.push(key);
                     return;
@@ -631,15 +624,9 @@ impl Uring {
                 Err(e) => res = -e.raw_os_error().unwrap_or(libc::EIO),
             }
         }
-        // A cancel or deadline under way stops an op of several requests where it is.
-        let stop = slot.discarded
-            || slot.cancels_pending > 0
-            || slot.cancel_answered
-            || slot.user_cancelled
-            || slot.link_fired;
         if !self.native_multishot && res >= 0 && slot.op.has_rounds() {
             // An emulated multishot op: its poll fired; its round runs here.
-            if stop {
+            if asked_to_stop {
                 res = slot.stopped();
             } else {
                 match emulated_round(slot, key, res as u32, out) {
@@ -655,7 +642,7 @@ impl Uring {
                 }
             }
         }
-        match slot.op.uring_step(res, stop) {
+        match slot.op.uring_step(res, asked_to_stop) {
             Step::Done(res) => {
                 slot.main_res = Some(res);
                 self.try_finish(key, out);
@@ -886,6 +873,12 @@ impl Uring {
             std::mem::forget(self.table.slots.remove(key));
         }
     }
+}
+
+/// A `MORE` completion of op `id` carrying `lease` (its result: the lease's length).
+fn leased_more(id: OpId, user_data: u64, lease: crate::buf_ring::Lease) -> Completion {
+    let n = lease.len() as u32;
+    Completion::more(id, user_data, Ok(n), Output::Lease(lease))
 }
 
 /// The round of an emulated multishot op whose poll reported `revents`: up to
