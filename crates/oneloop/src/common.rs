@@ -28,6 +28,8 @@ pub(crate) struct Settings {
     pub recv_bundles: bool,
     /// Blocking waits batched on io_uring (`RingBuilder::batch_wait`).
     pub batch_wait: Option<(u32, std::time::Duration)>,
+    /// Enter io_uring through the ring's descriptor registered with its thread.
+    pub register_ring_fd: bool,
     pub pool_threads: usize,
 }
 
@@ -42,6 +44,7 @@ impl Default for Settings {
             incremental_buffers: true,
             recv_bundles: false,
             batch_wait: None,
+            register_ring_fd: true,
             pool_threads: 4,
         }
     }

@@ -220,6 +220,23 @@ fn probe_uring_kernel_side() -> Vec<Feature> {
         ),
         Err(e) => Feature::new("RECVSEND_BUNDLE", false, e.to_string()),
     });
+    // The ring's descriptor registered with its thread (5.18).
+    let ring_fds =
+        io_uring::IoUring::new(2).map(|r| crate::sys::uring::RingFd::register(&r).map(drop));
+    out.push(match ring_fds {
+        Ok(Ok(())) => Feature::new(
+            "RING_FDS",
+            true,
+            "available, on by default: each ring enters the kernel through its registered \
+             descriptor (RingBuilder::register_ring_fd(false) turns it off)",
+        ),
+        Ok(Err(e)) => Feature::new(
+            "RING_FDS",
+            false,
+            format!("{e} (Linux 5.18+): rings enter through their descriptor"),
+        ),
+        Err(e) => Feature::new("RING_FDS", false, e.to_string()),
+    });
     // Batched waits (6.12).
     let min_timeout = io_uring::IoUring::new(4).map(|r| r.params().is_feature_min_timeout());
     out.push(match min_timeout {

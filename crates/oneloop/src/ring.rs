@@ -165,6 +165,17 @@ impl RingBuilder {
         self
     }
 
+    /// On io_uring (Linux 5.18+), registers the ring's own descriptor with the thread that
+    /// builds it (`IORING_REGISTER_RING_FDS`, default **on**) and enters the kernel through
+    /// that: each `io_uring_enter` skips looking the descriptor up in the process's file
+    /// table (and, in a process with threads, counting a reference on it). A thread holds at
+    /// most 16; a ring past that, or on an older kernel, enters through its descriptor, as
+    /// with this off. [`Ring::describe`] says which. The other backends ignore it.
+    pub fn register_ring_fd(mut self, register: bool) -> Self {
+        self.settings.register_ring_fd = register;
+        self
+    }
+
     /// The most threads the blocking pool may run (default 4; epoll and aio backends only).
     /// Threads start on demand: a ring that never needs the pool starts none.
     pub fn pool_threads(mut self, threads: usize) -> Self {

@@ -14,6 +14,7 @@ mod alloc;
 pub(crate) mod buf_ring;
 mod done;
 pub(crate) mod posix;
+pub(crate) mod uring;
 
 pub(crate) use self::done::Done;
 

@@ -29,7 +29,6 @@ mod setup;
 pub(crate) use self::setup::probe_opcodes;
 
 use io_uring::cqueue;
-use io_uring::types::SubmitArgs;
 use io_uring::Probe;
 use std::io;
 use std::sync::Arc;
@@ -49,6 +48,7 @@ use crate::op::{Op, Output, Submission};
 use crate::sink::Sink;
 use crate::slab::Key;
 use crate::sys::buf_ring::{KernelRing, Pool};
+use crate::sys::{self, uring::RingFd};
 
 const TAG_SHIFT: u32 = 56;
 const TAG_MAIN: u64 = 0;
@@ -71,6 +71,10 @@ fn user_data(tag: u64, key: Key) -> u64 {
 
 /// The uring driver.
 pub(crate) struct Uring {
+    /// The ring's descriptor registered with this thread (`RingBuilder::register_ring_fd`),
+    /// through which every enter goes. Declared before `table`: fields drop in order, and it
+    /// must be unregistered while the ring's descriptor is still open.
+    ring_fd: Option<RingFd>,
     table: InFlight,
     probe: Probe,
     native_epoll_wait: bool,
@@ -380,22 +384,14 @@ impl Uring {
             Err(io::Error::from_raw_os_error(libc::EBUSY))
         } else if want > 0 && fault::hit(Fault::WaitInterrupted) {
             Err(io::Error::from_raw_os_error(libc::EINTR))
-        } else if let (Some((min_complete, usec)), true) = (batch, want > 0) {
-            let args = SubmitArgs::new().min_wait_usec(usec);
-            match timeout.map(lower::timespec) {
-                Some(ts) => self
-                    .table
-                    .ring
-                    .submitter()
-                    .submit_with_args(min_complete.max(want), &args.timespec(&ts)),
-                None => self
-                    .table
-                    .ring
-                    .submitter()
-                    .submit_with_args(min_complete.max(want), &args),
-            }
         } else {
-            self.enter_now(want, timeout)
+            let (want, min_wait_usec) = match batch {
+                Some((min_complete, usec)) if want > 0 => (min_complete.max(want), usec),
+                _ => (want, 0),
+            };
+            let want = u32::try_from(want).unwrap_or(u32::MAX);
+            let ring_fd = self.ring_fd.as_ref();
+            sys::uring::enter(&mut self.table.ring, ring_fd, want, timeout, min_wait_usec)
         };
         match res {
             Ok(_) => Ok(()),
@@ -410,18 +406,6 @@ impl Uring {
                 }
                 _ => Err(e),
             },
-        }
-    }
-
-    /// The system call itself: submit, and wait for `want` CQEs up to `timeout`.
-    fn enter_now(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
-        match timeout {
-            None => self.table.ring.submit_and_wait(want),
-            Some(t) => {
-                let ts = lower::timespec(t);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.table.ring.submitter().submit_with_args(want, &args)
-            }
         }
     }
 

@@ -18,6 +18,7 @@ use crate::fault::{self, Fault};
 use crate::op::Op;
 use crate::slab::Slab;
 use crate::sys::buf_ring::KernelRing;
+use crate::sys::uring::RingFd;
 
 /// Setup flag sets tried in order, most capable first, with their names.
 const SETUP_ATTEMPTS: [(&str, u8); 3] = [
@@ -72,7 +73,16 @@ impl Uring {
             });
         let cq = ring.params().cq_entries() as usize;
         let files = Files::open(&ring);
+        // Past a thread's 16, or before 5.18: through the descriptor.
+        let ring_fd = config
+            .register_ring_fd
+            .then(|| RingFd::register(&ring))
+            .and_then(|r| {
+                r.map_err(|e| tracing::debug!("ring descriptor not registered: {e}"))
+                    .ok()
+            });
         let mut uring = Uring {
+            ring_fd,
             table: InFlight {
                 ring,
                 slots: Slab::with_capacity(config.in_flight_max),
@@ -106,10 +116,15 @@ impl Uring {
     pub fn describe(&self) -> String {
         let p = self.table.ring.params();
         format!(
-            "uring (setup {}, sq {}, cq {}, EpollWait {}, multishot {}, {}{})",
+            "uring (setup {}, sq {}, cq {}, {}, EpollWait {}, multishot {}, {}{})",
             self.setup,
             p.sq_entries(),
             p.cq_entries(),
+            if self.ring_fd.is_some() {
+                "ring fd registered"
+            } else {
+                "ring fd not registered"
+            },
             if self.native_epoll_wait {
                 "native"
             } else {
