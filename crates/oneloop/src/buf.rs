@@ -4,7 +4,7 @@
 //! op's final completion the ring owns it, so cancelling or dropping never frees memory the
 //! kernel may still write. The final [`Completion`](crate::Completion) gives it back.
 //!
-//! Three buffer types are accepted, all stored as one type-erased [`Buf`] (no allocation, no
+//! Four buffer types are accepted, all stored as one type-erased [`Buf`] (no allocation, no
 //! boxing per op):
 //!
 //! | type | a read fills | a write sends |
@@ -12,14 +12,17 @@
 //! | `Vec<u8>` | its spare capacity, `len..capacity`, then grows `len` | `..len` |
 //! | `Box<[u8]>` | the whole slice from 0 | the whole slice |
 //! | [`AlignedBuf`] | `len..capacity`, then grows `len` (like `Vec`) | `..len` |
+//! | [`FixedBuf`] | `len..capacity`, then grows `len` (like `Vec`) | `..len` |
 //!
 //! [`AlignedBuf`] has a chosen alignment for `O_DIRECT`, whose buffers, lengths and offsets must
-//! be multiples of the device's logical block size (4096 is always safe).
+//! be multiples of the device's logical block size (4096 is always safe). A [`FixedBuf`] comes
+//! from a ring's pool of registered buffers (see [`crate::fixed_buf`]).
 #![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io;
 
+use crate::fixed_buf::FixedBuf;
 use crate::sys::AlignedAlloc;
 
 /// A buffer owned by the ring while an op uses it: one of the three accepted kinds.
@@ -30,6 +33,8 @@ pub enum Buf {
     Boxed(Box<[u8]>),
     /// An aligned buffer.
     Aligned(AlignedBuf),
+    /// A buffer of a ring's registered pool.
+    Fixed(FixedBuf),
 }
 
 impl fmt::Debug for Buf {
@@ -38,6 +43,7 @@ impl fmt::Debug for Buf {
             Buf::Vec(_) => "Vec",
             Buf::Boxed(_) => "Boxed",
             Buf::Aligned(_) => "Aligned",
+            Buf::Fixed(_) => "Fixed",
         };
         f.debug_struct("Buf")
             .field("kind", &kind)
@@ -54,6 +60,7 @@ impl Buf {
             Buf::Vec(v) => v,
             Buf::Boxed(b) => b,
             Buf::Aligned(a) => a.as_slice(),
+            Buf::Fixed(f) => f.as_slice(),
         }
     }
 
@@ -81,12 +88,15 @@ impl Buf {
         (s.as_ptr(), self.maybe_short(s.len()))
     }
 
-    /// `len`, or (injected) a shorter length, so the transfer comes back short. Aligned
-    /// buffers keep their length: `O_DIRECT` would refuse a short one.
+    /// `len`, or (injected) a shorter length, so the transfer comes back short. Aligned and
+    /// fixed buffers keep their length: `O_DIRECT` would refuse a short one.
     #[inline]
     fn maybe_short(&self, len: usize) -> usize {
         use crate::fault::{self, Fault};
-        if len > 1 && !matches!(self, Buf::Aligned(_)) && fault::hit(Fault::ShortTransfer) {
+        if len > 1
+            && !matches!(self, Buf::Aligned(_) | Buf::Fixed(_))
+            && fault::hit(Fault::ShortTransfer)
+        {
             1 + fault::below(len as u64 - 1) as usize
         } else {
             len
@@ -100,6 +110,7 @@ impl Buf {
             Buf::Vec(v) => v.capacity() - v.len(),
             Buf::Boxed(b) => b.len(),
             Buf::Aligned(a) => a.capacity() - a.len(),
+            Buf::Fixed(f) => f.capacity() - f.len(),
         }
     }
 
@@ -114,6 +125,10 @@ impl Buf {
             Buf::Boxed(b) => (b.as_mut_ptr(), b.len()),
             Buf::Aligned(a) => {
                 let spare = a.spare_mut();
+                (spare.as_mut_ptr(), spare.len())
+            }
+            Buf::Fixed(f) => {
+                let spare = f.spare_mut();
                 (spare.as_mut_ptr(), spare.len())
             }
         }
@@ -156,8 +171,19 @@ impl Buf {
             Buf::Vec(v) => v.extend_from_slice(&bytes[..n]),
             Buf::Boxed(b) => b[..n].copy_from_slice(&bytes[..n]),
             Buf::Aligned(a) => a.extend_from_slice(&bytes[..n]),
+            Buf::Fixed(f) => f.extend_from_slice(&bytes[..n]),
         }
         n
+    }
+
+    /// The index of a [`FixedBuf`] of the pool with id `pool` (a ring's registered one), for a
+    /// request that names it; `None` for any other buffer.
+    #[inline]
+    pub(crate) fn fixed_index(&self, pool: u64) -> Option<u16> {
+        match self {
+            Buf::Fixed(f) => f.fixed_index(pool),
+            _ => None,
+        }
     }
 
     /// Unwraps a `Vec<u8>`; `None` if the buffer is of another kind.
@@ -224,6 +250,21 @@ impl IoBuf for AlignedBuf {
     }
 }
 impl IoBufMut for AlignedBuf {}
+
+impl IoBuf for FixedBuf {
+    #[inline]
+    fn into_buf(self) -> Buf {
+        Buf::Fixed(self)
+    }
+    #[inline]
+    fn from_buf(buf: Buf) -> Result<Self, Buf> {
+        match buf {
+            Buf::Fixed(f) => Ok(f),
+            other => Err(other),
+        }
+    }
+}
+impl IoBufMut for FixedBuf {}
 
 impl IoBuf for Buf {
     #[inline]

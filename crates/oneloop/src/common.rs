@@ -30,6 +30,8 @@ pub(crate) struct Settings {
     pub batch_wait: Option<(u32, std::time::Duration)>,
     /// Enter io_uring through the ring's descriptor registered with its thread.
     pub register_ring_fd: bool,
+    /// A pool of registered buffers: `(count, size)` (`RingBuilder::fixed_buffers`).
+    pub fixed_buffers: Option<(usize, usize)>,
     pub pool_threads: usize,
 }
 
@@ -45,6 +47,7 @@ impl Default for Settings {
             recv_bundles: false,
             batch_wait: None,
             register_ring_fd: true,
+            fixed_buffers: None,
             pool_threads: 4,
         }
     }
@@ -288,6 +291,9 @@ pub struct Stats {
     /// Cancel requests made (`cancel`, `cancel_nowait`, and each op `cancel_fd`/`cancel_all`
     /// reached).
     pub cancels: u64,
+    /// Reads and writes the kernel ran on a registered buffer (`READ_FIXED`/`WRITE_FIXED`:
+    /// a [`FixedBuf`](crate::FixedBuf) of this ring's registered pool; io_uring only).
+    pub fixed_buffer_ops: u64,
 }
 
 impl Stats {

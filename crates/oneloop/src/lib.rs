@@ -54,6 +54,7 @@ pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 #[allow(dead_code)]
 mod fault;
+pub mod fixed_buf;
 mod handover;
 pub mod op;
 mod pool;
@@ -68,6 +69,7 @@ pub use buf::{AlignedBuf, Buf, IoBuf, IoBufMut};
 pub use buf_ring::{BufRing, Lease};
 pub use common::{BackendKind, Stats, SubmitError};
 pub use completion::{CancelCount, CancelOutcome, Completion};
+pub use fixed_buf::{FixedBuf, FixedBufPool};
 pub use handover::Handover;
 // Every op, its builder types and answers (a new op needs no line here).
 pub use op::*;

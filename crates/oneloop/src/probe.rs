@@ -220,6 +220,37 @@ fn probe_uring_kernel_side() -> Vec<Feature> {
         ),
         Err(e) => Feature::new("RECVSEND_BUNDLE", false, e.to_string()),
     });
+    // Registered buffers (5.1; charged to RLIMIT_MEMLOCK without CAP_IPC_LOCK).
+    let fixed = io_uring::IoUring::new(2).and_then(|r| {
+        let region = crate::sys::fixed::Region::new(1, 4096)?;
+        region.register(&r)
+    });
+    let memlock = match crate::sys::memlock_limit() {
+        _ if crate::sys::has_ipc_lock() => {
+            "not charged to RLIMIT_MEMLOCK (this process has CAP_IPC_LOCK)".to_string()
+        }
+        Ok((soft, _)) if soft == libc::RLIM_INFINITY => "RLIMIT_MEMLOCK unlimited".to_string(),
+        Ok((soft, _)) => format!(
+            "charged to RLIMIT_MEMLOCK ({soft} bytes, the rings' own memory too); a pool past \
+             it works unregistered"
+        ),
+        Err(e) => format!("RLIMIT_MEMLOCK unknown: {e}"),
+    };
+    out.push(match fixed {
+        Ok(()) => Feature::new(
+            "REGISTER_BUFFERS",
+            true,
+            format!(
+                "available: RingBuilder::fixed_buffers(count, size) registers a pool \
+                 (READ_FIXED/WRITE_FIXED); {memlock}"
+            ),
+        ),
+        Err(e) => Feature::new(
+            "REGISTER_BUFFERS",
+            false,
+            format!("{e} ({memlock}): a pool's buffers work as ordinary memory"),
+        ),
+    });
     // The ring's descriptor registered with its thread (5.18).
     let ring_fds =
         io_uring::IoUring::new(2).map(|r| crate::sys::uring::RingFd::register(&r).map(drop));

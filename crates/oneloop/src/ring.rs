@@ -176,6 +176,23 @@ impl RingBuilder {
         self
     }
 
+    /// Gives the ring a pool of `count` buffers of `size` bytes each ([`Ring::fixed_buffers`];
+    /// none by default), registered with io_uring so that a [`Read`](crate::Read) or
+    /// [`Write`](crate::Write) into one of them is a `READ_FIXED`/`WRITE_FIXED`: the kernel
+    /// maps the pages once, not on every op. Each buffer starts on a 4 KiB boundary. Where the
+    /// kernel refuses the registration (over `RLIMIT_MEMLOCK`, say) and on the other backends
+    /// the pool's buffers work as ordinary memory; [`FixedBufPool::registered`] says why.
+    /// See [`crate::fixed_buf`] for an example.
+    ///
+    /// [`build`](Self::build) fails with `InvalidInput` for a count of 0 or over 16,384 or a
+    /// size of 0 or over 1 GiB (io_uring's limits).
+    ///
+    /// [`FixedBufPool::registered`]: crate::FixedBufPool::registered
+    pub fn fixed_buffers(mut self, count: usize, size: usize) -> Self {
+        self.settings.fixed_buffers = Some((count, size));
+        self
+    }
+
     /// The most threads the blocking pool may run (default 4; epoll and aio backends only).
     /// Threads start on demand: a ring that never needs the pool starts none.
     pub fn pool_threads(mut self, threads: usize) -> Self {
@@ -202,9 +219,20 @@ impl RingBuilder {
         };
         let wake = Arc::new(WakeFd::new()?);
         let config = &self.settings;
+        let fixed = config
+            .fixed_buffers
+            .map(|(count, size)| crate::sys::fixed::Region::new(count, size))
+            .transpose()?;
         if requested != BackendKind::Auto {
             let driver = backend::open(requested, config, &wake)?;
-            return Ok(Ring::assemble(driver, requested, Vec::new(), wake, config));
+            return Ok(Ring::assemble(
+                driver,
+                requested,
+                Vec::new(),
+                wake,
+                config,
+                fixed,
+            ));
         }
         let mut skipped = Vec::new();
         for kind in BackendKind::ALL {
@@ -217,7 +245,9 @@ impl RingBuilder {
                 continue;
             }
             match backend::open(kind, config, &wake) {
-                Ok(driver) => return Ok(Ring::assemble(driver, kind, skipped, wake, config)),
+                Ok(driver) => {
+                    return Ok(Ring::assemble(driver, kind, skipped, wake, config, fixed))
+                }
                 Err(e) => {
                     tracing::debug!(backend = kind.name(), error = %e, "backend skipped");
                     skipped.push(Skipped {
@@ -313,6 +343,8 @@ pub struct Ring {
     serial: u64,
     /// Buffer rings made so far (the next one's id).
     buf_rings: u16,
+    /// The pool of registered buffers (`RingBuilder::fixed_buffers`).
+    fixed: Option<crate::FixedBufPool>,
     _single_thread: PhantomData<*const ()>,
 }
 
@@ -346,7 +378,13 @@ impl Ring {
         skipped: Vec<Skipped>,
         wake: Arc<WakeFd>,
         config: &Settings,
+        fixed: Option<Arc<crate::sys::fixed::Region>>,
     ) -> Ring {
+        let mut driver = driver;
+        let fixed = fixed.map(|region| {
+            let registered = driver.register_fixed(&region);
+            crate::FixedBufPool::new(region, registered)
+        });
         // A tag for each ring the process makes, never 0 (see `OpId`).
         static NEXT_TAG: AtomicU8 = AtomicU8::new(0);
         static NEXT_SERIAL: AtomicU64 = AtomicU64::new(0);
@@ -360,6 +398,7 @@ impl Ring {
             wake,
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             buf_rings: 0,
+            fixed,
             _single_thread: PhantomData,
         }
     }
@@ -413,7 +452,15 @@ impl Ring {
 
     /// A line describing the backend and the kernel features in use.
     pub fn describe(&self) -> String {
-        self.driver.describe()
+        match &self.fixed {
+            Some(pool) => format!("{}; {}", self.driver.describe(), pool.describe()),
+            None => self.driver.describe(),
+        }
+    }
+
+    /// The ring's pool of registered buffers, if [`RingBuilder::fixed_buffers`] asked for one.
+    pub fn fixed_buffers(&self) -> Option<&crate::FixedBufPool> {
+        self.fixed.as_ref()
     }
 
     /// Starts `op`; its completions will carry `user_data`.

@@ -7,6 +7,9 @@
 //!   the waiting connection once descriptors are freed (every backend);
 //! * `RLIMIT_MEMLOCK` of 0 for an io_uring ring: a clear error naming the limit and `Auto`
 //!   falling back, or (kernels from 5.12 charge rings to the memory cgroup) a working ring;
+//! * `RLIMIT_MEMLOCK` too small for a ring's registered buffers (and `CAP_IPC_LOCK` dropped, as
+//!   for an unprivileged user): the ring builds, the pool says why it is not registered, and
+//!   reads into its buffers work as ordinary ones;
 //! * `aio-max-nr` used up by other rings: the next aio ring fails with `EAGAIN` naming
 //!   `aio-nr`/`aio-max-nr`, `Auto` (uring excluded) falls back to epoll and says why, and aio
 //!   works again once the other rings are gone;
@@ -164,6 +167,8 @@ fn memlock_too_small_for_uring() {
         if !backends().contains(&BackendKind::Uring) {
             return;
         }
+        // As an unprivileged user: with CAP_IPC_LOCK nothing is charged.
+        drop_ipc_lock();
         set_limit(libc::RLIMIT_MEMLOCK, 0);
         match Ring::builder().backend(BackendKind::Uring).build() {
             Err(e) => {
@@ -178,7 +183,7 @@ fn memlock_too_small_for_uring() {
                 eprintln!("PASS uring refused ({e}); Auto chose {}", ring.backend());
             }
             Ok(mut ring) => {
-                // Linux 5.12 and later charge rings to the memory cgroup, not RLIMIT_MEMLOCK.
+                // Linux 5.12 to 6.4 charge rings to the memory cgroup, not RLIMIT_MEMLOCK.
                 ring.submit(Nop, 1).unwrap();
                 assert!(wait_final(&mut ring).result().is_ok());
                 eprintln!(
@@ -187,6 +192,83 @@ fn memlock_too_small_for_uring() {
                 );
             }
         }
+    });
+}
+
+/// Drops `CAP_IPC_LOCK` from this process (a root test run has it; io_uring charges no memlock
+/// to a process that holds it).
+fn drop_ipc_lock() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_IPC_LOCK: u32 = 14;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: `header` and two `Data` (version 3) are valid for the kernel to read and write.
+    let got = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    assert_eq!(got, 0, "capget: {}", std::io::Error::last_os_error());
+    data[0].effective &= !(1 << CAP_IPC_LOCK);
+    data[0].permitted &= !(1 << CAP_IPC_LOCK);
+    // SAFETY: as above; the kernel only reads them.
+    let set = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    assert_eq!(set, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn memlock_too_small_for_fixed_buffers() {
+    in_child("memlock_too_small_for_fixed_buffers", || {
+        if !backends().contains(&BackendKind::Uring) {
+            return;
+        }
+        drop_ipc_lock();
+        // The limit as it is (often 8 MiB; at most 8 MiB here), and twice that in buffers. The
+        // ring's own memory is charged too, and the user's other charges, which the kernel
+        // frees some time after their rings close: room is left for them.
+        let limit = set_limit(libc::RLIMIT_MEMLOCK, 8 << 20).min(8 << 20);
+        set_limit(libc::RLIMIT_MEMLOCK, limit);
+        let count = (2 * limit as usize / 4096).clamp(64, 16_384);
+        let mut ring = Ring::builder()
+            .backend(BackendKind::Uring)
+            .entries(8)
+            .fixed_buffers(count, 4096)
+            .build()
+            .expect("the ring builds all the same");
+        let pool = ring.fixed_buffers().unwrap().clone();
+        let why = pool.registered().expect_err("over the limit");
+        assert!(
+            why.contains("ENOMEM") && why.contains("RLIMIT_MEMLOCK"),
+            "{why}"
+        );
+        assert!(
+            ring.describe().contains("not registered"),
+            "{}",
+            ring.describe()
+        );
+        let (r, w) = std::io::pipe().unwrap();
+        (&w).write_all(b"still works").unwrap();
+        let buf = pool.take().unwrap();
+        ring.submit(
+            oneloop::Read::new(r.as_raw_fd(), buf, oneloop::CURRENT_POSITION),
+            1,
+        )
+        .unwrap();
+        let c = wait_final(&mut ring);
+        assert_eq!(c.result().as_ref().unwrap(), &11, "{c:?}");
+        assert_eq!(ring.stats().fixed_buffer_ops, 0, "no fixed request");
+        eprintln!("PASS fixed buffers over RLIMIT_MEMLOCK: {why}");
     });
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use oneloop::{AlignedBuf, BackendKind, Buf, IoBuf, Read, Ring};
+use oneloop::{AlignedBuf, BackendKind, Buf, Read, Ring};
 
 use super::{measure, Row};
 
@@ -76,14 +76,6 @@ fn open(path: &PathBuf, direct: bool) -> Result<std::fs::File> {
         .with_context(|| format!("open {} (direct: {direct})", path.display()))
 }
 
-fn buffer(direct: bool) -> Result<Buf> {
-    Ok(if direct {
-        AlignedBuf::new(BLOCK as usize, BLOCK as usize)?.into_buf()
-    } else {
-        Vec::with_capacity(BLOCK as usize).into_buf()
-    })
-}
-
 pub fn run(
     kind: BackendKind,
     qd: usize,
@@ -100,7 +92,7 @@ pub fn run(
             file.read_at(&mut b, i << 20)?;
         }
     }
-    let ours = measure(|| ours(kind, &file, qd, direct, mib, duration))?;
+    let ours = measure(|| ours(kind, &file, qd, mib, duration))?;
     let baseline = measure(|| sync_loop(&file, direct, mib, duration))?;
     let params = format!("qd={qd}{}", if direct { " direct" } else { " warm" });
     let mut rows = vec![Row {
@@ -208,20 +200,28 @@ fn ours(
     kind: BackendKind,
     file: &std::fs::File,
     qd: usize,
-    direct: bool,
     mib: u64,
     duration: Duration,
 ) -> Result<u64> {
+    // As a user would: the ring's registered buffers (READ_FIXED on io_uring; page-aligned,
+    // so right for O_DIRECT too), and the file registered (a fixed file on io_uring).
     let mut ring = Ring::builder()
         .backend(kind)
         .entries((qd as u32).max(8))
+        .fixed_buffers(qd, BLOCK as usize)
         .build()?;
+    let pool = ring.fixed_buffers().expect("asked for").clone();
+    if kind == BackendKind::Uring {
+        if let Err(why) = pool.registered() {
+            eprintln!("randread: buffers not registered: {why}");
+        }
+    }
     let mut offsets = Offsets::new(mib);
     let fd = file.as_raw_fd();
-    // As a user would: the file stays open for the run (io_uring: a fixed file).
     ring.register_fd(fd)?;
     for i in 0..qd {
-        ring.submit(Read::new(fd, buffer(direct)?, offsets.next()), i as u64)?;
+        let buf = pool.take().expect("a buffer per read in flight");
+        ring.submit(Read::new(fd, buf, offsets.next()), i as u64)?;
     }
     let start = Instant::now();
     let mut done = 0u64;
@@ -241,10 +241,8 @@ fn ours(
             done += 1;
             if !stop {
                 let mut buf = c.take_buf().expect("Read returns its buffer");
-                match &mut buf {
-                    Buf::Vec(v) => v.clear(),
-                    Buf::Aligned(a) => a.clear(),
-                    Buf::Boxed(_) => {}
+                if let Buf::Fixed(f) = &mut buf {
+                    f.clear();
                 }
                 ring.submit(Read::new(fd, buf, offsets.next()), 0)?;
             }

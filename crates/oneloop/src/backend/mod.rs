@@ -140,6 +140,16 @@ impl Driver {
     }
 
     /// Whether multishot ops run in the kernel (io_uring, not emulated).
+    /// Registers a pool of fixed buffers with the kernel where the backend has such a thing
+    /// (io_uring); otherwise, or when the kernel refuses, says why not.
+    pub fn register_fixed(&mut self, region: &crate::sys::fixed::Region) -> Result<(), String> {
+        match self {
+            Driver::Uring(d) => d.register_fixed(region),
+            Driver::Aio(_) => Err("the aio backend has no registered buffers".into()),
+            Driver::Epoll(_) => Err("the epoll backend has no registered buffers".into()),
+        }
+    }
+
     pub fn kernel_multishot(&self) -> bool {
         match self {
             Driver::Uring(d) => d.native_multishot(),

@@ -31,7 +31,8 @@ use crate::sys::Done;
 /// `O_DIRECT`), `EISDIR`, ...
 ///
 /// # Backends
-/// `uring`: `READ`. `epoll`: `preadv2(RWF_NOWAIT)` at submission, so a page-cache hit
+/// `uring`: `READ`; `READ_FIXED` for a [`FixedBuf`](crate::FixedBuf) of the ring's registered
+/// pool. `epoll`: `preadv2(RWF_NOWAIT)` at submission, so a page-cache hit
 /// completes inline; a miss goes to the blocking pool; a pipe, socket or tty waits for
 /// readiness and then reads. `aio`: at an offset, `IOCB_CMD_PREAD` with `RWF_NOWAIT` (a hit
 /// completes in the kernel at once); on `EAGAIN` an `O_DIRECT` file is read again without the
@@ -64,7 +65,8 @@ impl Read {
 /// The kernel's: `EBADF`, `EINVAL`, `ENOSPC`, `EPIPE`, ...
 ///
 /// # Backends
-/// `uring`: `WRITE` (a pipe or socket is written in full unless an error intervenes).
+/// `uring`: `WRITE`, `WRITE_FIXED` for a [`FixedBuf`](crate::FixedBuf) of the ring's
+/// registered pool (a pipe or socket is written in full unless an error intervenes).
 /// `epoll`: `pwritev2(RWF_NOWAIT)` at submission, the blocking pool when the filesystem cannot
 /// take the write without blocking; a pipe or socket waits for readiness and may complete
 /// with a short count. `aio`: at an offset, `IOCB_CMD_PWRITE` with `RWF_NOWAIT`, then as for
@@ -212,12 +214,26 @@ impl OpBase for Read {
 
 impl UringPlan for Read {
     one_request!();
-    const OPCODES: &'static [(&'static str, u8)] = &[("READ", opcode::Read::CODE)];
+    const OPCODES: &'static [(&'static str, u8)] = &[
+        ("READ", opcode::Read::CODE),
+        ("READ_FIXED", opcode::ReadFixed::CODE),
+    ];
     fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Read::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
         let (ptr, len) = self.buf.read_target();
+        if let Some(index) = self.buf.fixed_index(cx.fixed_pool) {
+            cx.fixed_op = true;
+            return Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::ReadFixed::new(
+                t,
+                ptr,
+                clamp_len(len),
+                index
+            )
+            .offset(self.offset)
+            .build()));
+        }
         Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::Read::new(
             t,
             ptr,
@@ -290,12 +306,26 @@ impl OpBase for Write {
 
 impl UringPlan for Write {
     one_request!();
-    const OPCODES: &'static [(&'static str, u8)] = &[("WRITE", opcode::Write::CODE)];
+    const OPCODES: &'static [(&'static str, u8)] = &[
+        ("WRITE", opcode::Write::CODE),
+        ("WRITE_FIXED", opcode::WriteFixed::CODE),
+    ];
     fn opcode(_: bool) -> Option<u8> {
         Some(opcode::Write::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
         let (ptr, len) = self.buf.write_source();
+        if let Some(index) = self.buf.fixed_index(cx.fixed_pool) {
+            cx.fixed_op = true;
+            return Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::WriteFixed::new(
+                t,
+                ptr,
+                clamp_len(len),
+                index
+            )
+            .offset(self.offset)
+            .build()));
+        }
         Lowered::Sqe(on_fd!(cx, self.fd, |t| opcode::Write::new(
             t,
             ptr,

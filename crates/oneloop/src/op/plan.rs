@@ -152,6 +152,10 @@ pub(crate) struct UringCx<'a> {
     pub native_multishot: bool,
     /// Whether a multishot receive may fill several buffers at once (a bundle).
     pub recv_bundle: bool,
+    /// The id of the ring's registered `FixedBufPool` (0: none).
+    pub fixed_pool: u64,
+    /// Set by an op lowered to `READ_FIXED`/`WRITE_FIXED` (counted in `Stats`).
+    pub fixed_op: bool,
     /// The clock at submission, for ops that read it.
     pub now: Option<Instant>,
 }

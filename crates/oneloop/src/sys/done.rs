@@ -98,6 +98,7 @@ fn grow(buf: &mut Buf, n: usize) {
         Buf::Vec(v) => unsafe { super::vec_filled(v, n) },
         Buf::Boxed(_) => {}
         Buf::Aligned(a) => a.set_len(a.len() + n),
+        Buf::Fixed(f) => f.set_len(f.len() + n),
     }
 }
 

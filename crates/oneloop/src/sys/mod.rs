@@ -13,6 +13,7 @@ pub(crate) mod aio;
 mod alloc;
 pub(crate) mod buf_ring;
 mod done;
+pub(crate) mod fixed;
 pub(crate) mod posix;
 pub(crate) mod uring;
 
@@ -213,6 +214,19 @@ pub(crate) fn memlock_limit() -> io::Result<(u64, u64)> {
     // SAFETY (syscall!): `lim` is a writable `rlimit` that outlives the call.
     syscall!(getrlimit(libc::RLIMIT_MEMLOCK, &mut lim))?;
     Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Whether this process holds `CAP_IPC_LOCK` in its effective set (then io_uring charges
+/// nothing to `RLIMIT_MEMLOCK`).
+pub(crate) fn has_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 /// The running kernel's release string (`uname -r`).

@@ -82,7 +82,7 @@ pub fn c22_disk_read_write_vectored_sync(h: &Harness) -> Outcome {
 }
 
 /// Opens a new file with `O_DIRECT` in the temp dir, or says why it cannot.
-fn open_direct(tag: &str) -> Result<(TempFile, OwnedFd), String> {
+pub fn open_direct(tag: &str) -> Result<(TempFile, OwnedFd), String> {
     let file = TempFile::new(tag, &vec![7u8; 8192]);
     let path = std::ffi::CString::new(file.path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: `path` is a NUL-terminated string that outlives the call.

@@ -10,6 +10,7 @@ mod alloc_count;
 mod cases_cancel;
 mod cases_disk;
 mod cases_epoll;
+mod cases_fixed;
 mod cases_input;
 mod cases_multi;
 mod cases_ops;
@@ -95,6 +96,10 @@ macro_rules! all_cases {
             cases_multi::m10_many_streams_share_one_ring,
             cases_multi::m11_bundles_span_buffers,
             cases_multi::m12_empty_ring_waits_for_data,
+            // Registered buffers
+            cases_fixed::f1_fixed_buffers_read_write,
+            cases_fixed::f2_fixed_buffers_cancel_drop_and_foreign,
+            cases_fixed::f3_fixed_buffers_bad_sizes_and_o_direct,
         }
     };
 }

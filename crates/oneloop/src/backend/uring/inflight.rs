@@ -114,6 +114,8 @@ impl UringSlot {
 pub(super) struct InFlight {
     pub ring: IoUring,
     pub slots: Slab<UringSlot>,
+    /// Requests lowered to `READ_FIXED`/`WRITE_FIXED` (`Stats::fixed_buffer_ops`).
+    pub fixed_ops: u64,
 }
 
 impl InFlight {
@@ -153,6 +155,7 @@ impl InFlight {
             user_data.0,
             native,
             now,
+            &mut self.fixed_ops,
         ) {
             Lowered::Sqe(main) => main,
             Lowered::Timer(at) => return Armed::Timer(at),
@@ -207,6 +210,7 @@ impl InFlight {
             user_data,
             native,
             None,
+            &mut self.fixed_ops,
         ) {
             Lowered::Sqe(main) => main,
             Lowered::Timer(_) | Lowered::Done(_) => return false,

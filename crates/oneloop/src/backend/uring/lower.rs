@@ -32,6 +32,9 @@ pub(super) struct Native {
     pub multishot: bool,
     /// Multishot `RECV` fills several buffers at once (`IORING_RECVSEND_BUNDLE`).
     pub recv_bundle: bool,
+    /// The id of the `FixedBufPool` registered with this ring (0: none): a `FixedBuf` of it
+    /// is read or written with `READ_FIXED`/`WRITE_FIXED`.
+    pub fixed_pool: u64,
 }
 
 /// Builds the main SQE for `op` (with its slot's `scratch`); ops on registered fds name their
@@ -44,6 +47,7 @@ pub(super) fn lower(
     user_data: u64,
     native: Native,
     now: Option<Instant>,
+    fixed_ops: &mut u64,
 ) -> Lowered {
     let fixed = op.fd().and_then(|fd| files.slot(fd));
     let mut cx = UringCx {
@@ -52,9 +56,13 @@ pub(super) fn lower(
         native_epoll_wait: native.epoll_wait,
         native_multishot: native.multishot,
         recv_bundle: native.recv_bundle,
+        fixed_pool: native.fixed_pool,
+        fixed_op: false,
         now,
     };
-    match op.uring_lower(&mut cx) {
+    let lowered = op.uring_lower(&mut cx);
+    *fixed_ops += u64::from(cx.fixed_op);
+    match lowered {
         Lowered::Sqe(entry) => Lowered::Sqe(entry.user_data(user_data)),
         timer => timer,
     }

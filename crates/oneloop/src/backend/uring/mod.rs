@@ -116,12 +116,18 @@ pub(crate) struct Uring {
     /// Blocking waits batched (`RingBuilder::batch_wait`, where the kernel has
     /// `IORING_FEAT_MIN_TIMEOUT`): `(min_complete, min_wait_usec)`.
     pub(super) batch_wait: Option<(usize, u32)>,
+    /// The id of the `FixedBufPool` registered with this ring (0: none).
+    fixed_pool: u64,
 }
 
 impl Uring {
-    /// The backend's own counters: none on io_uring (the ring counts submissions itself).
+    /// The backend's own counters: on io_uring, the ops run on registered buffers (the ring
+    /// counts submissions itself).
     pub fn stats(&self) -> Stats {
-        Stats::default()
+        Stats {
+            fixed_buffer_ops: self.table.fixed_ops,
+            ..Stats::default()
+        }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -280,6 +286,7 @@ impl Uring {
             epoll_wait: self.native_epoll_wait,
             multishot: self.native_multishot,
             recv_bundle: self.recv_bundles,
+            fixed_pool: self.fixed_pool,
         }
     }
 
@@ -778,6 +785,26 @@ impl Uring {
             self.run_rearms(out)?;
         }
         Ok(())
+    }
+
+    /// Registers a `FixedBufPool`'s buffers (`IORING_REGISTER_BUFFERS`); from then on its
+    /// buffers are read and written with `READ_FIXED`/`WRITE_FIXED`. Otherwise why not.
+    pub fn register_fixed(&mut self, region: &crate::sys::fixed::Region) -> Result<(), String> {
+        match region.register(&self.table.ring) {
+            Ok(()) => {
+                self.fixed_pool = region.id();
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => Err(format!(
+                "IORING_REGISTER_BUFFERS: ENOMEM: {} buffers of {} bytes exceed RLIMIT_MEMLOCK \
+                 ({}; CAP_IPC_LOCK lifts it)",
+                region.count(),
+                region.size(),
+                crate::sys::memlock_limit()
+                    .map_or("unknown".into(), |(soft, _)| format!("{soft} bytes"))
+            )),
+            Err(e) => Err(format!("IORING_REGISTER_BUFFERS: {e}")),
+        }
     }
 
     /// Registers `pool`'s group with the kernel (`IORING_REGISTER_PBUF_RING`), consumed

@@ -86,6 +86,7 @@ impl Uring {
             table: InFlight {
                 ring,
                 slots: Slab::with_capacity(config.in_flight_max),
+                fixed_ops: 0,
             },
             refused: refused_kinds(&probe, native_epoll_wait, native_multishot),
             plain: crate::op::Op::uring_plain_kinds(native_epoll_wait),
@@ -107,6 +108,7 @@ impl Uring {
             incremental,
             recv_bundles,
             batch_wait,
+            fixed_pool: 0,
         };
         uring.arm_wake(&mut crate::sink::Sink::new(0, 0))?;
         Ok(uring)
