@@ -294,6 +294,10 @@ pub struct Stats {
     /// Reads and writes the kernel ran on a registered buffer (`READ_FIXED`/`WRITE_FIXED`:
     /// a [`FixedBuf`](crate::FixedBuf) of this ring's registered pool; io_uring only).
     pub fixed_buffer_ops: u64,
+    /// [`SendZc`](crate::SendZc)s the kernel sent zero-copy (io_uring's `SEND_ZC` sent bytes
+    /// and will say when it lets go of the buffer; 0 on the other backends and where a
+    /// socket sends the ordinary way).
+    pub zero_copy_sends: u64,
 }
 
 impl Stats {

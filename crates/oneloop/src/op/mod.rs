@@ -423,6 +423,8 @@ ops! {
     Recv,
     /// `send`.
     Send,
+    /// `send`, zero-copy where the backend can.
+    SendZc,
     /// `sendfile`.
     SendFile,
     /// `close`.
@@ -438,6 +440,16 @@ ops! {
 }
 
 impl Op {
+    /// io_uring: the result of an op whose result is in while the kernel still holds its
+    /// buffer (a zero-copy send waiting for its notification); `None` for any other.
+    #[inline]
+    pub(crate) fn result_in(&self) -> Option<i32> {
+        match self {
+            Op::SendZc(o) => o.sent,
+            _ => None,
+        }
+    }
+
     /// The buffer group a multishot receive picks from.
     #[inline]
     pub(crate) fn buf_pool(&self) -> Option<&std::sync::Arc<crate::sys::buf_ring::Pool>> {

@@ -1,4 +1,4 @@
-//! Socket ops: `Accept`, `Connect`, `Recv`, `Send` — each declared once, with its io_uring
+//! Socket ops: `Accept`, `Connect`, `Recv`, `Send`, `SendZc` — each declared once, with its io_uring
 //! request and its readiness plan (a non-blocking attempt, then readiness). On aio they take
 //! the readiness path (AIO has no socket requests). `SendFile` is in `send_file.rs`.
 #![forbid(unsafe_code)]
@@ -11,7 +11,7 @@ use io_uring::opcode;
 use super::plan::{
     aio_takes_readiness, clamp_len, done, errno, no_target, on_fd, one_request, one_shot_on,
     pool_is_final, retry, short, AioNext, AioPlan, AioStart, Lowered, Next, OpBase, ReadyCx,
-    ReadyPlan, UringCx, UringPlan, IN, OUT,
+    ReadyPlan, Step, UringCx, UringPlan, IN, OUT,
 };
 use super::Output;
 use crate::buf::{Buf, IoBuf, IoBufMut};
@@ -424,5 +424,161 @@ impl ReadyPlan for Send {
 }
 
 impl AioPlan for Send {
+    aio_takes_readiness!();
+}
+
+/// Sends an owned buffer's bytes on a socket without copying them where the kernel can
+/// (`send(2)` with `MSG_ZEROCOPY`'s io_uring form, `SEND_ZC`; `MSG_NOSIGNAL`).
+///
+/// The kernel may read the buffer after the bytes are counted as sent — until the network
+/// device is done with it — so the ring keeps the buffer until the kernel says it has let
+/// go (its notification), and only then delivers the op's one final completion: the count
+/// sent (a short count is possible, as for [`Send`]) and the buffer. A cancel or deadline
+/// also waits for that notification; dropping the ring waits for it like any op in flight.
+///
+/// Worth it for large sends (tens of KiB and up) on a real network device. To a loopback
+/// destination the kernel copies the bytes anyway, and the notification is one more
+/// completion to wait for: use [`Send`] there (oneloop's own `serve` sends zero-copy only
+/// to other hosts unless told otherwise).
+///
+/// A socket that cannot send zero-copy (a Unix socket; the kernel says `EOPNOTSUPP`) is sent
+/// to the ordinary way by the same op.
+///
+/// # Errors
+/// As [`Send`]: `EPIPE` after the peer closed, `ECONNRESET`, `EAGAIN` never (it waits).
+///
+/// # Backends
+/// `uring`: `SEND_ZC` (Linux 6.0); a [`FixedBuf`](crate::FixedBuf) of the ring's registered
+/// pool is named by its index (`IORING_RECVSEND_FIXED_BUF`: not even the pages are looked
+/// up). `epoll`, `aio`: an ordinary send, as [`Send`] does it.
+///
+/// # Examples
+/// ```
+/// use std::io::Read as _;
+/// use std::os::fd::AsRawFd;
+/// use oneloop::{Ring, SendZc};
+///
+/// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+/// let mut ring = Ring::new()?;
+/// ring.submit(SendZc::new(a.as_raw_fd(), vec![7u8; 64 << 10]), 1)?;
+/// let mut got = vec![0u8; 64 << 10];
+/// let reader = std::thread::spawn(move || b.read_exact(&mut got).map(|()| got));
+/// let done = loop {
+///     ring.wait(1, None)?;
+///     if let Some(c) = ring.completions().next() {
+///         break c;
+///     }
+/// };
+/// assert_eq!(*done.result().as_ref().unwrap(), 64 << 10);
+/// assert!(reader.join().unwrap()?.iter().all(|&x| x == 7));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SendZc {
+    pub(crate) send: Send,
+    /// io_uring: the result of the request's first CQE, kept while the kernel still holds
+    /// the buffer (its notification to come).
+    pub(crate) sent: Option<i32>,
+    /// io_uring: the socket cannot send zero-copy (`EOPNOTSUPP`: a Unix socket, say), so
+    /// the op sends the ordinary way (`SEND`).
+    copy: bool,
+}
+
+impl SendZc {
+    /// Sends `buf` on `fd`, zero-copy where the backend can; a closed peer gives `EPIPE`.
+    pub fn new(fd: RawFd, buf: impl IoBuf) -> SendZc {
+        SendZc {
+            send: Send::new(fd, buf),
+            sent: None,
+            copy: false,
+        }
+    }
+
+    /// Adds `MSG_*` flags.
+    pub fn flags(mut self, flags: i32) -> SendZc {
+        self.send = self.send.flags(flags);
+        self
+    }
+
+    /// Gives the buffer back.
+    pub fn into_buf(self) -> Buf {
+        self.send.buf
+    }
+}
+
+impl OpBase for SendZc {
+    no_target!();
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.send.fd)
+    }
+    fn is_multishot(&self) -> bool {
+        false
+    }
+    fn finish(self, _: Done) -> Output {
+        Output::Buf(self.send.buf)
+    }
+}
+
+impl UringPlan for SendZc {
+    const OPCODES: &'static [(&'static str, u8)] = &[("SEND_ZC", opcode::SendZc::CODE)];
+    fn opcode(_: bool) -> Option<u8> {
+        Some(opcode::SendZc::CODE)
+    }
+    fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
+        if self.copy {
+            return self.send.lower(cx);
+        }
+        let (ptr, len) = self.send.buf.write_source();
+        let index = self.send.buf.fixed_index(cx.fixed_pool);
+        Lowered::Sqe(on_fd!(cx, self.send.fd, |t| opcode::SendZc::new(
+            t,
+            ptr,
+            clamp_len(len)
+        )
+        .buf_index(index)
+        .flags(self.send.flags)
+        .build()))
+    }
+    /// The request's last CQE: the notification (the result was the first CQE's, kept by the
+    /// driver in `sent`), or — when the kernel posted no notification — the result itself.
+    fn step(&mut self, res: i32, stop: bool) -> Step {
+        let res = self.sent.take().unwrap_or(res);
+        if res == -libc::EOPNOTSUPP && !self.copy {
+            // Not a socket that sends zero-copy: the ordinary way, once — unless the op is
+            // to stop, which it does as if cancelled before it sent (nothing was).
+            if stop {
+                return Step::Done(-libc::ECANCELED);
+            }
+            self.copy = true;
+            return Step::Again;
+        }
+        Step::Done(res)
+    }
+    fn plain(_: bool) -> bool {
+        // Two CQEs: the result, then the notification.
+        false
+    }
+}
+
+impl ReadyPlan for SendZc {
+    pool_is_final!();
+    fn direction(&self) -> Option<(RawFd, u32)> {
+        self.send.direction()
+    }
+    fn tried_inline(&self, aio: bool) -> bool {
+        self.send.tried_inline(aio)
+    }
+    fn first(&mut self, cx: &ReadyCx) -> Next {
+        self.send.first(cx)
+    }
+    fn again(&mut self, first_time: bool) -> Next {
+        self.send.again(first_time)
+    }
+    fn blocking(&mut self, fd: &mut Option<OwnedFd>) -> i32 {
+        self.send.blocking(fd)
+    }
+}
+
+impl AioPlan for SendZc {
     aio_takes_readiness!();
 }

@@ -19,6 +19,7 @@ mod cases_queue;
 mod cases_sendfile;
 mod cases_timeout;
 mod cases_update;
+mod cases_zc;
 mod harness;
 
 #[global_allocator]
@@ -100,6 +101,11 @@ macro_rules! all_cases {
             cases_fixed::f1_fixed_buffers_read_write,
             cases_fixed::f2_fixed_buffers_cancel_drop_and_foreign,
             cases_fixed::f3_fixed_buffers_bad_sizes_and_o_direct,
+            // Zero-copy sends
+            cases_zc::z1_send_zc_counts_bytes_once,
+            cases_zc::z2_send_zc_cancel_and_deadline,
+            cases_zc::z3_send_zc_peer_reset,
+            cases_zc::z4_send_zc_drop_and_cancel_while_bytes_wait,
         }
     };
 }

@@ -3,7 +3,8 @@
 //! `cancel_nowait`), by stale id, by fd and of all, `PollUpdate`s of live and finished ops,
 //! ops claimed by an owner (`set_waker`, multishot polls `watch`ed, taken with `poll_take`)
 //! and abandoned ops (`abandon`: nothing of theirs may surface again)
-//! (a `SendFile` among the ops), waits with timeouts, wakes from another
+//! (a `SendFile` among the ops; zero-copy sends; reads and writes into registered buffers, whose
+//! pools must be whole again at the end), waits with timeouts, wakes from another
 //! thread, writes and reads on the other ends, and rings dropped mid-flight — each answer and
 //! completion checked against the reference model of the contract (`contract.rs`); at the end
 //! of a run, the process's descriptors and the op buffers still alive are back to where they
@@ -35,6 +36,11 @@ use world::World;
 const TRACKED: std::ops::Range<usize> = 40_961..41_025;
 
 static LIVE_BUFFERS: AtomicIsize = AtomicIsize::new(0);
+
+/// Each ring's registered buffers: a few, of the largest tracked size (a read into one asks
+/// for its whole capacity).
+const FIXED_COUNT: usize = 8;
+const FIXED_SIZE: usize = TRACKED.end - 1;
 
 struct Counting;
 
@@ -166,6 +172,9 @@ struct Run {
     bufs: Option<BufRing>,
     /// Ops handed over (`Ring::hand_over`): their completions arrive here.
     handovers: Vec<std::sync::Arc<Handover>>,
+    /// Every ring's pool of registered buffers, the current ring's last: all buffers must be
+    /// back at the end.
+    pools: Vec<FixedBufPool>,
 }
 
 fn run(kind: BackendKind, faults: bool) {
@@ -220,6 +229,7 @@ fn run_with(kind: BackendKind, faults: bool, emulate_multishot: bool) {
         claimed: Vec::new(),
         bufs: None,
         handovers: Vec::new(),
+        pools: Vec::new(),
     };
     run.model.pool_may_refuse = faults;
     for step in 0..steps() {
@@ -231,6 +241,7 @@ fn run_with(kind: BackendKind, faults: bool, emulate_multishot: bool) {
         model,
         world,
         wake_tx,
+        pools,
         ..
     } = run;
     drop(wake_tx);
@@ -251,6 +262,22 @@ fn run_with(kind: BackendKind, faults: bool, emulate_multishot: bool) {
         && settle.elapsed() < Duration::from_secs(30)
     {
         std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every ring's registered buffers are back in its pool (a pool job holds one until it
+    // returns, as above).
+    while pools.iter().any(|p| p.available() != p.count())
+        && settle.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (i, pool) in pools.iter().enumerate() {
+        if pool.available() != pool.count() {
+            violations.push(format!(
+                "ring {i}'s fixed buffers: {} of {} back",
+                pool.available(),
+                pool.count()
+            ));
+        }
     }
     let fds_after = world::fd_count();
     if fds_after != fds_before {
@@ -317,6 +344,7 @@ fn builder(kind: BackendKind, faults: bool, emulate_multishot: bool) -> RingBuil
     let b = Ring::builder()
         .backend(kind)
         .in_flight_max(512)
+        .fixed_buffers(FIXED_COUNT, FIXED_SIZE)
         .emulate_multishot(emulate_multishot);
     if faults {
         // A small CQ, so that reaping one at a time makes it overflow.
@@ -361,6 +389,8 @@ impl Run {
             }
             // Few small buffers: multishot receives run dry (`ENOBUFS`) often.
             self.bufs = Some(ring.buf_ring(4, 64).expect("buffer ring"));
+            self.pools
+                .push(ring.fixed_buffers().expect("asked for").clone());
             self.ring = Some(ring);
         }
         self.ring.as_mut().unwrap()
@@ -643,6 +673,14 @@ impl Run {
         fds[(pick % fds.len() as u64) as usize]
     }
 
+    /// A free registered buffer of the ring's pool, one time in `one_in`.
+    fn fixed_buffer(&mut self, one_in: u64) -> Option<FixedBuf> {
+        if self.rng.below(one_in) != 0 {
+            return None;
+        }
+        self.pools.last().and_then(FixedBufPool::take)
+    }
+
     fn buffer(&mut self) -> usize {
         TRACKED.start + self.rng.below((TRACKED.end - TRACKED.start) as u64) as usize
     }
@@ -708,20 +746,26 @@ impl Run {
         match pick {
             0..=4 => (Nop.into(), Kind::Nop, None, None),
             5..=14 => {
-                let op = Read::new(rfd, Vec::with_capacity(n), offset as u64);
-                (
-                    op.into(),
-                    Kind::ReadFile { offset, len: n },
-                    Some(rfd),
-                    None,
-                )
+                // One read in four into a registered buffer, when one is free.
+                let fixed = self.fixed_buffer(4);
+                let (op, len) = match fixed {
+                    Some(buf) => (Read::new(rfd, buf, offset as u64), FIXED_SIZE),
+                    None => (Read::new(rfd, Vec::with_capacity(n), offset as u64), n),
+                };
+                (op.into(), Kind::ReadFile { offset, len }, Some(rfd), None)
             }
             15..=22 => {
                 let op = Read::new(prd, Vec::with_capacity(n), CURRENT_POSITION);
                 (op.into(), Kind::ReadPipe { len: n }, Some(prd), None)
             }
             23..=27 => {
-                let op = Write::new(wfd, vec![b'w'; n], offset as u64);
+                let op = match self.fixed_buffer(4) {
+                    Some(mut buf) => {
+                        buf.extend_from_slice(&vec![b'w'; n]);
+                        Write::new(wfd, buf, offset as u64)
+                    }
+                    None => Write::new(wfd, vec![b'w'; n], offset as u64),
+                };
                 (op.into(), Kind::WriteFile { len: n }, Some(wfd), None)
             }
             28..=31 => {
@@ -831,8 +875,13 @@ impl Run {
             }
             89..=93 => {
                 let len = 1 + self.rng.below(512) as usize;
-                let op = Send::new(sb, vec![b'y'; len]);
-                (op.into(), Kind::Send { len }, Some(sb), None)
+                // One send in three zero-copy: the same contract, the buffer held longer.
+                let op: Submission = if self.rng.below(3) == 0 {
+                    SendZc::new(sb, vec![b'y'; len]).into()
+                } else {
+                    Send::new(sb, vec![b'y'; len]).into()
+                };
+                (op, Kind::Send { len }, Some(sb), None)
             }
             94..=95 => {
                 let fd = World::closable();

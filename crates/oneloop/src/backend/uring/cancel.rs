@@ -270,6 +270,18 @@ impl Uring {
                     slot.main_res = Some(slot.stopped());
                     continue;
                 }
+                // Its result is in and only the kernel's hold on its buffer keeps it (a
+                // zero-copy send waiting for its notification, which may wait for the peer):
+                // the result answers; the final completion comes with the notification.
+                Some(slot) if slot.main_res.is_none() && slot.op.result_in().is_some() => {
+                    let cancelled = slot.op.result_in() == Some(-libc::ECANCELED);
+                    slot.user_cancelled |= cancelled;
+                    return Ok(if cancelled {
+                        CancelOutcome::Cancelled
+                    } else {
+                        CancelOutcome::TooLate
+                    });
+                }
                 Some(slot) if slot.main_res.is_none() => {}
                 Some(slot) => {
                     let cancelled = slot.main_res == Some(-libc::ECANCELED);

@@ -118,6 +118,8 @@ pub(crate) struct Uring {
     pub(super) batch_wait: Option<(usize, u32)>,
     /// The id of the `FixedBufPool` registered with this ring (0: none).
     fixed_pool: u64,
+    /// `SEND_ZC`s that sent bytes (`Stats::zero_copy_sends`).
+    zero_copy_sends: u64,
 }
 
 impl Uring {
@@ -126,6 +128,7 @@ impl Uring {
     pub fn stats(&self) -> Stats {
         Stats {
             fixed_buffer_ops: self.table.fixed_ops,
+            zero_copy_sends: self.zero_copy_sends,
             ..Stats::default()
         }
     }
@@ -514,6 +517,13 @@ impl Uring {
             return;
         }
         if cqueue::more(flags) {
+            // A zero-copy send's result; its notification (the kernel let go of the buffer)
+            // is its last CQE, and only then does it end, with this result.
+            if let Op::SendZc(o) = &mut slot.op {
+                o.sent = Some(res);
+                self.zero_copy_sends += u64::from(res > 0);
+                return;
+            }
             let id = OpId(key.pack());
             if res >= 0 && matches!(slot.op, Op::Poll(_)) {
                 out.push_event(id, slot.user_data, res as u32);
@@ -844,7 +854,7 @@ impl Uring {
                 tracing::error!(error = %e, "cancel on drop failed");
             }
             let start = Instant::now();
-            while !self.table.slots.is_empty() && self.broken.is_none() {
+            while !self.only_notifications_left() && self.broken.is_none() {
                 if start.elapsed() > Duration::from_secs(60) {
                     tracing::error!(
                         left = self.table.slots.len(),
@@ -866,6 +876,14 @@ impl Uring {
             }
         }
         self.leak_held_slots();
+    }
+
+    /// Whether every op left has its result and waits only for the kernel to let go of its
+    /// buffer (zero-copy sends whose bytes wait for the peer): no longer worth waiting for.
+    fn only_notifications_left(&self) -> bool {
+        self.table.slots.iter().all(|(_, slot)| {
+            slot.op.result_in().is_some() && slot.links_pending == 0 && slot.cancels_pending == 0
+        })
     }
 
     /// Leaks every slot the kernel may still write, so its memory is never freed under it.

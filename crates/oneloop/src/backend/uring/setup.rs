@@ -109,6 +109,7 @@ impl Uring {
             recv_bundles,
             batch_wait,
             fixed_pool: 0,
+            zero_copy_sends: 0,
         };
         uring.arm_wake(&mut crate::sink::Sink::new(0, 0))?;
         Ok(uring)
