@@ -88,6 +88,12 @@ struct ServeArgs {
     /// second after it was read before the file is opened again; 0 turns the cache off.
     #[arg(long, default_value_t = 64)]
     cache_mib: usize,
+    /// Large uncached files (16 KiB and up) read into the ring's registered buffers and sent
+    /// zero-copy (io_uring's SEND_ZC; elsewhere ordinary sends) instead of with sendfile:
+    /// `auto` to clients on other hosts only (to a loopback client the kernel copies anyway,
+    /// and sendfile is cheaper), `on` to every client, `off` never.
+    #[arg(long, value_enum, default_value = "auto")]
+    send_zc: serve::ZeroCopy,
 }
 
 fn seconds(name: &str, secs: f64) -> Result<Duration> {
@@ -130,6 +136,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         grace: seconds("grace", args.grace)?,
         pin: args.pin,
         pool_threads: args.pool_threads.clamp(1, 1024),
+        send_zc: args.send_zc,
         cache_bytes: args
             .cache_mib
             .checked_mul(1 << 20)

@@ -80,6 +80,11 @@ struct Server {
     port: u16,
 }
 
+/// Starts `serve` with its stderr (the `--log` lines) captured, for [`Server::stop_and_log`].
+fn start_logged(backend: &str, dir: &Path, extra: &[&str]) -> Server {
+    Server::start_full(backend, dir, extra, None, Stdio::piped())
+}
+
 impl Server {
     fn start(backend: &str, dir: &Path, extra: &[&str]) -> Server {
         Server::start_with(backend, dir, extra, None)
@@ -88,6 +93,16 @@ impl Server {
     /// Starts the binary (through `sh -c "ulimit -n N; exec ..."` when `fd_limit` is given)
     /// and reads the port from its banner.
     fn start_with(backend: &str, dir: &Path, extra: &[&str], fd_limit: Option<u32>) -> Server {
+        Server::start_full(backend, dir, extra, fd_limit, Stdio::inherit())
+    }
+
+    fn start_full(
+        backend: &str,
+        dir: &Path,
+        extra: &[&str],
+        fd_limit: Option<u32>,
+        stderr: Stdio,
+    ) -> Server {
         let bin = env!("CARGO_BIN_EXE_oneloop");
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -115,11 +130,7 @@ impl Server {
                 c
             }
         };
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut banner = String::new();
         let mut out = child.stdout.take().unwrap();
         let mut byte = [0u8; 1];
@@ -154,6 +165,17 @@ impl Server {
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
         String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Stops the server (SIGTERM) and returns what it wrote to stderr (see [`start_logged`]).
+    fn stop_and_log(mut self) -> String {
+        let status = self.terminate();
+        assert!(status.success(), "{status}");
+        let mut log = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            err.read_to_string(&mut log).unwrap();
+        }
+        log
     }
 
     fn fds(&self) -> usize {
@@ -677,5 +699,37 @@ fn the_connection_cap_holds_new_clients_in_the_backlog() {
         );
         drop(second);
         eprintln!("PASS {backend}: connection cap");
+    });
+}
+
+#[test]
+fn large_bodies_go_zero_copy_when_asked() {
+    on_every_backend("zc", |backend, dir| {
+        let big = pattern(3 << 20);
+        for mode in ["on", "off", "auto"] {
+            let server = start_logged(backend, dir, &["--send-zc", mode, "--log"]);
+            let a = agent();
+            let (code, r) = fetch(a.get(&server.url("/big.bin")));
+            assert_eq!(code, 200);
+            assert!(body(r) == big, "{backend} --send-zc {mode}: the whole body");
+            let (code, r) = fetch(
+                a.get(&server.url("/big.bin"))
+                    .set("Range", "bytes=100000-2000000"),
+            );
+            assert_eq!(code, 206);
+            assert!(
+                body(r) == big[100_000..=2_000_000],
+                "{backend} --send-zc {mode}: a range"
+            );
+            // Small bodies never go this way.
+            let (code, r) = fetch(a.get(&server.url("/1k.bin")));
+            assert_eq!((code, body(r)), (200, pattern(1024)));
+            let log = server.stop_and_log();
+            let zc = log.lines().filter(|l| l.contains("zero-copy")).count();
+            // `auto` sends zero-copy only to other hosts: this client is on loopback.
+            let expected = if mode == "on" { 2 } else { 0 };
+            assert_eq!(zc, expected, "{backend} --send-zc {mode}:\n{log}");
+        }
+        eprintln!("PASS {backend}: zero-copy bodies");
     });
 }

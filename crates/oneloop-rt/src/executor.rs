@@ -295,6 +295,24 @@ pub fn stats() -> Option<RuntimeStats> {
     .flatten()
 }
 
+/// This thread's ring's pool of registered buffers ([`Builder::fixed_buffers`]); `None`
+/// without one, or outside a runtime.
+///
+/// # Examples
+/// ```
+/// use oneloop_rt::Runtime;
+/// let rt = Runtime::builder().fixed_buffers(4, 4096).build();
+/// rt.block_on(async {
+///     let pool = oneloop_rt::fixed_buffers().expect("asked for");
+///     let buf = pool.take().expect("a free buffer");
+///     assert_eq!(buf.capacity(), 4096);
+/// })
+/// .unwrap();
+/// ```
+pub fn fixed_buffers() -> Option<oneloop::FixedBufPool> {
+    try_with_context(|ctx| ctx.ring()?.fixed_buffers().cloned()).flatten()
+}
+
 /// Whether the running task may still take an op's completion at its first poll (when not,
 /// the completion takes the queue and the task yields).
 pub(crate) fn op_budget_left() -> bool {
@@ -414,6 +432,7 @@ struct RingBuilderConfig {
     entries: Option<u32>,
     in_flight_max: Option<usize>,
     pool_threads: Option<usize>,
+    fixed_buffers: Option<(usize, usize)>,
 }
 
 impl Builder {
@@ -448,6 +467,14 @@ impl Builder {
         self.recv_buffers = buffers;
         self
     }
+    /// Gives each thread's ring a pool of `count` registered buffers of `size` bytes (see
+    /// [`RingBuilder::fixed_buffers`](oneloop::RingBuilder::fixed_buffers); none by
+    /// default), which [`fixed_buffers`] hands out on that thread: file reads into them are
+    /// `READ_FIXED` on io_uring, zero-copy sends from them name the buffer by index.
+    pub fn fixed_buffers(mut self, count: usize, size: usize) -> Self {
+        self.ring.fixed_buffers = Some((count, size));
+        self
+    }
     /// How many executor threads [`Runtime::run`] starts (default: one per CPU).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads.max(1));
@@ -476,6 +503,9 @@ impl Builder {
         }
         if let Some(t) = self.ring.pool_threads {
             b = b.pool_threads(t);
+        }
+        if let Some((count, size)) = self.ring.fixed_buffers {
+            b = b.fixed_buffers(count, size);
         }
         b
     }

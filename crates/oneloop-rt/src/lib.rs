@@ -45,7 +45,9 @@ pub mod signal;
 pub mod time;
 
 pub use blocking::{spawn_blocking, BlockingHandle};
-pub use executor::{block_on, spawn, stats, Builder, JoinHandle, Runtime, RuntimeStats};
+pub use executor::{
+    block_on, fixed_buffers, spawn, stats, Builder, JoinHandle, Runtime, RuntimeStats,
+};
 pub use join_set::JoinSet;
 
 /// The README's examples (the Ring's and the runtime's), compiled and run as doctests so they

@@ -291,8 +291,9 @@ pub struct Stats {
     /// Cancel requests made (`cancel`, `cancel_nowait`, and each op `cancel_fd`/`cancel_all`
     /// reached).
     pub cancels: u64,
-    /// Reads and writes the kernel ran on a registered buffer (`READ_FIXED`/`WRITE_FIXED`:
-    /// a [`FixedBuf`](crate::FixedBuf) of this ring's registered pool; io_uring only).
+    /// Requests the kernel ran on a registered buffer (`READ_FIXED`/`WRITE_FIXED`, and
+    /// `SEND_ZC` naming its buffer by index: a [`FixedBuf`](crate::FixedBuf) of this ring's
+    /// registered pool; io_uring only).
     pub fixed_buffer_ops: u64,
     /// [`SendZc`](crate::SendZc)s the kernel sent zero-copy (io_uring's `SEND_ZC` sent bytes
     /// and will say when it lets go of the buffer; 0 on the other backends and where a

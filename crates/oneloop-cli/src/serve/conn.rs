@@ -70,6 +70,8 @@ pub struct Thread {
     chunks: RefCell<Vec<Vec<u8>>>,
     /// Small files recently read (`cache.rs`).
     cache: RefCell<Cache>,
+    /// When large uncached bodies go out zero-copy (`--send-zc`).
+    send_zc: super::ZeroCopy,
 }
 
 impl Thread {
@@ -79,6 +81,7 @@ impl Thread {
         log: bool,
         uring: bool,
         cache_bytes: usize,
+        send_zc: super::ZeroCopy,
     ) -> Thread {
         Thread {
             root,
@@ -90,6 +93,7 @@ impl Thread {
             busy: Cell::new(0),
             chunks: RefCell::new(Vec::new()),
             cache: RefCell::new(Cache::new(cache_bytes)),
+            send_zc,
         }
     }
 }
@@ -512,6 +516,11 @@ impl Conn<'_> {
             }
         };
         if count >= SENDFILE_MIN {
+            if let Some(buf) = self.zero_copy_buffer() {
+                self.flush().await?;
+                self.send_zero_copy(buf, file, start, count).await?;
+                return Ok(keep);
+            }
             self.send_head_more();
             self.flush().await?;
             self.sendfile(file, start, count).await?;
@@ -550,6 +559,66 @@ impl Conn<'_> {
         if let Ok(n) = rustix::net::send(&self.stream, out, flags) {
             out.drain(..n);
         }
+    }
+
+    /// A registered buffer for a zero-copy body, if this client gets them (`--send-zc`) and
+    /// one is free.
+    fn zero_copy_buffer(&self) -> Option<oneloop::FixedBuf> {
+        let wanted = match self.t.send_zc {
+            super::ZeroCopy::Off => false,
+            super::ZeroCopy::Auto => !self.peer.ip().is_loopback(),
+            super::ZeroCopy::On => true,
+        };
+        wanted.then(oneloop_rt::fixed_buffers)??.take()
+    }
+
+    /// Sends `count` bytes of `file` at `start` through registered buffer `buf`: each piece
+    /// read into it (`READ_FIXED` on io_uring) and sent from it zero-copy (`SEND_ZC`, naming
+    /// it by index), each send within the send timeout. The buffer goes back to the pool.
+    async fn send_zero_copy(
+        &self,
+        mut buf: oneloop::FixedBuf,
+        file: &File,
+        start: u64,
+        count: u64,
+    ) -> Result<(), Closed> {
+        if self.t.log {
+            eprintln!(
+                "{} body of {count} bytes zero-copy through registered buffer {}",
+                self.peer,
+                buf.index()
+            );
+        }
+        let (mut pos, end) = (start, start + count);
+        while pos < end {
+            buf.clear();
+            let want = ((end - pos) as usize).min(buf.capacity());
+            let (res, back) = file.read_at(buf, pos).await;
+            buf = back;
+            match res {
+                Ok(0) | Err(_) => return Err(Closed), // the file shrank
+                Ok(n) => {
+                    buf.set_len(n.min(want));
+                    pos += buf.len() as u64;
+                }
+            }
+            while !buf.is_empty() {
+                let (res, back) = timeout(self.t.limits.send_timeout, self.stream.send_zc(buf))
+                    .await
+                    .map_err(|_| Closed)?;
+                buf = back;
+                match res {
+                    Ok(0) | Err(_) => return Err(Closed),
+                    // A short send: the rest moves to the front and goes next.
+                    Ok(n) => {
+                        let len = buf.len();
+                        buf.as_mut_slice().copy_within(n.., 0);
+                        buf.set_len(len - n);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sends `count` bytes of `file` at `start` through the ring's `SendFile`, each op

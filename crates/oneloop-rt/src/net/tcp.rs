@@ -6,11 +6,13 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use oneloop::{Accept, AcceptMulti, Connect, IoBuf, IoBufMut, OpId, Output, PollMask, SendFile};
+use oneloop::{
+    Accept, AcceptMulti, Connect, IoBuf, IoBufMut, OpId, Output, PollMask, SendFile, SendZc,
+};
 
 use super::{write_all, Readiness, Registration};
 use crate::fs::cancel_ops_on;
-use crate::op::{clone_error, plain, run};
+use crate::op::{clone_error, plain, run, with_buf};
 
 /// A listening TCP socket.
 #[derive(Debug)]
@@ -246,6 +248,20 @@ impl TcpStream {
     /// completion, then is freed.
     pub fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> + '_ {
         write_all(self.inner.as_raw_fd(), &self.ready, buf)
+    }
+
+    /// Sends `buf`'s bytes zero-copy where the kernel can (io_uring's `SEND_ZC`; see
+    /// [`oneloop::SendZc`]): the kernel reads them straight from `buf`, which comes back only
+    /// once the kernel has let go of it. May send fewer. Worth it for large buffers sent to
+    /// other hosts; to a loopback peer the kernel copies anyway — use [`write`](Self::write).
+    /// A [`FixedBuf`](oneloop::FixedBuf) from [`fixed_buffers`](crate::fixed_buffers) is named
+    /// to the kernel by its index.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the op; the buffer stays with the ring until the kernel
+    /// lets go of it, then is freed.
+    pub async fn send_zc<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        with_buf(run(SendZc::new(self.inner.as_raw_fd(), buf)).await)
     }
 
     /// Sends up to `len` bytes of `file`, from `offset`, without copying them through user

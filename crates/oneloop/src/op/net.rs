@@ -530,6 +530,7 @@ impl UringPlan for SendZc {
         }
         let (ptr, len) = self.send.buf.write_source();
         let index = self.send.buf.fixed_index(cx.fixed_pool);
+        cx.fixed_op = index.is_some();
         Lowered::Sqe(on_fd!(cx, self.send.fd, |t| opcode::SendZc::new(
             t,
             ptr,

@@ -110,6 +110,7 @@ pub fn z1_send_zc_counts_bytes_once(h: &Harness) -> Outcome {
     let pool = ring.fixed_buffers().unwrap().clone();
     let mut fixed = pool.take().unwrap();
     fixed.extend_from_slice(&pattern(64 << 10));
+    let fixed_before = ring.stats().fixed_buffer_ops;
     let id = ring
         .submit(SendZc::new(sock.as_raw_fd(), fixed), 2)
         .unwrap();
@@ -117,6 +118,12 @@ pub fn z1_send_zc_counts_bytes_once(h: &Harness) -> Outcome {
     assert!(mores.is_empty());
     let n = *c.result().as_ref().unwrap() as usize;
     let fixed = FixedBuf::from_buf(c.take_buf().unwrap()).unwrap();
+    let named = u64::from(h.kind == oneloop::BackendKind::Uring && pool.registered().is_ok());
+    assert_eq!(
+        ring.stats().fixed_buffer_ops - fixed_before,
+        named,
+        "named by index where the pool is registered"
+    );
     let mut rest_sent = n;
     while rest_sent < fixed.len() {
         let rest = fixed.as_slice()[rest_sent..].to_vec();
