@@ -196,6 +196,7 @@ fn raw_uring_loop(file: &std::fs::File, qd: usize, mib: u64, duration: Duration)
     Ok(done)
 }
 
+#[inline(never)]
 fn ours(
     kind: BackendKind,
     file: &std::fs::File,

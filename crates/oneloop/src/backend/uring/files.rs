@@ -22,11 +22,19 @@ use crate::backend::FdHasher;
 /// Slots in the fixed-file table.
 pub(super) const SLOTS: u32 = 4096;
 
+/// Descriptors below this find their slot by direct index (every op looks it up); the rare
+/// ones above, hashed.
+const DENSE: usize = 1 << 16;
+
 /// The fixed-file table: which fd sits in which slot.
 pub(super) struct Files {
     /// `None` if the kernel has no sparse table for us (the reason, for `describe`).
     enabled: Result<(), String>,
-    slots: HashMap<RawFd, u32, std::hash::BuildHasherDefault<FdHasher>>,
+    /// Slot + 1 of each fd below [`DENSE`] (0: not registered).
+    dense: Vec<u32>,
+    sparse: HashMap<RawFd, u32, std::hash::BuildHasherDefault<FdHasher>>,
+    /// How many fds are registered.
+    count: usize,
     free: Vec<u32>,
 }
 
@@ -44,14 +52,39 @@ impl Files {
                 Vec::new()
             },
             enabled,
-            slots: HashMap::default(),
+            dense: Vec::new(),
+            sparse: HashMap::default(),
+            count: 0,
         }
+    }
+
+    fn dense_index(fd: RawFd) -> Option<usize> {
+        usize::try_from(fd).ok().filter(|&i| i < DENSE)
+    }
+
+    /// Records `fd` in `slot`, or (`None`) forgets it; what it was in before.
+    fn set(&mut self, fd: RawFd, slot: Option<u32>) -> Option<u32> {
+        let old = match Self::dense_index(fd) {
+            Some(i) => {
+                if i >= self.dense.len() {
+                    self.dense.resize(i + 1, 0);
+                }
+                let old = std::mem::replace(&mut self.dense[i], slot.map_or(0, |s| s + 1));
+                old.checked_sub(1)
+            }
+            None => match slot {
+                Some(s) => self.sparse.insert(fd, s),
+                None => self.sparse.remove(&fd),
+            },
+        };
+        self.count = self.count + usize::from(slot.is_some()) - usize::from(old.is_some());
+        old
     }
 
     /// A line for `describe`.
     pub fn describe(&self) -> String {
         match &self.enabled {
-            Ok(()) => format!("registered files {}/{SLOTS}", self.slots.len()),
+            Ok(()) => format!("registered files {}/{SLOTS}", self.count),
             Err(why) => format!("registered files off ({why})"),
         }
     }
@@ -59,10 +92,13 @@ impl Files {
     /// `fd`'s slot, if it is registered.
     #[inline]
     pub fn slot(&self, fd: RawFd) -> Option<u32> {
-        if self.slots.is_empty() {
+        if self.count == 0 {
             return None;
         }
-        self.slots.get(&fd).copied()
+        match Self::dense_index(fd) {
+            Some(i) => self.dense.get(i).and_then(|s| s.checked_sub(1)),
+            None => self.sparse.get(&fd).copied(),
+        }
     }
 
     /// Puts `fd` in a free slot (nothing if it is there already, the table is off or full).
@@ -70,7 +106,7 @@ impl Files {
     /// # Errors
     /// The kernel's refusal of the file (`EBADF`, say).
     pub fn register(&mut self, ring: &IoUring, fd: RawFd) -> io::Result<()> {
-        if self.slots.contains_key(&fd) || self.enabled.is_err() {
+        if self.slot(fd).is_some() || self.enabled.is_err() {
             return Ok(());
         }
         let Some(slot) = self.free.pop() else {
@@ -78,7 +114,7 @@ impl Files {
         };
         match ring.submitter().register_files_update(slot, &[fd]) {
             Ok(_) => {
-                self.slots.insert(fd, slot);
+                self.set(fd, Some(slot));
                 Ok(())
             }
             Err(e) => {
@@ -95,7 +131,7 @@ impl Files {
     /// or, once it is reused, another file. Requests the kernel has taken keep the file they
     /// resolved.
     pub fn unregister(&mut self, ring: &IoUring, fd: RawFd) {
-        let Some(slot) = self.slots.remove(&fd) else {
+        let Some(slot) = self.set(fd, None) else {
             return;
         };
         if let Err(e) = ring.submitter().submit() {
@@ -109,5 +145,37 @@ impl Files {
             // The slot stays taken (never reused) rather than risk naming the old file.
             Err(e) => tracing::error!(fd, slot, error = %e, "cannot clear a fixed-file slot"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_of_low_and_high_descriptors() {
+        let mut files = Files {
+            enabled: Ok(()),
+            dense: Vec::new(),
+            sparse: HashMap::default(),
+            count: 0,
+            free: Vec::new(),
+        };
+        assert_eq!(files.slot(5), None);
+        assert_eq!(files.set(5, Some(0)), None);
+        assert_eq!(files.set(1 << 20, Some(7)), None);
+        assert_eq!(
+            (files.slot(5), files.slot(1 << 20), files.count),
+            (Some(0), Some(7), 2)
+        );
+        assert_eq!(files.slot(4), None);
+        assert_eq!(files.slot(-1), None);
+        assert_eq!(files.set(5, None), Some(0));
+        assert_eq!(files.set(5, None), None);
+        assert_eq!(files.set(1 << 20, None), Some(7));
+        assert_eq!(
+            (files.slot(5), files.slot(1 << 20), files.count),
+            (None, None, 0)
+        );
     }
 }
