@@ -1,8 +1,10 @@
-//! `randread`: 4 KiB random reads of a file at a queue depth, page cache warm (or `O_DIRECT`).
+//! `randread`: 4 KiB random reads of a file at a queue depth, page cache warm (or `O_DIRECT`),
+//! into the ring's registered buffers (`RingBuilder::fixed_buffers`: `READ_FIXED` on uring).
 //! Baseline: a synchronous `pread` loop, same file, same run. On uring a second row compares
 //! the same measurement with what io_uring itself does on this kernel: a loop on the
 //! `io-uring` crate at the same queue depth, with the file and buffers registered
-//! (`READ_FIXED`), batched submission and `DEFER_TASKRUN`.
+//! (`READ_FIXED`), batched submission and `DEFER_TASKRUN`. The sides run in alternating
+//! rounds, as in `nop`.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -12,7 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use oneloop::{AlignedBuf, BackendKind, Buf, Read, Ring};
 
-use super::{measure, Row};
+use super::{measure, Row, Sample};
+
+/// Alternating rounds per side.
+const ROUNDS: u32 = 5;
 
 const BLOCK: u64 = 4096;
 
@@ -92,8 +97,20 @@ pub fn run(
             file.read_at(&mut b, i << 20)?;
         }
     }
-    let ours = measure(|| ours(kind, &file, qd, mib, duration))?;
-    let baseline = measure(|| sync_loop(&file, direct, mib, duration))?;
+    // Alternating rounds (ours, pread, raw, ours, ...), so the shared machine's drift falls on
+    // every side alike; each side's figure is its total.
+    let round = duration / ROUNDS;
+    let uring = kind == BackendKind::Uring;
+    let (mut ours_total, mut baseline, mut raw) =
+        (Sample::default(), Sample::default(), Sample::default());
+    for _ in 0..ROUNDS {
+        ours_total.absorb(measure(|| ours(kind, &file, qd, mib, round))?);
+        baseline.absorb(measure(|| sync_loop(&file, direct, mib, round))?);
+        if uring {
+            raw.absorb(measure(|| raw_uring_loop(&file, qd, mib, round))?);
+        }
+    }
+    let ours = ours_total;
     let params = format!("qd={qd}{}", if direct { " direct" } else { " warm" });
     let mut rows = vec![Row {
         workload: "randread",
@@ -104,8 +121,7 @@ pub fn run(
         baseline_name: "synchronous pread loop",
         baseline,
     }];
-    if kind == BackendKind::Uring {
-        let raw = measure(|| raw_uring_loop(&file, qd, mib, duration))?;
+    if uring {
         rows.push(Row {
             workload: "randread",
             params: format!("{params} vs raw"),
