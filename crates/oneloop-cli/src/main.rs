@@ -88,11 +88,13 @@ struct ServeArgs {
     /// second after it was read before the file is opened again; 0 turns the cache off.
     #[arg(long, default_value_t = 64)]
     cache_mib: usize,
-    /// Large uncached files (16 KiB and up) read into the ring's registered buffers and sent
-    /// zero-copy (io_uring's SEND_ZC; elsewhere ordinary sends) instead of with sendfile:
-    /// `auto` to clients on other hosts only (to a loopback client the kernel copies anyway,
-    /// and sendfile is cheaper), `on` to every client, `off` never.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// On io_uring, large uncached files (16 KiB and up) read into the ring's registered
+    /// buffers and sent zero-copy (SEND_ZC) instead of with sendfile: `auto` to clients on
+    /// other hosts (to a loopback client the kernel copies anyway), `on` to every client,
+    /// `off` (the default) never. Each connection sends one 128 KiB buffer at a time and its
+    /// send ends when the peer has acknowledged it: on a link with a long round trip that
+    /// caps a connection's rate, which sendfile does not.
+    #[arg(long, value_enum, default_value = "off")]
     send_zc: serve::ZeroCopy,
 }
 

@@ -295,9 +295,10 @@ pub struct Stats {
     /// `SEND_ZC` naming its buffer by index: a [`FixedBuf`](crate::FixedBuf) of this ring's
     /// registered pool; io_uring only).
     pub fixed_buffer_ops: u64,
-    /// [`SendZc`](crate::SendZc)s the kernel sent zero-copy (io_uring's `SEND_ZC` sent bytes
-    /// and will say when it lets go of the buffer; 0 on the other backends and where a
-    /// socket sends the ordinary way).
+    /// [`SendZc`](crate::SendZc)s that io_uring ran as `SEND_ZC` and that sent bytes (0 on
+    /// the other backends, on kernels without `SEND_ZC` and where a socket sends the
+    /// ordinary way). Whether the kernel then copied the bytes after all — to a loopback
+    /// peer it does — is not counted.
     pub zero_copy_sends: u64,
 }
 

@@ -133,7 +133,7 @@ impl FixedBufPool {
 pub struct FixedBuf {
     part: Part,
     /// # Invariant
-    /// `len <= part.as_slice().len()`.
+    /// `len <= part.size()`.
     len: usize,
 }
 
@@ -150,13 +150,12 @@ impl fmt::Debug for FixedBuf {
 impl FixedBuf {
     /// The bytes in use.
     pub fn as_slice(&self) -> &[u8] {
-        &self.part.as_slice()[..self.len]
+        self.part.head(self.len)
     }
 
     /// The bytes in use, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        let len = self.len;
-        &mut self.part.as_mut_slice()[..len]
+        self.part.head_mut(self.len)
     }
 
     /// How many bytes are in use.
@@ -171,7 +170,7 @@ impl FixedBuf {
 
     /// The fixed capacity (the pool's buffer size).
     pub fn capacity(&self) -> usize {
-        self.part.as_slice().len()
+        self.part.size()
     }
 
     /// The buffer's index in its pool.
@@ -204,14 +203,13 @@ impl FixedBuf {
             end <= self.capacity(),
             "FixedBuf::extend_from_slice beyond capacity"
         );
-        self.part.as_mut_slice()[start..end].copy_from_slice(bytes);
+        self.part.tail_mut(start)[..bytes.len()].copy_from_slice(bytes);
         self.len = end;
     }
 
     /// The spare region a read fills.
     pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        &mut self.part.as_mut_slice()[len..]
+        self.part.tail_mut(self.len)
     }
 
     /// The buffer's index if it belongs to the pool with id `pool` (the ring's registered

@@ -561,14 +561,16 @@ impl Conn<'_> {
         }
     }
 
-    /// A registered buffer for a zero-copy body, if this client gets them (`--send-zc`) and
-    /// one is free.
+    /// A registered buffer for a zero-copy body, if this client gets them (`--send-zc`, on
+    /// io_uring: elsewhere a zero-copy send is an ordinary one, and `SendFile` copies less)
+    /// and one is free.
     fn zero_copy_buffer(&self) -> Option<oneloop::FixedBuf> {
-        let wanted = match self.t.send_zc {
-            super::ZeroCopy::Off => false,
-            super::ZeroCopy::Auto => !self.peer.ip().is_loopback(),
-            super::ZeroCopy::On => true,
-        };
+        let wanted = self.t.uring
+            && match self.t.send_zc {
+                super::ZeroCopy::Off => false,
+                super::ZeroCopy::Auto => !self.peer.ip().to_canonical().is_loopback(),
+                super::ZeroCopy::On => true,
+            };
         wanted.then(oneloop_rt::fixed_buffers)??.take()
     }
 

@@ -54,10 +54,10 @@ pub struct Config {
     pub send_zc: ZeroCopy,
 }
 
-/// When `serve` sends large uncached bodies zero-copy (`--send-zc`).
+/// When `serve` sends large uncached bodies zero-copy (`--send-zc`; io_uring only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ZeroCopy {
-    /// Never: `SendFile`.
+    /// Never: `SendFile` (the default).
     Off,
     /// To clients on other hosts (loopback clients get `SendFile`).
     Auto,

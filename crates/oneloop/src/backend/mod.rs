@@ -139,7 +139,6 @@ impl Driver {
         }
     }
 
-    /// Whether multishot ops run in the kernel (io_uring, not emulated).
     /// Registers a pool of fixed buffers with the kernel where the backend has such a thing
     /// (io_uring); otherwise, or when the kernel refuses, says why not.
     pub fn register_fixed(&mut self, region: &crate::sys::fixed::Region) -> Result<(), String> {
@@ -150,6 +149,7 @@ impl Driver {
         }
     }
 
+    /// Whether multishot ops run in the kernel (io_uring, not emulated).
     pub fn kernel_multishot(&self) -> bool {
         match self {
             Driver::Uring(d) => d.native_multishot(),

@@ -445,7 +445,7 @@ impl Op {
     #[inline]
     pub(crate) fn result_in(&self) -> Option<i32> {
         match self {
-            Op::SendZc(o) => o.sent,
+            Op::SendZc(o) => o.result_in(),
             _ => None,
         }
     }

@@ -442,7 +442,7 @@ impl AioPlan for Send {
 /// to other hosts unless told otherwise).
 ///
 /// A socket that cannot send zero-copy (a Unix socket; the kernel says `EOPNOTSUPP`) is sent
-/// to the ordinary way by the same op.
+/// to the ordinary way by the same op, as on a kernel without `SEND_ZC` (before 6.0).
 ///
 /// # Errors
 /// As [`Send`]: `EPIPE` after the peer closed, `ECONNRESET`, `EAGAIN` never (it waits).
@@ -504,6 +504,13 @@ impl SendZc {
     pub fn into_buf(self) -> Buf {
         self.send.buf
     }
+
+    /// The op's result while the kernel still holds its buffer (see `Op::result_in`); not a
+    /// refusal that the op will answer by sending the ordinary way.
+    pub(crate) fn result_in(&self) -> Option<i32> {
+        self.sent
+            .filter(|&res| self.copy || res != -libc::EOPNOTSUPP)
+    }
 }
 
 impl OpBase for SendZc {
@@ -520,12 +527,16 @@ impl OpBase for SendZc {
 }
 
 impl UringPlan for SendZc {
-    const OPCODES: &'static [(&'static str, u8)] = &[("SEND_ZC", opcode::SendZc::CODE)];
+    const OPCODES: &'static [(&'static str, u8)] = &[
+        ("SEND_ZC", opcode::SendZc::CODE),
+        ("SEND", opcode::Send::CODE),
+    ];
     fn opcode(_: bool) -> Option<u8> {
-        Some(opcode::SendZc::CODE)
+        // What it needs at the least: where the kernel lacks SEND_ZC it sends the ordinary way.
+        Some(opcode::Send::CODE)
     }
     fn lower(&mut self, cx: &mut UringCx<'_>) -> Lowered {
-        if self.copy {
+        if self.copy || !cx.send_zc {
             return self.send.lower(cx);
         }
         let (ptr, len) = self.send.buf.write_source();

@@ -156,6 +156,8 @@ pub(crate) struct UringCx<'a> {
     pub fixed_pool: u64,
     /// Set by an op lowered to `READ_FIXED`/`WRITE_FIXED` (counted in `Stats`).
     pub fixed_op: bool,
+    /// Whether the kernel has `SEND_ZC` (else a `SendZc` is a `SEND`).
+    pub send_zc: bool,
     /// The clock at submission, for ops that read it.
     pub now: Option<Instant>,
 }

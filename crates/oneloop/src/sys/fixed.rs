@@ -152,31 +152,41 @@ impl Part {
         &self.region
     }
 
-    /// The buffer's `size` bytes.
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        // SAFETY: the buffer is inside the block, initialised (zeroed at allocation), and this
-        // `Part` is the only access to it (invariant).
+    /// The buffer's capacity.
+    pub(crate) fn size(&self) -> usize {
+        self.region.size
+    }
+
+    fn start(&self) -> *mut u8 {
+        // SAFETY: `index < count`: within the block (invariant).
         unsafe {
-            std::slice::from_raw_parts(
-                self.region
-                    .base
-                    .add(self.index as usize * self.region.stride),
-                self.region.size,
-            )
+            self.region
+                .base
+                .add(self.index as usize * self.region.stride)
         }
     }
 
-    /// The buffer's `size` bytes, writable.
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`; `&mut self` makes this the only access.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.region
-                    .base
-                    .add(self.index as usize * self.region.stride),
-                self.region.size,
-            )
-        }
+    /// The buffer's first `len` bytes (`len <= size`), and no more: the rest may be a read's
+    /// target while the op that owns this buffer is in flight.
+    pub(crate) fn head(&self, len: usize) -> &[u8] {
+        assert!(len <= self.region.size);
+        // SAFETY: within the buffer (checked), initialised (zeroed at allocation); this `Part`
+        // is the only access to it (invariant).
+        unsafe { std::slice::from_raw_parts(self.start(), len) }
+    }
+
+    /// The buffer's bytes from `from` to its end, writable.
+    pub(crate) fn tail_mut(&mut self, from: usize) -> &mut [u8] {
+        assert!(from <= self.region.size);
+        // SAFETY: as in `head`; `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.start().add(from), self.region.size - from) }
+    }
+
+    /// The buffer's first `len` bytes, writable.
+    pub(crate) fn head_mut(&mut self, len: usize) -> &mut [u8] {
+        assert!(len <= self.region.size);
+        // SAFETY: as in `tail_mut`.
+        unsafe { std::slice::from_raw_parts_mut(self.start(), len) }
     }
 }
 

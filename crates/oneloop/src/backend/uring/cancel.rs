@@ -55,7 +55,12 @@ impl Uring {
         let key = Key::unpack(id.0);
         match self.table.slots.get(key) {
             None => return Ok(CancelOutcome::NotFound),
-            Some(slot) if slot.main_res.is_some() || slot.cancel_answered => {
+            // Its result is in (a zero-copy send's, its buffer still held): its end is decided.
+            Some(slot)
+                if slot.main_res.is_some()
+                    || slot.cancel_answered
+                    || slot.op.result_in().is_some() =>
+            {
                 return Ok(CancelOutcome::TooLate)
             }
             // `cancel_nowait` asked first; its request decides how the op ends, this one is
@@ -94,7 +99,11 @@ impl Uring {
         let slots = &self.table.slots;
         targets.retain(|&key| {
             let slot = slots.get(key).expect("listed slots are live");
-            if slot.main_res.is_some() || slot.cancel_answered || slot.discarded {
+            if slot.main_res.is_some()
+                || slot.cancel_answered
+                || slot.discarded
+                || slot.op.result_in().is_some()
+            {
                 count.too_late += 1;
                 false
             } else if slot.timer {
@@ -274,7 +283,9 @@ impl Uring {
                 // zero-copy send waiting for its notification, which may wait for the peer):
                 // the result answers; the final completion comes with the notification.
                 Some(slot) if slot.main_res.is_none() && slot.op.result_in().is_some() => {
-                    let cancelled = slot.op.result_in() == Some(-libc::ECANCELED);
+                    // `ECANCELED` by this cancel, not by its deadline (then it ends `ETIME`).
+                    let cancelled =
+                        slot.op.result_in() == Some(-libc::ECANCELED) && !slot.link_fired;
                     slot.user_cancelled |= cancelled;
                     return Ok(if cancelled {
                         CancelOutcome::Cancelled

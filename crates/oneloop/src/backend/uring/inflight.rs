@@ -148,6 +148,7 @@ impl InFlight {
         let slot = self.slots.get_mut(key).expect("arming a live slot");
         let needs_clock = slot.deadline.is_some() || matches!(slot.op, Op::Timeout(_));
         let now = now.or_else(|| needs_clock.then(Instant::now));
+        let mut fixed_op = false;
         let main = match lower::lower(
             &mut slot.op,
             &mut slot.aux.scratch,
@@ -155,7 +156,7 @@ impl InFlight {
             user_data.0,
             native,
             now,
-            &mut self.fixed_ops,
+            &mut fixed_op,
         ) {
             Lowered::Sqe(main) => main,
             Lowered::Timer(at) => return Armed::Timer(at),
@@ -168,6 +169,7 @@ impl InFlight {
             if !pushed {
                 return Armed::Full(1);
             }
+            self.fixed_ops += u64::from(fixed_op);
             // Held by its request from now on (an op between two requests was held by none).
             slot.rearm_pending = false;
             return Armed::Pushed;
@@ -185,6 +187,7 @@ impl InFlight {
         // both CQEs are reaped (`links_pending`).
         let pushed = unsafe { push(&mut self.ring, &chain) };
         assert!(pushed, "SQ room was checked");
+        self.fixed_ops += u64::from(fixed_op);
         slot.rearm_pending = false;
         Armed::Pushed
     }
@@ -203,6 +206,7 @@ impl InFlight {
             return false;
         }
         let slot = self.slots.get_mut(key).expect("a plain op just inserted");
+        let mut fixed_op = false;
         let main = match lower::lower(
             &mut slot.op,
             &mut slot.aux.scratch,
@@ -210,7 +214,7 @@ impl InFlight {
             user_data,
             native,
             None,
-            &mut self.fixed_ops,
+            &mut fixed_op,
         ) {
             Lowered::Sqe(main) => main,
             Lowered::Timer(_) | Lowered::Done(_) => return false,
@@ -219,6 +223,7 @@ impl InFlight {
         // until its CQE is reaped (see the module doc).
         let pushed = unsafe { push(&mut self.ring, std::slice::from_ref(&main)) };
         debug_assert!(pushed, "SQ room was checked");
+        self.fixed_ops += u64::from(pushed && fixed_op);
         pushed
     }
 

@@ -35,10 +35,12 @@ pub(super) struct Native {
     /// The id of the `FixedBufPool` registered with this ring (0: none): a `FixedBuf` of it
     /// is read or written with `READ_FIXED`/`WRITE_FIXED`.
     pub fixed_pool: u64,
+    /// `IORING_OP_SEND_ZC` (6.0); otherwise a `SendZc` is a `SEND`.
+    pub send_zc: bool,
 }
 
 /// Builds the main SQE for `op` (with its slot's `scratch`); ops on registered fds name their
-/// fixed-file slot.
+/// fixed-file slot. `fixed_op` says whether it names a registered buffer (counted once pushed).
 #[inline]
 pub(super) fn lower(
     op: &mut Op,
@@ -47,7 +49,7 @@ pub(super) fn lower(
     user_data: u64,
     native: Native,
     now: Option<Instant>,
-    fixed_ops: &mut u64,
+    fixed_op: &mut bool,
 ) -> Lowered {
     let fixed = op.fd().and_then(|fd| files.slot(fd));
     let mut cx = UringCx {
@@ -58,10 +60,11 @@ pub(super) fn lower(
         recv_bundle: native.recv_bundle,
         fixed_pool: native.fixed_pool,
         fixed_op: false,
+        send_zc: native.send_zc,
         now,
     };
     let lowered = op.uring_lower(&mut cx);
-    *fixed_ops += u64::from(cx.fixed_op);
+    *fixed_op = cx.fixed_op;
     match lowered {
         Lowered::Sqe(entry) => Lowered::Sqe(entry.user_data(user_data)),
         timer => timer,

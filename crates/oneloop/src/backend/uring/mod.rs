@@ -120,6 +120,8 @@ pub(crate) struct Uring {
     fixed_pool: u64,
     /// `SEND_ZC`s that sent bytes (`Stats::zero_copy_sends`).
     zero_copy_sends: u64,
+    /// Whether the kernel has `SEND_ZC` (6.0); else a `SendZc` is a `SEND`.
+    native_send_zc: bool,
 }
 
 impl Uring {
@@ -290,6 +292,7 @@ impl Uring {
             multishot: self.native_multishot,
             recv_bundle: self.recv_bundles,
             fixed_pool: self.fixed_pool,
+            send_zc: self.native_send_zc,
         }
     }
 

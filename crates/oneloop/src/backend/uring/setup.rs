@@ -71,6 +71,7 @@ impl Uring {
                 let usec = u32::try_from(wait.as_micros()).unwrap_or(u32::MAX).max(1);
                 (n.max(1) as usize, usec)
             });
+        let native_send_zc = probe.is_supported(opcode::SendZc::CODE);
         let cq = ring.params().cq_entries() as usize;
         let files = Files::open(&ring);
         // Past a thread's 16, or before 5.18: through the descriptor.
@@ -110,6 +111,7 @@ impl Uring {
             batch_wait,
             fixed_pool: 0,
             zero_copy_sends: 0,
+            native_send_zc,
         };
         uring.arm_wake(&mut crate::sink::Sink::new(0, 0))?;
         Ok(uring)
