@@ -518,7 +518,8 @@ impl Conn<'_> {
         if count >= SENDFILE_MIN {
             if let Some(buf) = self.zero_copy_buffer() {
                 self.flush().await?;
-                self.send_zero_copy(buf, file, start, count).await?;
+                // Boxed: its state would otherwise grow every connection's task, used or not.
+                Box::pin(self.send_zero_copy(buf, file, start, count)).await?;
                 return Ok(keep);
             }
             self.send_head_more();
