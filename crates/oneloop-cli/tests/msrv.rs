@@ -87,8 +87,14 @@ fn the_libraries_package() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     // A target directory of this run's own: cargo caches what it unpacks from the packaging
     // registry by that registry's path, and an older package of the same version would be
-    // built instead of this one.
-    let target = std::env::temp_dir().join(format!("oneloop-package-{}", std::process::id()));
+    // built instead of this one. The process id alone is not enough: a later run that gets
+    // the same id found the cache of an earlier one (oneloop-rt then failed to build against
+    // an old oneloop's sources).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let target =
+        std::env::temp_dir().join(format!("oneloop-package-{}-{nanos}", std::process::id()));
     let out = Command::new(env!("CARGO"))
         .args([
             "package",
