@@ -738,3 +738,115 @@ fn large_bodies_go_zero_copy_when_asked() {
         eprintln!("PASS {backend}: zero-copy bodies");
     });
 }
+
+/// Splits a `multipart/byteranges` body into its parts: each part's `Content-Range` and bytes.
+fn multipart(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let boundary = content_type
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("not multipart: {content_type}"));
+    let delimiter = format!("\r\n--{boundary}");
+    let text = body;
+    let find = |from: usize, what: &[u8]| {
+        text[from..]
+            .windows(what.len())
+            .position(|w| w == what)
+            .map(|p| p + from)
+    };
+    let mut parts = Vec::new();
+    let mut at = find(0, delimiter.as_bytes()).expect("a first delimiter");
+    assert_eq!(at, 0, "the body starts with the delimiter");
+    loop {
+        at += delimiter.len();
+        if text[at..].starts_with(b"--\r\n") {
+            assert_eq!(at + 4, text.len(), "nothing after the closing delimiter");
+            return parts;
+        }
+        let head_end = find(at, b"\r\n\r\n").expect("a part's head");
+        let head = String::from_utf8_lossy(&text[at..head_end]).into_owned();
+        let range = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Range: "))
+            .expect("Content-Range")
+            .to_string();
+        assert!(
+            head.contains("Content-Type: application/octet-stream"),
+            "{head}"
+        );
+        let next = find(head_end + 4, delimiter.as_bytes()).expect("the next delimiter");
+        parts.push((range, text[head_end + 4..next].to_vec()));
+        at = next;
+    }
+}
+
+#[test]
+fn several_ranges_come_as_multipart_parts() {
+    on_every_backend("ranges", |backend, dir| {
+        let server = Server::start(backend, dir, &[]);
+        let a = agent();
+        // A file read whole (the cache) and a big one (parts sent with SendFile).
+        for (path, data) in [("/1k.bin", pattern(1024)), ("/big.bin", pattern(3 << 20))] {
+            let len = data.len();
+            let ask = |range: &str| {
+                let (code, r) = fetch(a.get(&server.url(path)).set("Range", range));
+                let ct = r.header("Content-Type").unwrap_or("").to_string();
+                let cr = r.header("Content-Range").map(str::to_string);
+                (code, ct, cr, body(r))
+            };
+            // Three ranges, out of order, one overlapping another: two parts, in order.
+            let (code, ct, _, got) = ask("bytes=900-999, 0-99, 50-199");
+            assert_eq!(code, 206, "{backend} {path}");
+            let parts = multipart(&ct, &got);
+            assert_eq!(parts.len(), 2, "{backend} {path}");
+            assert_eq!(parts[0].0, format!("bytes 0-199/{len}"));
+            assert!(parts[0].1 == data[..200]);
+            assert_eq!(parts[1].0, format!("bytes 900-999/{len}"));
+            assert!(parts[1].1 == data[900..1000]);
+            if len > 1 << 20 {
+                // Parts large enough for SendFile, and the file's end.
+                let (code, ct, _, got) = ask("bytes=0-99999,1000000-1199999,-50000");
+                assert_eq!(code, 206);
+                let parts = multipart(&ct, &got);
+                let want = [(0, 99_999), (1_000_000, 1_199_999), (len - 50_000, len - 1)];
+                assert_eq!(parts.len(), 3);
+                for ((range, bytes), (s, e)) in parts.iter().zip(want) {
+                    assert_eq!(range, &format!("bytes {s}-{e}/{len}"), "{backend}");
+                    assert!(bytes[..] == data[s..=e], "{backend}: bytes of {range}");
+                }
+            }
+            // Adjacent ranges merge into one part: a plain 206.
+            let (code, ct, cr, got) = ask("bytes=0-9,10-19");
+            assert_eq!(
+                (code, cr.as_deref()),
+                (206, Some(format!("bytes 0-19/{len}").as_str()))
+            );
+            assert_eq!(ct, "application/octet-stream");
+            assert!(got == data[..20]);
+            // More than 16 ranges, or more bytes than the file: the whole file.
+            let many: Vec<String> = (0..17)
+                .map(|i| format!("{}-{}", i * 10, i * 10 + 1))
+                .collect();
+            let (code, _, _, got) = ask(&format!("bytes={}", many.join(",")));
+            assert_eq!(code, 200);
+            assert!(got == data);
+            let (code, _, _, got) = ask(&format!("bytes=0-{},0-{}", len - 1, len - 1));
+            assert_eq!(code, 200);
+            assert!(got == data);
+            // None satisfiable: 416.
+            let (code, _, cr, _) = ask(&format!("bytes={len}-,{}-{}", len + 5, len + 9));
+            assert_eq!(code, 416);
+            assert_eq!(cr, Some(format!("bytes */{len}")));
+            // A HEAD of several ranges: the same head, no body.
+            let r = a
+                .head(&server.url(path))
+                .set("Range", "bytes=0-0,5-5")
+                .call()
+                .unwrap();
+            assert_eq!(r.status(), 206);
+            let n: usize = r.header("Content-Length").unwrap().parse().unwrap();
+            let (_, ct, _, got) = ask("bytes=0-0,5-5");
+            assert_eq!(n, got.len(), "{backend}: HEAD's length is GET's");
+            assert_eq!(multipart(&ct, &got).len(), 2);
+        }
+        eprintln!("PASS {backend}: multipart ranges");
+    });
+}

@@ -478,6 +478,10 @@ impl Conn<'_> {
         let (status, start, count) = match range {
             Range::Whole => (Status::Ok, 0, meta.len),
             Range::Part { start, end } => (Status::PartialContent, start, end - start + 1),
+            // Boxed: its state would otherwise grow every connection's task.
+            Range::Parts(parts) => {
+                return Box::pin(self.send_parts(req, body, about, &parts, keep)).await
+            }
             Range::Unsatisfiable => {
                 let out = self.out_mut();
                 http::start_head(out, Status::RangeNotSatisfiable);
@@ -507,12 +511,78 @@ impl Conn<'_> {
         if req.head || count == 0 {
             return Ok(keep);
         }
+        match body {
+            // A kept body: copied beside its head, no wait.
+            Body::Bytes(bytes) => self
+                .out_mut()
+                .extend_from_slice(&bytes[start as usize..(start + count) as usize]),
+            // Boxed: the file paths' state would otherwise grow every connection's task (an
+            // allocation beside an open, a read or a `SendFile`).
+            Body::File(_) => Box::pin(self.send_body(body, start, count)).await?,
+        }
+        Ok(keep)
+    }
+
+    /// Answers a request for several parts of a file: 206 with a `multipart/byteranges` body
+    /// (RFC 9110 §14.6), each part with its own `Content-Type` and `Content-Range`, in order.
+    async fn send_parts(
+        &mut self,
+        req: &Request,
+        body: Body<'_>,
+        about: &About,
+        parts: &[(u64, u64)],
+        keep: bool,
+    ) -> Result<bool, Closed> {
+        let method = if req.head { "HEAD" } else { "GET" };
+        let len = about.meta.len;
+        let boundary = boundary();
+        let part_head = |(start, end): (u64, u64)| {
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: {}\r\nContent-Range: bytes {start}-{end}/{len}\r\n\r\n",
+                about.content_type
+            )
+        };
+        let closing = format!("\r\n--{boundary}--\r\n");
+        let total = parts
+            .iter()
+            .map(|&(start, end)| part_head((start, end)).len() as u64 + (end - start + 1))
+            .sum::<u64>()
+            + closing.len() as u64;
+        let out = self.out_mut();
+        http::start_head(out, Status::PartialContent);
+        http::header(
+            out,
+            "Content-Type",
+            format_args!("multipart/byteranges; boundary={boundary}"),
+        );
+        http::header_len(out, total);
+        http::header_text(out, "Last-Modified", about.modified.as_str());
+        http::header_text(out, "ETag", about.etag.as_str());
+        http::header_text(out, "Accept-Ranges", "bytes");
+        http::end_head(out, keep, req.http10);
+        self.log(method, &req.path, Status::PartialContent, total);
+        if req.head {
+            return Ok(keep);
+        }
+        for &(start, end) in parts {
+            let head = part_head((start, end));
+            self.out_mut().extend_from_slice(head.as_bytes());
+            self.send_body(body, start, end - start + 1).await?;
+        }
+        self.out_mut().extend_from_slice(closing.as_bytes());
+        Ok(keep)
+    }
+
+    /// Sends `count` bytes of `body` from `start` after what the response buffer holds: a
+    /// cached body's bytes into the buffer; a file's small range read into it, a large one
+    /// sent with `SendFile` (or zero-copy, `--send-zc`) or in chunks.
+    async fn send_body(&mut self, body: Body<'_>, start: u64, count: u64) -> Result<(), Closed> {
         let file = match body {
             Body::File(file) => file,
             Body::Bytes(bytes) => {
                 self.out_mut()
                     .extend_from_slice(&bytes[start as usize..(start + count) as usize]);
-                return Ok(keep);
+                return Ok(());
             }
         };
         if count >= SENDFILE_MIN {
@@ -520,18 +590,18 @@ impl Conn<'_> {
                 self.flush().await?;
                 // Boxed: its state would otherwise grow every connection's task, used or not.
                 Box::pin(self.send_zero_copy(buf, file, start, count)).await?;
-                return Ok(keep);
+                return Ok(());
             }
             self.send_head_more();
             self.flush().await?;
             self.sendfile(file, start, count).await?;
-            return Ok(keep);
+            return Ok(());
         }
         if count <= SMALL {
             let out = self.out.take().expect("the response buffer is home");
             let out = read_exactly(file, out, start, count as usize).await;
             self.out = Some(out?);
-            return Ok(keep);
+            return Ok(());
         }
         // Large: the head goes with the first chunk, the rest chunk by chunk.
         self.flush().await?;
@@ -546,7 +616,7 @@ impl Conn<'_> {
         }
         chunk.clear();
         self.t.chunks.borrow_mut().push(chunk);
-        Ok(keep)
+        Ok(())
     }
 }
 
@@ -644,6 +714,23 @@ impl Conn<'_> {
         }
         Ok(())
     }
+}
+
+/// A `multipart/byteranges` boundary: unpredictable (a client cannot plant it in a file's
+/// bytes), different for each answer.
+fn boundary() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static KEYS: std::collections::hash_map::RandomState = std::collections::hash_map::RandomState::new();
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+    let n = COUNT.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    let mut h = KEYS.with(|k| k.build_hasher());
+    h.write_u64(n);
+    format!("oneloop-{:016x}{n:x}", h.finish())
 }
 
 /// Appends exactly `count` bytes of `file` at `pos` to `buf` (a read may fetch more, into the

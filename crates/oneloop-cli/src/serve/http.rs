@@ -372,24 +372,72 @@ impl std::fmt::Write for Text<'_> {
 /// A byte range of a file of `len` bytes, from a `Range` header.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Range {
-    /// Serve the whole file (no header, a form we do not serve, several ranges).
+    /// Serve the whole file (no header, a form we do not serve, more than [`MAX_RANGES`]
+    /// ranges or more bytes asked than the file has).
     Whole,
     /// Bytes `start..=end`.
     Part { start: u64, end: u64 },
+    /// Several disjoint, non-adjacent parts, in order (`start..=end` each): a
+    /// `multipart/byteranges` answer.
+    Parts(Vec<(u64, u64)>),
     /// No byte of the range exists: 416.
     Unsatisfiable,
 }
 
-/// Reads a single `bytes=` range (RFC 9110 §14.1.2). Multiple ranges are answered with the
-/// whole file (allowed; the server sends no multipart bodies).
+/// The most ranges one request may ask for; more are answered with the whole file (a client
+/// asking for many tiny ranges would make the server do a part's work per range).
+pub const MAX_RANGES: usize = 16;
+
+/// Reads a `bytes=` range header (RFC 9110 §14.1.2): one range or several. Overlapping and
+/// adjacent ranges are merged; what merges into one is a single part. The header is ignored
+/// (the whole file) if any range in it is malformed, if it asks for more than [`MAX_RANGES`]
+/// ranges, or for more bytes in all than the file has (§14.2 lets a server refuse such
+/// requests; answering them whole costs no more than the file). None satisfiable: 416.
 pub fn range(header: Option<&str>, len: u64) -> Range {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return Range::Whole;
     };
-    if spec.contains(',') {
+    let specs: Vec<&str> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if specs.is_empty() || specs.len() > MAX_RANGES {
         return Range::Whole;
     }
-    let Some((first, last)) = spec.trim().split_once('-') else {
+    let mut parts = Vec::with_capacity(specs.len());
+    for one in specs {
+        match one_range(one, len) {
+            Range::Part { start, end } => parts.push((start, end)),
+            Range::Unsatisfiable => {}
+            _ => return Range::Whole,
+        }
+    }
+    let asked: u64 = parts.iter().map(|(s, e)| e - s + 1).sum();
+    if asked > len {
+        return Range::Whole;
+    }
+    parts.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(parts.len());
+    for (start, end) in parts {
+        match merged.last_mut() {
+            Some(last) if start <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    match merged.as_slice() {
+        [] => Range::Unsatisfiable,
+        [(start, end)] => Range::Part {
+            start: *start,
+            end: *end,
+        },
+        _ => Range::Parts(merged),
+    }
+}
+
+/// One range of a `bytes=` header: a part, unsatisfiable, or malformed (`Whole`).
+fn one_range(spec: &str, len: u64) -> Range {
+    let Some((first, last)) = spec.split_once('-') else {
         return Range::Whole;
     };
     let num = |s: &str| -> Option<u64> {
@@ -554,7 +602,29 @@ mod tests {
         assert_eq!(r("bytes=50-1000"), Range::Part { start: 50, end: 99 });
         assert_eq!(r("bytes=100-"), Range::Unsatisfiable);
         assert_eq!(r("bytes=-0"), Range::Unsatisfiable);
-        assert_eq!(r("bytes=0-1,5-6"), Range::Whole);
+        assert_eq!(r("bytes=0-1,5-6"), Range::Parts(vec![(0, 1), (5, 6)]));
+        // Out of order, overlapping and adjacent: sorted and merged.
+        assert_eq!(
+            r("bytes=50-59, 0-9,5-12,13-14"),
+            Range::Parts(vec![(0, 14), (50, 59)])
+        );
+        assert_eq!(r("bytes=0-9,10-19"), Range::Part { start: 0, end: 19 });
+        assert_eq!(r("bytes=-5,0-4"), Range::Parts(vec![(0, 4), (95, 99)]));
+        // Unsatisfiable ones drop out; none left: 416.
+        assert_eq!(r("bytes=0-4,200-300"), Range::Part { start: 0, end: 4 });
+        assert_eq!(r("bytes=100-,200-300"), Range::Unsatisfiable);
+        // One malformed range: the header is ignored.
+        assert_eq!(r("bytes=0-4,x-9"), Range::Whole);
+        assert_eq!(r("bytes=0-4,9-1"), Range::Whole);
+        // More than 16 ranges, or more bytes than the file: whole.
+        let many: Vec<String> = (0..17).map(|i| format!("{}-{}", i * 5, i * 5)).collect();
+        assert_eq!(r(&format!("bytes={}", many.join(","))), Range::Whole);
+        let sixteen: Vec<String> = (0..16).map(|i| format!("{}-{}", i * 5, i * 5)).collect();
+        assert!(
+            matches!(r(&format!("bytes={}", sixteen.join(","))), Range::Parts(p) if p.len() == 16)
+        );
+        assert_eq!(r("bytes=0-99,0-99"), Range::Whole);
+        assert_eq!(r("bytes=,"), Range::Whole);
         assert_eq!(r("bytes=9-1"), Range::Whole);
         assert_eq!(r("items=0-1"), Range::Whole);
         assert_eq!(range(None, 100), Range::Whole);
