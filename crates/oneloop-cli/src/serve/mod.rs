@@ -93,11 +93,19 @@ pub fn run(config: Config) -> Result<()> {
         bail!("{} is not a directory", config.root.display());
     }
     // Resolve `auto` once, so every thread runs (and the banner names) the same backend.
-    let backend = Ring::builder()
+    let probe = Ring::builder()
         .backend(config.backend)
         .build()
-        .context("no usable backend")?
-        .backend();
+        .context("no usable backend")?;
+    let backend = probe.backend();
+    // Where `auto` passed over a backend (a container's seccomp profile refusing io_uring,
+    // say), the banner says why.
+    let passed_over: String = probe
+        .skipped()
+        .iter()
+        .map(|s| format!("; {} not used: {}", s.backend, s.reason))
+        .collect();
+    drop(probe);
     let signals = oneloop::sockets::signal_fd(&[libc::SIGINT, libc::SIGTERM])
         .context("cannot set up signal handling")?;
     let threads = config.threads.max(1);
@@ -111,7 +119,7 @@ pub fn run(config: Config) -> Result<()> {
         )?));
     }
     println!(
-        "oneloop serve: http://{addr}/ from {} (backend {backend}, {threads} thread{})",
+        "oneloop serve: http://{addr}/ from {} (backend {backend}, {threads} thread{}{passed_over})",
         config.root.display(),
         if threads == 1 { "" } else { "s" }
     );
