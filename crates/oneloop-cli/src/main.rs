@@ -96,6 +96,15 @@ struct ServeArgs {
     /// caps a connection's rate, which sendfile does not.
     #[arg(long, value_enum, default_value = "off")]
     send_zc: serve::ZeroCopy,
+    /// Serve a file's precompressed sibling (`x.css.br`, `.zst` or `.gz` beside `x.css`, a
+    /// regular file beneath the root) to clients whose `Accept-Encoding` takes it: q-values
+    /// honoured, br then zstd then gzip at equal weight, `identity;q=0` respected (406 when
+    /// nothing acceptable exists). The original's `Content-Type`, the sibling's `ETag`,
+    /// `Content-Encoding`, and `Vary: Accept-Encoding` on every answer for a path with a
+    /// sibling; ranges and conditionals apply to what is sent. Siblings are looked for once
+    /// a second per path. No compression on the fly.
+    #[arg(long)]
+    precompressed: bool,
 }
 
 fn seconds(name: &str, secs: f64) -> Result<Duration> {
@@ -139,6 +148,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         pin: args.pin,
         pool_threads: args.pool_threads.clamp(1, 1024),
         send_zc: args.send_zc,
+        precompressed: args.precompressed,
         cache_bytes: args
             .cache_mib
             .checked_mul(1 << 20)

@@ -850,3 +850,106 @@ fn several_ranges_come_as_multipart_parts() {
         eprintln!("PASS {backend}: multipart ranges");
     });
 }
+
+#[test]
+fn precompressed_siblings_by_accept_encoding() {
+    on_every_backend("precompressed", |backend, dir| {
+        std::fs::write(dir.join("app.css"), "body { color: red }\n").unwrap();
+        std::fs::write(dir.join("app.css.gz"), "gz-bytes-of-app").unwrap();
+        std::fs::write(dir.join("app.css.br"), "br-bytes").unwrap();
+        std::fs::write(dir.join("plain.txt"), "no siblings").unwrap();
+        std::fs::write(dir.join("odd.txt"), "a directory beside").unwrap();
+        std::fs::create_dir(dir.join("odd.txt.gz")).unwrap();
+        let server = Server::start(backend, dir, &["--precompressed"]);
+        let plain = Server::start(backend, dir, &[]);
+        let a = agent();
+        let get = |server: &Server, path: &str, headers: &[(&str, &str)]| {
+            let mut req = a.get(&server.url(path));
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
+            let (code, r) = fetch(req);
+            let h = |name: &str| r.header(name).map(str::to_string);
+            let (ce, vary, ct, etag) = (
+                h("Content-Encoding"),
+                h("Vary"),
+                h("Content-Type"),
+                h("ETag"),
+            );
+            (code, ce, vary, ct, etag, body(r))
+        };
+        let vary = Some("Accept-Encoding".to_string());
+        let css = Some("text/css; charset=utf-8".to_string());
+        // No Accept-Encoding: the file, and Vary (the path has siblings).
+        let (code, ce, v, ct, identity_tag, b) = get(&server, "/app.css", &[]);
+        assert_eq!((code, ce, &v, &ct), (200, None, &vary, &css), "{backend}");
+        assert_eq!(b, b"body { color: red }\n");
+        // br preferred at equal weight; the original's type, the sibling's own ETag.
+        let (code, ce, v, ct, br_tag, b) = get(
+            &server,
+            "/app.css",
+            &[("Accept-Encoding", "gzip, deflate, br")],
+        );
+        assert_eq!(
+            (code, ce.as_deref(), &v, &ct),
+            (200, Some("br"), &vary, &css)
+        );
+        assert_eq!(b, b"br-bytes");
+        assert_ne!(br_tag, identity_tag, "each representation its own ETag");
+        // Weights honoured.
+        let (_, ce, _, _, _, b) = get(
+            &server,
+            "/app.css",
+            &[("Accept-Encoding", "br;q=0.5, gzip")],
+        );
+        assert_eq!(
+            (ce.as_deref(), b.as_slice()),
+            (Some("gzip"), &b"gz-bytes-of-app"[..])
+        );
+        // No sibling in an accepted coding: the file.
+        let (_, ce, v, _, _, b) = get(&server, "/app.css", &[("Accept-Encoding", "zstd")]);
+        assert_eq!((ce, &v, b.len()), (None, &vary, 20));
+        // Conditionals and ranges apply to the representation sent.
+        let tag = br_tag.clone().unwrap();
+        let (code, ce, v, ..) = get(
+            &server,
+            "/app.css",
+            &[("Accept-Encoding", "br"), ("If-None-Match", &tag)],
+        );
+        assert_eq!((code, ce.as_deref(), &v), (304, Some("br"), &vary));
+        let (code, ..) = get(
+            &server,
+            "/app.css",
+            &[("Accept-Encoding", "gzip"), ("If-None-Match", &tag)],
+        );
+        assert_eq!(
+            code, 200,
+            "the br ETag does not match the gzip representation"
+        );
+        let (code, ce, _, _, _, b) = get(
+            &server,
+            "/app.css",
+            &[("Accept-Encoding", "gzip"), ("Range", "bytes=0-1")],
+        );
+        assert_eq!(
+            (code, ce.as_deref(), b.as_slice()),
+            (206, Some("gzip"), &b"gz"[..])
+        );
+        // identity refused and nothing else there: 406.
+        let (code, ..) = get(
+            &server,
+            "/plain.txt",
+            &[("Accept-Encoding", "br, identity;q=0")],
+        );
+        assert_eq!(code, 406, "{backend}");
+        // No siblings (a directory is not one): the file, no Vary.
+        for path in ["/plain.txt", "/odd.txt"] {
+            let (code, ce, v, ..) = get(&server, path, &[("Accept-Encoding", "gzip")]);
+            assert_eq!((code, ce, v), (200, None, None), "{backend} {path}");
+        }
+        // Without --precompressed: the file itself, whatever is accepted.
+        let (code, ce, v, _, _, b) = get(&plain, "/app.css", &[("Accept-Encoding", "br, gzip")]);
+        assert_eq!((code, ce, v, b.len()), (200, None, None, 20));
+        eprintln!("PASS {backend}: precompressed siblings");
+    });
+}

@@ -13,6 +13,7 @@
 //!   sends is read and dropped for a moment, so the error answer is not lost to a reset.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
@@ -25,7 +26,7 @@ use oneloop_rt::time::timeout;
 
 use super::cache::{self, Cache, Cached};
 use super::files::{self, About, Kind};
-use super::http::{self, Parsed, Range, Request, Status};
+use super::http::{self, Coding, Parsed, Range, Representation, Request, Status};
 
 /// A file this size or smaller is read into the response buffer beside its head and sent
 /// with it; larger ones go out in chunks of [`CHUNK`].
@@ -72,6 +73,10 @@ pub struct Thread {
     cache: RefCell<Cache>,
     /// When large uncached bodies go out zero-copy (`--send-zc`).
     send_zc: super::ZeroCopy,
+    /// Whether precompressed siblings are served (`--precompressed`).
+    precompressed: bool,
+    /// Which siblings each path had when last looked at, and when (`--precompressed`).
+    siblings: RefCell<HashMap<String, (Instant, u8)>>,
 }
 
 impl Thread {
@@ -82,6 +87,7 @@ impl Thread {
         uring: bool,
         cache_bytes: usize,
         send_zc: super::ZeroCopy,
+        precompressed: bool,
     ) -> Thread {
         Thread {
             root,
@@ -94,6 +100,8 @@ impl Thread {
             chunks: RefCell::new(Vec::new()),
             cache: RefCell::new(Cache::new(cache_bytes)),
             send_zc,
+            precompressed,
+            siblings: RefCell::new(HashMap::new()),
         }
     }
 }
@@ -105,6 +113,28 @@ enum Body<'a> {
     /// A cached file's bytes, whole.
     Bytes(&'a [u8]),
 }
+
+/// Which representation of a file an answer sends: the file, or a precompressed sibling
+/// (`Content-Encoding`); `vary`: the path has siblings, so every answer says `Vary`.
+#[derive(Clone, Copy, Default)]
+struct Rep {
+    coding: Option<Coding>,
+    vary: bool,
+}
+
+impl Rep {
+    fn headers(self, out: &mut Vec<u8>) {
+        if let Some(c) = self.coding {
+            http::header_text(out, "Content-Encoding", c.token());
+        }
+        if self.vary {
+            http::header_text(out, "Vary", "Accept-Encoding");
+        }
+    }
+}
+
+/// The most paths whose siblings a thread remembers (then it forgets them all).
+const SIBLINGS_MAX: usize = 65_536;
 
 /// Counts one unit in a counter while alive.
 struct Counted<'a>(&'a Cell<usize>);
@@ -339,37 +369,66 @@ impl Conn<'_> {
             Ok(target) => target,
             Err(status) => return Ok(self.refuse(req, status, keep)),
         };
-        let hit = self.t.cache.borrow().get(&target.rel, Instant::now());
+        let (rep, coded_rel) = if self.t.precompressed && !target.rel.is_empty() {
+            let siblings = match self.known_siblings(&target.rel) {
+                Some(mask) => mask,
+                None => Box::pin(self.look_for_siblings(&target.rel)).await,
+            };
+            let vary = siblings != 0;
+            match http::representation(req.accept_encoding.as_deref(), siblings) {
+                Representation::NotAcceptable => {
+                    return Ok(self.refuse(req, Status::NotAcceptable, keep))
+                }
+                Representation::Coded(c) => (
+                    Rep {
+                        coding: Some(c),
+                        vary,
+                    },
+                    Some(format!("{}{}", target.rel, c.suffix())),
+                ),
+                Representation::Identity => (Rep { coding: None, vary }, None),
+            }
+        } else {
+            (Rep::default(), None)
+        };
+        // The file sent: the path's own, or its sibling (cached and opened by its own name;
+        // its type is the path's).
+        let rel = coded_rel.as_deref().unwrap_or(&target.rel);
+        let hit = self.t.cache.borrow().get(rel, Instant::now());
         if let Some(hit) = hit {
-            return self.send_cached(req, &hit, keep).await;
+            return self.send_cached(req, &hit, rep, keep).await;
         }
         let root = Arc::clone(&self.t.root);
-        let (file, meta) = match files::open_beneath(&root, &target.rel, self.t.uring).await {
+        let (file, meta) = match files::open_beneath(&root, rel, self.t.uring).await {
             Ok(found) => found,
             Err(status) => {
-                self.t.cache.borrow_mut().forget(&target.rel);
+                self.t.cache.borrow_mut().forget(rel);
                 return Ok(self.refuse(req, status, keep));
             }
         };
+        if rep.coding.is_some() && meta.kind != Kind::File {
+            // A sibling that is not a regular file (it changed since it was looked at).
+            self.t.siblings.borrow_mut().remove(&target.rel);
+            return Ok(self.refuse(req, Status::NotFound, keep));
+        }
         if meta.kind == Kind::File && meta.len <= cache::BODY_MAX && self.t.cache.borrow().enabled()
         {
             // Read whole, kept, and answered from the copy kept.
             let read_at = Instant::now();
             if let Ok(body) = read_exactly(&file, Vec::new(), 0, meta.len as usize).await {
                 let entry = Rc::new(Cached::new(meta, body, &target.rel, read_at));
-                self.t
-                    .cache
-                    .borrow_mut()
-                    .put(&target.rel, Rc::clone(&entry));
-                return self.send_cached(req, &entry, keep).await;
+                self.t.cache.borrow_mut().put(rel, Rc::clone(&entry));
+                return self.send_cached(req, &entry, rep, keep).await;
             }
             // Not read whole (it shrank, say): answered as an uncached file is — a HEAD or a
             // 304 without reading, a GET closing if the body cannot be sent whole.
         }
-        self.t.cache.borrow_mut().forget(&target.rel);
+        self.t.cache.borrow_mut().forget(rel);
         if meta.kind != Kind::Dir {
             let about = About::of(meta, &target.rel);
-            return self.send_file(req, Body::File(&file), &about, keep).await;
+            return self
+                .send_file(req, Body::File(&file), &about, rep, keep)
+                .await;
         }
         if !target.trailing_slash {
             // A directory's own URL ends in `/`, so its relative links resolve. Built from the
@@ -393,7 +452,10 @@ impl Conn<'_> {
         match files::open_beneath(&root, &index, self.t.uring).await {
             Ok((index, meta)) if meta.kind == Kind::File => {
                 let about = About::of(meta, "index.html");
-                return self.send_file(req, Body::File(&index), &about, keep).await;
+                let rep = Rep::default();
+                return self
+                    .send_file(req, Body::File(&index), &about, rep, keep)
+                    .await;
             }
             Ok(_) | Err(Status::NotFound) => {}
             Err(status) => return Ok(self.refuse(req, status, keep)),
@@ -426,10 +488,39 @@ impl Conn<'_> {
         &mut self,
         req: &Request,
         hit: &Cached,
+        rep: Rep,
         keep: bool,
     ) -> Result<bool, Closed> {
-        self.send_file(req, Body::Bytes(&hit.body), &hit.about, keep)
+        self.send_file(req, Body::Bytes(&hit.body), &hit.about, rep, keep)
             .await
+    }
+
+    /// The siblings `rel` had when last looked at, if that was within the cache's freshness.
+    fn known_siblings(&self, rel: &str) -> Option<u8> {
+        let siblings = self.t.siblings.borrow();
+        let &(at, mask) = siblings.get(rel)?;
+        (Instant::now().saturating_duration_since(at) < cache::FRESH).then_some(mask)
+    }
+
+    /// Which precompressed siblings of `rel` are regular files beneath the root (each opened
+    /// as any file is), remembered for the cache's freshness.
+    async fn look_for_siblings(&self, rel: &str) -> u8 {
+        let now = Instant::now();
+        let mut mask = 0;
+        for c in Coding::ALL {
+            let name = format!("{rel}{}", c.suffix());
+            if let Ok((_, meta)) = files::open_beneath(&self.t.root, &name, self.t.uring).await {
+                if meta.kind == Kind::File {
+                    mask |= c.bit();
+                }
+            }
+        }
+        let mut siblings = self.t.siblings.borrow_mut();
+        if siblings.len() >= SIBLINGS_MAX {
+            siblings.clear();
+        }
+        siblings.insert(rel.to_string(), (now, mask));
+        mask
     }
 
     /// Answers with a regular file: conditional (304), range (206/416) or whole (200).
@@ -438,6 +529,7 @@ impl Conn<'_> {
         req: &Request,
         body: Body<'_>,
         about: &About,
+        rep: Rep,
         keep: bool,
     ) -> Result<bool, Closed> {
         let method = if req.head { "HEAD" } else { "GET" };
@@ -462,6 +554,7 @@ impl Conn<'_> {
             http::start_head(out, Status::NotModified);
             http::header(out, "ETag", etag);
             http::header(out, "Last-Modified", modified);
+            rep.headers(out);
             http::end_head(out, keep, req.http10);
             self.log(method, &req.path, Status::NotModified, 0);
             return Ok(keep);
@@ -480,13 +573,14 @@ impl Conn<'_> {
             Range::Part { start, end } => (Status::PartialContent, start, end - start + 1),
             // Boxed: its state would otherwise grow every connection's task.
             Range::Parts(parts) => {
-                return Box::pin(self.send_parts(req, body, about, &parts, keep)).await
+                return Box::pin(self.send_parts(req, body, about, &parts, rep, keep)).await
             }
             Range::Unsatisfiable => {
                 let out = self.out_mut();
                 http::start_head(out, Status::RangeNotSatisfiable);
                 http::header(out, "Content-Range", format_args!("bytes */{}", meta.len));
                 http::header(out, "Content-Length", 0);
+                rep.headers(out);
                 http::end_head(out, keep, req.http10);
                 self.log(method, &req.path, Status::RangeNotSatisfiable, 0);
                 return Ok(keep);
@@ -499,6 +593,7 @@ impl Conn<'_> {
         http::header_text(out, "Last-Modified", modified);
         http::header_text(out, "ETag", etag);
         http::header_text(out, "Accept-Ranges", "bytes");
+        rep.headers(out);
         if status == Status::PartialContent {
             http::header(
                 out,
@@ -531,6 +626,7 @@ impl Conn<'_> {
         body: Body<'_>,
         about: &About,
         parts: &[(u64, u64)],
+        rep: Rep,
         keep: bool,
     ) -> Result<bool, Closed> {
         let method = if req.head { "HEAD" } else { "GET" };
@@ -559,6 +655,7 @@ impl Conn<'_> {
         http::header_text(out, "Last-Modified", about.modified.as_str());
         http::header_text(out, "ETag", about.etag.as_str());
         http::header_text(out, "Accept-Ranges", "bytes");
+        rep.headers(out);
         http::end_head(out, keep, req.http10);
         self.log(method, &req.path, Status::PartialContent, total);
         if req.head {

@@ -33,6 +33,7 @@ pub struct Request {
     pub if_range: Option<String>,
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<SystemTime>,
+    pub accept_encoding: Option<String>,
     /// Body bytes that follow the head (to be read and dropped).
     pub body: u64,
 }
@@ -62,6 +63,7 @@ pub enum Status {
     PayloadTooLarge,
     UriTooLong,
     RangeNotSatisfiable,
+    NotAcceptable,
     HeadersTooLarge,
     Internal,
     NotImplemented,
@@ -82,6 +84,7 @@ impl Status {
             Status::PayloadTooLarge => 413,
             Status::UriTooLong => 414,
             Status::RangeNotSatisfiable => 416,
+            Status::NotAcceptable => 406,
             Status::HeadersTooLarge => 431,
             Status::Internal => 500,
             Status::NotImplemented => 501,
@@ -102,6 +105,7 @@ impl Status {
             Status::PayloadTooLarge => "Content Too Large",
             Status::UriTooLong => "URI Too Long",
             Status::RangeNotSatisfiable => "Range Not Satisfiable",
+            Status::NotAcceptable => "Not Acceptable",
             Status::HeadersTooLarge => "Request Header Fields Too Large",
             Status::Internal => "Internal Server Error",
             Status::NotImplemented => "Not Implemented",
@@ -175,6 +179,7 @@ pub fn parse(buf: &[u8], full: bool) -> Parsed {
         if_range: None,
         if_none_match: None,
         if_modified_since: None,
+        accept_encoding: None,
         body: 0,
     };
     let mut host = false;
@@ -198,6 +203,13 @@ pub fn parse(buf: &[u8], full: bool) -> Parsed {
             request.if_range = value().map(str::to_string);
         } else if name.eq_ignore_ascii_case("if-none-match") {
             request.if_none_match = value().map(str::to_string);
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            // Several lines are one list.
+            let v = value().unwrap_or("");
+            request.accept_encoding = Some(match request.accept_encoding.take() {
+                Some(before) => format!("{before}, {v}"),
+                None => v.to_string(),
+            });
         } else if name.eq_ignore_ascii_case("if-modified-since") {
             request.if_modified_since = value().and_then(|v| httpdate::parse_http_date(v).ok());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -482,6 +494,122 @@ fn one_range(spec: &str, len: u64) -> Range {
     }
 }
 
+/// A content coding a file may be stored in beside it (`x.css.br` for `x.css`), in the order
+/// preferred when the client weighs them alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coding {
+    Br,
+    Zstd,
+    Gzip,
+}
+
+impl Coding {
+    pub const ALL: [Coding; 3] = [Coding::Br, Coding::Zstd, Coding::Gzip];
+
+    /// Its name in `Accept-Encoding` and `Content-Encoding`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Br => "br",
+            Coding::Zstd => "zstd",
+            Coding::Gzip => "gzip",
+        }
+    }
+
+    /// The sibling file's suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Coding::Br => ".br",
+            Coding::Zstd => ".zst",
+            Coding::Gzip => ".gz",
+        }
+    }
+
+    /// Its bit in a mask of the siblings a file has.
+    pub fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// What to send for a file with the siblings in `siblings` (a mask of [`Coding::bit`]s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Representation {
+    /// The file itself.
+    Identity,
+    /// Its sibling in this coding.
+    Coded(Coding),
+    /// Nothing the client accepts (it refused `identity`, and no accepted sibling exists).
+    NotAcceptable,
+}
+
+/// Picks the representation by the client's `Accept-Encoding` (RFC 9110 §12.5.3): the
+/// accepted coding with the highest weight among the siblings there are, at equal weights br,
+/// then zstd, then gzip; a coding is taken only if weighted at least as much as `identity`
+/// (implicitly 1, unless listed, or `*` says otherwise). No header: the file itself.
+pub fn representation(accept: Option<&str>, siblings: u8) -> Representation {
+    let Some(accept) = accept else {
+        return Representation::Identity;
+    };
+    let mut weights: Vec<(&str, u32)> = Vec::new();
+    for item in accept.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        if name.is_empty() {
+            continue;
+        }
+        let mut q = 1000;
+        for p in parts {
+            if let Some(v) = p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")) {
+                q = qvalue(v.trim());
+            }
+        }
+        weights.push((name, q));
+    }
+    let weight = |token: &str| -> Option<u32> {
+        weights
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(token))
+            .map(|&(_, q)| q)
+    };
+    let star = weight("*");
+    let identity = weight("identity").or(star).unwrap_or(1000);
+    let best = Coding::ALL
+        .into_iter()
+        .filter(|c| siblings & c.bit() != 0)
+        .filter_map(|c| {
+            // `x-gzip` is gzip (RFC 9110 §8.4.1.3).
+            let q = weight(c.token())
+                .or_else(|| (c == Coding::Gzip).then(|| weight("x-gzip")).flatten())
+                .or(star)?;
+            (q > 0).then_some((c, q))
+        })
+        // The first of the highest weight: `ALL` is in the order of preference.
+        .fold(None, |best: Option<(Coding, u32)>, (c, q)| match best {
+            Some((_, bq)) if bq >= q => best,
+            _ => Some((c, q)),
+        });
+    match best {
+        Some((c, q)) if q >= identity => Representation::Coded(c),
+        _ if identity > 0 => Representation::Identity,
+        Some((c, _)) => Representation::Coded(c),
+        None => Representation::NotAcceptable,
+    }
+}
+
+/// A `q` value in thousandths (RFC 9110 §12.4.2); malformed ones count as 0.
+fn qvalue(v: &str) -> u32 {
+    let Some((int, frac)) = v.split_once('.').or(Some((v, ""))) else {
+        return 0;
+    };
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    match int {
+        "0" => format!("{frac:0<3}").parse().unwrap_or(0),
+        "1" if frac.bytes().all(|b| b == b'0') => 1000,
+        _ => 0,
+    }
+}
+
 /// The `Content-Type` of a file name, by its extension.
 pub fn content_type(name: &str) -> &'static str {
     let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
@@ -590,6 +718,39 @@ mod tests {
             parse(&long.as_bytes()[..50], true),
             Parsed::Refuse(Status::UriTooLong)
         ));
+    }
+
+    #[test]
+    fn representations() {
+        use Representation::*;
+        let all = Coding::Br.bit() | Coding::Zstd.bit() | Coding::Gzip.bit();
+        let gz = Coding::Gzip.bit();
+        let r = representation;
+        assert_eq!(r(None, all), Identity);
+        assert_eq!(r(Some("gzip, deflate, br, zstd"), all), Coded(Coding::Br));
+        assert_eq!(r(Some("gzip, zstd"), all), Coded(Coding::Zstd));
+        assert_eq!(r(Some("gzip;q=1.0, br;q=0.5"), all), Coded(Coding::Gzip));
+        assert_eq!(r(Some("br;q=0, gzip"), all), Coded(Coding::Gzip));
+        assert_eq!(r(Some("x-gzip"), gz), Coded(Coding::Gzip));
+        assert_eq!(r(Some("*"), gz), Coded(Coding::Gzip));
+        assert_eq!(r(Some("br"), gz), Identity, "no br sibling");
+        // Weighted below identity: the file itself.
+        assert_eq!(r(Some("gzip;q=0.5"), gz), Identity);
+        assert_eq!(
+            r(Some("gzip;q=0.5, identity;q=0.2"), gz),
+            Coded(Coding::Gzip)
+        );
+        // identity refused: a sibling if one is accepted, else 406.
+        assert_eq!(r(Some("gzip;q=0.1, identity;q=0"), gz), Coded(Coding::Gzip));
+        assert_eq!(r(Some("br, identity;q=0"), gz), NotAcceptable);
+        assert_eq!(r(Some("*;q=0"), 0), NotAcceptable);
+        assert_eq!(r(Some("*;q=0, identity"), 0), Identity);
+        assert_eq!(
+            r(Some("gzip;q=2"), gz),
+            Identity,
+            "a malformed weight counts as 0"
+        );
+        assert_eq!(r(Some(""), gz), Identity);
     }
 
     #[test]

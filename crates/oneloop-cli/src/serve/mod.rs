@@ -52,6 +52,8 @@ pub struct Config {
     pub cache_bytes: usize,
     /// When large uncached bodies go out zero-copy from registered buffers.
     pub send_zc: ZeroCopy,
+    /// Serve `x.br`, `x.zst`, `x.gz` beside `x` by `Accept-Encoding`.
+    pub precompressed: bool,
 }
 
 /// When `serve` sends large uncached bodies zero-copy (`--send-zc`; io_uring only).
@@ -165,6 +167,7 @@ async fn thread_main(index: usize, shared: &Shared) -> std::io::Result<()> {
         shared.backend == BackendKind::Uring,
         config.cache_bytes,
         config.send_zc,
+        config.precompressed,
     ));
     let acceptor = oneloop_rt::spawn(accept_loop(listener, Rc::clone(&t), config.max_conns));
     oneloop_rt::poll::readable(&shared.signals.as_fd()).await?;
