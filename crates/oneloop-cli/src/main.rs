@@ -105,6 +105,11 @@ struct ServeArgs {
     /// a second per path. No compression on the fly.
     #[arg(long)]
     precompressed: bool,
+    /// Serve the server's counters as Prometheus text at this address (`/metrics`, or any
+    /// path): requests by status class, body bytes, open connections, the backend, and the
+    /// rings' ops by kind, pool jobs and cancels, summed over threads.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn seconds(name: &str, secs: f64) -> Result<Duration> {
@@ -149,6 +154,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         pool_threads: args.pool_threads.clamp(1, 1024),
         send_zc: args.send_zc,
         precompressed: args.precompressed,
+        metrics: args.metrics,
         cache_bytes: args
             .cache_mib
             .checked_mul(1 << 20)

@@ -78,6 +78,8 @@ fn ask_sub(s: &mut TcpStream) {
 struct Server {
     child: Child,
     port: u16,
+    /// The banner's metrics address (`--metrics`).
+    metrics: Option<String>,
 }
 
 /// Starts `serve` with its stderr (the `--log` lines) captured, for [`Server::stop_and_log`].
@@ -145,7 +147,19 @@ impl Server {
             .and_then(|s| s.split('/').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {banner:?}"));
-        Server { child, port }
+        let metrics = banner
+            .split("metrics at ")
+            .nth(1)
+            .map(|s| s.trim_end().trim_end_matches(')').to_string());
+        Server {
+            child,
+            port,
+            metrics,
+        }
+    }
+
+    fn metrics_url(&self) -> String {
+        self.metrics.clone().expect("started with --metrics")
     }
 
     fn url(&self, path: &str) -> String {
@@ -951,5 +965,59 @@ fn precompressed_siblings_by_accept_encoding() {
         let (code, ce, v, _, _, b) = get(&plain, "/app.css", &[("Accept-Encoding", "br, gzip")]);
         assert_eq!((code, ce, v, b.len()), (200, None, None, 20));
         eprintln!("PASS {backend}: precompressed siblings");
+    });
+}
+
+#[test]
+fn metrics_count_answers_connections_and_ring_ops() {
+    on_every_backend("metrics", |backend, dir| {
+        let server = Server::start(backend, dir, &["--metrics", "127.0.0.1:0"]);
+        let a = agent();
+        for _ in 0..5 {
+            let (code, r) = fetch(a.get(&server.url("/1k.bin")));
+            assert_eq!((code, body(r).len()), (200, 1024));
+        }
+        for _ in 0..3 {
+            assert_eq!(fetch(a.get(&server.url("/nope"))).0, 404);
+        }
+        // An open connection the gauge counts.
+        let idle = server.connect();
+        std::thread::sleep(Duration::from_millis(600));
+        let (code, r) = fetch(a.get(&server.metrics_url()));
+        assert_eq!(code, 200);
+        assert!(
+            r.content_type().starts_with("text/plain"),
+            "{}",
+            r.content_type()
+        );
+        let text = String::from_utf8(body(r)).unwrap();
+        let value = |metric: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{backend}: no {metric} in\n{text}"))
+        };
+        assert_eq!(
+            value("oneloop_serve_requests_total{class=\"2xx\"}"),
+            5,
+            "{backend}"
+        );
+        assert_eq!(value("oneloop_serve_requests_total{class=\"4xx\"}"), 3);
+        assert_eq!(value("oneloop_serve_requests_total{class=\"5xx\"}"), 0);
+        assert!(value("oneloop_serve_response_bytes_total") >= 5 * 1024);
+        assert!(
+            value("oneloop_serve_connections") >= 1,
+            "the idle one at least"
+        );
+        assert_eq!(
+            value(&format!("oneloop_serve_backend{{backend=\"{backend}\"}}")),
+            1
+        );
+        assert!(
+            value("oneloop_ring_ops_total{kind=\"Accept\"}") >= 2,
+            "{text}"
+        );
+        assert!(text.contains("# TYPE oneloop_ring_ops_total counter"));
+        drop(idle);
+        eprintln!("PASS {backend}: metrics");
     });
 }

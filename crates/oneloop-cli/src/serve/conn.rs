@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,31 +78,32 @@ pub struct Thread {
     precompressed: bool,
     /// Which siblings each path had when last looked at, and when (`--precompressed`).
     siblings: RefCell<HashMap<String, (Instant, u8)>>,
+    /// This thread's counters (`--metrics`).
+    metrics: Option<Arc<super::metrics::ThreadMetrics>>,
 }
 
 impl Thread {
+    /// A thread's share of `config`, on a ring that is io_uring if `uring`.
     pub fn new(
         root: Arc<OwnedFd>,
-        limits: Limits,
-        log: bool,
+        config: &super::Config,
         uring: bool,
-        cache_bytes: usize,
-        send_zc: super::ZeroCopy,
-        precompressed: bool,
+        metrics: Option<Arc<super::metrics::ThreadMetrics>>,
     ) -> Thread {
         Thread {
             root,
-            limits,
-            log,
+            limits: config.limits,
+            log: config.log,
             uring,
             stopping: Cell::new(false),
             conns: Cell::new(0),
             busy: Cell::new(0),
             chunks: RefCell::new(Vec::new()),
-            cache: RefCell::new(Cache::new(cache_bytes)),
-            send_zc,
-            precompressed,
+            cache: RefCell::new(Cache::new(config.cache_bytes)),
+            send_zc: config.send_zc,
+            precompressed: config.precompressed,
             siblings: RefCell::new(HashMap::new()),
+            metrics,
         }
     }
 }
@@ -163,6 +165,9 @@ impl Open {
     /// loop sees the cap at once).
     pub fn new(t: &Rc<Thread>) -> Open {
         t.conns.set(t.conns.get() + 1);
+        if let Some(m) = &t.metrics {
+            m.connections.fetch_add(1, Ordering::Relaxed);
+        }
         Open(Rc::clone(t))
     }
 }
@@ -170,6 +175,9 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.conns.set(self.0.conns.get() - 1);
+        if let Some(m) = &self.0.metrics {
+            m.connections.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -356,6 +364,9 @@ impl Conn<'_> {
     }
 
     fn log(&self, method: &str, path: &str, status: Status, bytes: u64) {
+        if let Some(m) = &self.t.metrics {
+            m.answered(status.code(), bytes);
+        }
         if self.t.log {
             eprintln!("{} {method} {path} {} {bytes}", self.peer, status.code());
         }

@@ -19,6 +19,7 @@ mod cache;
 mod conn;
 mod files;
 pub mod http;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -54,6 +55,8 @@ pub struct Config {
     pub send_zc: ZeroCopy,
     /// Serve `x.br`, `x.zst`, `x.gz` beside `x` by `Accept-Encoding`.
     pub precompressed: bool,
+    /// Where to serve the metrics (Prometheus text), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// When `serve` sends large uncached bodies zero-copy (`--send-zc`; io_uring only).
@@ -79,6 +82,10 @@ struct Shared {
     signals: OwnedFd,
     config: Config,
     backend: BackendKind,
+    /// Every thread's counters, when `--metrics` asks for them.
+    metrics: Option<Arc<metrics::Metrics>>,
+    /// The metrics listener, taken by thread 0.
+    metrics_listener: Mutex<Option<std::net::TcpListener>>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -120,8 +127,19 @@ pub fn run(config: Config) -> Result<()> {
             &addr, 1024,
         )?));
     }
+    let metrics_listener = match config.metrics {
+        Some(at) => Some(
+            std::net::TcpListener::bind(at)
+                .with_context(|| format!("cannot listen for metrics on {at}"))?,
+        ),
+        None => None,
+    };
+    let metrics_at = match &metrics_listener {
+        Some(l) => format!("; metrics at http://{}/metrics", l.local_addr()?),
+        None => String::new(),
+    };
     println!(
-        "oneloop serve: http://{addr}/ from {} (backend {backend}, {threads} thread{}{passed_over})",
+        "oneloop serve: http://{addr}/ from {} (backend {backend}, {threads} thread{}{passed_over}{metrics_at})",
         config.root.display(),
         if threads == 1 { "" } else { "s" }
     );
@@ -131,6 +149,10 @@ pub fn run(config: Config) -> Result<()> {
         signals,
         config: config.clone(),
         backend,
+        metrics: metrics_listener
+            .is_some()
+            .then(|| Arc::new(metrics::Metrics::new(threads, backend))),
+        metrics_listener: Mutex::new(metrics_listener),
     });
     let rt = oneloop_rt::Runtime::builder()
         .backend(backend)
@@ -162,18 +184,40 @@ async fn thread_main(index: usize, shared: &Shared) -> std::io::Result<()> {
     let config = &shared.config;
     let t = Rc::new(conn::Thread::new(
         Arc::clone(&shared.root),
-        config.limits,
-        config.log,
+        config,
         shared.backend == BackendKind::Uring,
-        config.cache_bytes,
-        config.send_zc,
-        config.precompressed,
+        shared
+            .metrics
+            .as_ref()
+            .map(|m| Arc::clone(&m.threads[index])),
     ));
+    let mut metric_tasks = Vec::new();
+    if let Some(m) = &shared.metrics {
+        let mine = Arc::clone(&m.threads[index]);
+        metric_tasks.push(oneloop_rt::spawn(async move {
+            loop {
+                mine.publish_ring();
+                sleep(metrics::PUBLISH).await;
+            }
+        }));
+        let listener = shared
+            .metrics_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(listener) = listener {
+            let listener = TcpListener::from_std(listener);
+            metric_tasks.push(oneloop_rt::spawn(metrics::serve(listener, Arc::clone(m))));
+        }
+    }
     let acceptor = oneloop_rt::spawn(accept_loop(listener, Rc::clone(&t), config.max_conns));
     oneloop_rt::poll::readable(&shared.signals.as_fd()).await?;
     // Stop accepting (the listener closes with the task), finish what is in progress.
     t.stopping.set(true);
     acceptor.abort();
+    for task in metric_tasks {
+        task.abort();
+    }
     let deadline = Instant::now() + config.grace;
     while t.busy.get() > 0 && Instant::now() < deadline {
         sleep(Duration::from_millis(5)).await;
