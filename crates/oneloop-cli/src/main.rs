@@ -110,6 +110,15 @@ struct ServeArgs {
     /// rings' ops by kind, pool jobs and cancels, summed over threads.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Write a line per answer to FILE (`-`: standard output), appended through the ring; each
+    /// thread buffers up to 1 MiB of lines and writes every 100 ms (past that, lines are
+    /// dropped and counted, never delaying an answer); SIGUSR1 reopens FILE (rotation: rename
+    /// it, then send the signal); shutdown writes what is buffered.
+    #[arg(long, value_name = "FILE")]
+    access_log: Option<PathBuf>,
+    /// The access log's format: nginx's `combined` or one JSON object per line.
+    #[arg(long, value_enum, default_value = "combined")]
+    log_format: serve::access_log::Format,
 }
 
 fn seconds(name: &str, secs: f64) -> Result<Duration> {
@@ -155,6 +164,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         send_zc: args.send_zc,
         precompressed: args.precompressed,
         metrics: args.metrics,
+        access_log: args.access_log.map(|p| {
+            let file = (p.as_os_str() != "-").then_some(p);
+            (file, args.log_format)
+        }),
         cache_bytes: args
             .cache_mib
             .checked_mul(1 << 20)

@@ -181,6 +181,13 @@ impl Server {
         String::from_utf8_lossy(&got).into_owned()
     }
 
+    /// Stops the server (SIGTERM: it writes its access log's last lines) and returns `file`.
+    fn stop_and_log_file(mut self, file: &Path) -> String {
+        let status = self.terminate();
+        assert!(status.success(), "{status}");
+        std::fs::read_to_string(file).unwrap()
+    }
+
     /// Stops the server (SIGTERM) and returns what it wrote to stderr (see [`start_logged`]).
     fn stop_and_log(mut self) -> String {
         let status = self.terminate();
@@ -1020,4 +1027,117 @@ fn metrics_count_answers_connections_and_ring_ops() {
         drop(idle);
         eprintln!("PASS {backend}: metrics");
     });
+}
+
+#[test]
+fn access_log_has_every_line_and_reopens_on_sigusr1() {
+    on_every_backend("access-log", |backend, dir| {
+        let log = dir.join("access.log");
+        let server = Server::start(backend, dir, &["--access-log", log.to_str().unwrap()]);
+        // Under load: 4 clients, 100 requests each, one in four a 404.
+        let url = server.url("");
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let a = agent();
+                    for i in 0..100 {
+                        let path = if i % 4 == 3 { "/nope" } else { "/1k.bin" };
+                        let req = a
+                            .get(&format!("{url}{path}"))
+                            .set("User-Agent", &format!("client-{c}"));
+                        let _ = fetch(req);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        // Rotation: rename, signal, more requests; they go to a new file.
+        let rotated = dir.join("access.log.1");
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::rename(&log, &rotated).unwrap();
+        // SAFETY: a signal to our own child.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(server.child.id() as i32, libc::SIGUSR1)
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let a = agent();
+        for _ in 0..10 {
+            let req = a
+                .get(&server.url("/sub/a.txt"))
+                .set("Referer", "http://x/\"q\"");
+            assert_eq!(fetch(req).0, 200);
+        }
+        let log_text = server.stop_and_log_file(&log);
+        let before = std::fs::read_to_string(&rotated).unwrap();
+        let lines: Vec<&str> = before.lines().collect();
+        assert_eq!(
+            lines.len(),
+            400,
+            "{backend}: every answer before the rotation"
+        );
+        let ok = lines
+            .iter()
+            .filter(|l| l.contains("\"GET /1k.bin HTTP/1.1\" 200 1024 \"-\" \"client-"))
+            .count();
+        let missing = lines
+            .iter()
+            .filter(|l| l.contains("\"GET /nope HTTP/1.1\" 404 "))
+            .count();
+        assert_eq!(
+            (ok, missing),
+            (300, 100),
+            "{backend}:\n{}",
+            lines[..3].join("\n")
+        );
+        assert!(lines
+            .iter()
+            .all(|l| l.starts_with("127.0.0.1 - - [") && l.contains(" +0000] ")));
+        let after: Vec<&str> = log_text.lines().collect();
+        assert_eq!(
+            after.len(),
+            10,
+            "{backend}: the lines after the rotation, in the new file"
+        );
+        assert!(
+            after[0].contains("\"GET /sub/a.txt HTTP/1.1\" 200 6 \"http://x/\\\"q\\\"\""),
+            "{}",
+            after[0]
+        );
+        eprintln!("PASS {backend}: access log");
+    });
+}
+
+#[test]
+fn access_log_in_json() {
+    let backend = BACKENDS.into_iter().find(|b| usable(b)).expect("a backend");
+    let dir = site("access-json");
+    let log = dir.join("a.json");
+    let server = Server::start(
+        backend,
+        &dir,
+        &[
+            "--access-log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    );
+    let req = agent()
+        .get(&server.url("/1k.bin"))
+        .set("User-Agent", "say \"hi\"");
+    assert_eq!(fetch(req).0, 200);
+    let text = server.stop_and_log_file(&log);
+    assert_eq!(text.lines().count(), 1);
+    let line = text.lines().next().unwrap();
+    for part in [
+        "{\"remote_addr\":\"127.0.0.1\",\"time\":\"",
+        "\"method\":\"GET\",\"path\":\"/1k.bin\",\"protocol\":\"HTTP/1.1\",\"status\":200,\"bytes\":1024,\"referer\":null,\"user_agent\":\"say \\\"hi\\\"\"}",
+    ] {
+        assert!(line.contains(part), "{line}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -25,6 +25,7 @@ use oneloop_rt::fs::File;
 use oneloop_rt::net::TcpStream;
 use oneloop_rt::time::timeout;
 
+use super::access_log;
 use super::cache::{self, Cache, Cached};
 use super::files::{self, About, Kind};
 use super::http::{self, Coding, Parsed, Range, Representation, Request, Status};
@@ -80,6 +81,8 @@ pub struct Thread {
     siblings: RefCell<HashMap<String, (Instant, u8)>>,
     /// This thread's counters (`--metrics`).
     metrics: Option<Arc<super::metrics::ThreadMetrics>>,
+    /// This thread's access log (`--access-log`).
+    pub access: Option<Rc<access_log::ThreadLog>>,
 }
 
 impl Thread {
@@ -89,6 +92,7 @@ impl Thread {
         config: &super::Config,
         uring: bool,
         metrics: Option<Arc<super::metrics::ThreadMetrics>>,
+        access: Option<Rc<access_log::ThreadLog>>,
     ) -> Thread {
         Thread {
             root,
@@ -104,6 +108,7 @@ impl Thread {
             precompressed: config.precompressed,
             siblings: RefCell::new(HashMap::new()),
             metrics,
+            access,
         }
     }
 }
@@ -220,7 +225,8 @@ impl Conn<'_> {
         let mut head_deadline: Option<Instant> = None;
         loop {
             if !inbuf.is_empty() {
-                match http::parse(&inbuf, inbuf.len() >= limits.max_header_bytes) {
+                let log_fields = self.t.access.is_some();
+                match http::parse(&inbuf, inbuf.len() >= limits.max_header_bytes, log_fields) {
                     Parsed::Request(req, len) => {
                         busy.get_or_insert_with(|| Counted::new(&self.t.busy));
                         head_deadline = None;
@@ -239,7 +245,7 @@ impl Conn<'_> {
                     }
                     Parsed::Refuse(status) => {
                         let _busy = busy.get_or_insert_with(|| Counted::new(&self.t.busy));
-                        self.log("-", "-", status, 0);
+                        self.log(None, status, 0);
                         let head_only = inbuf.starts_with(b"HEAD ");
                         http::error_response(self.out_mut(), status, false, false, head_only);
                         self.flush().await?;
@@ -363,9 +369,26 @@ impl Conn<'_> {
         }
     }
 
-    fn log(&self, method: &str, path: &str, status: Status, bytes: u64) {
+    /// Counts and logs an answer to `req` (`None`: a head that could not be parsed).
+    fn log(&self, req: Option<&Request>, status: Status, bytes: u64) {
         if let Some(m) = &self.t.metrics {
             m.answered(status.code(), bytes);
+        }
+        let (method, path) = match req {
+            Some(r) => (if r.head { "HEAD" } else { "GET" }, r.path.as_str()),
+            None => ("-", "-"),
+        };
+        if let Some(access) = &self.t.access {
+            access.line(&access_log::Entry {
+                peer: self.peer,
+                method,
+                path,
+                http10: req.is_some_and(|r| r.http10),
+                status: status.code(),
+                bytes,
+                referer: req.and_then(|r| r.for_log.as_ref()?.referer.as_deref()),
+                agent: req.and_then(|r| r.for_log.as_ref()?.user_agent.as_deref()),
+            });
         }
         if self.t.log {
             eprintln!("{} {method} {path} {} {bytes}", self.peer, status.code());
@@ -375,7 +398,6 @@ impl Conn<'_> {
     /// Answers one request; `false` if the connection must close after it.
     async fn respond(&mut self, req: &Request) -> Result<bool, Closed> {
         let keep = req.keep_alive && !self.t.stopping.get();
-        let method = if req.head { "HEAD" } else { "GET" };
         let target = match files::target(&req.path) {
             Ok(target) => target,
             Err(status) => return Ok(self.refuse(req, status, keep)),
@@ -450,7 +472,7 @@ impl Conn<'_> {
             http::header(out, "Location", &location);
             http::header(out, "Content-Length", 0);
             http::end_head(out, keep, req.http10);
-            self.log(method, &req.path, Status::MovedPermanently, 0);
+            self.log(Some(req), Status::MovedPermanently, 0);
             return Ok(keep);
         }
         // The index resolves beneath the root, as the directory did (a symlink to a sibling
@@ -482,7 +504,7 @@ impl Conn<'_> {
         if !req.head {
             out.extend_from_slice(html.as_bytes());
         }
-        self.log(method, &req.path, Status::Ok, html.len() as u64);
+        self.log(Some(req), Status::Ok, html.len() as u64);
         Ok(keep)
     }
 
@@ -490,7 +512,7 @@ impl Conn<'_> {
     fn refuse(&mut self, req: &Request, status: Status, keep: bool) -> bool {
         let keep = keep && !status.closes();
         http::error_response(self.out_mut(), status, keep, req.http10, req.head);
-        self.log(if req.head { "HEAD" } else { "GET" }, &req.path, status, 0);
+        self.log(Some(req), status, 0);
         keep
     }
 
@@ -543,7 +565,6 @@ impl Conn<'_> {
         rep: Rep,
         keep: bool,
     ) -> Result<bool, Closed> {
-        let method = if req.head { "HEAD" } else { "GET" };
         let (meta, etag, modified) = (about.meta, about.etag.as_str(), about.modified.as_str());
         let not_modified = match (&req.if_none_match, req.if_modified_since) {
             (Some(tags), _) => tags
@@ -567,7 +588,7 @@ impl Conn<'_> {
             http::header(out, "Last-Modified", modified);
             rep.headers(out);
             http::end_head(out, keep, req.http10);
-            self.log(method, &req.path, Status::NotModified, 0);
+            self.log(Some(req), Status::NotModified, 0);
             return Ok(keep);
         }
         let range_applies = req
@@ -593,7 +614,7 @@ impl Conn<'_> {
                 http::header(out, "Content-Length", 0);
                 rep.headers(out);
                 http::end_head(out, keep, req.http10);
-                self.log(method, &req.path, Status::RangeNotSatisfiable, 0);
+                self.log(Some(req), Status::RangeNotSatisfiable, 0);
                 return Ok(keep);
             }
         };
@@ -613,7 +634,7 @@ impl Conn<'_> {
             );
         }
         http::end_head(out, keep, req.http10);
-        self.log(method, &req.path, status, count);
+        self.log(Some(req), status, count);
         if req.head || count == 0 {
             return Ok(keep);
         }
@@ -640,7 +661,6 @@ impl Conn<'_> {
         rep: Rep,
         keep: bool,
     ) -> Result<bool, Closed> {
-        let method = if req.head { "HEAD" } else { "GET" };
         let len = about.meta.len;
         let boundary = boundary();
         let part_head = |(start, end): (u64, u64)| {
@@ -668,7 +688,7 @@ impl Conn<'_> {
         http::header_text(out, "Accept-Ranges", "bytes");
         rep.headers(out);
         http::end_head(out, keep, req.http10);
-        self.log(method, &req.path, Status::PartialContent, total);
+        self.log(Some(req), Status::PartialContent, total);
         if req.head {
             return Ok(keep);
         }

@@ -34,8 +34,18 @@ pub struct Request {
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<SystemTime>,
     pub accept_encoding: Option<String>,
+    /// For the access log (kept only when `parse` is asked to; boxed, so a request without
+    /// it stays small).
+    pub for_log: Option<Box<ForLog>>,
     /// Body bytes that follow the head (to be read and dropped).
     pub body: u64,
+}
+
+/// The request headers only the access log uses.
+#[derive(Debug, Default)]
+pub struct ForLog {
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// What parsing a buffer's start gave.
@@ -135,7 +145,7 @@ const KNOWN_METHODS: &[&str] = &[
 
 /// Parses the head at the start of `buf`; `full` says the buffer is at its size limit (so a
 /// partial head is too large).
-pub fn parse(buf: &[u8], full: bool) -> Parsed {
+pub fn parse(buf: &[u8], full: bool, log_fields: bool) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -180,6 +190,7 @@ pub fn parse(buf: &[u8], full: bool) -> Parsed {
         if_none_match: None,
         if_modified_since: None,
         accept_encoding: None,
+        for_log: log_fields.then(Box::default),
         body: 0,
     };
     let mut host = false;
@@ -203,6 +214,15 @@ pub fn parse(buf: &[u8], full: bool) -> Parsed {
             request.if_range = value().map(str::to_string);
         } else if name.eq_ignore_ascii_case("if-none-match") {
             request.if_none_match = value().map(str::to_string);
+        } else if let (Some(log), true) =
+            (&mut request.for_log, name.eq_ignore_ascii_case("referer"))
+        {
+            log.referer = value().map(str::to_string);
+        } else if let (Some(log), true) = (
+            &mut request.for_log,
+            name.eq_ignore_ascii_case("user-agent"),
+        ) {
+            log.user_agent = value().map(str::to_string);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
             // Several lines are one list.
             let v = value().unwrap_or("");
@@ -650,7 +670,7 @@ mod tests {
     use super::*;
 
     fn refused(raw: &[u8]) -> Status {
-        match parse(raw, false) {
+        match parse(raw, false, false) {
             Parsed::Refuse(s) => s,
             other => panic!("{other:?}"),
         }
@@ -658,14 +678,16 @@ mod tests {
 
     #[test]
     fn heads_parse_and_bad_ones_are_refused() {
-        let Parsed::Request(r, len) =
-            parse(b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h\r\n\r\nGET", false)
-        else {
+        let Parsed::Request(r, len) = parse(
+            b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h\r\n\r\nGET",
+            false,
+            false,
+        ) else {
             panic!()
         };
         assert_eq!((r.path.as_str(), r.keep_alive, len), ("/a%20b", true, 36));
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHo", false),
+            parse(b"GET / HTTP/1.1\r\nHo", false, false),
             Parsed::Partial
         ));
         assert_eq!(
@@ -699,23 +721,25 @@ mod tests {
             refused(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n"),
             Status::BadRequest
         );
-        let Parsed::Request(r, _) = parse(b"GET / HTTP/1.0\r\n\r\n", false) else {
+        let Parsed::Request(r, _) = parse(b"GET / HTTP/1.0\r\n\r\n", false, false) else {
             panic!()
         };
         assert!(r.http10 && !r.keep_alive);
-        let Parsed::Request(r, _) =
-            parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", false)
-        else {
+        let Parsed::Request(r, _) = parse(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            false,
+            false,
+        ) else {
             panic!()
         };
         assert!(r.keep_alive);
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100));
         assert!(matches!(
-            parse(long.as_bytes(), true),
+            parse(long.as_bytes(), true, false),
             Parsed::Refuse(Status::HeadersTooLarge)
         ));
         assert!(matches!(
-            parse(&long.as_bytes()[..50], true),
+            parse(&long.as_bytes()[..50], true, false),
             Parsed::Refuse(Status::UriTooLong)
         ));
     }

@@ -15,6 +15,7 @@
 //! accepting, answers the requests in progress (each with `Connection: close`) for up to the
 //! grace period, drops its idle connections and returns; the process exits 0.
 
+pub mod access_log;
 mod cache;
 mod conn;
 mod files;
@@ -57,6 +58,8 @@ pub struct Config {
     pub precompressed: bool,
     /// Where to serve the metrics (Prometheus text), if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The access log: a file (`None` inside: standard output) and its format.
+    pub access_log: Option<(Option<PathBuf>, access_log::Format)>,
 }
 
 /// When `serve` sends large uncached bodies zero-copy (`--send-zc`; io_uring only).
@@ -86,6 +89,10 @@ struct Shared {
     metrics: Option<Arc<metrics::Metrics>>,
     /// The metrics listener, taken by thread 0.
     metrics_listener: Mutex<Option<std::net::TcpListener>>,
+    /// The access log's file, format and rotation generation.
+    access: Option<Arc<access_log::Shared>>,
+    /// `SIGUSR1` (reopen the access log), read by thread 0.
+    reopen_signal: Option<OwnedFd>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -117,6 +124,22 @@ pub fn run(config: Config) -> Result<()> {
     drop(probe);
     let signals = oneloop::sockets::signal_fd(&[libc::SIGINT, libc::SIGTERM])
         .context("cannot set up signal handling")?;
+    // Before any thread starts: the signal is blocked in all of them and read here.
+    let reopen_signal = match config.access_log {
+        Some(_) => Some(
+            oneloop::sockets::signal_fd(&[libc::SIGUSR1])
+                .context("cannot set up SIGUSR1 for the access log")?,
+        ),
+        None => None,
+    };
+    if let Some((Some(path), _)) = &config.access_log {
+        // A clear error at start for a log that cannot be opened.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("cannot open the access log {}", path.display()))?;
+    }
     let threads = config.threads.max(1);
     let first = oneloop::sockets::tcp_listener_reuse_port(&config.listen, 1024)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -153,6 +176,14 @@ pub fn run(config: Config) -> Result<()> {
             .is_some()
             .then(|| Arc::new(metrics::Metrics::new(threads, backend))),
         metrics_listener: Mutex::new(metrics_listener),
+        access: config.access_log.as_ref().map(|(path, format)| {
+            Arc::new(access_log::Shared {
+                path: path.clone(),
+                format: *format,
+                generation: std::sync::atomic::AtomicU64::new(0),
+            })
+        }),
+        reopen_signal,
     });
     let rt = oneloop_rt::Runtime::builder()
         .backend(backend)
@@ -190,7 +221,16 @@ async fn thread_main(index: usize, shared: &Shared) -> std::io::Result<()> {
             .metrics
             .as_ref()
             .map(|m| Arc::clone(&m.threads[index])),
+        shared
+            .access
+            .as_ref()
+            .map(|a| Rc::new(access_log::ThreadLog::new(Arc::clone(a)))),
     ));
+    let log_stop = Rc::new(std::cell::Cell::new(false));
+    let log_writer = t
+        .access
+        .as_ref()
+        .map(|log| oneloop_rt::spawn(access_log::writer(Rc::clone(log), Rc::clone(&log_stop))));
     let mut metric_tasks = Vec::new();
     if let Some(m) = &shared.metrics {
         let mine = Arc::clone(&m.threads[index]);
@@ -209,6 +249,12 @@ async fn thread_main(index: usize, shared: &Shared) -> std::io::Result<()> {
             let listener = TcpListener::from_std(listener);
             metric_tasks.push(oneloop_rt::spawn(metrics::serve(listener, Arc::clone(m))));
         }
+    }
+    if let (0, Some(fd), Some(access)) = (index, &shared.reopen_signal, &shared.access) {
+        metric_tasks.push(oneloop_rt::spawn(reopen_on_signal(
+            fd.try_clone()?,
+            Arc::clone(access),
+        )));
     }
     let acceptor = oneloop_rt::spawn(accept_loop(listener, Rc::clone(&t), config.max_conns));
     oneloop_rt::poll::readable(&shared.signals.as_fd()).await?;
@@ -229,8 +275,29 @@ async fn thread_main(index: usize, shared: &Shared) -> std::io::Result<()> {
             config.grace
         );
     }
+    // The access log's last lines.
+    log_stop.set(true);
+    if let Some(writer) = log_writer {
+        let _ = writer.await;
+    }
     // Returning drops the remaining (idle) connections' tasks: their sockets close.
     Ok(())
+}
+
+/// Each `SIGUSR1` moves the access log's generation on: every thread reopens the file.
+async fn reopen_on_signal(fd: OwnedFd, access: Arc<access_log::Shared>) {
+    loop {
+        if oneloop_rt::poll::readable(&fd.as_fd()).await.is_err() {
+            return;
+        }
+        // Take the signal (a `signalfd_siginfo`), then say so.
+        let mut info = [0u8; 128];
+        if rustix::io::read(&fd, &mut info).is_ok() {
+            access
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
 }
 
 /// Room in each thread's ring for `max_conns` connections: one waiting on its read watch,
