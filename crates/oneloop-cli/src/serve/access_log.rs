@@ -9,6 +9,7 @@
 //! rotation: rename it, send the signal); shutdown writes what is buffered.
 
 use std::cell::{Cell, RefCell};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -89,40 +90,38 @@ impl ThreadLog {
             *clock = (secs, time_text(secs, self.shared.format));
         }
         let time = &clock.1;
-        match self.shared.format {
+        let buf = &mut *buf;
+        // Written straight into the buffer (no line allocated): this runs once per answer.
+        let _ = match self.shared.format {
             Format::Combined => {
-                let quoted = |s: Option<&str>| escape_combined(s.unwrap_or("-"));
-                buf.extend_from_slice(
-                    format!(
-                        "{} - - [{time}] \"{} {} {version}\" {} {} \"{}\" \"{}\"\n",
-                        entry.peer.ip(),
-                        entry.method,
-                        escape_combined(entry.path),
-                        entry.status,
-                        entry.bytes,
-                        quoted(entry.referer),
-                        quoted(entry.agent),
-                    )
-                    .as_bytes(),
-                );
+                let _ = write!(buf, "{} - - [{time}] \"{} ", entry.peer.ip(), entry.method);
+                escape_combined(buf, entry.path);
+                let _ = write!(buf, " {version}\" {} {} \"", entry.status, entry.bytes);
+                escape_combined(buf, entry.referer.unwrap_or("-"));
+                buf.extend_from_slice(b"\" \"");
+                escape_combined(buf, entry.agent.unwrap_or("-"));
+                buf.write_all(b"\"\n")
             }
             Format::Json => {
-                let s = |v: Option<&str>| v.map_or("null".to_string(), json_string);
-                buf.extend_from_slice(
-                    format!(
-                        "{{\"remote_addr\":\"{}\",\"time\":\"{time}\",\"method\":{},\"path\":{},\"protocol\":\"{version}\",\"status\":{},\"bytes\":{},\"referer\":{},\"user_agent\":{}}}\n",
-                        entry.peer.ip(),
-                        json_string(entry.method),
-                        json_string(entry.path),
-                        entry.status,
-                        entry.bytes,
-                        s(entry.referer),
-                        s(entry.agent),
-                    )
-                    .as_bytes(),
+                let _ = write!(
+                    buf,
+                    "{{\"remote_addr\":\"{}\",\"time\":\"{time}\",\"method\":",
+                    entry.peer.ip()
                 );
+                json_string(buf, Some(entry.method));
+                buf.extend_from_slice(b",\"path\":");
+                json_string(buf, Some(entry.path));
+                let _ = write!(
+                    buf,
+                    ",\"protocol\":\"{version}\",\"status\":{},\"bytes\":{},\"referer\":",
+                    entry.status, entry.bytes
+                );
+                json_string(buf, entry.referer);
+                buf.extend_from_slice(b",\"user_agent\":");
+                json_string(buf, entry.agent);
+                buf.write_all(b"}\n")
             }
-        }
+        };
     }
 
     /// Lines dropped so far.
@@ -167,34 +166,51 @@ fn time_text(secs: u64, format: Format) -> String {
     }
 }
 
-/// A value inside `combined`'s quotes: `"` and `\` escaped, control bytes as `\xHH`.
-fn escape_combined(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Appends a value inside `combined`'s quotes: `"` and `\` escaped, control bytes as `\xHH`.
+fn escape_combined(out: &mut Vec<u8>, s: &str) {
+    if !s
+        .bytes()
+        .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control())
+    {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
     for c in s.chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02X}", c as u32)),
-            c => out.push(c),
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02X}", c as u32);
+            }
+            c => {
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
         }
     }
-    out
 }
 
-/// A JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
+/// Appends a JSON string literal (`null` for `None`).
+fn json_string(out: &mut Vec<u8>, s: Option<&str>) {
+    let Some(s) = s else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    out.push(b'"');
     for c in s.chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
         }
     }
-    out.push('"');
-    out
+    out.push(b'"');
 }
 
 /// Opens the log for appending (standard output: a duplicate of it).
@@ -306,7 +322,12 @@ mod tests {
         );
         assert_eq!(time_text(0, Format::Json), "1970-01-01T00:00:00Z");
         assert_eq!(time_text(951_782_400, Format::Json), "2000-02-29T00:00:00Z");
-        assert_eq!(escape_combined("a\"b\\c\u{1}"), "a\\\"b\\\\c\\x01");
-        assert_eq!(json_string("a\"b\n"), "\"a\\\"b\\u000a\"");
+        let mut out = Vec::new();
+        escape_combined(&mut out, "a\"b\\c\u{1}é");
+        assert_eq!(out, "a\\\"b\\\\c\\x01é".as_bytes());
+        let mut out = Vec::new();
+        json_string(&mut out, Some("a\"b\né"));
+        json_string(&mut out, None);
+        assert_eq!(out, "\"a\\\"b\\u000aé\"null".as_bytes());
     }
 }
