@@ -968,6 +968,42 @@ fn precompressed_siblings_by_accept_encoding() {
             let (code, ce, v, ..) = get(&server, path, &[("Accept-Encoding", "gzip")]);
             assert_eq!((code, ce, v), (200, None, None), "{backend} {path}");
         }
+        // A sibling asked for by its own name is its own file (its own type, no coding), and
+        // the cache never mixes it up with the path answered in that coding.
+        let (code, ce, _, ct, _, b) = get(&server, "/app.css.br", &[]);
+        assert_eq!(
+            (code, ce, ct.as_deref()),
+            (200, None, Some("application/octet-stream"))
+        );
+        assert_eq!(b, b"br-bytes");
+        let (_, ce, _, ct, _, _) = get(&server, "/app.css", &[("Accept-Encoding", "br")]);
+        assert_eq!(
+            (ce.as_deref(), &ct),
+            (Some("br"), &css),
+            "{backend}: after the direct one"
+        );
+        // A directory with a file named like its sibling: the directory's own answer.
+        std::fs::write(dir.join("sub.gz"), "not the directory").unwrap();
+        let (code, ce, ..) = get(&server, "/sub/", &[("Accept-Encoding", "gzip")]);
+        assert_eq!(
+            (code, ce),
+            (200, None),
+            "{backend}: a directory has no siblings"
+        );
+        // A sibling removed while its existence is remembered (no body cache here): the file
+        // itself, not a 404.
+        let nocache = Server::start(backend, dir, &["--precompressed", "--cache-mib", "0"]);
+        std::fs::write(dir.join("b.css"), "b {}\n").unwrap();
+        std::fs::write(dir.join("b.css.gz"), "gz of b").unwrap();
+        let (_, ce, ..) = get(&nocache, "/b.css", &[("Accept-Encoding", "gzip")]);
+        assert_eq!(ce.as_deref(), Some("gzip"));
+        std::fs::remove_file(dir.join("b.css.gz")).unwrap();
+        let (code, ce, _, _, _, b) = get(&nocache, "/b.css", &[("Accept-Encoding", "gzip")]);
+        assert_eq!(
+            (code, ce, b.as_slice()),
+            (200, None, &b"b {}\n"[..]),
+            "{backend}: removed"
+        );
         // Without --precompressed: the file itself, whatever is accepted.
         let (code, ce, v, _, _, b) = get(&plain, "/app.css", &[("Accept-Encoding", "br, gzip")]);
         assert_eq!((code, ce, v, b.len()), (200, None, None, 20));

@@ -79,6 +79,8 @@ pub struct Thread {
     precompressed: bool,
     /// Which siblings each path had when last looked at, and when (`--precompressed`).
     siblings: RefCell<HashMap<String, (Instant, u8)>>,
+    /// Bytes of the names in `siblings`.
+    sibling_bytes: Cell<usize>,
     /// This thread's counters (`--metrics`).
     metrics: Option<Arc<super::metrics::ThreadMetrics>>,
     /// This thread's access log (`--access-log`).
@@ -107,6 +109,7 @@ impl Thread {
             send_zc: config.send_zc,
             precompressed: config.precompressed,
             siblings: RefCell::new(HashMap::new()),
+            sibling_bytes: Cell::new(0),
             metrics,
             access,
         }
@@ -140,8 +143,10 @@ impl Rep {
     }
 }
 
-/// The most paths whose siblings a thread remembers (then it forgets them all).
+/// The most paths whose siblings a thread remembers, and the most bytes of their names (then
+/// it forgets them all).
 const SIBLINGS_MAX: usize = 65_536;
+const SIBLINGS_BYTES_MAX: usize = 4 << 20;
 
 /// Counts one unit in a counter while alive.
 struct Counted<'a>(&'a Cell<usize>);
@@ -225,8 +230,11 @@ impl Conn<'_> {
         let mut head_deadline: Option<Instant> = None;
         loop {
             if !inbuf.is_empty() {
-                let log_fields = self.t.access.is_some();
-                match http::parse(&inbuf, inbuf.len() >= limits.max_header_bytes, log_fields) {
+                let keep = http::Keep {
+                    log_fields: self.t.access.is_some(),
+                    encodings: self.t.precompressed,
+                };
+                match http::parse(&inbuf, inbuf.len() >= limits.max_header_bytes, keep) {
                     Parsed::Request(req, len) => {
                         busy.get_or_insert_with(|| Counted::new(&self.t.busy));
                         head_deadline = None;
@@ -371,6 +379,12 @@ impl Conn<'_> {
 
     /// Counts and logs an answer to `req` (`None`: a head that could not be parsed).
     fn log(&self, req: Option<&Request>, status: Status, bytes: u64) {
+        // A HEAD sends no body.
+        let bytes = if req.is_some_and(|r| r.head) {
+            0
+        } else {
+            bytes
+        };
         if let Some(m) = &self.t.metrics {
             m.answered(status.code(), bytes);
         }
@@ -402,48 +416,67 @@ impl Conn<'_> {
             Ok(target) => target,
             Err(status) => return Ok(self.refuse(req, status, keep)),
         };
-        let (rep, coded_rel) = if self.t.precompressed && !target.rel.is_empty() {
-            let siblings = match self.known_siblings(&target.rel) {
-                Some(mask) => mask,
-                None => Box::pin(self.look_for_siblings(&target.rel)).await,
-            };
-            let vary = siblings != 0;
-            match http::representation(req.accept_encoding.as_deref(), siblings) {
-                Representation::NotAcceptable => {
-                    return Ok(self.refuse(req, Status::NotAcceptable, keep))
+        // A directory (or the root) has no siblings: its index or listing is what it serves.
+        let (mut rep, mut coded) =
+            if self.t.precompressed && !target.trailing_slash && target.rel != "." {
+                let siblings = match self.known_siblings(&target.rel) {
+                    Some(mask) => mask,
+                    None => Box::pin(self.look_for_siblings(&target.rel)).await,
+                };
+                let vary = siblings != 0;
+                match http::representation(req.accept_encoding.as_deref(), siblings) {
+                    Representation::NotAcceptable => {
+                        return Ok(self.refuse(req, Status::NotAcceptable, keep))
+                    }
+                    Representation::Coded(c) => (
+                        Rep {
+                            coding: Some(c),
+                            vary,
+                        },
+                        // Opened by its own name; kept in the cache under a key no URL has
+                        // (a NUL), so `GET /x.css.br` and `x.css` sent as br never share one.
+                        Some((
+                            format!("{}{}", target.rel, c.suffix()),
+                            format!("{}{}\0", target.rel, c.suffix()),
+                        )),
+                    ),
+                    Representation::Identity => (Rep { coding: None, vary }, None),
                 }
-                Representation::Coded(c) => (
-                    Rep {
-                        coding: Some(c),
-                        vary,
-                    },
-                    Some(format!("{}{}", target.rel, c.suffix())),
-                ),
-                Representation::Identity => (Rep { coding: None, vary }, None),
-            }
-        } else {
-            (Rep::default(), None)
-        };
-        // The file sent: the path's own, or its sibling (cached and opened by its own name;
-        // its type is the path's).
-        let rel = coded_rel.as_deref().unwrap_or(&target.rel);
-        let hit = self.t.cache.borrow().get(rel, Instant::now());
-        if let Some(hit) = hit {
-            return self.send_cached(req, &hit, rep, keep).await;
-        }
+            } else {
+                (Rep::default(), None)
+            };
         let root = Arc::clone(&self.t.root);
-        let (file, meta) = match files::open_beneath(&root, rel, self.t.uring).await {
-            Ok(found) => found,
-            Err(status) => {
-                self.t.cache.borrow_mut().forget(rel);
-                return Ok(self.refuse(req, status, keep));
+        let (file, meta, key) = loop {
+            // The file sent: the path's own, or its sibling (its type is the path's).
+            let (name, key) = match &coded {
+                Some((name, key)) => (name.as_str(), key.as_str()),
+                None => (target.rel.as_str(), target.rel.as_str()),
+            };
+            let hit = self.t.cache.borrow().get(key, Instant::now());
+            if let Some(hit) = hit {
+                return self.send_cached(req, &hit, rep, keep).await;
+            }
+            let opened = files::open_beneath(&root, name, self.t.uring).await;
+            match opened {
+                Ok((file, meta)) if coded.is_none() || meta.kind == Kind::File => {
+                    break (file, meta, key.to_string());
+                }
+                // A sibling gone, or no longer a regular file, since it was looked at: the
+                // path's own file instead, and the siblings looked at again next time.
+                _ if coded.is_some() => {
+                    self.t.cache.borrow_mut().forget(key);
+                    self.t.siblings.borrow_mut().remove(&target.rel);
+                    coded = None;
+                    rep.coding = None;
+                }
+                Ok(_) => unreachable!("the path's own file is taken whatever it is"),
+                Err(status) => {
+                    self.t.cache.borrow_mut().forget(key);
+                    return Ok(self.refuse(req, status, keep));
+                }
             }
         };
-        if rep.coding.is_some() && meta.kind != Kind::File {
-            // A sibling that is not a regular file (it changed since it was looked at).
-            self.t.siblings.borrow_mut().remove(&target.rel);
-            return Ok(self.refuse(req, Status::NotFound, keep));
-        }
+        let rel = key.as_str();
         if meta.kind == Kind::File && meta.len <= cache::BODY_MAX && self.t.cache.borrow().enabled()
         {
             // Read whole, kept, and answered from the copy kept.
@@ -549,8 +582,13 @@ impl Conn<'_> {
             }
         }
         let mut siblings = self.t.siblings.borrow_mut();
-        if siblings.len() >= SIBLINGS_MAX {
+        // Bounded in entries and in bytes (paths may be long): past either, forget them all.
+        let bytes = self.t.sibling_bytes.get() + rel.len();
+        if siblings.len() >= SIBLINGS_MAX || bytes > SIBLINGS_BYTES_MAX {
             siblings.clear();
+            self.t.sibling_bytes.set(rel.len());
+        } else {
+            self.t.sibling_bytes.set(bytes);
         }
         siblings.insert(rel.to_string(), (now, mask));
         mask

@@ -145,7 +145,16 @@ const KNOWN_METHODS: &[&str] = &[
 
 /// Parses the head at the start of `buf`; `full` says the buffer is at its size limit (so a
 /// partial head is too large).
-pub fn parse(buf: &[u8], full: bool, log_fields: bool) -> Parsed {
+/// Which optional request headers `parse` keeps (each costs an allocation per request).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Keep {
+    /// Referer and User-Agent, for the access log.
+    pub log_fields: bool,
+    /// Accept-Encoding, for precompressed siblings.
+    pub encodings: bool,
+}
+
+pub fn parse(buf: &[u8], full: bool, keep: Keep) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -190,7 +199,7 @@ pub fn parse(buf: &[u8], full: bool, log_fields: bool) -> Parsed {
         if_none_match: None,
         if_modified_since: None,
         accept_encoding: None,
-        for_log: log_fields.then(Box::default),
+        for_log: keep.log_fields.then(Box::default),
         body: 0,
     };
     let mut host = false;
@@ -223,7 +232,7 @@ pub fn parse(buf: &[u8], full: bool, log_fields: bool) -> Parsed {
             name.eq_ignore_ascii_case("user-agent"),
         ) {
             log.user_agent = value().map(str::to_string);
-        } else if name.eq_ignore_ascii_case("accept-encoding") {
+        } else if keep.encodings && name.eq_ignore_ascii_case("accept-encoding") {
             // Several lines are one list.
             let v = value().unwrap_or("");
             request.accept_encoding = Some(match request.accept_encoding.take() {
@@ -670,7 +679,7 @@ mod tests {
     use super::*;
 
     fn refused(raw: &[u8]) -> Status {
-        match parse(raw, false, false) {
+        match parse(raw, false, Keep::default()) {
             Parsed::Refuse(s) => s,
             other => panic!("{other:?}"),
         }
@@ -681,13 +690,13 @@ mod tests {
         let Parsed::Request(r, len) = parse(
             b"GET /a%20b?x=1 HTTP/1.1\r\nHost: h\r\n\r\nGET",
             false,
-            false,
+            Keep::default(),
         ) else {
             panic!()
         };
         assert_eq!((r.path.as_str(), r.keep_alive, len), ("/a%20b", true, 36));
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHo", false, false),
+            parse(b"GET / HTTP/1.1\r\nHo", false, Keep::default()),
             Parsed::Partial
         ));
         assert_eq!(
@@ -721,25 +730,25 @@ mod tests {
             refused(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n"),
             Status::BadRequest
         );
-        let Parsed::Request(r, _) = parse(b"GET / HTTP/1.0\r\n\r\n", false, false) else {
+        let Parsed::Request(r, _) = parse(b"GET / HTTP/1.0\r\n\r\n", false, Keep::default()) else {
             panic!()
         };
         assert!(r.http10 && !r.keep_alive);
         let Parsed::Request(r, _) = parse(
             b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
             false,
-            false,
+            Keep::default(),
         ) else {
             panic!()
         };
         assert!(r.keep_alive);
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100));
         assert!(matches!(
-            parse(long.as_bytes(), true, false),
+            parse(long.as_bytes(), true, Keep::default()),
             Parsed::Refuse(Status::HeadersTooLarge)
         ));
         assert!(matches!(
-            parse(&long.as_bytes()[..50], true, false),
+            parse(&long.as_bytes()[..50], true, Keep::default()),
             Parsed::Refuse(Status::UriTooLong)
         ));
     }

@@ -146,15 +146,32 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// The most scrapes answered at once; more are closed at once (a flood of them must not take
+/// the descriptors the server's clients need).
+const SCRAPES_MAX: usize = 8;
+
 /// Answers every connection to `listener` with the metrics (whatever it asked), then closes it.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             oneloop_rt::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if open.get() >= SCRAPES_MAX {
+            continue;
+        }
+        open.set(open.get() + 1);
+        let open = std::rc::Rc::clone(&open);
         let metrics = Arc::clone(&metrics);
         drop(oneloop_rt::spawn(async move {
+            struct Done(std::rc::Rc<std::cell::Cell<usize>>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.set(self.0.get() - 1);
+                }
+            }
+            let _done = Done(open);
             // The request head (any): read until its end, at most 8 KiB, within 5 s.
             let mut head = Vec::with_capacity(8192);
             let read = async {
@@ -177,7 +194,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = stream.write_all(answer.into_bytes()).await;
+            let _ = oneloop_rt::time::timeout(
+                Duration::from_secs(5),
+                stream.write_all(answer.into_bytes()),
+            )
+            .await;
         }));
     }
 }

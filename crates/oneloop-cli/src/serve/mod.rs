@@ -240,11 +240,16 @@ async fn thread_main(index: usize, shared: &Shared) -> std::io::Result<()> {
                 sleep(metrics::PUBLISH).await;
             }
         }));
-        let listener = shared
-            .metrics_listener
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        // Thread 0 answers the scrapes.
+        let listener = (index == 0)
+            .then(|| {
+                shared
+                    .metrics_listener
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+            })
+            .flatten();
         if let Some(listener) = listener {
             let listener = TcpListener::from_std(listener);
             metric_tasks.push(oneloop_rt::spawn(metrics::serve(listener, Arc::clone(m))));
