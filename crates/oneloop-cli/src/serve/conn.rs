@@ -896,7 +896,7 @@ fn boundary() -> String {
     });
     let mut h = KEYS.with(|k| k.build_hasher());
     h.write_u64(n);
-    format!("oneloop-{:016x}{n:x}", h.finish())
+    format!("oneloop-{:016x}{n:016x}", h.finish())
 }
 
 /// Appends exactly `count` bytes of `file` at `pos` to `buf` (a read may fetch more, into the
