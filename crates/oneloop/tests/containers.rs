@@ -4,44 +4,31 @@
 //! under a filter installed between `fork` and `exec` — no container runtime needed.
 #![allow(missing_docs)]
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/seccomp.rs"]
 mod seccomp;
 
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::Duration;
 
 use oneloop::{BackendKind, Nop, Read, Ring, Timeout, Write, CURRENT_POSITION};
 use seccomp::Refuse;
 
-const CHILD: &str = "ONELOOP_CONTAINER_CHILD";
-
 /// Runs `body` in a child under `refuse`'s filter, with `ONELOOP_BACKEND` cleared (the case
 /// is about `Auto`'s choice); the parent passes if the child does.
 fn under_filter(name: &str, refuse: Refuse, body: fn()) {
-    if std::env::var(CHILD).as_deref() == Ok(name) {
+    if child::is_child(name) {
         body();
         return;
     }
     if let Some(why) = seccomp::unavailable() {
         return eprintln!("SKIP {name}: {why}");
     }
-    let mut child = Command::new(std::env::current_exe().unwrap());
-    child
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, name)
-        .env_remove("ONELOOP_BACKEND");
-    seccomp::apply(&mut child, refuse);
-    let out = child.output().expect("start the child");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        eprintln!("  [{name}] {line}");
-    }
-    assert!(
-        out.status.success(),
-        "{name}: the child failed ({})",
-        out.status
-    );
+    child::run(name, |cmd| {
+        cmd.env_remove("ONELOOP_BACKEND");
+        seccomp::apply(cmd, refuse);
+    });
 }
 
 /// Ops on the ring `Auto` built: a no-op, a pipe written and read, a timer.

@@ -19,10 +19,12 @@
 //!   conformance suite's cases 24 and 25).
 #![allow(missing_docs)]
 
+#[path = "support/child.rs"]
+mod child;
+
 use std::collections::HashSet;
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,8 +33,6 @@ use oneloop::{Accept, BackendKind, Nop, Poll, PollMask, Ring, Timeout};
 
 /// One child at a time: `aio-max-nr` is shared by the whole machine.
 static ONE_CHILD: Mutex<()> = Mutex::new(());
-
-const CHILD: &str = "ONELOOP_EXHAUSTION_CHILD";
 
 /// Runs `body` in a child process (this test binary, filtered to the test `name`); the parent
 /// passes if the child exits 0, and shows what the child printed either way.
@@ -47,28 +47,16 @@ fn in_child_auto(name: &str, body: fn()) {
 }
 
 fn run_child(name: &str, body: fn(), clear_backend: bool) {
-    if std::env::var(CHILD).as_deref() == Ok(name) {
+    if child::is_child(name) {
         body();
         return;
     }
     let _one = ONE_CHILD.lock().unwrap_or_else(|e| e.into_inner());
-    let mut child = Command::new(std::env::current_exe().unwrap());
-    child
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, name);
-    if clear_backend {
-        child.env_remove("ONELOOP_BACKEND");
-    }
-    let out = child.output().expect("start the child");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        eprintln!("  [{name}] {line}");
-    }
-    assert!(
-        out.status.success(),
-        "{name}: the child failed ({})",
-        out.status
-    );
+    child::run(name, |cmd| {
+        if clear_backend {
+            cmd.env_remove("ONELOOP_BACKEND");
+        }
+    });
 }
 
 fn backends() -> Vec<BackendKind> {
